@@ -1,0 +1,425 @@
+#include "quarkfs/model.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "quarkfs/io.h"
+#include "quarkfs/rewrite.h"
+
+#define MAX_DEPTH 32                       /* symlinked directories could loop */
+#define MAX_JSON_BYTES (64u << 20)         /* config.json / index larger than this is refused */
+#define WRITE_BITS (S_IWUSR | S_IWGRP | S_IWOTH)
+
+static int add_warning(qfs_model *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int add_warning(qfs_model *m, const char *fmt, ...)
+{
+    char buf[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    char **w = realloc(m->warnings, (m->n_warnings + 1) * sizeof *w);
+    if (!w) return -ENOMEM;
+    m->warnings = w;
+    if (!(w[m->n_warnings] = strdup(buf))) return -ENOMEM;
+    m->n_warnings++;
+    return 0;
+}
+
+static int new_entry(qfs_model *m, size_t *cap, size_t parent, const char *rel,
+                     const char *src_path, const struct stat *sb, qfs_entry_kind kind, size_t *out)
+{
+    if (m->n_entries == *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        qfs_entry *ne = realloc(m->entries, nc * sizeof *ne);
+        if (!ne) return -ENOMEM;
+        m->entries = ne;
+        *cap = nc;
+    }
+    qfs_entry *e = &m->entries[m->n_entries];
+    memset(e, 0, sizeof *e);
+    e->source.fd = -1;
+    e->path = strdup(rel);
+    e->src_path = strdup(src_path);
+    if (!e->path || !e->src_path) {
+        free(e->path);
+        free(e->src_path);
+        return -ENOMEM;
+    }
+    const char *slash = strrchr(e->path, '/');
+    e->name = slash ? slash + 1 : e->path;
+    e->parent = parent;
+    e->kind = kind;
+    e->st = *sb;
+    e->st.st_mode &= ~(mode_t)WRITE_BITS;
+    e->st.st_ino = (ino_t)(m->n_entries + 1);   /* FUSE_ROOT_ID is 1: entry 0 */
+    e->st.st_nlink = kind == QFS_ENTRY_DIR ? 2 : 1;
+    *out = m->n_entries++;
+    return 0;
+}
+
+static bool is_quantized_name(const char *name)
+{
+    return fnmatch("model*.safetensors", name, 0) == 0;
+}
+
+/* Walks src_dir recursively, adding entries under parent. `ancestors` guards symlink loops. */
+static int scan_dir(qfs_model *m, size_t *cap, size_t parent, const char *src_dir,
+                    const char *rel_dir, int depth, const struct stat *ancestors)
+{
+    DIR *d = opendir(src_dir);
+    if (!d) {
+        int e = errno;
+        add_warning(m, "%s: cannot list: %s (shown empty)", src_dir, strerror(e));
+        return 0;
+    }
+    struct dirent *de;
+    int rc = 0;
+    while (rc == 0 && (de = readdir(d))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+        char src[PATH_MAX], rel[PATH_MAX];
+        if (snprintf(src, sizeof src, "%s/%s", src_dir, de->d_name) >= (int)sizeof src ||
+            snprintf(rel, sizeof rel, "%s%s%s", rel_dir, *rel_dir ? "/" : "", de->d_name) >=
+                (int)sizeof rel) {
+            add_warning(m, "%s/%s: path too long (left out)", src_dir, de->d_name);
+            continue;
+        }
+        struct stat sb;
+        if (stat(src, &sb) != 0) {     /* follows symlinks: the view shows their targets */
+            add_warning(m, "%s: %s (left out of the view)", src, strerror(errno));
+            continue;
+        }
+        size_t idx;
+        if (S_ISDIR(sb.st_mode)) {
+            bool loop = depth >= MAX_DEPTH;
+            for (int i = 0; i <= depth && !loop; i++)
+                loop = ancestors[i].st_dev == sb.st_dev && ancestors[i].st_ino == sb.st_ino;
+            if (loop) {
+                add_warning(m, "%s: directory loop (left out of the view)", src);
+                continue;
+            }
+            rc = new_entry(m, cap, parent, rel, src, &sb, QFS_ENTRY_DIR, &idx);
+            if (rc) break;
+            struct stat anc[MAX_DEPTH + 1];
+            memcpy(anc, ancestors, (size_t)(depth + 1) * sizeof *anc);
+            anc[depth + 1] = sb;
+            rc = scan_dir(m, cap, idx, src, rel, depth + 1, anc);
+        } else if (S_ISREG(sb.st_mode)) {
+            qfs_entry_kind kind = QFS_ENTRY_PASSTHROUGH;
+            if (parent == 0 && is_quantized_name(de->d_name)) kind = QFS_ENTRY_QUANTIZED;
+            rc = new_entry(m, cap, parent, rel, src, &sb, kind, &idx);
+        } else {
+            add_warning(m, "%s: not a regular file or directory (left out of the view)", src);
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+static int cmp_child(const void *a, const void *b, void *ctx)
+{
+    const qfs_model *m = ctx;
+    return strcmp(m->entries[*(const size_t *)a].name, m->entries[*(const size_t *)b].name);
+}
+
+static int link_children(qfs_model *m)
+{
+    for (size_t i = 1; i < m->n_entries; i++) m->entries[m->entries[i].parent].n_children++;
+    for (size_t i = 0; i < m->n_entries; i++) {
+        qfs_entry *e = &m->entries[i];
+        if (e->kind != QFS_ENTRY_DIR) continue;
+        e->children = calloc(e->n_children ? e->n_children : 1, sizeof *e->children);
+        if (!e->children) return -ENOMEM;
+        e->n_children = 0;
+    }
+    for (size_t i = 1; i < m->n_entries; i++) {
+        qfs_entry *p = &m->entries[m->entries[i].parent];
+        p->children[p->n_children++] = i;
+    }
+    for (size_t i = 0; i < m->n_entries; i++)
+        if (m->entries[i].kind == QFS_ENTRY_DIR)
+            qsort_r(m->entries[i].children, m->entries[i].n_children, sizeof(size_t), cmp_child, m);
+    return 0;
+}
+
+static void set_entry_error(qfs_model *m, qfs_entry *e, const char *msg)
+{
+    e->error = -EIO;
+    free(e->error_msg);
+    e->error_msg = strdup(msg);
+    add_warning(m, "%s (reads of %s fail with EIO; the other files are served)", msg, e->path);
+}
+
+static int plan_quantized(qfs_model *m, qfs_entry *e)
+{
+    qfs_error err = {{0}};
+    e->source.fd = open(e->src_path, O_RDONLY | O_CLOEXEC);
+    if (e->source.fd < 0) {
+        qfs_error_set(&err, "%s: %s", e->src_path, strerror(errno));
+        set_entry_error(m, e, err.msg);
+        return 0;
+    }
+    int rc = qfs_st_read_fd(e->source.fd, e->src_path, &e->st_file, &err);
+    if (rc == 0) rc = qfs_plan_build(&e->st_file, m->opts.spec, &m->opts.rules, e->src_path,
+                                     &e->plan, &err);
+    if (rc == -ENOMEM) return rc;
+    if (rc) {
+        set_entry_error(m, e, err.msg);
+        return 0;
+    }
+    e->source.slots = calloc(e->plan.n_jobs ? e->plan.n_jobs : 1, sizeof *e->source.slots);
+    if (!e->source.slots) return -ENOMEM;
+    e->source.path = e->src_path;
+    e->source.st = &e->st_file;
+    e->source.plan = &e->plan;
+    e->source.spec = m->opts.spec;
+    m->src_bytes += (uint64_t)e->st.st_size;
+    e->st.st_size = (off_t)e->plan.file_size;
+    m->view_bytes += e->plan.file_size;
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Module names of every unquantized Linear-like weight, plus "lm_head" (Quark's templates
+ * always exclude it, and a tied lm_head has no tensor to find). Sorted, unique. */
+static int exclusion_list(const qfs_model *m, char ***out, size_t *n_out)
+{
+    size_t cap = 16, n = 0;
+    char **list = malloc(cap * sizeof *list);
+    if (!list || !(list[n++] = strdup("lm_head"))) {
+        free(list);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < m->n_entries; i++) {
+        const qfs_entry *e = &m->entries[i];
+        if (e->kind != QFS_ENTRY_QUANTIZED || e->error) continue;
+        for (size_t t = 0; t < e->st_file.n_tensors; t++) {
+            if (!qfs_select_is_linear_like(e->plan.decisions[t])) continue;
+            char module[1024];
+            qfs_select_module_name(e->st_file.tensors[t].name, module, sizeof module);
+            if (n == cap) {
+                char **nl = realloc(list, (cap *= 2) * sizeof *nl);
+                if (!nl) goto nomem;
+                list = nl;
+            }
+            if (!(list[n++] = strdup(module))) goto nomem;
+        }
+    }
+    qsort(list, n, sizeof *list, cmp_str);
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (u && strcmp(list[u - 1], list[i]) == 0) free(list[i]);
+        else list[u++] = list[i];
+    }
+    *out = list;
+    *n_out = u;
+    return 0;
+nomem:
+    for (size_t i = 0; i < n; i++) free(list[i]);
+    free(list);
+    return -ENOMEM;
+}
+
+static int read_small_file(const char *path, char **out, size_t *len, qfs_error *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        qfs_error_set(err, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    struct stat sb;
+    int rc = fstat(fd, &sb) ? -errno : 0;
+    if (!rc && (uint64_t)sb.st_size > MAX_JSON_BYTES) {
+        qfs_error_set(err, "%s: %lld bytes is too large for a JSON file of a model", path,
+                      (long long)sb.st_size);
+        rc = -EFBIG;
+    }
+    char *buf = NULL;
+    if (!rc) {
+        buf = malloc((size_t)sb.st_size + 1);
+        if (!buf) rc = -ENOMEM;
+    }
+    if (!rc) rc = qfs_pread_full(fd, buf, (size_t)sb.st_size, 0);
+    close(fd);
+    if (rc) {
+        if (rc != -EFBIG) qfs_error_set(err, "%s: cannot read: %s", path, strerror(-rc));
+        free(buf);
+        return rc;
+    }
+    buf[sb.st_size] = '\0';
+    *out = buf;
+    *len = (size_t)sb.st_size;
+    return 0;
+}
+
+static const qfs_plan *plan_for_file(void *ctx, const char *file)
+{
+    const qfs_model *m = ctx;
+    size_t idx;
+    if (qfs_model_lookup(m, 0, file, &idx) != 0) return NULL;
+    const qfs_entry *e = &m->entries[idx];
+    return e->kind == QFS_ENTRY_QUANTIZED && !e->error ? &e->plan : NULL;
+}
+
+static void set_generated(qfs_entry *e, char *data, size_t len)
+{
+    e->kind = QFS_ENTRY_GENERATED;
+    e->data = (uint8_t *)data;
+    e->data_len = len;
+    e->st.st_size = (off_t)len;
+}
+
+/* config.json problems refuse the whole view: without a correct quantization_config a loader
+ * would misread every quantized tensor. */
+static int generate_config(qfs_model *m, qfs_entry *e, qfs_error *err)
+{
+    char *text, *out;
+    size_t len, out_len;
+    int rc = read_small_file(e->src_path, &text, &len, err);
+    if (rc) return rc;
+    char **excl = NULL;
+    size_t n_excl = 0;
+    rc = exclusion_list(m, &excl, &n_excl);
+    if (rc) {
+        free(text);
+        return rc;
+    }
+    json_t *qc = qfs_quant_config_build(m->opts.spec, m->opts.format, (const char *const *)excl,
+                                        n_excl);
+    rc = qc ? qfs_config_rewrite(text, len, qc, e->src_path, &out, &out_len, err) : -ENOMEM;
+    json_decref(qc);
+    for (size_t i = 0; i < n_excl; i++) free(excl[i]);
+    free(excl);
+    free(text);
+    if (rc == 0) set_generated(e, out, out_len);
+    return rc;
+}
+
+static int generate_index(qfs_model *m, qfs_entry *e)
+{
+    qfs_error err = {{0}};
+    char *text, *out;
+    size_t len, out_len;
+    int rc = read_small_file(e->src_path, &text, &len, &err);
+    if (rc == 0) {
+        rc = qfs_index_rewrite(text, len, plan_for_file, m, e->src_path, &out, &out_len, &err);
+        free(text);
+    }
+    if (rc == -ENOMEM) return rc;
+    if (rc) {
+        set_entry_error(m, e, err.msg);
+        return 0;
+    }
+    set_generated(e, out, out_len);
+    return 0;
+}
+
+int qfs_model_open(const char *src, const qfs_model_options *opts, qfs_model **out,
+                   qfs_error *err)
+{
+    qfs_model *m = calloc(1, sizeof *m);
+    if (!m) return -ENOMEM;
+    m->opts = *opts;
+    int rc;
+    char root[PATH_MAX];
+    struct stat sb;
+    if (!realpath(src, root) || stat(root, &sb) != 0) {
+        rc = -errno;
+        qfs_error_set(err, "%s: %s", src, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        qfs_error_set(err, "%s: not a directory (SRC must be a Hugging Face model directory)", src);
+        rc = -ENOTDIR;
+        goto fail;
+    }
+    rc = -ENOMEM;
+    if (!(m->src_root = strdup(root))) goto fail;
+    size_t cap = 0, idx;
+    if ((rc = new_entry(m, &cap, 0, "", root, &sb, QFS_ENTRY_DIR, &idx))) goto fail;
+    if ((rc = scan_dir(m, &cap, 0, root, "", 0, &sb))) goto fail;
+    if ((rc = link_children(m))) goto fail;
+
+    size_t n_quantized = 0;
+    for (size_t i = 0; i < m->n_entries; i++) {
+        if (m->entries[i].kind != QFS_ENTRY_QUANTIZED) continue;
+        n_quantized++;
+        if ((rc = plan_quantized(m, &m->entries[i]))) goto fail;
+    }
+    if (n_quantized == 0)
+        add_warning(m, "%s: no model*.safetensors file: every file passes through unchanged", root);
+    if (qfs_model_lookup(m, 0, "config.json", &idx) == 0 && m->entries[idx].kind != QFS_ENTRY_DIR) {
+        if ((rc = generate_config(m, &m->entries[idx], err))) goto fail;
+    } else if (n_quantized) {
+        add_warning(m, "%s: no config.json: the view has no quantization_config for loaders", root);
+    }
+    if (qfs_model_lookup(m, 0, "model.safetensors.index.json", &idx) == 0 &&
+        m->entries[idx].kind != QFS_ENTRY_DIR) {
+        if ((rc = generate_index(m, &m->entries[idx]))) goto fail;
+    }
+    *out = m;
+    return 0;
+fail:
+    if (rc == -ENOMEM) qfs_error_set(err, "%s: out of memory while scanning", src);
+    qfs_model_close(m);
+    return rc;
+}
+
+void qfs_model_close(qfs_model *m)
+{
+    if (!m) return;
+    for (size_t i = 0; i < m->n_entries; i++) {
+        qfs_entry *e = &m->entries[i];
+        free(e->path);
+        free(e->src_path);
+        free(e->children);
+        free(e->data);
+        free(e->error_msg);
+        if (e->source.slots) {
+            for (size_t j = 0; j < e->plan.n_jobs; j++) {
+                free(e->source.slots[j].error_msg);
+                free(e->source.slots[j].entry.data);
+            }
+            free(e->source.slots);
+        }
+        if (e->source.fd >= 0) close(e->source.fd);
+        qfs_plan_free(&e->plan);
+        qfs_st_file_free(&e->st_file);
+    }
+    for (size_t i = 0; i < m->n_warnings; i++) free(m->warnings[i]);
+    free(m->warnings);
+    free(m->entries);
+    free(m->src_root);
+    free(m);
+}
+
+int qfs_model_lookup(const qfs_model *m, size_t dir, const char *name, size_t *out)
+{
+    const qfs_entry *d = &m->entries[dir];
+    if (d->kind != QFS_ENTRY_DIR) return -ENOTDIR;
+    size_t lo = 0, hi = d->n_children;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(m->entries[d->children[mid]].name, name);
+        if (c == 0) {
+            *out = d->children[mid];
+            return 0;
+        }
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return -ENOENT;
+}

@@ -1,0 +1,218 @@
+#include "quarkfs/rewrite.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One Quark QTensorConfig.to_dict() (shared/reference/quark-format.md §2-3). */
+static json_t *tensor_spec(const char *dtype, const char *qscheme, int ch_axis, bool dynamic)
+{
+    bool per_channel = strcmp(qscheme, "per_channel") == 0;
+    json_t *o = json_object();
+    json_object_set_new(o, "block_size", json_null());
+    json_object_set_new(o, "ch_axis", per_channel ? json_integer(ch_axis) : json_null());
+    json_object_set_new(o, "dtype", json_string(dtype));
+    json_object_set_new(o, "enable_buffer_reuse", json_false());
+    json_object_set_new(o, "group_size", json_null());
+    json_object_set_new(o, "is_dynamic", json_boolean(dynamic));
+    json_object_set_new(o, "is_scale_quant", json_false());
+    json_object_set_new(o, "max_input_numel", json_integer(4194304));
+    json_object_set_new(o, "mx_element_dtype", json_null());
+    json_object_set_new(o, "observer_cls", json_string(per_channel ? "PerChannelMinMaxObserver"
+                                                                   : "PerTensorMinMaxObserver"));
+    json_object_set_new(o, "qscheme", json_string(qscheme));
+    json_object_set_new(o, "round_method", json_string("half_even"));
+    json_object_set_new(o, "scale_calculation_mode", json_null());
+    json_object_set_new(o, "scale_format", json_null());
+    json_object_set_new(o, "scale_type", json_string("float"));
+    json_object_set_new(o, "symmetric", json_true());
+    return o;
+}
+
+json_t *qfs_quant_config_build(const qfs_spec *spec, qfs_format format,
+                               const char *const *exclude, size_t n_exclude)
+{
+    (void)format; /* only the quark format exists in this release */
+    const char *dt = spec->wtype == QFS_W_INT8 ? "int8" : "fp8_e4m3";
+    const char *wq = spec->gran == QFS_PER_TENSOR ? "per_tensor" : "per_channel";
+    json_t *weight = tensor_spec(dt, wq, 0, false);
+    json_t *input;
+    if (spec->act == QFS_ACT_DYNAMIC_PER_TENSOR) input = tensor_spec(dt, "per_tensor", 0, true);
+    else if (spec->act == QFS_ACT_DYNAMIC_PER_TOKEN) input = tensor_spec(dt, "per_channel", 1, true);
+    else input = json_null();
+
+    json_t *layer = json_object();
+    json_object_set_new(layer, "bias", json_null());
+    json_object_set_new(layer, "input_tensors", input);
+    json_object_set_new(layer, "output_tensors", json_null());
+    json_object_set_new(layer, "target_device", json_null());
+    json_object_set_new(layer, "weight", weight);
+
+    json_t *export = json_object();
+    json_object_set_new(export, "kv_cache_group", json_array());
+    json_object_set_new(export, "min_kv_scale", json_real(0.0));
+    json_object_set_new(export, "pack_method", json_string("reorder"));
+    json_object_set_new(export, "weight_format", json_string("real_quantized"));
+    json_object_set_new(export, "weight_merge_groups", json_null());
+
+    json_t *excl = json_array();
+    for (size_t i = 0; i < n_exclude; i++) json_array_append_new(excl, json_string(exclude[i]));
+
+    json_t *qc = json_object();
+    json_object_set_new(qc, "algo_config", json_null());
+    json_object_set_new(qc, "exclude", excl);
+    json_object_set_new(qc, "export", export);
+    json_object_set_new(qc, "global_quant_config", layer);
+    json_object_set_new(qc, "kv_cache_post_rope", json_false());
+    json_object_set_new(qc, "kv_cache_quant_config", json_object());
+    json_object_set_new(qc, "layer_quant_config", json_object());
+    json_object_set_new(qc, "layer_type_quant_config", json_object());
+    json_object_set_new(qc, "quant_method", json_string("quark"));
+    json_object_set_new(qc, "quant_mode", json_string("eager_mode"));
+    json_object_set_new(qc, "softmax_quant_spec", json_null());
+    json_object_set_new(qc, "version", json_string("0.11"));
+    return qc;
+}
+
+static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* Appends src to the growing buffer, indenting every line after the first by `indent`. */
+static size_t append_indented(char *dst, const char *src, const char *indent)
+{
+    size_t n = 0, il = strlen(indent);
+    for (const char *p = src; *p; p++) {
+        dst[n++] = *p;
+        if (*p == '\n') {
+            memcpy(dst + n, indent, il);
+            n += il;
+        }
+    }
+    return n;
+}
+
+int qfs_config_rewrite(const char *text, size_t len, const json_t *quant_config,
+                       const char *path, char **out, size_t *out_len, qfs_error *err)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, 0, &jerr);
+    if (!root) {
+        qfs_error_set(err, "%s: not valid JSON (line %d, column %d: %s)", path, jerr.line,
+                      jerr.column, jerr.text);
+        return -EINVAL;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        qfs_error_set(err, "%s: not a JSON object", path);
+        return -EINVAL;
+    }
+    if (json_object_get(root, "quantization_config")) {
+        json_decref(root);
+        qfs_error_set(err, "%s: the model is already quantized (it has a quantization_config); "
+                      "quarkfs needs an unquantized BF16/F16/F32 source", path);
+        return -EINVAL;
+    }
+    bool empty = json_object_size(root) == 0;
+    json_decref(root);
+
+    /* The closing brace of the top-level object is the last non-blank character. */
+    size_t close = len;
+    while (close > 0 && is_ws(text[close - 1])) close--;
+    if (close == 0 || text[close - 1] != '}') {
+        qfs_error_set(err, "%s: cannot find the closing brace of the top-level object", path);
+        return -EINVAL;
+    }
+    close--;
+    size_t keep = close;                       /* source text kept before the new member */
+    while (keep > 0 && is_ws(text[keep - 1])) keep--;
+
+    char *qc = json_dumps(quant_config, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (!qc) return -ENOMEM;
+    size_t qlen = strlen(qc), nl = 0;
+    for (size_t i = 0; i < qlen; i++) nl += qc[i] == '\n';
+    size_t cap = keep + 64 + qlen + nl * 2 + (len - close);
+    char *buf = malloc(cap);
+    if (!buf) {
+        free(qc);
+        return -ENOMEM;
+    }
+    size_t n = 0;
+    memcpy(buf, text, keep);
+    n = keep;
+    const char *member = empty ? "\n  \"quantization_config\": " : ",\n  \"quantization_config\": ";
+    memcpy(buf + n, member, strlen(member));
+    n += strlen(member);
+    n += append_indented(buf + n, qc, "  ");
+    buf[n++] = '\n';
+    memcpy(buf + n, text + close, len - close);   /* the brace and whatever followed it */
+    n += len - close;
+    free(qc);
+    *out = buf;
+    *out_len = n;
+    return 0;
+}
+
+int qfs_index_rewrite(const char *text, size_t len, qfs_index_plan_fn plan_for, void *ctx,
+                      const char *path, char **out, size_t *out_len, qfs_error *err)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, 0, &jerr);
+    if (!root) {
+        qfs_error_set(err, "%s: not valid JSON (line %d, column %d: %s)", path, jerr.line,
+                      jerr.column, jerr.text);
+        return -EINVAL;
+    }
+    json_t *wm = json_object_get(root, "weight_map");
+    if (!json_is_object(root) || !json_is_object(wm)) {
+        json_decref(root);
+        qfs_error_set(err, "%s: not a safetensors index (no \"weight_map\" object)", path);
+        return -EINVAL;
+    }
+    json_t *new_wm = json_object(), *files = json_object();
+    const char *k;
+    json_t *v;
+    int rc = 0;
+    json_object_foreach(wm, k, v) {
+        if (!json_is_string(v)) {
+            qfs_error_set(err, "%s: weight_map entry '%s' is not a file name", path, k);
+            rc = -EINVAL;
+            goto out;
+        }
+        if (plan_for(ctx, json_string_value(v))) json_object_set_new(files, json_string_value(v), json_true());
+        else json_object_set(new_wm, k, v);
+    }
+    uint64_t total = 0;
+    json_object_foreach(files, k, v) {
+        const qfs_plan *p = plan_for(ctx, k);
+        for (size_t i = 0; i < p->n_tensors; i++)
+            json_object_set_new(new_wm, p->tensors[i].name, json_string(k));
+        total += p->file_size - p->header_size;
+    }
+    json_t *meta = json_object_get(root, "metadata");
+    if (!json_is_object(meta)) {
+        meta = json_object();
+        json_object_set_new(root, "metadata", meta);
+    }
+    json_object_set_new(meta, "total_size", json_integer((json_int_t)total));
+    json_object_set(root, "weight_map", new_wm);
+    char *s = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (!s) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    size_t n = strlen(s);
+    char *buf = realloc(s, n + 2);
+    if (!buf) {
+        free(s);
+        rc = -ENOMEM;
+        goto out;
+    }
+    buf[n] = '\n';
+    buf[n + 1] = '\0';
+    *out = buf;
+    *out_len = n + 1;
+out:
+    json_decref(new_wm);
+    json_decref(files);
+    json_decref(root);
+    return rc;
+}

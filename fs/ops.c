@@ -1,0 +1,218 @@
+#include "ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <syslog.h>
+
+#include "quarkfs/view.h"
+
+static qfs_fs *fs_of(fuse_req_t req) { return fuse_req_userdata(req); }
+
+/* FUSE inode numbers are entry index + 1 (the root, entry 0, is FUSE_ROOT_ID = 1). */
+static int entry_of(const qfs_fs *fs, fuse_ino_t ino, size_t *idx)
+{
+    if (ino < 1 || ino > fs->model->n_entries) return -ENOENT;
+    *idx = (size_t)(ino - 1);
+    return 0;
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    qfs_fs *fs = userdata;
+    if (fs->max_background) {
+        conn->max_background = fs->max_background;
+        conn->congestion_threshold = fs->max_background * 3 / 4;
+    }
+    /* The view never changes: no need for the kernel to re-check size/mtime on open. */
+    conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    qfs_fs *fs = fs_of(req);
+    size_t dir, idx;
+    int rc = entry_of(fs, parent, &dir);
+    if (!rc) rc = qfs_model_lookup(fs->model, dir, name, &idx);
+    if (rc) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    struct fuse_entry_param ep;
+    memset(&ep, 0, sizeof ep);
+    ep.ino = idx + 1;
+    ep.generation = 1;
+    ep.attr = fs->model->entries[idx].st;
+    ep.attr_timeout = fs->timeout;
+    ep.entry_timeout = fs->timeout;
+    fuse_reply_entry(req, &ep);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)fi;
+    qfs_fs *fs = fs_of(req);
+    size_t idx;
+    if (entry_of(fs, ino, &idx)) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    fuse_reply_attr(req, &fs->model->entries[idx].st, fs->timeout);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi)
+{
+    (void)ino; (void)attr; (void)to_set; (void)fi;
+    fuse_reply_err(req, EROFS);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    qfs_fs *fs = fs_of(req);
+    size_t idx;
+    if (entry_of(fs, ino, &idx)) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    if (fs->model->entries[idx].kind != QFS_ENTRY_DIR) {
+        fuse_reply_err(req, ENOTDIR);
+        return;
+    }
+    fi->keep_cache = 1;
+    fi->cache_readdir = 1;
+    fuse_reply_open(req, fi);
+}
+
+/* Offsets: 0 = ".", 1 = "..", 2 + i = child i. */
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    (void)fi;
+    qfs_fs *fs = fs_of(req);
+    size_t idx;
+    if (entry_of(fs, ino, &idx)) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    const qfs_entry *d = &fs->model->entries[idx];
+    char *buf = malloc(size);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    size_t used = 0;
+    for (off_t i = off; (size_t)i < d->n_children + 2; i++) {
+        const qfs_entry *e = i == 0 ? d : i == 1 ? &fs->model->entries[d->parent]
+                                                : &fs->model->entries[d->children[i - 2]];
+        const char *name = i == 0 ? "." : i == 1 ? ".." : e->name;
+        struct stat st = {.st_ino = e->st.st_ino, .st_mode = e->st.st_mode};
+        size_t n = fuse_add_direntry(req, buf + used, size - used, name, &st, i + 1);
+        if (n > size - used) break;
+        used += n;
+    }
+    fuse_reply_buf(req, buf, used);
+    free(buf);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    qfs_fs *fs = fs_of(req);
+    size_t idx;
+    if (entry_of(fs, ino, &idx)) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    qfs_error err = {{0}};
+    int fd, rc = qfs_view_open(fs->model, idx, &fd, &err);
+    if (rc) {
+        if (!atomic_flag_test_and_set(&fs->read_error_logged[idx]))
+            fs->log(LOG_ERR, "%s", err.msg);
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    fi->fh = (uint64_t)(int64_t)fd;
+    fi->keep_cache = 1;      /* the bytes never change: page-cache hits never reach us */
+    fi->direct_io = 0;       /* mmap (every safetensors loader) needs the page cache */
+    fi->noflush = 1;
+    if (fuse_reply_open(req, fi) == -ENOENT) qfs_view_close(fd);  /* the opener was interrupted */
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    qfs_fs *fs = fs_of(req);
+    size_t idx;
+    if (entry_of(fs, ino, &idx)) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    uint8_t *buf = malloc(size ? size : 1);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    qfs_error err = {{0}};
+    size_t got = 0;
+    int rc = qfs_view_read(fs->model, fs->engine, idx, (int)(int64_t)fi->fh, buf, size,
+                           (uint64_t)off, &got, &err);
+    if (rc) {
+        if (!atomic_flag_test_and_set(&fs->read_error_logged[idx]))
+            fs->log(LOG_ERR, "%s", err.msg);
+        fuse_reply_err(req, rc == -EDOM ? EIO : -rc);
+    } else {
+        fuse_reply_buf(req, (const char *)buf, got);
+    }
+    free(buf);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)ino;
+    qfs_view_close((int)(int64_t)fi->fh);
+    fuse_reply_err(req, 0);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    (void)ino;
+    qfs_fs *fs = fs_of(req);
+    struct statvfs sv;
+    memset(&sv, 0, sizeof sv);
+    sv.f_bsize = 4096;
+    sv.f_frsize = 4096;
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < fs->model->n_entries; i++)
+        bytes += (uint64_t)fs->model->entries[i].st.st_size;
+    sv.f_blocks = (bytes + 4095) / 4096;
+    sv.f_files = fs->model->n_entries;
+    sv.f_namemax = 255;
+    sv.f_flag = ST_RDONLY;
+    fuse_reply_statfs(req, &sv);
+}
+
+static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+    (void)ino;
+    fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
+}
+
+const struct fuse_lowlevel_ops qfs_fs_ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .open = op_open,
+    .read = op_read,
+    .release = op_release,
+    .statfs = op_statfs,
+    .access = op_access,
+};

@@ -1,0 +1,27 @@
+/* quarkfs — the FUSE low-level operations, mapped onto the core's model and view. */
+#ifndef QUARKFS_FS_OPS_H
+#define QUARKFS_FS_OPS_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+#include <stdatomic.h>
+
+#include "quarkfs/engine.h"
+#include "quarkfs/model.h"
+
+typedef void (*qfs_log_fn)(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Everything the operations need: the userdata of the FUSE session. */
+typedef struct qfs_fs {
+    qfs_model *model;
+    qfs_engine *engine;         /* created after daemonizing, before the loop starts */
+    qfs_log_fn log;
+    double timeout;             /* entry/attr timeout: the view never changes while mounted */
+    unsigned max_background;    /* FUSE background requests (kernel default 12) */
+    atomic_flag *read_error_logged; /* one per entry: log a file's read error once */
+} qfs_fs;
+
+/* The operation table (read-only: every write-like request gets EROFS). */
+extern const struct fuse_lowlevel_ops qfs_fs_ops;
+
+#endif

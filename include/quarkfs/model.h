@@ -1,0 +1,70 @@
+/* quarkfs — the whole view of a source directory: a tree of entries, each a directory, a
+ * passthrough file, a generated JSON file or a quantized safetensors file, with the exact
+ * attributes (size, mode without write bits, times) it shows for the life of the mount. */
+#ifndef QUARKFS_MODEL_H
+#define QUARKFS_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "quarkfs/engine.h"
+#include "quarkfs/error.h"
+#include "quarkfs/plan.h"
+#include "quarkfs/safetensors.h"
+#include "quarkfs/select.h"
+#include "quarkfs/spec.h"
+
+typedef enum qfs_entry_kind {
+    QFS_ENTRY_DIR,
+    QFS_ENTRY_PASSTHROUGH,   /* bytes of src_path, unchanged */
+    QFS_ENTRY_GENERATED,     /* bytes held in memory (config.json, the index) */
+    QFS_ENTRY_QUANTIZED,     /* a model*.safetensors file, planned */
+} qfs_entry_kind;
+
+typedef struct qfs_entry {
+    char *path;              /* relative to the root, "" for the root itself */
+    const char *name;        /* last component of path */
+    size_t parent;           /* index of the parent directory (0 for the root) */
+    qfs_entry_kind kind;
+    struct stat st;          /* what getattr answers */
+    char *src_path;          /* absolute path of the source (symlinks resolved by the kernel) */
+    size_t *children;        /* DIR: child indices, sorted by name */
+    size_t n_children;
+    uint8_t *data;           /* GENERATED */
+    size_t data_len;
+    qfs_st_file st_file;     /* QUANTIZED */
+    qfs_plan plan;
+    qfs_tensor_source source;
+    int error;               /* != 0: this entry cannot be read (negative errno) ... */
+    char *error_msg;         /* ... and why, naming the file */
+} qfs_entry;
+
+typedef struct qfs_model_options {
+    const qfs_spec *spec;
+    qfs_format format;
+    qfs_select_rules rules;
+} qfs_model_options;
+
+typedef struct qfs_model {
+    char *src_root;          /* absolute */
+    qfs_model_options opts;
+    qfs_entry *entries;      /* entries[0] is the root */
+    size_t n_entries;
+    char **warnings;         /* problems found at build time (broken shards, ...), for the log */
+    size_t n_warnings;
+    uint64_t src_bytes, view_bytes;   /* totals over the quantized files */
+} qfs_model;
+
+/* Scans src and plans the view. Broken files do not fail the build: they become entries with
+ * `error` set and a warning. Fails (-EINVAL, -ENOENT, ...) only when src is unusable as a whole
+ * (not a directory, an already quantized config.json). */
+int qfs_model_open(const char *src, const qfs_model_options *opts, qfs_model **out,
+                   qfs_error *err);
+/* Closes source files and frees the model. The engine must no longer use it. */
+void qfs_model_close(qfs_model *m);
+/* Finds the child `name` of directory entry `dir`; 0 or -ENOENT / -ENOTDIR. */
+int qfs_model_lookup(const qfs_model *m, size_t dir, const char *name, size_t *out);
+
+#endif

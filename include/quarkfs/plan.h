@@ -1,0 +1,65 @@
+/* quarkfs — the plan of one quantized safetensors file: its exact output layout, header bytes
+ * and size, computed from the source header alone (no tensor data is read). */
+#ifndef QUARKFS_PLAN_H
+#define QUARKFS_PLAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quarkfs/quant.h"
+#include "quarkfs/safetensors.h"
+#include "quarkfs/select.h"
+#include "quarkfs/spec.h"
+
+typedef enum qfs_role {
+    QFS_ROLE_PASSTHROUGH,   /* source bytes copied unchanged */
+    QFS_ROLE_WEIGHT,        /* the quantized weight of a job */
+    QFS_ROLE_SCALE,
+    QFS_ROLE_ZERO_POINT,
+} qfs_role;
+
+/* One tensor of the output file. */
+typedef struct qfs_plan_tensor {
+    char *name;
+    qfs_dtype dtype;
+    unsigned ndim;
+    uint64_t shape[QFS_ST_MAX_DIMS];
+    uint64_t offset, size;      /* within the output data section */
+    qfs_role role;
+    size_t src;                 /* index of the source tensor (in qfs_st_file order) */
+    size_t job;                 /* quantized roles: index into qfs_plan.jobs */
+    uint64_t job_offset;        /* quantized roles: offset inside the job's output buffer */
+} qfs_plan_tensor;
+
+/* One quantized source tensor: computed as a unit, all its outputs together. Its output
+ * buffer holds weight, scale and zero point back to back. */
+typedef struct qfs_plan_job {
+    size_t src;
+    uint64_t rows, cols;
+    qfs_quant_sizes sizes;
+    uint64_t out_bytes;         /* weight + scale + zero_point */
+} qfs_plan_job;
+
+typedef struct qfs_plan {
+    qfs_plan_tensor *tensors;   /* output tensors in file order (offset ascending) */
+    size_t n_tensors;
+    qfs_plan_job *jobs;         /* in the file order of their weights */
+    size_t n_jobs;
+    qfs_select_result *decisions; /* one per source tensor */
+    uint8_t *header;            /* 8-byte length + JSON + padding: the first header_size bytes */
+    uint64_t header_size;
+    uint64_t file_size;
+} qfs_plan;
+
+/* Builds the plan of a parsed source file. 0 or negative errno with err set. */
+int qfs_plan_build(const qfs_st_file *src, const qfs_spec *spec, const qfs_select_rules *rules,
+                   const char *path, qfs_plan *out, qfs_error *err);
+
+/* Frees a plan; safe on a zeroed struct. */
+void qfs_plan_free(qfs_plan *p);
+
+/* Index of the output tensor whose bytes contain data offset `off` (off < data size); tensors
+ * of size 0 are never returned. */
+size_t qfs_plan_tensor_at(const qfs_plan *p, uint64_t off);
+
+#endif

@@ -1,0 +1,45 @@
+/* quarkfs — quantization kernels, bit-exact with AMD Quark's real_quantize arithmetic
+ * (shared/reference/quark-format.md §4.1, §4.3). Loops are written to vectorize; parallel
+ * loops use OpenMP with the team size given by `threads` (0 = OpenMP's default). */
+#ifndef QUARKFS_QUANT_H
+#define QUARKFS_QUANT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quarkfs/dtype.h"
+#include "quarkfs/error.h"
+#include "quarkfs/spec.h"
+
+/* Byte sizes of the outputs of one [rows, cols] weight under spec s (source dtype dt). */
+typedef struct qfs_quant_sizes {
+    uint64_t weight, scale, zero_point;   /* zero_point is 0 when the spec writes none */
+    qfs_dtype weight_dtype, scale_dtype, zero_point_dtype;
+} qfs_quant_sizes;
+void qfs_quant_output_sizes(const qfs_spec *s, qfs_dtype dt, uint64_t rows, uint64_t cols,
+                            qfs_quant_sizes *out);
+
+/* Largest |x| of n elements as float32 (exact), and whether all are finite. Per-tensor. */
+float qfs_quant_amax(const void *src, qfs_dtype dt, size_t n, bool *all_finite, int threads);
+
+/* Integer symmetric scale from amax (divisor 127.5 for int8): max(rD(amax/127.5), 2^-23).
+ * The value is representable in dt. */
+float qfs_quant_int8_scale(float amax, qfs_dtype dt);
+/* FP8 e4m3 scale from amax: rD(amax/448), or rD(2^-23) if that is 0. */
+float qfs_quant_fp8_scale(float amax, qfs_dtype dt);
+
+/* q[i] = clamp(rne(fl32(x[i] * fl32(1/scale))), -128, 127) for n elements. */
+void qfs_quant_int8_row(const void *src, qfs_dtype dt, size_t n, float scale, int8_t *q);
+/* q[i] = e4m3(clamp(rD(fl32(x[i] / scale)), +-448)) for n elements. */
+void qfs_quant_fp8_row(const void *src, qfs_dtype dt, size_t n, float scale, uint8_t *q);
+
+/* Quantizes a [rows, cols] tensor of dtype dt under spec s into the three output buffers
+ * (sizes from qfs_quant_output_sizes; zero_point may be NULL when the spec has none).
+ * -EDOM if a value is NaN or Inf (err names the first such element); `what` names the tensor
+ * in messages. */
+int qfs_quantize(const qfs_spec *s, qfs_dtype dt, const void *src, uint64_t rows, uint64_t cols,
+                 void *weight, void *scale, void *zero_point, int threads, const char *what,
+                 qfs_error *err);
+
+#endif

@@ -1,0 +1,34 @@
+/* quarkfs — the generated JSON files of the view: config.json with a quantization_config, and
+ * model.safetensors.index.json mapping the new tensor names. */
+#ifndef QUARKFS_REWRITE_H
+#define QUARKFS_REWRITE_H
+
+#include <stddef.h>
+#include <jansson.h>
+
+#include "quarkfs/error.h"
+#include "quarkfs/plan.h"
+#include "quarkfs/spec.h"
+
+/* The quantization_config object for a spec/format; `exclude` lists unquantized Linear-like
+ * module names (sorted, unique). New reference, or NULL on allocation failure. */
+json_t *qfs_quant_config_build(const qfs_spec *spec, qfs_format format,
+                               const char *const *exclude, size_t n_exclude);
+
+/* Inserts "quantization_config" into the source config text, keeping every other byte of the
+ * source. -EINVAL if the text is not a JSON object or already has a quantization_config. The
+ * result is malloc'd into *out / *out_len. */
+int qfs_config_rewrite(const char *text, size_t len, const json_t *quant_config,
+                       const char *path, char **out, size_t *out_len, qfs_error *err);
+
+/* Looks up the plan of a quantized view file by its name in the index (NULL if that file is
+ * not a quantized file of the view). */
+typedef const qfs_plan *(*qfs_index_plan_fn)(void *ctx, const char *file);
+
+/* Rewrites an index: weight_map covers every output tensor of the referenced quantized files,
+ * total_size is the sum of their data bytes, other metadata kept; printed like transformers
+ * (indent 2, sorted keys, trailing newline). Result malloc'd into *out / *out_len. */
+int qfs_index_rewrite(const char *text, size_t len, qfs_index_plan_fn plan_for, void *ctx,
+                      const char *path, char **out, size_t *out_len, qfs_error *err);
+
+#endif

@@ -1,0 +1,49 @@
+/* quarkfs — which tensors are quantized (shared/design/SPECS.md "Which tensors are quantized"). */
+#ifndef QUARKFS_SELECT_H
+#define QUARKFS_SELECT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "quarkfs/safetensors.h"
+#include "quarkfs/spec.h"
+
+/* User globs (fnmatch on the module name, i.e. the tensor name without ".weight"). */
+typedef struct qfs_select_rules {
+    const char *const *excludes;
+    size_t n_excludes;
+    const char *const *includes;   /* if n_includes > 0, only matching modules are candidates */
+    size_t n_includes;
+} qfs_select_rules;
+
+typedef enum qfs_select_result {
+    QFS_SELECT_QUANTIZE = 0,
+    QFS_SKIP_NOT_WEIGHT,       /* name does not end in ".weight" (biases, buffers) */
+    QFS_SKIP_NOT_2D,
+    QFS_SKIP_NOT_FLOAT,        /* dtype other than BF16/F16/F32 */
+    QFS_SKIP_EMBEDDING,
+    QFS_SKIP_NORM,
+    QFS_SKIP_LM_HEAD,          /* excluded by default, as in Quark's templates */
+    QFS_SKIP_USER_EXCLUDE,     /* --exclude */
+    QFS_SKIP_NOT_INCLUDED,     /* --include given and not matched */
+    QFS_SKIP_EMPTY,            /* a dimension is 0 */
+    QFS_SKIP_NAME_CLASH,       /* an output name already exists in the source file */
+} qfs_select_result;
+
+/* Decides for one source tensor by name, shape and dtype (the name-clash rule needs the whole
+ * file and is applied by the planner). */
+qfs_select_result qfs_select_tensor(const qfs_st_tensor *t, const qfs_spec *spec,
+                                    const qfs_select_rules *rules);
+
+/* A short human reason ("norm", "excluded by --exclude", ...); "quantized" for QUANTIZE. */
+const char *qfs_select_reason(qfs_select_result r);
+
+/* True if an unquantized tensor with this result is a Linear-like weight (a 2-D float
+ * ".weight" that is neither embedding nor norm): such modules are named in the config's
+ * exclusion list so loaders leave them unquantized. */
+bool qfs_select_is_linear_like(qfs_select_result r);
+
+/* Writes the module name of a ".weight" tensor name (without the suffix) into buf. */
+void qfs_select_module_name(const char *tensor_name, char *buf, size_t buflen);
+
+#endif

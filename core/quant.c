@@ -128,7 +128,8 @@ float qfs_quant_fp8_scale(float amax, qfs_dtype dt)
 
 /* ---- element kernels ---- */
 
-QFS_INLINE void int8_impl(const void *src, qfs_dtype dt, size_t n, float inv, int8_t *q)
+QFS_INLINE void int8_impl(const void *restrict src, qfs_dtype dt, size_t n, float inv,
+                          int8_t *restrict q)
 {
     for (size_t i = 0; i < n; i++) {
         float v = qfs_load_f32(src, dt, i) * inv;
@@ -149,7 +150,8 @@ QFS_KERNEL void qfs_quant_int8_row(const void *src, qfs_dtype dt, size_t n, floa
     }
 }
 
-QFS_INLINE void fp8_impl(const void *src, qfs_dtype dt, size_t n, float scale, uint8_t *q)
+QFS_INLINE void fp8_impl(const void *restrict src, qfs_dtype dt, size_t n, float scale,
+                         uint8_t *restrict q)
 {
     for (size_t i = 0; i < n; i++) {
         float y = qfs_round_to(qfs_load_f32(src, dt, i) / scale, dt);

@@ -4,7 +4,7 @@
 Usage:
     python3 scripts/genmodel.py OUT [--preset demo|awkward|llama] [--dtype bf16|f16|f32]
         [--layers N] [--hidden H] [--intermediate I] [--heads N] [--kv-heads N]
-        [--vocab V] [--shards N] [--untied] [--seed S] [--nan] [--collision]
+        [--vocab V] [--shards N] [--untied] [--seed S] [--nan] [--collision] [--empty]
 
 OUT must not exist or be empty. It receives config.json, generation_config.json and
 either model.safetensors or model-0000i-of-0000N.safetensors + model.safetensors.index.json,
@@ -53,6 +53,8 @@ Extra test switches (any preset):
   --nan        put a NaN and an +Inf into model.layers.0.mlp.up_proj.weight (its file must fail with EIO)
   --collision  add a tensor model.layers.0.mlp.gate_proj.weight_scale (F32 [1]) so gate_proj
                must stay unquantized (name collision)
+  --empty      add an empty 2-D weight model.layers.0.self_attn.empty_proj.weight [0, hidden]
+               (not quantized; listed in the exclude list)
 
 Prints a one-line summary: files, tensors, bytes.
 """
@@ -267,6 +269,8 @@ def build_tensors(cfg):
                               "I32", [3, 4]))
     if cfg["collision"]:
         out.append(TensorSpec("model.layers.0.mlp.gate_proj.weight_scale", "F32", [1]))
+    if cfg["empty"]:
+        out.append(TensorSpec("model.layers.0.self_attn.empty_proj.weight", dt, [0, hidden]))
     if cfg["nan"]:
         for t in out:
             if t.name == "model.layers.0.mlp.up_proj.weight":
@@ -402,6 +406,8 @@ def parse_args(argv):
     ap.add_argument("--nan", action="store_true", help="put NaN/Inf into layer 0 up_proj")
     ap.add_argument("--collision", action="store_true",
                     help="add model.layers.0.mlp.gate_proj.weight_scale (name collision)")
+    ap.add_argument("--empty", action="store_true",
+                    help="add an empty 2-D weight model.layers.0.self_attn.empty_proj.weight [0,H]")
     args = ap.parse_args(argv)
     cfg = dict(PRESETS[args.preset])
     for key in ("layers", "hidden", "intermediate", "heads", "kv_heads", "vocab", "shards", "untied"):
@@ -409,7 +415,7 @@ def parse_args(argv):
         if value is not None:
             cfg[key] = value
     cfg.update(preset=args.preset, dtype=CLI_DTYPES[args.dtype], seed=args.seed,
-               nan=args.nan, collision=args.collision, out=args.out)
+               nan=args.nan, collision=args.collision, empty=args.empty, out=args.out)
     for key in ("layers", "hidden", "intermediate", "heads", "kv_heads", "vocab", "shards"):
         if cfg[key] < 1:
             ap.error("--%s must be >= 1" % key.replace("_", "-"))

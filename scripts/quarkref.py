@@ -71,7 +71,7 @@ F32_ONE = np.float32(1.0)
 INT8_MIN, INT8_MAX = -128, 127
 
 SPECS = {
-    # spec: (kind, per_channel, dynamic input spec?)
+    # spec: (kind of weight quantization, per output channel?)
     "int8": ("int", False),
     "int8-channel": ("int", True),
     "w8a8-int8": ("int", True),
@@ -625,7 +625,7 @@ def expected_index(plan, src_text):
                 new_map[module + suffix] = fname
         else:
             new_map[name] = fname
-    for fname in referenced:
+    for fname in sorted(referenced):
         for t in plan.safetensors[fname].outputs:
             new_map[t.name] = fname
     total = sum(plan.safetensors[f].data_size for f in set(new_map.values())
@@ -808,10 +808,12 @@ def compare_tensor(report, rel, out, quant, view_file, view_begin):
         exp_v = format_value(out.dtype, chunk[lo:lo + item])
         got_v = format_value(out.dtype, got[lo:lo + item]) if got.size >= lo + item else "<EOF>"
         more = "" if got.size == chunk.size else " (view data ends early)"
+        whole = chunk.size == out.nbytes
         report.mismatch(rel, "tensor %s (%s %s): first differing byte at file offset %d "
-                        "(tensor byte %d, element %d %s): expected %s, got %s; %d+ bytes differ%s"
+                        "(tensor byte %d, element %d %s): expected %s, got %s; %d%s bytes differ%s"
                         % (out.name, out.dtype, out.shape, view_begin + byte, byte, elem,
-                           unravel(elem, out.shape), exp_v, got_v, count, more))
+                           unravel(elem, out.shape), exp_v, got_v, count, "" if whole else "+",
+                           more))
         return
 
 
@@ -1009,15 +1011,19 @@ def check_copy(report, rel, src_path, view_path):
 
 
 def walk_view(view):
-    """(files, dirs) relative paths under a view directory (symlinks are followed)."""
-    files, dirs = set(), set()
+    """(files, dirs, links) relative paths under a view directory (symlinks are followed;
+    links lists the entries that are symlinks, which a view should not have)."""
+    files, dirs, links = set(), set(), []
     for root, dnames, fnames in os.walk(view, followlinks=True):
         rel_root = os.path.relpath(root, view)
         if rel_root != ".":
             dirs.add(rel_root)
+        for entry in dnames + fnames:
+            if os.path.islink(os.path.join(root, entry)):
+                links.append(entry if rel_root == "." else os.path.join(rel_root, entry))
         for fname in fnames:
             files.add(fname if rel_root == "." else os.path.join(rel_root, fname))
-    return files, dirs
+    return files, dirs, links
 
 
 def check_view(plan, view, log=print):
@@ -1025,7 +1031,9 @@ def check_view(plan, view, log=print):
     report = Report(log)
     for note in plan.notes:
         report.note(note)
-    view_files, view_dirs = walk_view(view)
+    view_files, view_dirs, view_links = walk_view(view)
+    for rel in sorted(view_links):
+        report.mismatch(rel, "is a symlink in the view (expected a regular file or directory)")
     for rel in sorted(set(plan.files) - view_files):
         if rel in plan.safetensors:
             quant = Quantizer(plan.safetensors[rel])

@@ -346,31 +346,23 @@ static int mount_arg(void *data, const char *arg, int key, struct fuse_args *out
     return -1;
 }
 
-/* Raises the mount's readahead through its backing device info (the FUSE INIT reply cannot go
- * above the kernel's 128 KiB offer). Found in mountinfo, so no request to ourselves is needed. */
-static void set_readahead(const char *mountpoint, unsigned kb)
+/* Finds the bdi readahead file of the mount at mountpoint (in mountinfo, so no request to
+ * ourselves is needed); "" if not found. */
+static void find_readahead_path(const char *mountpoint, char *out, size_t len)
 {
     char real[PATH_MAX];
-    if (!kb || !realpath(mountpoint, real)) return;
+    out[0] = '\0';
+    if (!realpath(mountpoint, real)) return;
     FILE *f = fopen("/proc/self/mountinfo", "r");
     if (!f) return;
-    char line[4096], dev[64] = "";
+    char line[4096];
     while (fgets(line, sizeof line, f)) {
         char mp[PATH_MAX], majmin[64];
         if (sscanf(line, "%*s %*s %63s %*s %4095s", majmin, mp) != 2) continue;
-        if (strcmp(mp, real) == 0 && strstr(line, " - fuse")) snprintf(dev, sizeof dev, "%s", majmin);
+        if (strcmp(mp, real) == 0 && strstr(line, " - fuse"))
+            snprintf(out, len, "/sys/class/bdi/%s/read_ahead_kb", majmin);
     }
     fclose(f);
-    if (!*dev) return;
-    char path[128];
-    snprintf(path, sizeof path, "/sys/class/bdi/%s/read_ahead_kb", dev);
-    FILE *ra = fopen(path, "w");
-    if (!ra) {
-        log_msg(LOG_INFO, "readahead left at the kernel default (%s: %s)", path, strerror(errno));
-        return;
-    }
-    fprintf(ra, "%u\n", kb);
-    fclose(ra);
 }
 
 static int cmd_mount(int argc, char **argv)
@@ -384,7 +376,7 @@ static int cmd_mount(int argc, char **argv)
     qfs_model *m = NULL;
     qfs_engine *engine = NULL;
     struct fuse_session *se = NULL;
-    qfs_fs fs = {.log = log_msg, .timeout = ATTR_TIMEOUT};
+    qfs_fs fs = {.log = log_msg, .timeout = ATTR_TIMEOUT, .readahead_done = ATOMIC_FLAG_INIT};
     rc = EXIT_USAGE;
     if (fuse_opt_parse(&args, &c, mount_opts, mount_arg) != 0) goto out;
     if (fuse_opt_add_arg(&args, "-oro,default_permissions,fsname=quarkfs,subtype=quarkfs")) goto out;
@@ -426,7 +418,10 @@ static int cmd_mount(int argc, char **argv)
         log_msg(LOG_ERR, "cannot mount on %s (see the message above)", opts.mountpoint);
         goto out_signals;
     }
-    set_readahead(opts.mountpoint, c.readahead_kb);
+    if (c.readahead_kb) {
+        fs.readahead_kb = c.readahead_kb;
+        find_readahead_path(opts.mountpoint, fs.readahead_path, sizeof fs.readahead_path);
+    }
     if (!opts.foreground) {
         openlog("quarkfs", LOG_PID, LOG_DAEMON);
         log_syslog = true;
@@ -448,8 +443,9 @@ static int cmd_mount(int argc, char **argv)
         struct fuse_loop_config *cfg = fuse_loop_cfg_create();
         fuse_loop_cfg_set_clone_fd(cfg, opts.clone_fd);
         fuse_loop_cfg_set_idle_threads(cfg, opts.max_idle_threads);
-        fuse_loop_cfg_set_max_threads(cfg, opts.max_threads > DEFAULT_MAX_THREADS ?
-                                           opts.max_threads : DEFAULT_MAX_THREADS);
+        /* libfuse leaves max_threads at -1 unless -o max_threads=N is given. */
+        bool unset = opts.max_threads == 0 || opts.max_threads > 100000;
+        fuse_loop_cfg_set_max_threads(cfg, unset ? DEFAULT_MAX_THREADS : opts.max_threads);
         rc = fuse_session_loop_mt(se, cfg);
         fuse_loop_cfg_destroy(cfg);
     }

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -117,9 +118,23 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     free(buf);
 }
 
+/* The FUSE INIT reply caps the bdi readahead at the kernel's 128 KiB offer, so the mount's own
+ * setting is raised once INIT is done: at the first open, before any read. */
+static void apply_readahead(qfs_fs *fs)
+{
+    if (!fs->readahead_path[0] || atomic_flag_test_and_set(&fs->readahead_done)) return;
+    FILE *f = fopen(fs->readahead_path, "w");
+    if (!f || fprintf(f, "%u\n", fs->readahead_kb) < 0 || fclose(f) != 0) {
+        fs->log(LOG_INFO, "readahead left at the kernel default (%s: %s)", fs->readahead_path,
+                strerror(errno));
+        if (f) fclose(f);
+    }
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     qfs_fs *fs = fs_of(req);
+    apply_readahead(fs);
     size_t idx;
     if (entry_of(fs, ino, &idx)) {
         fuse_reply_err(req, ENOENT);

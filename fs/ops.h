@@ -19,6 +19,9 @@ typedef struct qfs_fs {
     double timeout;             /* entry/attr timeout: the view never changes while mounted */
     unsigned max_background;    /* FUSE background requests (kernel default 12) */
     atomic_flag *read_error_logged; /* one per entry: log a file's read error once */
+    char readahead_path[128];   /* /sys/class/bdi/MAJ:MIN/read_ahead_kb of the mount, or "" */
+    unsigned readahead_kb;
+    atomic_flag readahead_done; /* applied at the first open: FUSE INIT resets it before that */
 } qfs_fs;
 
 /* The operation table (read-only: every write-like request gets EROFS). */

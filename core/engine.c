@@ -18,6 +18,8 @@ struct qfs_engine {
     int stopping;
     int threads;
     pthread_t worker;
+    uint8_t *scratch;              /* the worker's source buffer */
+    size_t scratch_cap;
     qfs_cache cache;
     qfs_engine_stats stats;
 };
@@ -54,15 +56,13 @@ static void queue_remove(qfs_job_slot **head, qfs_job_slot **tail, qfs_job_slot 
     }
 }
 
-/* Cache eviction: the slot goes back to EMPTY and a later reader recomputes it. */
+/* Cache eviction: the weight is dropped (a later reader recomputes it); its scales stay. */
 static void evict_slot(void *ctx, qfs_cache_entry *entry)
 {
     (void)ctx;
-    qfs_job_slot *slot = (qfs_job_slot *)entry;
     free(entry->data);
     entry->data = NULL;
     entry->size = 0;
-    slot->state = QFS_SLOT_EMPTY;
 }
 
 static double now_seconds(void)
@@ -72,18 +72,32 @@ static double now_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Reads the source tensor and quantizes it; runs without the lock. */
-static int compute_job(qfs_engine *e, qfs_tensor_source *src, size_t job, uint8_t **out,
-                       qfs_error *err)
+/* The worker's buffer for source bytes: kept between jobs (no page faults on every tensor),
+ * released when the queues run dry. Only the worker touches it. */
+static uint8_t *scratch_get(qfs_engine *e, size_t bytes)
+{
+    if (bytes > e->scratch_cap) {
+        free(e->scratch);
+        e->scratch = malloc(bytes);
+        e->scratch_cap = e->scratch ? bytes : 0;
+    }
+    return e->scratch;
+}
+
+/* Reads the source tensor and computes the scales and, if `full`, the weight. Runs unlocked. */
+static int compute_job(qfs_engine *e, qfs_tensor_source *src, size_t job, bool full,
+                       uint8_t **weight, uint8_t **scales, qfs_error *err)
 {
     const qfs_plan_job *j = &src->plan->jobs[job];
     const qfs_st_tensor *t = &src->st->tensors[j->src];
     size_t in_bytes = (size_t)(t->end - t->begin);
-    uint8_t *in = malloc(in_bytes ? in_bytes : 1);
-    uint8_t *res = malloc(j->out_bytes ? j->out_bytes : 1);
-    if (!in || !res) {
-        free(in);
-        free(res);
+    size_t sc_bytes = (size_t)(j->sizes.scale + j->sizes.zero_point);
+    uint8_t *in = scratch_get(e, in_bytes ? in_bytes : 1);
+    uint8_t *sc = malloc(sc_bytes ? sc_bytes : 1);
+    uint8_t *w = full ? malloc(j->sizes.weight ? j->sizes.weight : 1) : NULL;
+    if (!in || !sc || (full && !w)) {
+        free(sc);
+        free(w);
         qfs_error_set(err, "%s: tensor '%s': out of memory (%zu bytes)", src->path, t->name,
                       in_bytes + (size_t)j->out_bytes);
         return -ENOMEM;
@@ -97,18 +111,77 @@ static int compute_job(qfs_engine *e, qfs_tensor_source *src, size_t job, uint8_
     } else {
         char what[1024];
         snprintf(what, sizeof what, "%s: tensor '%s'", src->path, t->name);
-        rc = qfs_quantize(src->spec, t->dtype, in, j->rows, j->cols, res, res + j->sizes.weight,
-                          j->sizes.zero_point ? res + j->sizes.weight + j->sizes.scale : NULL,
-                          e->threads, what, err);
+        rc = qfs_quantize(src->spec, t->dtype, in, j->rows, j->cols, w, sc,
+                          j->sizes.zero_point ? sc + j->sizes.scale : NULL, e->threads, what, err);
         if (rc) rc = -EIO;
     }
-    free(in);
     if (rc) {
-        free(res);
+        free(sc);
+        free(w);
         return rc;
     }
-    *out = res;
+    *scales = sc;
+    *weight = w;
     return 0;
+}
+
+static void push_demand(qfs_engine *e, qfs_job_slot *slot)
+{
+    slot->queued = 1;
+    queue_push(&e->demand_head, &e->demand_tail, slot);
+    pthread_cond_signal(&e->work);
+}
+
+static void run_one(qfs_engine *e, qfs_job_slot *slot)
+{
+    qfs_tensor_source *src = slot->source;
+    const qfs_plan_job *j = &src->plan->jobs[slot->job];
+    slot->queued = 0;
+    if (slot->prefetch && slot->waiters == 0 && e->cache.used + j->sizes.weight > e->cache.budget) {
+        slot->prefetch = 0;     /* the cache filled up since it was queued: drop the prefetch */
+        slot->want_weight = 0;
+        return;
+    }
+    bool full = slot->want_weight && !slot->entry.cached;
+    if (!full && slot->scales) return;   /* both products already there */
+    slot->want_weight = 0;
+    slot->prefetch = 0;
+    slot->running = 1;
+    if (full) qfs_cache_make_room(&e->cache, (size_t)j->sizes.weight);
+    pthread_mutex_unlock(&e->lock);
+
+    qfs_error err = {{0}};
+    uint8_t *weight = NULL, *scales = NULL;
+    double t0 = now_seconds();
+    int rc = compute_job(e, src, slot->job, full, &weight, &scales, &err);
+    double dt = now_seconds() - t0;
+
+    pthread_mutex_lock(&e->lock);
+    slot->running = 0;
+    e->stats.seconds_quantizing += dt;
+    if (rc) {
+        slot->failed = 1;
+        slot->error = rc;
+        free(slot->error_msg);
+        slot->error_msg = strdup(err.msg);
+        slot->waiters = 0;
+        return;
+    }
+    if (slot->scales) free(scales);
+    else slot->scales = scales;
+    if (full) {
+        slot->entry.data = weight;
+        slot->entry.size = (size_t)j->sizes.weight;
+        slot->entry.pins += slot->waiters;   /* each waiting reader receives its pin */
+        slot->waiters = 0;
+        qfs_cache_insert(&e->cache, &slot->entry);
+        e->stats.tensors_quantized++;
+        e->stats.bytes_quantized += src->st->tensors[j->src].end - src->st->tensors[j->src].begin;
+    } else {
+        e->stats.scales_computed++;
+    }
+    /* A weight reader arrived while only the scales were computed: go again. */
+    if (slot->want_weight && !slot->entry.cached && !slot->queued) push_demand(e, slot);
 }
 
 static void *worker_main(void *arg)
@@ -119,45 +192,13 @@ static void *worker_main(void *arg)
         qfs_job_slot *slot = queue_pop(&e->demand_head, &e->demand_tail);
         if (!slot) slot = queue_pop(&e->prefetch_head, &e->prefetch_tail);
         if (!slot) {
+            free(e->scratch);        /* idle: give the source buffer back */
+            e->scratch = NULL;
+            e->scratch_cap = 0;
             pthread_cond_wait(&e->work, &e->lock);
             continue;
         }
-        qfs_tensor_source *src = slot->source;
-        uint64_t bytes = src->plan->jobs[slot->job].out_bytes;
-        if (slot->prefetch && slot->waiters == 0 && e->cache.used + bytes > e->cache.budget) {
-            slot->state = QFS_SLOT_EMPTY;   /* the cache filled up since: drop the prefetch */
-            slot->prefetch = 0;
-            continue;
-        }
-        slot->state = QFS_SLOT_RUNNING;
-        slot->prefetch = 0;
-        qfs_cache_make_room(&e->cache, (size_t)bytes);
-        pthread_mutex_unlock(&e->lock);
-
-        qfs_error err = {{0}};
-        uint8_t *data = NULL;
-        double t0 = now_seconds();
-        int rc = compute_job(e, src, slot->job, &data, &err);
-        double dt = now_seconds() - t0;
-
-        pthread_mutex_lock(&e->lock);
-        if (rc == 0) {
-            slot->entry.data = data;
-            slot->entry.size = (size_t)bytes;
-            slot->entry.pins += slot->waiters;   /* each waiting reader receives its pin */
-            slot->state = QFS_SLOT_READY;
-            qfs_cache_insert(&e->cache, &slot->entry);
-            const qfs_st_tensor *t = &src->st->tensors[src->plan->jobs[slot->job].src];
-            e->stats.tensors_quantized++;
-            e->stats.bytes_quantized += t->end - t->begin;
-        } else {
-            slot->state = QFS_SLOT_FAILED;
-            slot->error = rc;
-            free(slot->error_msg);
-            slot->error_msg = strdup(err.msg);
-        }
-        e->stats.seconds_quantizing += dt;
-        slot->waiters = 0;
+        run_one(e, slot);
         pthread_cond_broadcast(&e->done);
     }
     pthread_mutex_unlock(&e->lock);
@@ -192,52 +233,66 @@ void qfs_engine_destroy(qfs_engine *e)
     pthread_mutex_unlock(&e->lock);
     pthread_join(e->worker, NULL);
     qfs_cache_clear(&e->cache);
+    free(e->scratch);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->work);
     pthread_cond_destroy(&e->done);
     free(e);
 }
 
-int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, const uint8_t **data,
-                       qfs_error *err)
+static int slot_error(const qfs_job_slot *slot, qfs_error *err)
+{
+    qfs_error_set(err, "%s", slot->error_msg ? slot->error_msg : "quantization failed");
+    return slot->error ? slot->error : -EIO;
+}
+
+/* Makes sure the slot will run soon: queue it, or move it from the prefetch queue. */
+static void demand(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_job_slot *slot)
+{
+    if (slot->running) return;
+    if (slot->queued && slot->prefetch) {
+        queue_remove(&e->prefetch_head, &e->prefetch_tail, slot);
+        slot->prefetch = 0;
+        slot->queued = 0;
+    }
+    if (!slot->queued) {
+        slot->source = src;
+        slot->job = job;
+        push_demand(e, slot);
+    }
+}
+
+int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_part part,
+                       const uint8_t **data, qfs_error *err)
 {
     qfs_job_slot *slot = &src->slots[job];
+    int rc = 0;
     pthread_mutex_lock(&e->lock);
-    if (slot->state == QFS_SLOT_READY) {
+    if (part == QFS_PART_SCALES) {
+        if (!slot->scales && !slot->failed) {
+            demand(e, src, job, slot);
+            e->stats.waits++;
+            while (!slot->scales && !slot->failed) pthread_cond_wait(&e->done, &e->lock);
+        }
+        if (slot->scales) *data = slot->scales;   /* valid for the engine's life */
+        else rc = slot_error(slot, err);
+        pthread_mutex_unlock(&e->lock);
+        return rc;
+    }
+    if (slot->entry.cached) {
         slot->entry.pins++;
         qfs_cache_touch(&e->cache, &slot->entry);
         e->stats.memory_hits++;
-        *data = slot->entry.data;
-        pthread_mutex_unlock(&e->lock);
-        return 0;
-    }
-    if (slot->state == QFS_SLOT_EMPTY) {
-        slot->source = src;
-        slot->job = job;
-        slot->prefetch = 0;
-        slot->state = QFS_SLOT_QUEUED;
-        queue_push(&e->demand_head, &e->demand_tail, slot);
-        pthread_cond_signal(&e->work);
-    } else if (slot->state == QFS_SLOT_QUEUED && slot->prefetch) {
-        /* A reader now needs a prefetched job: move it to the demand queue. */
-        queue_remove(&e->prefetch_head, &e->prefetch_tail, slot);
-        slot->prefetch = 0;
-        queue_push(&e->demand_head, &e->demand_tail, slot);
-        pthread_cond_signal(&e->work);
-    }
-    if (slot->state == QFS_SLOT_QUEUED || slot->state == QFS_SLOT_RUNNING) {
+    } else if (!slot->failed) {
+        slot->want_weight = 1;
+        demand(e, src, job, slot);
         slot->waiters++;
         e->stats.waits++;
-        while (slot->state == QFS_SLOT_QUEUED || slot->state == QFS_SLOT_RUNNING)
-            pthread_cond_wait(&e->done, &e->lock);
+        while (!slot->entry.cached && !slot->failed) pthread_cond_wait(&e->done, &e->lock);
+        /* If it is cached now, the worker pinned it for us. */
     }
-    int rc = 0;
-    if (slot->state == QFS_SLOT_READY) {
-        *data = slot->entry.data;      /* the worker already pinned it for us */
-    } else {
-        rc = slot->error ? slot->error : -EIO;
-        qfs_error_set(err, "%s", slot->error_msg ? slot->error_msg : "quantization failed");
-    }
+    if (slot->entry.cached) *data = slot->entry.data;
+    else rc = slot_error(slot, err);
     pthread_mutex_unlock(&e->lock);
     return rc;
 }
@@ -257,12 +312,14 @@ void qfs_engine_prefetch(qfs_engine *e, qfs_tensor_source *src, size_t job)
 {
     qfs_job_slot *slot = &src->slots[job];
     pthread_mutex_lock(&e->lock);
-    uint64_t bytes = src->plan->jobs[job].out_bytes;
-    if (slot->state == QFS_SLOT_EMPTY && e->cache.used + bytes <= e->cache.budget) {
+    uint64_t bytes = src->plan->jobs[job].sizes.weight;
+    if (!slot->entry.cached && !slot->queued && !slot->running && !slot->failed &&
+        e->cache.used + bytes <= e->cache.budget) {
         slot->source = src;
         slot->job = job;
+        slot->want_weight = 1;
         slot->prefetch = 1;
-        slot->state = QFS_SLOT_QUEUED;
+        slot->queued = 1;
         queue_push(&e->prefetch_head, &e->prefetch_tail, slot);
         pthread_cond_signal(&e->work);
     }

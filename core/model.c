@@ -392,6 +392,7 @@ void qfs_model_close(qfs_model *m)
             for (size_t j = 0; j < e->plan.n_jobs; j++) {
                 free(e->source.slots[j].error_msg);
                 free(e->source.slots[j].entry.data);
+                free(e->source.slots[j].scales);
             }
             free(e->source.slots);
         }

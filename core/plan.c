@@ -195,9 +195,7 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_spec *spec, const qfs_selec
         if (t->role == QFS_ROLE_PASSTHROUGH) continue;
         t->job = job_of_src[t->src];
         const qfs_plan_job *j = &p->jobs[t->job];
-        t->job_offset = t->role == QFS_ROLE_WEIGHT ? 0
-                      : t->role == QFS_ROLE_SCALE ? j->sizes.weight
-                      : j->sizes.weight + j->sizes.scale;
+        t->job_offset = t->role == QFS_ROLE_ZERO_POINT ? j->sizes.scale : 0;
     }
     free(job_of_src);
     job_of_src = NULL;

@@ -208,7 +208,7 @@ static int quantize_per_tensor(const qfs_spec *s, qfs_dtype dt, const void *src,
     float amax = qfs_quant_amax(src, dt, n, &finite, threads);
     if (!finite) return report_nonfinite(src, dt, rows, cols, what, err);
     float sc = scale_for(s, amax, dt);
-    size_t chunks = (n + CHUNK - 1) / CHUNK;
+    size_t chunks = weight ? (n + CHUNK - 1) / CHUNK : 0;
     #pragma omp parallel for schedule(static) num_threads(team_size(threads))
     for (size_t c = 0; c < chunks; c++) {
         size_t lo = c * CHUNK, len = n - lo < CHUNK ? n - lo : CHUNK;
@@ -240,7 +240,7 @@ static int quantize_per_channel(const qfs_spec *s, qfs_dtype dt, const void *src
         }
         float sc = scale_for(s, amax_bits_value(bits, dt), dt);
         qfs_store_as(scale, dt, r, sc);
-        quantize_span(s, row, dt, cols, sc, (uint8_t *)weight + r * cols);
+        if (weight) quantize_span(s, row, dt, cols, sc, (uint8_t *)weight + r * cols);
     }
     if (bad) return report_nonfinite(src, dt, rows, cols, what, err);
     if (zp) memset(zp, 0, rows);               /* symmetric: zero points are 0 */

@@ -62,11 +62,14 @@ static int read_tensors(qfs_entry *e, qfs_engine *eng, uint8_t *buf, size_t len,
                              e->st_file.data_start + s->begin + in, err);
         } else {
             const uint8_t *data;
-            rc = qfs_engine_acquire(eng, &e->source, t->job, &data, err);
+            qfs_part part = t->role == QFS_ROLE_WEIGHT ? QFS_PART_WEIGHT : QFS_PART_SCALES;
+            rc = qfs_engine_acquire(eng, &e->source, t->job, part, &data, err);
             if (rc == 0) {
                 memcpy(buf, data + t->job_offset + in, n);
-                qfs_engine_release(eng, &e->source, t->job);
-                last_job = t->job;
+                if (part == QFS_PART_WEIGHT) {
+                    qfs_engine_release(eng, &e->source, t->job);
+                    last_job = t->job;
+                }
             }
         }
         if (rc) return rc;

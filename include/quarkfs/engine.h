@@ -14,20 +14,22 @@
 #include "quarkfs/safetensors.h"
 #include "quarkfs/spec.h"
 
-typedef enum qfs_slot_state { QFS_SLOT_EMPTY, QFS_SLOT_QUEUED, QFS_SLOT_RUNNING,
-                              QFS_SLOT_READY, QFS_SLOT_FAILED } qfs_slot_state;
+/* The two products of a job: the quantized weight (large, in the LRU cache) and its scales and
+ * zero points (small, computed by a cheaper scales-only pass when a reader needs only them, and
+ * kept for the mount's life: they sit at the start of every file, before all weights). */
+typedef enum qfs_part { QFS_PART_WEIGHT, QFS_PART_SCALES } qfs_part;
 
-/* Runtime state of one job (one quantized tensor of one file). Zero-initialized = EMPTY. */
+/* Runtime state of one job (one quantized tensor of one file). Zero-initialized = nothing yet. */
 typedef struct qfs_job_slot {
-    qfs_cache_entry entry;       /* must stay first: the cache hands it back on eviction */
-    qfs_slot_state state;
-    unsigned waiters;            /* readers blocked on this job; they receive a pin each */
-    int error;                   /* FAILED: negative errno */
+    qfs_cache_entry entry;       /* the weight bytes while cached; must stay first */
+    uint8_t *scales;             /* scale then zero point bytes, once computed */
+    unsigned queued : 1, running : 1, want_weight : 1, prefetch : 1, failed : 1;
+    unsigned waiters;            /* readers waiting for the weight; each receives a pin */
+    int error;                   /* failed: negative errno, and why */
     char *error_msg;
     struct qfs_job_slot *queue_next;
     struct qfs_tensor_source *source;
     size_t job;
-    int prefetch;                /* queued by prefetch (no reader waiting yet) */
 } qfs_job_slot;
 
 /* What the engine needs to compute the jobs of one quantized file. */
@@ -41,7 +43,7 @@ typedef struct qfs_tensor_source {
 } qfs_tensor_source;
 
 typedef struct qfs_engine_stats {
-    uint64_t tensors_quantized, bytes_quantized, memory_hits, waits, evictions;
+    uint64_t tensors_quantized, bytes_quantized, scales_computed, memory_hits, waits, evictions;
     double seconds_quantizing;
 } qfs_engine_stats;
 
@@ -53,15 +55,16 @@ int qfs_engine_create(size_t cache_budget, int threads, qfs_engine **out, qfs_er
 /* Stops the worker (finishing the job in progress) and frees every cached result. */
 void qfs_engine_destroy(qfs_engine *e);
 
-/* Returns the output bytes of job `job` of src, computing them or waiting for the computation
- * in progress; the result stays pinned until qfs_engine_release. 0, or negative errno with err
- * set (the tensor could not be read or holds NaN/Inf: the same error for every later reader). */
-int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job,
+/* Returns one part of job `job` of src (the weight, or scale + zero point bytes), computing it or
+ * waiting for the computation in progress. A weight stays pinned until qfs_engine_release;
+ * scales stay valid for the engine's life. 0, or negative errno with err set (the tensor could
+ * not be read or holds NaN/Inf: the same error for every later reader). */
+int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_part part,
                        const uint8_t **data, qfs_error *err);
-/* Unpins a result obtained from qfs_engine_acquire. */
+/* Unpins a weight obtained from qfs_engine_acquire. */
 void qfs_engine_release(qfs_engine *e, qfs_tensor_source *src, size_t job);
-/* Queues job for background computation if it is not cached or queued and the cache has room
- * for it without evicting anything; never blocks on the computation. */
+/* Queues the weight of job for background computation if it is not cached or queued and the
+ * cache has room for it without evicting anything; never blocks on the computation. */
 void qfs_engine_prefetch(qfs_engine *e, qfs_tensor_source *src, size_t job);
 /* Copies the counters. */
 void qfs_engine_get_stats(qfs_engine *e, qfs_engine_stats *out);

@@ -28,11 +28,11 @@ typedef struct qfs_plan_tensor {
     qfs_role role;
     size_t src;                 /* index of the source tensor (in qfs_st_file order) */
     size_t job;                 /* quantized roles: index into qfs_plan.jobs */
-    uint64_t job_offset;        /* quantized roles: offset inside the job's output buffer */
+    uint64_t job_offset;        /* quantized roles: offset in the job's part (the weight buffer,
+                                   or the scales buffer: scale, then zero point) */
 } qfs_plan_tensor;
 
-/* One quantized source tensor: computed as a unit, all its outputs together. Its output
- * buffer holds weight, scale and zero point back to back. */
+/* One quantized source tensor: computed as a unit (see engine.h for its two parts). */
 typedef struct qfs_plan_job {
     size_t src;
     uint64_t rows, cols;

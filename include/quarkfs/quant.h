@@ -35,7 +35,8 @@ void qfs_quant_int8_row(const void *src, qfs_dtype dt, size_t n, float scale, in
 void qfs_quant_fp8_row(const void *src, qfs_dtype dt, size_t n, float scale, uint8_t *q);
 
 /* Quantizes a [rows, cols] tensor of dtype dt under spec s into the three output buffers
- * (sizes from qfs_quant_output_sizes; zero_point may be NULL when the spec has none).
+ * (sizes from qfs_quant_output_sizes; zero_point may be NULL when the spec has none; weight may
+ * be NULL to compute only the scales and zero points, which needs one pass less).
  * -EDOM if a value is NaN or Inf (err names the first such element); `what` names the tensor
  * in messages. */
 int qfs_quantize(const qfs_spec *s, qfs_dtype dt, const void *src, uint64_t rows, uint64_t cols,

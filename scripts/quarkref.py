@@ -17,7 +17,7 @@ looking at the C implementation. Library use: plan_view(src, spec, excludes, inc
 ViewPlan; write_view(plan, out) writes it; check_view(plan, view) compares.
 
 The view of SRC:
-* model*.safetensors directly in SRC: quantized (see quantize_* and plan_safetensors).
+* model*.safetensors directly in SRC: quantized (plan_safetensors, int8_*, fp8_*).
 * config.json: the source text with "quantization_config" inserted before the last "}".
 * model.safetensors.index.json: weight_map/total_size rewritten (expected_index).
 * everything else, subdirectories included, symlinks followed: passed through byte for byte.

@@ -125,7 +125,7 @@ int qfs_config_rewrite(const char *text, size_t len, const json_t *quant_config,
     size_t keep = close;                       /* source text kept before the new member */
     while (keep > 0 && is_ws(text[keep - 1])) keep--;
 
-    char *qc = json_dumps(quant_config, JSON_INDENT(2) | JSON_SORT_KEYS);
+    char *qc = json_dumps(quant_config, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
     if (!qc) return -ENOMEM;
     size_t qlen = strlen(qc), nl = 0;
     for (size_t i = 0; i < qlen; i++) nl += qc[i] == '\n';
@@ -194,7 +194,7 @@ int qfs_index_rewrite(const char *text, size_t len, qfs_index_plan_fn plan_for, 
     }
     json_object_set_new(meta, "total_size", json_integer((json_int_t)total));
     json_object_set(root, "weight_map", new_wm);
-    char *s = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
+    char *s = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
     if (!s) {
         rc = -ENOMEM;
         goto out;

@@ -183,7 +183,9 @@ int qfs_st_parse(const uint8_t *prefix, size_t prefix_len, uint64_t file_size, c
     json_error_t jerr;
     json_t *root = json_loadb((const char *)prefix + 8, (size_t)n, 0, &jerr);
     if (!root) {
-        qfs_error_set(err, "%s: invalid safetensors header: invalid JSON at byte %d: %s", path,
+        qfs_error_set(err, "%s: invalid safetensors header: %s at byte %d: %s", path,
+                      json_error_code(&jerr) == json_error_invalid_utf8 ? "invalid UTF-8"
+                                                                        : "invalid JSON",
                       jerr.position, jerr.text);
         return -EINVAL;
     }

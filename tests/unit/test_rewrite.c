@@ -1,0 +1,576 @@
+/* Unit tests of the generated JSON files (core/rewrite.c): config.json with a
+ * quantization_config (shared/design/SPECS.md "Files of the view": the source text kept, plus the
+ * member), the quantization_config itself (shared/reference/quark-format.md §2-3), and the
+ * safetensors index (printed like transformers: json.dumps(indent=2, sort_keys=True) + "\n"). */
+#include "unit_util.c"
+
+#include "quarkfs/plan.h"
+#include "quarkfs/rewrite.h"
+
+#define CFG_PATH "/src/config.json"
+#define IDX_PATH "/src/model.safetensors.index.json"
+
+/* ---- helpers ---- */
+
+static char *rewrite_ok(const char *text, const json_t *qc, size_t *out_len)
+{
+    char *out = NULL;
+    size_t len = 0;
+    qfs_error err = {{0}};
+    int rc = qfs_config_rewrite(text, strlen(text), qc, CFG_PATH, &out, &len, &err);
+    if (rc) fail_msg("rc %d: %s", rc, err.msg);
+    assert_non_null(out);
+    if (out_len) *out_len = len;
+    /* the result is len bytes; make it a C string for the checks */
+    char *s = malloc(len + 1);
+    assert_non_null(s);
+    memcpy(s, out, len);
+    s[len] = '\0';
+    free(out);
+    return s;
+}
+
+static void rewrite_fails(const char *text, size_t len, const char *word)
+{
+    json_t *qc = json_pack("{s:s}", "quant_method", "quark");
+    char *out = NULL;
+    size_t out_len = 0;
+    qfs_error err = {{0}};
+    assert_int_equal(qfs_config_rewrite(text, len, qc, CFG_PATH, &out, &out_len, &err), -EINVAL);
+    assert_contains(err.msg, CFG_PATH);
+    if (word) assert_contains(err.msg, word);
+    json_decref(qc);
+}
+
+static json_t *parse(const char *s)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(s, 0, &jerr);
+    if (!j) fail_msg("not JSON (%s): %s", jerr.text, s);
+    return j;
+}
+
+/* A small stand-in quantization_config, to check the exact printed form. */
+static json_t *small_qc(void)
+{
+    return json_pack("{s:s,s:[i,i],s:{}}", "quant_method", "quark", "x", 1, 2, "y");
+}
+
+/* ---- qfs_config_rewrite ---- */
+
+static void test_config_keeps_source_text(void **state)
+{
+    (void)state;
+    const char *src = "{\n"
+                      "  \"architectures\": [\"LlamaForCausalLM\"],\n"
+                      "  \"rms_norm_eps\": 1e-05,\n"
+                      "  \"rope_theta\": 500000.0,\n"
+                      "  \"torch_dtype\": \"bfloat16\"\n"
+                      "}\n";
+    json_t *qc = small_qc();
+    size_t len;
+    char *out = rewrite_ok(src, qc, &len);
+    /* the new member goes after the last one, nested one level (indent 2 + 2), sorted keys */
+    const char *expected = "{\n"
+                           "  \"architectures\": [\"LlamaForCausalLM\"],\n"
+                           "  \"rms_norm_eps\": 1e-05,\n"
+                           "  \"rope_theta\": 500000.0,\n"
+                           "  \"torch_dtype\": \"bfloat16\",\n"
+                           "  \"quantization_config\": {\n"
+                           "    \"quant_method\": \"quark\",\n"
+                           "    \"x\": [\n"
+                           "      1,\n"
+                           "      2\n"
+                           "    ],\n"
+                           "    \"y\": {}\n"
+                           "  }\n"
+                           "}\n";
+    assert_string_equal(out, expected);
+    assert_int_equal(len, strlen(expected));
+    free(out);
+    json_decref(qc);
+}
+
+static void test_config_result_parses_to_source_plus_member(void **state)
+{
+    (void)state;
+    const char *src = "{\"b\": {\"eps\": 1e-06, \"list\": [1, 2.5, null]}, \"a\": true, "
+                      "\"name\": \"caf\\u00e9 \xc3\xa9\"}   \n\n";
+    size_t n_src = strlen(src);
+    json_t *qc = qfs_quant_config_build(unit_spec("fp8"), QFS_FMT_QUARK, NULL, 0);
+    assert_non_null(qc);
+    char *out = rewrite_ok(src, qc, NULL);
+    /* every source byte up to the end of the last member is kept */
+    const char *last = strstr(src, "\"}");
+    size_t keep = (size_t)(last - src) + 1;
+    assert_memory_equal(out, src, keep);
+    assert_non_null(strstr(out, "1e-06"));
+    assert_non_null(strstr(out, "caf\\u00e9 \xc3\xa9"));
+    /* ... and so is what followed the closing brace */
+    size_t olen = strlen(out);
+    assert_memory_equal(out + olen - 6, "}   \n\n", 6);
+    assert_true(olen > n_src);
+    json_t *got = parse(out), *want = parse(src);
+    json_object_set(want, "quantization_config", qc);
+    assert_true(json_equal(got, want));
+    json_decref(got);
+    json_decref(want);
+    json_decref(qc);
+    free(out);
+}
+
+static void test_config_empty_object(void **state)
+{
+    (void)state;
+    json_t *qc = small_qc();
+    const char *expected = "{\n"
+                           "  \"quantization_config\": {\n"
+                           "    \"quant_method\": \"quark\",\n"
+                           "    \"x\": [\n"
+                           "      1,\n"
+                           "      2\n"
+                           "    ],\n"
+                           "    \"y\": {}\n"
+                           "  }\n"
+                           "}";
+    char *out = rewrite_ok("{}", qc, NULL);
+    assert_string_equal(out, expected);
+    free(out);
+    /* blanks inside the empty object are dropped, those after it kept */
+    out = rewrite_ok("{ \n }\n", qc, NULL);
+    json_t *j = parse(out);
+    assert_int_equal(json_object_size(j), 1);
+    assert_true(json_equal(json_object_get(j, "quantization_config"), qc));
+    assert_int_equal(out[0], '{');
+    assert_int_equal(out[strlen(out) - 1], '\n');
+    assert_int_equal(out[strlen(out) - 2], '}');
+    json_decref(j);
+    free(out);
+    json_decref(qc);
+}
+
+static void test_config_compact_source(void **state)
+{
+    (void)state;
+    json_t *qc = json_pack("{s:i}", "bits", 8);
+    char *out = rewrite_ok("{\"a\":1}", qc, NULL);
+    assert_string_equal(out, "{\"a\":1,\n  \"quantization_config\": {\n    \"bits\": 8\n  }\n}");
+    free(out);
+    json_decref(qc);
+}
+
+static void test_config_already_quantized(void **state)
+{
+    (void)state;
+    const char *src = "{\"a\": 1, \"quantization_config\": {\"quant_method\": \"fp8\"}}";
+    rewrite_fails(src, strlen(src), "already quantized");
+    /* even a null one counts as present */
+    const char *src2 = "{\"quantization_config\": null}";
+    rewrite_fails(src2, strlen(src2), "quantization_config");
+}
+
+static void test_config_not_json(void **state)
+{
+    (void)state;
+    rewrite_fails("{\"a\": 1,}", 9, "JSON");
+    rewrite_fails("not json", 8, "JSON");
+    rewrite_fails("", 0, NULL);
+    rewrite_fails("{\"a\": 1} {}", 11, NULL);
+    /* the length is honoured: the text is cut inside the object */
+    rewrite_fails("{\"a\": 1}", 6, NULL);
+}
+
+static void test_config_top_level_not_object(void **state)
+{
+    (void)state;
+    rewrite_fails("[]", 2, "object");
+    rewrite_fails("[{\"a\": 1}]", 10, "object");
+}
+
+/* ---- qfs_quant_config_build ---- */
+
+static const char *const SPEC_KEYS[] = {
+    "block_size", "ch_axis", "dtype", "enable_buffer_reuse", "group_size", "is_dynamic",
+    "is_scale_quant", "max_input_numel", "mx_element_dtype", "observer_cls", "qscheme",
+    "round_method", "scale_calculation_mode", "scale_format", "scale_type", "symmetric",
+};
+
+/* Checks one QTensorConfig.to_dict(); ch_axis < 0 means null. */
+static void check_tensor_spec(const json_t *t, const char *dtype, const char *qscheme,
+                              int ch_axis, bool dynamic)
+{
+    assert_true(json_is_object(t));
+    assert_int_equal(json_object_size(t), sizeof SPEC_KEYS / sizeof SPEC_KEYS[0]);
+    for (size_t i = 0; i < sizeof SPEC_KEYS / sizeof SPEC_KEYS[0]; i++)
+        if (!json_object_get(t, SPEC_KEYS[i])) fail_msg("tensor spec lacks '%s'", SPEC_KEYS[i]);
+    assert_string_equal(json_string_value(json_object_get(t, "dtype")), dtype);
+    assert_string_equal(json_string_value(json_object_get(t, "qscheme")), qscheme);
+    if (ch_axis < 0) {
+        assert_true(json_is_null(json_object_get(t, "ch_axis")));
+    } else {
+        assert_true(json_is_integer(json_object_get(t, "ch_axis")));
+        assert_int_equal(json_integer_value(json_object_get(t, "ch_axis")), ch_axis);
+    }
+    assert_true(json_is_boolean(json_object_get(t, "is_dynamic")));
+    assert_int_equal(json_is_true(json_object_get(t, "is_dynamic")), dynamic);
+    assert_true(json_is_true(json_object_get(t, "symmetric")));
+    assert_true(json_is_null(json_object_get(t, "group_size")));
+    assert_true(json_is_null(json_object_get(t, "block_size")));
+    assert_string_equal(json_string_value(json_object_get(t, "round_method")), "half_even");
+    assert_string_equal(json_string_value(json_object_get(t, "scale_type")), "float");
+    assert_string_equal(json_string_value(json_object_get(t, "observer_cls")),
+                        strcmp(qscheme, "per_tensor") == 0 ? "PerTensorMinMaxObserver"
+                                                           : "PerChannelMinMaxObserver");
+    assert_int_equal(json_integer_value(json_object_get(t, "max_input_numel")), 4194304);
+}
+
+/* The parts every spec shares; returns global_quant_config. */
+static const json_t *check_common(const json_t *qc, const char *const *exclude, size_t n_ex)
+{
+    assert_true(json_is_object(qc));
+    assert_string_equal(json_string_value(json_object_get(qc, "quant_method")), "quark");
+    assert_string_equal(json_string_value(json_object_get(qc, "quant_mode")), "eager_mode");
+    assert_true(json_is_null(json_object_get(qc, "algo_config")));
+    assert_true(json_is_null(json_object_get(qc, "softmax_quant_spec")));
+    assert_true(json_is_false(json_object_get(qc, "kv_cache_post_rope")));
+    assert_true(json_is_string(json_object_get(qc, "version")));
+    static const char *const empty_objs[] = {"layer_quant_config", "layer_type_quant_config",
+                                             "kv_cache_quant_config"};
+    for (size_t i = 0; i < 3; i++) {
+        const json_t *o = json_object_get(qc, empty_objs[i]);
+        assert_true(json_is_object(o));
+        assert_int_equal(json_object_size(o), 0);
+    }
+    const json_t *ex = json_object_get(qc, "exclude");
+    assert_true(json_is_array(ex));
+    assert_int_equal(json_array_size(ex), n_ex);
+    for (size_t i = 0; i < n_ex; i++)
+        assert_string_equal(json_string_value(json_array_get(ex, i)), exclude[i]);
+    /* export: exactly JsonExporterConfig's five fields (transformers does
+     * JsonExporterConfig(**export)) */
+    const json_t *exp = json_object_get(qc, "export");
+    assert_true(json_is_object(exp));
+    assert_int_equal(json_object_size(exp), 5);
+    const json_t *kv = json_object_get(exp, "kv_cache_group");
+    assert_true(json_is_array(kv));
+    assert_int_equal(json_array_size(kv), 0);
+    const json_t *mks = json_object_get(exp, "min_kv_scale");
+    assert_true(json_is_real(mks));
+    assert_true(json_real_value(mks) == 0.0);
+    assert_string_equal(json_string_value(json_object_get(exp, "pack_method")), "reorder");
+    assert_string_equal(json_string_value(json_object_get(exp, "weight_format")),
+                        "real_quantized");
+    assert_true(json_is_null(json_object_get(exp, "weight_merge_groups")));
+    /* layer config: exactly bias, input_tensors, output_tensors, target_device, weight */
+    const json_t *g = json_object_get(qc, "global_quant_config");
+    assert_true(json_is_object(g));
+    assert_int_equal(json_object_size(g), 5);
+    assert_true(json_is_null(json_object_get(g, "bias")));
+    assert_true(json_is_null(json_object_get(g, "output_tensors")));
+    assert_true(json_is_null(json_object_get(g, "target_device")));
+    assert_non_null(json_object_get(g, "input_tensors"));
+    return g;
+}
+
+static void test_quant_config_int8(void **state)
+{
+    (void)state;
+    const char *const ex[] = {"lm_head", "model.layers.0.mlp.down_proj"};
+    json_t *qc = qfs_quant_config_build(unit_spec("int8"), QFS_FMT_QUARK, ex, 2);
+    const json_t *g = check_common(qc, ex, 2);
+    check_tensor_spec(json_object_get(g, "weight"), "int8", "per_tensor", -1, false);
+    assert_true(json_is_null(json_object_get(g, "input_tensors")));
+    json_decref(qc);
+}
+
+static void test_quant_config_int8_channel(void **state)
+{
+    (void)state;
+    json_t *qc = qfs_quant_config_build(unit_spec("int8-channel"), QFS_FMT_QUARK, NULL, 0);
+    const json_t *g = check_common(qc, NULL, 0);
+    check_tensor_spec(json_object_get(g, "weight"), "int8", "per_channel", 0, false);
+    assert_true(json_is_null(json_object_get(g, "input_tensors")));
+    json_decref(qc);
+}
+
+static void test_quant_config_w8a8_int8(void **state)
+{
+    (void)state;
+    const char *const ex[] = {"lm_head"};
+    json_t *qc = qfs_quant_config_build(unit_spec("w8a8-int8"), QFS_FMT_QUARK, ex, 1);
+    const json_t *g = check_common(qc, ex, 1);
+    check_tensor_spec(json_object_get(g, "weight"), "int8", "per_channel", 0, false);
+    /* dynamic per-token: per_channel on axis 1 */
+    check_tensor_spec(json_object_get(g, "input_tensors"), "int8", "per_channel", 1, true);
+    json_decref(qc);
+}
+
+static void test_quant_config_fp8(void **state)
+{
+    (void)state;
+    json_t *qc = qfs_quant_config_build(unit_spec("fp8"), QFS_FMT_QUARK, NULL, 0);
+    const json_t *g = check_common(qc, NULL, 0);
+    check_tensor_spec(json_object_get(g, "weight"), "fp8_e4m3", "per_tensor", -1, false);
+    check_tensor_spec(json_object_get(g, "input_tensors"), "fp8_e4m3", "per_tensor", -1, true);
+    json_decref(qc);
+}
+
+static void test_quant_config_fp8_channel(void **state)
+{
+    (void)state;
+    json_t *qc = qfs_quant_config_build(unit_spec("fp8-channel"), QFS_FMT_QUARK, NULL, 0);
+    const json_t *g = check_common(qc, NULL, 0);
+    check_tensor_spec(json_object_get(g, "weight"), "fp8_e4m3", "per_channel", 0, false);
+    check_tensor_spec(json_object_get(g, "input_tensors"), "fp8_e4m3", "per_channel", 1, true);
+    json_decref(qc);
+}
+
+static void test_quant_config_in_config_json(void **state)
+{
+    (void)state;
+    /* the real object through qfs_config_rewrite: 0.0 stays a float, null/true/false kept */
+    json_t *qc = qfs_quant_config_build(unit_spec("int8"), QFS_FMT_QUARK, NULL, 0);
+    char *out = rewrite_ok("{\"model_type\": \"llama\"}", qc, NULL);
+    assert_non_null(strstr(out, "\n      \"min_kv_scale\": 0.0,\n"));
+    assert_non_null(strstr(out, "\n      \"kv_cache_group\": [],\n"));
+    assert_non_null(strstr(out, "\n    \"exclude\": [],\n"));
+    assert_non_null(strstr(out, "\n      \"input_tensors\": null,\n"));
+    json_t *j = parse(out);
+    assert_true(json_equal(json_object_get(j, "quantization_config"), qc));
+    json_decref(j);
+    free(out);
+    json_decref(qc);
+}
+
+/* ---- qfs_index_rewrite ---- */
+
+#define F1 "model-00001-of-00002.safetensors"
+#define F2 "model-00002-of-00002.safetensors"
+
+typedef struct fake_plans {
+    const char *names[2];
+    const qfs_plan *plans[2];
+    unsigned calls;
+} fake_plans;
+
+static const qfs_plan *fake_plan_for(void *ctx, const char *file)
+{
+    fake_plans *f = ctx;
+    f->calls++;
+    for (int i = 0; i < 2; i++)
+        if (f->names[i] && strcmp(f->names[i], file) == 0) return f->plans[i];
+    return NULL;
+}
+
+/* A plan with just what the index needs: tensor names, header and file sizes. */
+static void fake_plan(qfs_plan *p, qfs_plan_tensor *storage, const char *const *names,
+                      const uint64_t *sizes, size_t n, uint64_t header_size)
+{
+    memset(p, 0, sizeof *p);
+    uint64_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        memset(&storage[i], 0, sizeof storage[i]);
+        storage[i].name = (char *)names[i];
+        storage[i].offset = off;
+        storage[i].size = sizes[i];
+        off += sizes[i];
+    }
+    p->tensors = storage;
+    p->n_tensors = n;
+    p->header_size = header_size;
+    p->file_size = header_size + off;
+}
+
+typedef struct index_fixture {
+    qfs_plan p1, p2;
+    qfs_plan_tensor t1[4], t2[1];
+    fake_plans fp;
+} index_fixture;
+
+/* F1: a.weight_scale 4, a.bias 8, a.weight 6, a.weight_zero_point 1 (19 bytes of data);
+ * F2: b.weight 16 */
+static void make_fixture(index_fixture *x)
+{
+    static const char *const n1[] = {"a.weight_scale", "a.bias", "a.weight",
+                                     "a.weight_zero_point"};
+    static const uint64_t s1[] = {4, 8, 6, 1};
+    static const char *const n2[] = {"b.weight"};
+    static const uint64_t s2[] = {16};
+    fake_plan(&x->p1, x->t1, n1, s1, 4, 80);
+    fake_plan(&x->p2, x->t2, n2, s2, 1, 64);
+    x->fp = (fake_plans){{F1, F2}, {&x->p1, &x->p2}, 0};
+}
+
+static char *index_ok(const char *text, fake_plans *fp, size_t *out_len)
+{
+    char *out = NULL;
+    size_t len = 0;
+    qfs_error err = {{0}};
+    int rc = qfs_index_rewrite(text, strlen(text), fake_plan_for, fp, IDX_PATH, &out, &len, &err);
+    if (rc) fail_msg("rc %d: %s", rc, err.msg);
+    assert_non_null(out);
+    assert_int_equal(len, strlen(out));   /* NUL-terminated, length without the NUL */
+    if (out_len) *out_len = len;
+    return out;
+}
+
+static void test_index_rewrite_exact(void **state)
+{
+    (void)state;
+    index_fixture x;
+    make_fixture(&x);
+    const char *src = "{\"metadata\": {\"total_size\": 999, \"total_parameters\": 42, "
+                      "\"note\": \"x/y\"},\n \"weight_map\": {\n"
+                      "  \"b.weight\": \"" F2 "\",\n"
+                      "  \"a.weight\": \"" F1 "\",\n"
+                      "  \"a.bias\": \"" F1 "\"}}";
+    size_t len = 0;
+    char *out = index_ok(src, &x.fp, &len);
+    /* total_size = 19 + 16: each file counted once although F1 has two entries */
+    const char *expected = "{\n"
+                           "  \"metadata\": {\n"
+                           "    \"note\": \"x/y\",\n"
+                           "    \"total_parameters\": 42,\n"
+                           "    \"total_size\": 35\n"
+                           "  },\n"
+                           "  \"weight_map\": {\n"
+                           "    \"a.bias\": \"" F1 "\",\n"
+                           "    \"a.weight\": \"" F1 "\",\n"
+                           "    \"a.weight_scale\": \"" F1 "\",\n"
+                           "    \"a.weight_zero_point\": \"" F1 "\",\n"
+                           "    \"b.weight\": \"" F2 "\"\n"
+                           "  }\n"
+                           "}\n";
+    assert_string_equal(out, expected);
+    assert_int_equal(len, strlen(expected));
+    assert_true(x.fp.calls > 0);
+    free(out);
+}
+
+static void test_index_other_files_kept(void **state)
+{
+    (void)state;
+    index_fixture x;
+    make_fixture(&x);
+    x.fp.names[1] = NULL;   /* F2 is not a quantized file of the view */
+    const char *src = "{\"metadata\": {\"total_size\": 1}, \"weight_map\": {"
+                      "\"a.weight\": \"" F1 "\", \"b.weight\": \"" F2 "\", "
+                      "\"c.weight\": \"extra.safetensors\"}}";
+    char *out = index_ok(src, &x.fp, NULL);
+    json_t *j = parse(out);
+    json_t *wm = json_object_get(j, "weight_map");
+    assert_int_equal(json_object_size(wm), 6);
+    assert_string_equal(json_string_value(json_object_get(wm, "b.weight")), F2);
+    assert_string_equal(json_string_value(json_object_get(wm, "c.weight")), "extra.safetensors");
+    assert_string_equal(json_string_value(json_object_get(wm, "a.weight_zero_point")), F1);
+    /* only the planned file's data is counted */
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "metadata"),
+                                                        "total_size")), 19);
+    json_decref(j);
+    free(out);
+}
+
+static void test_index_without_metadata(void **state)
+{
+    (void)state;
+    index_fixture x;
+    make_fixture(&x);
+    const char *src = "{\"weight_map\": {\"b.weight\": \"" F2 "\"}, \"zz_extra\": [1, 2]}";
+    char *out = index_ok(src, &x.fp, NULL);
+    json_t *j = parse(out);
+    json_t *meta = json_object_get(j, "metadata");
+    assert_true(json_is_object(meta));
+    assert_int_equal(json_object_size(meta), 1);
+    assert_int_equal(json_integer_value(json_object_get(meta, "total_size")), 16);
+    /* other top-level members kept */
+    json_t *extra = json_object_get(j, "zz_extra");
+    assert_int_equal(json_array_size(extra), 2);
+    assert_int_equal(json_object_size(json_object_get(j, "weight_map")), 1);
+    /* sorted keys, trailing newline */
+    assert_true(strstr(out, "\"metadata\"") < strstr(out, "\"weight_map\""));
+    assert_true(strstr(out, "\"weight_map\"") < strstr(out, "\"zz_extra\""));
+    assert_int_equal(out[strlen(out) - 1], '\n');
+    assert_int_equal(out[strlen(out) - 2], '}');
+    json_decref(j);
+    free(out);
+}
+
+static void test_index_weight_map_covers_plan(void **state)
+{
+    (void)state;
+    /* an index listing one name of F1 gets every output tensor of F1 */
+    index_fixture x;
+    make_fixture(&x);
+    char *out = index_ok("{\"weight_map\": {\"a.weight\": \"" F1 "\"}}", &x.fp, NULL);
+    json_t *j = parse(out);
+    json_t *wm = json_object_get(j, "weight_map");
+    assert_int_equal(json_object_size(wm), x.p1.n_tensors);
+    for (size_t i = 0; i < x.p1.n_tensors; i++)
+        assert_string_equal(json_string_value(json_object_get(wm, x.p1.tensors[i].name)), F1);
+    json_decref(j);
+    free(out);
+}
+
+static void test_index_non_ascii_like_python(void **state)
+{
+    (void)state;
+    index_fixture x;
+    make_fixture(&x);
+    char *out = index_ok("{\"metadata\": {\"note\": \"caf\xc3\xa9\"}, \"weight_map\": {}}", &x.fp,
+                         NULL);
+    json_t *j = parse(out);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "metadata"),
+                                                          "note")), "caf\xc3\xa9");
+    json_decref(j);
+    assert_non_null(strstr(out, "\"caf\\u00e9\""));   /* escaped like Python's json.dumps */
+    free(out);
+}
+
+static void index_fails(const char *text, const char *word)
+{
+    index_fixture x;
+    make_fixture(&x);
+    char *out = NULL;
+    size_t len = 0;
+    qfs_error err = {{0}};
+    assert_int_equal(qfs_index_rewrite(text, strlen(text), fake_plan_for, &x.fp, IDX_PATH, &out,
+                                       &len, &err), -EINVAL);
+    assert_contains(err.msg, IDX_PATH);
+    if (word) assert_contains(err.msg, word);
+}
+
+static void test_index_errors(void **state)
+{
+    (void)state;
+    index_fails("{\"weight_map\": ", "JSON");
+    index_fails("{\"metadata\": {}}", "weight_map");
+    index_fails("{\"weight_map\": []}", "weight_map");
+    index_fails("[1]", "weight_map");
+    index_fails("{\"weight_map\": {\"a.weight\": 3}}", "a.weight");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_keeps_source_text),
+        cmocka_unit_test(test_config_result_parses_to_source_plus_member),
+        cmocka_unit_test(test_config_empty_object),
+        cmocka_unit_test(test_config_compact_source),
+        cmocka_unit_test(test_config_already_quantized),
+        cmocka_unit_test(test_config_not_json),
+        cmocka_unit_test(test_config_top_level_not_object),
+        cmocka_unit_test(test_quant_config_int8),
+        cmocka_unit_test(test_quant_config_int8_channel),
+        cmocka_unit_test(test_quant_config_w8a8_int8),
+        cmocka_unit_test(test_quant_config_fp8),
+        cmocka_unit_test(test_quant_config_fp8_channel),
+        cmocka_unit_test(test_quant_config_in_config_json),
+        cmocka_unit_test(test_index_rewrite_exact),
+        cmocka_unit_test(test_index_other_files_kept),
+        cmocka_unit_test(test_index_without_metadata),
+        cmocka_unit_test(test_index_weight_map_covers_plan),
+        cmocka_unit_test(test_index_non_ascii_like_python),
+        cmocka_unit_test(test_index_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

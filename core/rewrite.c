@@ -74,6 +74,27 @@ json_t *qfs_quant_config_build(const qfs_spec *spec, qfs_format format,
     return qc;
 }
 
+/* jansson writes \u00E9; Python's json.dumps (which transformers and Quark use) writes \u00e9. */
+static void lowercase_unicode_escapes(char *s)
+{
+    for (; *s; s++) {
+        if (*s != '\\') continue;
+        if (s[1] == 'u') {
+            for (int i = 2; i < 6 && s[i]; i++)
+                if (s[i] >= 'A' && s[i] <= 'F') s[i] = (char)(s[i] - 'A' + 'a');
+        }
+        if (s[1]) s++;   /* skip the escaped character (so "\\u" is not an escape) */
+    }
+}
+
+/* Pretty-prints like Python's json.dumps(obj, indent=2, sort_keys=True) (ASCII only). */
+static char *dump_like_python(const json_t *obj)
+{
+    char *s = json_dumps(obj, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+    if (s) lowercase_unicode_escapes(s);
+    return s;
+}
+
 static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 /* Appends src to the growing buffer, indenting every line after the first by `indent`. */
@@ -125,7 +146,7 @@ int qfs_config_rewrite(const char *text, size_t len, const json_t *quant_config,
     size_t keep = close;                       /* source text kept before the new member */
     while (keep > 0 && is_ws(text[keep - 1])) keep--;
 
-    char *qc = json_dumps(quant_config, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+    char *qc = dump_like_python(quant_config);
     if (!qc) return -ENOMEM;
     size_t qlen = strlen(qc), nl = 0;
     for (size_t i = 0; i < qlen; i++) nl += qc[i] == '\n';
@@ -194,7 +215,7 @@ int qfs_index_rewrite(const char *text, size_t len, qfs_index_plan_fn plan_for, 
     }
     json_object_set_new(meta, "total_size", json_integer((json_int_t)total));
     json_object_set(root, "weight_map", new_wm);
-    char *s = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+    char *s = dump_like_python(root);
     if (!s) {
         rc = -ENOMEM;
         goto out;

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,9 +17,11 @@
 #define EXPORT_CHUNK ((size_t)8 << 20)
 #define PART_SUFFIX ".quarkfs-part"
 
-static int ensure_empty_dir(const char *dir, qfs_error *err)
+/* Creates dir, or accepts it if it exists and is empty; *created tells which. */
+static int ensure_empty_dir(const char *dir, bool *created, qfs_error *err)
 {
-    if (mkdir(dir, 0755) == 0) return 0;
+    *created = mkdir(dir, 0755) == 0;
+    if (*created) return 0;
     if (errno != EEXIST) {
         int e = errno;
         qfs_error_set(err, "%s: cannot create: %s", dir, strerror(e));
@@ -86,16 +89,36 @@ static int export_file(qfs_model *m, qfs_engine *eng, size_t idx, const char *ds
     return rc;
 }
 
+/* A failed export removes what it wrote, so OUT never looks like a complete checkpoint. */
+static void undo_export(const qfs_model *m, const char *out_dir, const bool *made, bool created)
+{
+    for (size_t i = m->n_entries; i-- > 1;) {
+        if (!made[i]) continue;
+        char dst[PATH_MAX];
+        if (snprintf(dst, sizeof dst, "%s/%s", out_dir, m->entries[i].path) >= (int)sizeof dst)
+            continue;
+        if (m->entries[i].kind == QFS_ENTRY_DIR) rmdir(dst);
+        else unlink(dst);
+    }
+    if (created) rmdir(out_dir);
+}
+
 int qfs_export(qfs_model *m, qfs_engine *eng, const char *out_dir, qfs_export_progress_fn progress,
                void *ctx, qfs_error *err)
 {
-    int rc = ensure_empty_dir(out_dir, err);
+    bool created;
+    int rc = ensure_empty_dir(out_dir, &created, err);
     if (rc) return rc;
     uint64_t total = 0, done = 0;
     for (size_t i = 0; i < m->n_entries; i++)
         if (m->entries[i].kind != QFS_ENTRY_DIR) total += (uint64_t)m->entries[i].st.st_size;
     uint8_t *buf = malloc(EXPORT_CHUNK);
-    if (!buf) return -ENOMEM;
+    bool *made = calloc(m->n_entries, sizeof *made);
+    if (!buf || !made) {
+        free(buf);
+        free(made);
+        return -ENOMEM;
+    }
     /* Entries are in scan order: a directory always precedes what it holds. */
     for (size_t i = 1; i < m->n_entries && rc == 0; i++) {
         const qfs_entry *e = &m->entries[i];
@@ -111,7 +134,10 @@ int qfs_export(qfs_model *m, qfs_engine *eng, const char *out_dir, qfs_export_pr
         } else {
             rc = export_file(m, eng, i, dst, buf, &done, total, progress, ctx, err);
         }
+        made[i] = rc == 0;
     }
+    if (rc) undo_export(m, out_dir, made, created);
+    free(made);
     free(buf);
     return rc;
 }

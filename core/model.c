@@ -12,11 +12,13 @@
 #include <unistd.h>
 
 #include "quarkfs/io.h"
+#include "quarkfs/quant.h"
 #include "quarkfs/rewrite.h"
 
-#define MAX_DEPTH 32                       /* symlinked directories could loop */
+#define MAX_DEPTH 128     /* nesting limit: each level holds two PATH_MAX buffers on the stack */
 #define MAX_JSON_BYTES (64u << 20)         /* config.json / index larger than this is refused */
 #define WRITE_BITS (S_IWUSR | S_IWGRP | S_IWOTH)
+#define SCAN_CHUNK ((size_t)64 << 20)      /* --check-finite reads this much at a time */
 
 static int add_warning(qfs_model *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int add_warning(qfs_model *m, const char *fmt, ...)
@@ -71,9 +73,16 @@ static bool is_quantized_name(const char *name)
     return fnmatch("model*.safetensors", name, 0) == 0;
 }
 
-/* Walks src_dir recursively, adding entries under parent. `ancestors` guards symlink loops. */
+/* The directories above the one being scanned: a symlink back to one of them is a loop. */
+typedef struct ancestor {
+    dev_t dev;
+    ino_t ino;
+    const struct ancestor *up;
+} ancestor;
+
+/* Walks src_dir recursively, adding entries under parent. */
 static int scan_dir(qfs_model *m, size_t *cap, size_t parent, const char *src_dir,
-                    const char *rel_dir, int depth, const struct stat *ancestors)
+                    const char *rel_dir, int depth, const ancestor *ancestors)
 {
     DIR *d = opendir(src_dir);
     if (!d) {
@@ -99,19 +108,23 @@ static int scan_dir(qfs_model *m, size_t *cap, size_t parent, const char *src_di
         }
         size_t idx;
         if (S_ISDIR(sb.st_mode)) {
-            bool loop = depth >= MAX_DEPTH;
-            for (int i = 0; i <= depth && !loop; i++)
-                loop = ancestors[i].st_dev == sb.st_dev && ancestors[i].st_ino == sb.st_ino;
+            bool loop = false;
+            for (const ancestor *a = ancestors; a && !loop; a = a->up)
+                loop = a->dev == sb.st_dev && a->ino == sb.st_ino;
             if (loop) {
-                add_warning(m, "%s: directory loop (left out of the view)", src);
+                add_warning(m, "%s: symlink loop back to a directory above it (left out of the "
+                            "view)", src);
+                continue;
+            }
+            if (depth + 1 >= MAX_DEPTH) {
+                add_warning(m, "%s: more than %d directories deep (left out of the view)", src,
+                            MAX_DEPTH);
                 continue;
             }
             rc = new_entry(m, cap, parent, rel, src, &sb, QFS_ENTRY_DIR, &idx);
             if (rc) break;
-            struct stat anc[MAX_DEPTH + 1];
-            memcpy(anc, ancestors, (size_t)(depth + 1) * sizeof *anc);
-            anc[depth + 1] = sb;
-            rc = scan_dir(m, cap, idx, src, rel, depth + 1, anc);
+            ancestor here = {sb.st_dev, sb.st_ino, ancestors};
+            rc = scan_dir(m, cap, idx, src, rel, depth + 1, &here);
         } else if (S_ISREG(sb.st_mode)) {
             qfs_entry_kind kind = QFS_ENTRY_PASSTHROUGH;
             if (parent == 0 && is_quantized_name(de->d_name)) kind = QFS_ENTRY_QUANTIZED;
@@ -158,6 +171,45 @@ static void set_entry_error(qfs_model *m, qfs_entry *e, const char *msg)
     add_warning(m, "%s (reads of %s fail with EIO; the other files are served)", msg, e->path);
 }
 
+/* --check-finite: reads every candidate tensor once, before the layout is fixed, so tensors with
+ * NaN/Inf can stay unquantized (and listed) instead of failing when read. */
+static int scan_nonfinite(qfs_model *m, qfs_entry *e, bool **out, qfs_error *err)
+{
+    const qfs_st_file *f = &e->st_file;
+    bool *bad = calloc(f->n_tensors ? f->n_tensors : 1, sizeof *bad);
+    uint8_t *buf = malloc(SCAN_CHUNK);
+    int rc = bad && buf ? 0 : -ENOMEM;
+    for (size_t i = 0; i < f->n_tensors && rc == 0; i++) {
+        const qfs_st_tensor *t = &f->tensors[i];
+        if (qfs_select_tensor(t, m->opts.spec, &m->opts.rules) != QFS_SELECT_QUANTIZE) continue;
+        size_t es = qfs_dtype_bits(t->dtype) / 8;
+        uint64_t step = SCAN_CHUNK / es * es;
+        for (uint64_t off = 0; off < t->end - t->begin && !bad[i]; off += step) {
+            size_t len = (size_t)(t->end - t->begin - off < step ? t->end - t->begin - off : step);
+            rc = qfs_pread_full(e->source.fd, buf, len, f->data_start + t->begin + off);
+            if (rc) {
+                qfs_error_set(err, "%s: tensor '%s': cannot read: %s", e->src_path, t->name,
+                              strerror(-rc));
+                break;
+            }
+            bool finite;
+            /* One thread: a mount builds the model before it forks into a daemon, and an
+             * OpenMP team started before fork() does not survive it. Reading dominates. */
+            qfs_quant_amax(buf, t->dtype, len / es, &finite, 1);
+            bad[i] = !finite;
+        }
+        if (bad[i]) add_warning(m, "%s: tensor '%s' holds NaN or Inf: left unquantized", e->src_path,
+                                t->name);
+    }
+    free(buf);
+    if (rc) {
+        free(bad);
+        return rc;
+    }
+    *out = bad;
+    return 0;
+}
+
 static int plan_quantized(qfs_model *m, qfs_entry *e)
 {
     qfs_error err = {{0}};
@@ -168,8 +220,11 @@ static int plan_quantized(qfs_model *m, qfs_entry *e)
         return 0;
     }
     int rc = qfs_st_read_fd(e->source.fd, e->src_path, &e->st_file, &err);
-    if (rc == 0) rc = qfs_plan_build(&e->st_file, m->opts.spec, &m->opts.rules, e->src_path,
-                                     &e->plan, &err);
+    bool *nonfinite = NULL;
+    if (rc == 0 && m->opts.check_finite) rc = scan_nonfinite(m, e, &nonfinite, &err);
+    qfs_plan_options po = {m->opts.spec, m->opts.format, &m->opts.rules, nonfinite};
+    if (rc == 0) rc = qfs_plan_build(&e->st_file, &po, e->src_path, &e->plan, &err);
+    free(nonfinite);
     if (rc == -ENOMEM) return rc;
     if (rc) {
         set_entry_error(m, e, err.msg);
@@ -350,7 +405,8 @@ int qfs_model_open(const char *src, const qfs_model_options *opts, qfs_model **o
     if (!(m->src_root = strdup(root))) goto fail;
     size_t cap = 0, idx;
     if ((rc = new_entry(m, &cap, 0, "", root, &sb, QFS_ENTRY_DIR, &idx))) goto fail;
-    if ((rc = scan_dir(m, &cap, 0, root, "", 0, &sb))) goto fail;
+    ancestor top = {sb.st_dev, sb.st_ino, NULL};
+    if ((rc = scan_dir(m, &cap, 0, root, "", 0, &top))) goto fail;
     if ((rc = link_children(m))) goto fail;
 
     size_t n_quantized = 0;

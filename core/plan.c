@@ -109,9 +109,10 @@ static int build_header(qfs_plan *p, const qfs_st_file *src, const char *path, q
     return 0;
 }
 
-int qfs_plan_build(const qfs_st_file *src, const qfs_spec *spec, const qfs_select_rules *rules,
-                   const char *path, qfs_plan *out, qfs_error *err)
+int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const char *path,
+                   qfs_plan *out, qfs_error *err)
 {
+    const qfs_spec *spec = opts->spec;
     memset(out, 0, sizeof *out);
     qfs_plan *p = out;
     size_t n = src->n_tensors;
@@ -125,7 +126,9 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_spec *spec, const qfs_selec
     size_t n_jobs = 0;
     for (size_t i = 0; i < n; i++) {
         const qfs_st_tensor *t = &src->tensors[i];
-        qfs_select_result d = qfs_select_tensor(t, spec, rules);
+        qfs_select_result d = qfs_select_tensor(t, spec, opts->rules);
+        if (d == QFS_SELECT_QUANTIZE && opts->nonfinite && opts->nonfinite[i])
+            d = QFS_SKIP_NONFINITE;
         if (d == QFS_SELECT_QUANTIZE) {
             module_of(t->name, module, sizeof module);
             char *sn = name_with_suffix(module, ".weight_scale");

@@ -66,6 +66,9 @@ static void usage(FILE *out)
 "                       name without .weight, e.g. 'model.layers.0.*')\n"
 "  --include GLOB       quantize only modules matching GLOB (repeatable)\n"
 "  --threads N          OpenMP threads per tensor (default: all cores)     or -o threads=N\n"
+"  --check-finite       read every candidate tensor first and leave those holding NaN/Inf\n"
+"                       unquantized (else such a tensor makes its file fail with EIO when\n"
+"                       read, since sizes are fixed from the headers)  or -o check_finite\n"
 "\n"
 "Mount options:\n"
 "  -f                   stay in the foreground, log to stderr (else: daemon, log to syslog)\n"
@@ -86,8 +89,9 @@ static void usage(FILE *out)
 "Inspect options:\n"
 "  --json               print JSON instead of a table\n"
 "\n"
-"Exit status: 0 success; 1 the view could not be built, mounted or written (the message\n"
-"names the file and the problem); 2 bad command line.\n",
+"Exit status: 0 success (also after SIGTERM/SIGINT, which unmount cleanly); 1 the view\n"
+"could not be built, mounted or written (the message names the file and the problem);\n"
+"2 bad command line (including a mountpoint that does not exist).\n",
             DEFAULT_READAHEAD_KB, DEFAULT_MAX_BACKGROUND);
 }
 
@@ -127,6 +131,7 @@ typedef struct cli {
     char *cache_mem_str;
     size_t cache_mem;
     bool json;
+    int check_finite;
     /* mount */
     char *src, *mountpoint;
     unsigned readahead_kb, max_background;
@@ -202,6 +207,10 @@ static int take_view_options(int *argc, char **argv, cli *c, bool allow_cache_me
             qfs_spec_print_table(stdout);
             return -1;
         }
+        if (strcmp(a, "--check-finite") == 0) {
+            c->check_finite = 1;
+            continue;
+        }
         if (allow_json && strcmp(a, "--json") == 0) {
             c->json = true;
             continue;
@@ -227,6 +236,7 @@ static int build_model(const cli *c, const char *src, qfs_model **m)
     qfs_model_options o = {
         .spec = spec, .format = fmt,
         .rules = {c->excludes, c->n_excludes, c->includes, c->n_includes},
+        .check_finite = c->check_finite != 0,
     };
     if (qfs_model_open(src, &o, m, &err)) {
         log_msg(LOG_ERR, "%s", err.msg);
@@ -325,6 +335,7 @@ static const struct fuse_opt mount_opts[] = {
     MOUNT_OPT("threads=%d", fuse_threads),
     MOUNT_OPT("readahead_kb=%u", readahead_kb),
     MOUNT_OPT("max_background=%u", max_background),
+    {"check_finite", offsetof(cli, check_finite), 1},
     FUSE_OPT_END
 };
 
@@ -442,14 +453,16 @@ static int cmd_mount(int argc, char **argv)
     } else {
         struct fuse_loop_config *cfg = fuse_loop_cfg_create();
         fuse_loop_cfg_set_clone_fd(cfg, opts.clone_fd);
-        fuse_loop_cfg_set_idle_threads(cfg, opts.max_idle_threads);
+        if (opts.max_idle_threads != UINT_MAX)   /* libfuse's "unset" */
+            fuse_loop_cfg_set_idle_threads(cfg, opts.max_idle_threads);
         /* libfuse leaves max_threads at -1 unless -o max_threads=N is given. */
         bool unset = opts.max_threads == 0 || opts.max_threads > 100000;
         fuse_loop_cfg_set_max_threads(cfg, unset ? DEFAULT_MAX_THREADS : opts.max_threads);
         rc = fuse_session_loop_mt(se, cfg);
         fuse_loop_cfg_destroy(cfg);
     }
-    rc = rc ? 1 : 0;
+    /* The loop returns the signal number after SIGTERM/SIGINT/SIGHUP: a clean unmount. */
+    rc = rc < 0 ? 1 : 0;
 out_unmount:
     fuse_session_unmount(se);
 out_signals:

@@ -13,8 +13,8 @@ typedef void (*qfs_export_progress_fn)(void *ctx, uint64_t done, uint64_t total,
                                        const char *file);
 
 /* Writes every entry of m under out_dir (created if missing; must be empty). Each file is
- * written as "NAME.quarkfs-part" then renamed, so a failed export never leaves a complete-
- * looking file. 0, or negative errno with err naming the file. */
+ * written as "NAME.quarkfs-part" then renamed; a failed export removes everything it wrote (and
+ * OUT itself if it created it). 0, or negative errno with err naming the file. */
 int qfs_export(qfs_model *m, qfs_engine *e, const char *out_dir, qfs_export_progress_fn progress,
                void *ctx, qfs_error *err);
 

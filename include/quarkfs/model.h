@@ -45,6 +45,7 @@ typedef struct qfs_model_options {
     const qfs_spec *spec;
     qfs_format format;
     qfs_select_rules rules;
+    bool check_finite;       /* read every candidate at build time; NaN/Inf ones stay unquantized */
 } qfs_model_options;
 
 typedef struct qfs_model {

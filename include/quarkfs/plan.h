@@ -51,9 +51,19 @@ typedef struct qfs_plan {
     uint64_t file_size;
 } qfs_plan;
 
+/* What to plan: the spec and format, the user's selection rules (may be NULL), and optionally
+ * which source tensors hold NaN/Inf (one flag per source tensor, found by --check-finite; NULL
+ * when the data was not scanned): those stay unquantized. */
+typedef struct qfs_plan_options {
+    const qfs_spec *spec;
+    qfs_format format;
+    const qfs_select_rules *rules;
+    const bool *nonfinite;
+} qfs_plan_options;
+
 /* Builds the plan of a parsed source file. 0 or negative errno with err set. */
-int qfs_plan_build(const qfs_st_file *src, const qfs_spec *spec, const qfs_select_rules *rules,
-                   const char *path, qfs_plan *out, qfs_error *err);
+int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const char *path,
+                   qfs_plan *out, qfs_error *err);
 
 /* Frees a plan; safe on a zeroed struct. */
 void qfs_plan_free(qfs_plan *p);

@@ -33,7 +33,8 @@ static void build_plan(const qfs_st_file *f, const char *spec, const qfs_select_
                        qfs_plan *p)
 {
     qfs_error err = {{0}};
-    int rc = qfs_plan_build(f, unit_spec(spec), rules, PATH, p, &err);
+    qfs_plan_options o = {.spec = unit_spec(spec), .format = QFS_FMT_QUARK, .rules = rules};
+    int rc = qfs_plan_build(f, &o, PATH, p, &err);
     if (rc) fail_msg("plan fails: %d %s", rc, err.msg);
 }
 

@@ -424,6 +424,26 @@ def nan_weight_export_fails():
     res = q.quarkfs("export", "--spec", "int8", src, out)
     assert res.returncode == 1, res
     assert tensor in res.stderr, res
+    assert not os.path.exists(out), "a failed export left %s behind" % out
+
+
+@q.test
+def check_finite_leaves_nan_tensor_unquantized():
+    """--check-finite: the NaN tensor passes through, listed in the config's exclude, and the
+    whole view equals the reference's view with that module excluded (SPECS.md's rule)."""
+    src = q.copy_model(q.gen_model("demo", "bf16"))
+    tensor = "model.layers.1.mlp.gate_proj.weight"
+    module = tensor[: -len(".weight")]
+    patch_value(src, tensor, 11, INF_BITS)
+    with q.mounted(src, "fp8", opts=["check_finite"]) as m:
+        q.quarkref_check(src, m.path, "fp8", excludes=[module])
+        assert module in json.load(open(m.p("config.json")))["quantization_config"]["exclude"]
+        log = m.log()
+    assert tensor in log and "NaN or Inf" in log, log
+    out = q.tmppath("export")
+    res = q.quarkfs("export", "--check-finite", "--spec", "fp8", src, out)
+    assert res.returncode == 0, res
+    q.quarkref_check(src, out, "fp8", excludes=[module])
 
 
 # ---------------------------------------------------------------------------------------------

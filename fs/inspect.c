@@ -4,6 +4,8 @@
 #include <jansson.h>
 #include <string.h>
 
+#include "quarkfs/layout.h"
+
 static void shape_str(const qfs_st_tensor *t, char *buf, size_t len)
 {
     size_t n = (size_t)snprintf(buf, len, "[");
@@ -16,17 +18,18 @@ static void shape_str(const qfs_st_tensor *t, char *buf, size_t len)
 /* Output dtypes and bytes of source tensor i: "I8+F32+I8" for a quantized weight. */
 static void outputs_of(const qfs_plan *p, size_t src, char *dtypes, size_t len, uint64_t *bytes)
 {
-    const qfs_plan_tensor *parts[3] = {NULL, NULL, NULL};
+    const qfs_plan_tensor *parts[4] = {NULL, NULL, NULL, NULL};
     *bytes = 0;
     for (size_t k = 0; k < p->n_tensors; k++) {
         const qfs_plan_tensor *t = &p->tensors[k];
         if (t->src != src) continue;
-        parts[t->role == QFS_ROLE_SCALE ? 1 : t->role == QFS_ROLE_ZERO_POINT ? 2 : 0] = t;
+        parts[t->role == QFS_ROLE_SCALE ? 1 : t->role == QFS_ROLE_ZERO_POINT ? 2
+              : t->role == QFS_ROLE_SHAPE ? 3 : 0] = t;
         *bytes += t->size;
     }
     size_t n = 0;
     dtypes[0] = '\0';
-    for (int r = 0; r < 3; r++)
+    for (int r = 0; r < 4; r++)
         if (parts[r] && n < len)
             n += (size_t)snprintf(dtypes + n, len - n, "%s%s", n ? "+" : "",
                                   qfs_dtype_name(parts[r]->dtype));
@@ -57,6 +60,12 @@ int qfs_inspect_print(const qfs_model *m, bool json, FILE *out)
             shape_str(s, shape, sizeof shape);
             outputs_of(&e->plan, t, dtypes, sizeof dtypes, &vb);
             qfs_select_result d = e->plan.decisions[t];
+            char why[160];
+            snprintf(why, sizeof why, "%s", qfs_select_reason(d));
+            qfs_layout l;
+            if (d == QFS_SKIP_SHAPE)   /* say which dimension the spec cannot take */
+                qfs_layout_for(m->opts.spec, m->opts.format, s->dtype, s->shape[0], s->shape[1],
+                               &l, why, sizeof why);
             n_tensors++;
             n_quantized += d == QFS_SELECT_QUANTIZE;
             if (json) {
@@ -64,12 +73,11 @@ int qfs_inspect_print(const qfs_model *m, bool json, FILE *out)
                     "{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:b,s:s}", "file", e->path, "name", s->name,
                     "shape", shape, "dtype", qfs_dtype_name(s->dtype), "out_dtypes", dtypes,
                     "src_bytes", (json_int_t)(s->end - s->begin), "view_bytes", (json_int_t)vb,
-                    "quantized", d == QFS_SELECT_QUANTIZE, "reason", qfs_select_reason(d)));
+                    "quantized", d == QFS_SELECT_QUANTIZE, "reason", why));
             } else {
                 snprintf(dt, sizeof dt, "%s -> %s", qfs_dtype_name(s->dtype), dtypes);
                 fprintf(out, "%-56s %-14s %-22s %12llu %12llu  %s\n", s->name, shape, dt,
-                        (unsigned long long)(s->end - s->begin), (unsigned long long)vb,
-                        qfs_select_reason(d));
+                        (unsigned long long)(s->end - s->begin), (unsigned long long)vb, why);
             }
         }
     }

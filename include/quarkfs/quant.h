@@ -10,6 +10,7 @@
 
 #include "quarkfs/dtype.h"
 #include "quarkfs/error.h"
+#include "quarkfs/layout.h"
 #include "quarkfs/spec.h"
 
 /* Byte sizes of the outputs of one [rows, cols] weight under spec s (source dtype dt). */
@@ -42,5 +43,12 @@ void qfs_quant_fp8_row(const void *src, qfs_dtype dt, size_t n, float scale, uin
 int qfs_quantize(const qfs_spec *s, qfs_dtype dt, const void *src, uint64_t rows, uint64_t cols,
                  void *weight, void *scale, void *zero_point, int threads, const char *what,
                  qfs_error *err);
+
+/* Quantizes a [rows, cols] weight into the parts of layout l (qfs_layout_for of the same spec,
+ * format, dtype and shape): `weight` (weight_bytes; NULL to compute only the scales part) and
+ * `scales` (scales_bytes). Covers every spec and format; -EDOM for NaN/Inf as qfs_quantize. */
+int qfs_quantize_layout(const qfs_spec *s, qfs_format f, qfs_dtype dt, const void *src,
+                        uint64_t rows, uint64_t cols, const qfs_layout *l, void *weight,
+                        void *scales, int threads, const char *what, qfs_error *err);
 
 #endif

@@ -566,3 +566,106 @@ int qfs_quantize_layout(const qfs_spec *s, qfs_format f, qfs_dtype dt, const voi
                       ? (uint8_t *)scales + l->out[2].offset : NULL;
     return qfs_quantize(s, dt, src, rows, cols, weight, sc, zp, threads, what, err);
 }
+
+/* ==== Dequantization (for `inspect --error`): the inverse of each layout, from its bytes ==== */
+
+static float e2m1_value(unsigned code)
+{
+    static const float mag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    return code & 8 ? -mag[code & 7] : mag[code & 7];
+}
+
+static uint32_t load_u32(const void *p, size_t i)
+{
+    uint32_t v;
+    memcpy(&v, (const uint8_t *)p + 4 * i, 4);
+    return v;
+}
+
+/* Reads scale i of an output tensor stored in dtype dt. */
+static float load_scale(const void *p, qfs_dtype dt, size_t i)
+{
+    return qfs_load_f32(p, dt, i);
+}
+
+int qfs_dequantize_layout(const qfs_spec *s, qfs_format f, uint64_t rows,
+                          uint64_t cols, const qfs_layout *l, const void *weight,
+                          const void *scales, float *out, int threads)
+{
+    const uint8_t *sc = (const uint8_t *)scales + l->out[1].offset;
+    qfs_dtype sdt = l->out[1].dtype;
+    const uint8_t *zp = l->n_out > 2 && l->out[2].kind == QFS_OUT_ZERO_POINT
+                            ? (const uint8_t *)scales + l->out[2].offset : NULL;
+    const uint8_t *w = weight;
+    bool ct = f == QFS_FMT_COMPRESSED_TENSORS;
+    #pragma omp parallel for schedule(dynamic, 16) num_threads(team_size(threads))
+    for (uint64_t r = 0; r < rows; r++) {
+        for (uint64_t i = 0; i < cols; i++) {
+            float v;
+            switch (s->wtype) {
+            case QFS_W_INT8: {
+                int q = l->out[0].dtype == QFS_DT_I32
+                            ? (int)((load_u32(w, (r * cols + i) / 4) >> (8 * (i % 4))) & 0xFF) - 128
+                            : ((const int8_t *)w)[r * cols + i];
+                v = (float)q * load_scale(sc, sdt, s->gran == QFS_PER_TENSOR ? 0 : r);
+                break;
+            }
+            case QFS_W_FP8_E4M3: {
+                size_t si = s->gran == QFS_PER_TENSOR ? 0
+                          : s->gran == QFS_PER_CHANNEL ? r
+                          : (r / s->group) * (cols / s->group) + i / s->group;
+                v = qfs_e4m3_to_f32(w[r * cols + i]) * load_scale(sc, sdt, si);
+                break;
+            }
+            case QFS_W_UINT4:
+            case QFS_W_INT4: {
+                uint64_t g = i / s->group, ng = cols / s->group;
+                int q, z = 0;
+                float scale;
+                if (ct) {
+                    q = (int)((load_u32(w, (r * cols + i) / 8) >> (4 * (i % 8))) & 0xF) - 8;
+                    scale = load_scale(sc, sdt, r * ng + g);
+                } else {
+                    uint64_t ow = rows / 8;
+                    unsigned sh = awq_shift[r % 8];
+                    q = (int)((load_u32(w, i * ow + r / 8) >> sh) & 0xF);
+                    z = (int)((load_u32(zp, g * ow + r / 8) >> sh) & 0xF);
+                    if (s->wtype == QFS_W_INT4) q = q >= 8 ? q - 16 : q;
+                    scale = load_scale(sc, sdt, g * rows + r);
+                }
+                v = (float)(q - z) * scale;
+                break;
+            }
+            case QFS_W_MXFP4:
+            default: {
+                unsigned byte = w[(r * cols + i) / 2];
+                unsigned code = i % 2 ? byte >> 4 : byte & 0xF;
+                int e = (int)sc[r * (cols / s->group) + i / s->group] - 127;
+                v = e2m1_value(code) * ldexpf(1.0f, e);
+                break;
+            }
+            }
+            out[r * cols + i] = v;
+        }
+    }
+    return 0;
+}
+
+int qfs_quant_error(const void *src, qfs_dtype dt, const float *deq, size_t n,
+                    qfs_quant_error_stats *out, int threads)
+{
+    double err2 = 0, ref2 = 0, maxabs = 0;
+    #pragma omp parallel for schedule(static) reduction(+ : err2, ref2) reduction(max : maxabs) \
+        num_threads(team_size(threads))
+    for (size_t i = 0; i < n; i++) {
+        double x = qfs_load_f32(src, dt, i), d = deq[i] - x;
+        err2 += d * d;
+        ref2 += x * x;
+        double a = d < 0 ? -d : d;
+        maxabs = a > maxabs ? a : maxabs;
+    }
+    out->err2 = err2;
+    out->ref2 = ref2;
+    out->max_abs = maxabs;
+    return 0;
+}

@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "inspect.h"
 #include "ops.h"
 #include "quarkfs/export.h"
@@ -267,8 +269,10 @@ static int inspect_all_specs(cli *c, const char *src, const qfs_inspect_options 
         fprintf(stderr, "quarkfs: %s\n", err.msg);
         return EXIT_USAGE;
     }
-    printf("%-12s %-19s %9s %8s %10s %8s %10s\n", "SPEC", "FORMAT", "QUANTIZED", "SIZE",
-           o->error ? "REL RMS" : "", o->error ? "SNR dB" : "", o->error ? "MAX ABS" : "");
+    if (!o->json)
+        printf("%-12s %-19s %9s %8s %10s %8s %10s\n", "SPEC", "FORMAT", "QUANTIZED", "SIZE",
+               o->error ? "REL RMS" : "", o->error ? "SNR dB" : "", o->error ? "MAX ABS" : "");
+    json_t *rows = json_array();
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         qfs_format f = want;
@@ -279,6 +283,21 @@ static int inspect_all_specs(cli *c, const char *src, const qfs_inspect_options 
         if ((rc = build_model(c, src, &m))) return rc;
         qfs_inspect_totals t;
         qfs_inspect_totals_of(m, o, &t);
+        if (t.failed) rc = 1;
+        qfs_model_close(m);
+        if (o->json) {
+            json_t *row = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I}", "spec", all[i].name, "format",
+                                    qfs_format_name(f), "tensors", (json_int_t)t.tensors,
+                                    "quantized", (json_int_t)t.quantized,
+                                    "src_bytes", (json_int_t)t.src_bytes,
+                                    "view_bytes", (json_int_t)t.view_bytes);
+            if (o->error && t.quantized)
+                json_object_set_new(row, "error", json_pack("{s:f,s:f,s:f}",
+                    "rel_rms", qfs_inspect_rel_rms(&t.error), "snr_db",
+                    qfs_inspect_snr_db(&t.error), "max_abs", t.error.max_abs));
+            json_array_append_new(rows, row);
+            continue;
+        }
         printf("%-12s %-19s %5zu/%-3zu %7.1f%%", all[i].name, qfs_format_name(f), t.quantized,
                t.tensors, t.src_bytes ? 100.0 * (double)t.view_bytes / (double)t.src_bytes : 0.0);
         if (o->error && t.quantized)
@@ -287,9 +306,12 @@ static int inspect_all_specs(cli *c, const char *src, const qfs_inspect_options 
         else if (o->error)
             printf(" %10s %8s %10s", "-", "-", "-");
         printf("\n");
-        if (t.failed) rc = 1;
-        qfs_model_close(m);
     }
+    if (o->json) {
+        json_dumpf(rows, stdout, JSON_INDENT(2));
+        putchar('\n');
+    }
+    json_decref(rows);
     return rc;
 }
 

@@ -429,6 +429,7 @@ static int mx_exponent(float amax)
     uint32_t v = (qfs_f32_bits(amax) + (1u << 21)) & 0xFF800000u;
     if (amax == 0.0f) v = 0x00800000u;                 /* 2^-126 */
     int e = (int)(v >> 23) - 127 - 2;                  /* exponent field 0 reads as <= -127 */
+    if ((v >> 23) == 255) e = 127;                     /* rounded up to +inf: log2 is +inf */
     return e < -127 ? -127 : e > 127 ? 127 : e;
 }
 

@@ -85,5 +85,40 @@ def fitting_model_quantizes_every_pair():
             [(t["name"], t["reason"]) for t in lin if not t["quantized"]])
 
 
+def load_script(name):
+    path = os.path.join(q.SOURCE_ROOT, "scripts", name + ".py")
+    sp = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(sp)
+    sp.loader.exec_module(mod)
+    return mod
+
+
+@q.test
+def inspect_error_matches_an_independent_dequantizer():
+    """`inspect --error` (C: quantize, dequantize, compare) gives the relative RMS error that
+    scripts/quality.py's own numpy dequantizer finds in the exported view's bytes."""
+    import json
+    import numpy as np
+    quality = load_script("quality")
+    src = fitting_model()
+    _, src_tensors = quality.read_model_dir(src)
+    W_src = {n: quality.to_f32(t) for n, t in src_tensors.items() if t.dtype in ("BF16", "F16", "F32")}
+    for spec, fmt in [("int8", "quark"), ("fp8-channel", "quark"), ("uint4-g32", "awq"),
+                      ("int4-g64", "compressed-tensors"), ("mxfp4", "quark"), ("fp8-block", "fp8"),
+                      ("int8-channel", "compressed-tensors")]:
+        out = q.export(src, spec, fmt=fmt)
+        W, info = quality.dequantize_view(out, src_tensors)
+        names = [m + ".weight" for m in info["quantized"]]
+        assert names, (spec, fmt)
+        expect = quality.rel_rms(W, W_src, names)
+        res = q.quarkfs("inspect", "--error", "--json", "--spec", spec, "--format", fmt, src)
+        assert res.returncode == 0, res
+        got = json.loads(res.stdout)["totals"]["error"]["rel_rms"]
+        assert abs(got - expect) <= 1e-6 * expect, (spec, fmt, got, expect)
+        worst = max(float(np.max(np.abs(W[n] - W_src[n]))) for n in names)
+        got_max = json.loads(res.stdout)["totals"]["error"]["max_abs"]
+        assert abs(got_max - worst) <= 1e-6 * worst, (spec, fmt, got_max, worst)
+
+
 if __name__ == "__main__":
     q.main()

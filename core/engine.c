@@ -91,15 +91,15 @@ static int compute_job(qfs_engine *e, qfs_tensor_source *src, size_t job, bool f
     const qfs_plan_job *j = &src->plan->jobs[job];
     const qfs_st_tensor *t = &src->st->tensors[j->src];
     size_t in_bytes = (size_t)(t->end - t->begin);
-    size_t sc_bytes = (size_t)(j->sizes.scale + j->sizes.zero_point);
+    size_t sc_bytes = (size_t)j->layout.scales_bytes;
     uint8_t *in = scratch_get(e, in_bytes ? in_bytes : 1);
     uint8_t *sc = malloc(sc_bytes ? sc_bytes : 1);
-    uint8_t *w = full ? malloc(j->sizes.weight ? j->sizes.weight : 1) : NULL;
+    uint8_t *w = full ? malloc(j->layout.weight_bytes ? j->layout.weight_bytes : 1) : NULL;
     if (!in || !sc || (full && !w)) {
         free(sc);
         free(w);
         qfs_error_set(err, "%s: tensor '%s': out of memory (%zu bytes)", src->path, t->name,
-                      in_bytes + (size_t)j->out_bytes);
+                      in_bytes + (size_t)(j->layout.weight_bytes + sc_bytes));
         return -ENOMEM;
     }
     int rc = qfs_pread_full(src->fd, in, in_bytes, src->st->data_start + t->begin);
@@ -111,8 +111,8 @@ static int compute_job(qfs_engine *e, qfs_tensor_source *src, size_t job, bool f
     } else {
         char what[1024];
         snprintf(what, sizeof what, "%s: tensor '%s'", src->path, t->name);
-        rc = qfs_quantize(src->spec, t->dtype, in, j->rows, j->cols, w, sc,
-                          j->sizes.zero_point ? sc + j->sizes.scale : NULL, e->threads, what, err);
+        rc = qfs_quantize_layout(src->spec, src->format, t->dtype, in, j->rows, j->cols,
+                                 &j->layout, w, sc, e->threads, what, err);
         if (rc) rc = -EIO;
     }
     if (rc) {
@@ -137,7 +137,7 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot)
     qfs_tensor_source *src = slot->source;
     const qfs_plan_job *j = &src->plan->jobs[slot->job];
     slot->queued = 0;
-    if (slot->prefetch && slot->waiters == 0 && e->cache.used + j->sizes.weight > e->cache.budget) {
+    if (slot->prefetch && slot->waiters == 0 && e->cache.used + j->layout.weight_bytes > e->cache.budget) {
         slot->prefetch = 0;     /* the cache filled up since it was queued: drop the prefetch */
         slot->want_weight = 0;
         return;
@@ -147,7 +147,7 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot)
     slot->want_weight = 0;
     slot->prefetch = 0;
     slot->running = 1;
-    if (full) qfs_cache_make_room(&e->cache, (size_t)j->sizes.weight);
+    if (full) qfs_cache_make_room(&e->cache, (size_t)j->layout.weight_bytes);
     pthread_mutex_unlock(&e->lock);
 
     qfs_error err = {{0}};
@@ -171,7 +171,7 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot)
     else slot->scales = scales;
     if (full) {
         slot->entry.data = weight;
-        slot->entry.size = (size_t)j->sizes.weight;
+        slot->entry.size = (size_t)j->layout.weight_bytes;
         slot->entry.pins += slot->waiters;   /* each waiting reader receives its pin */
         slot->waiters = 0;
         qfs_cache_insert(&e->cache, &slot->entry);
@@ -312,7 +312,7 @@ void qfs_engine_prefetch(qfs_engine *e, qfs_tensor_source *src, size_t job)
 {
     qfs_job_slot *slot = &src->slots[job];
     pthread_mutex_lock(&e->lock);
-    uint64_t bytes = src->plan->jobs[job].sizes.weight;
+    uint64_t bytes = src->plan->jobs[job].layout.weight_bytes;
     if (!slot->entry.cached && !slot->queued && !slot->running && !slot->failed &&
         e->cache.used + bytes <= e->cache.budget) {
         slot->source = src;

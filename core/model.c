@@ -236,6 +236,7 @@ static int plan_quantized(qfs_model *m, qfs_entry *e)
     e->source.st = &e->st_file;
     e->source.plan = &e->plan;
     e->source.spec = m->opts.spec;
+    e->source.format = m->opts.format;
     m->src_bytes += (uint64_t)e->st.st_size;
     e->st.st_size = (off_t)e->plan.file_size;
     m->view_bytes += e->plan.file_size;

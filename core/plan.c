@@ -119,7 +119,7 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
     int rc = -ENOMEM;
     size_t *job_of_src = NULL;
     p->decisions = calloc(n ? n : 1, sizeof *p->decisions);
-    p->tensors = calloc(n * 3 + 1, sizeof *p->tensors);   /* at most 3 outputs per source */
+    p->tensors = calloc(n * QFS_LAYOUT_MAX_OUT + 1, sizeof *p->tensors);
     if (!p->decisions || !p->tensors) goto fail;
 
     char module[1024];
@@ -129,22 +129,28 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
         qfs_select_result d = qfs_select_tensor(t, spec, opts->rules);
         if (d == QFS_SELECT_QUANTIZE && opts->nonfinite && opts->nonfinite[i])
             d = QFS_SKIP_NONFINITE;
+        qfs_layout l;
+        if (d == QFS_SELECT_QUANTIZE &&
+            qfs_layout_for(spec, opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL, 0))
+            d = QFS_SKIP_SHAPE;
         if (d == QFS_SELECT_QUANTIZE) {
+            /* Every new name must be free: the source would otherwise hold it twice. */
             module_of(t->name, module, sizeof module);
-            char *sn = name_with_suffix(module, ".weight_scale");
-            char *zn = name_with_suffix(module, ".weight_zero_point");
-            if (!sn || !zn) { free(sn); free(zn); goto fail; }
-            qfs_quant_sizes qs;
-            qfs_quant_output_sizes(spec, t->dtype, t->shape[0], t->shape[1], &qs);
-            if (qfs_st_find(src, sn) || (qs.zero_point && qfs_st_find(src, zn)))
-                d = QFS_SKIP_NAME_CLASH;
-            free(sn);
-            free(zn);
+            for (unsigned k = 0; k < l.n_out && d == QFS_SELECT_QUANTIZE; k++) {
+                char *name = name_with_suffix(module, l.out[k].suffix);
+                if (!name) goto fail;
+                if (strcmp(name, t->name) != 0 && qfs_st_find(src, name)) d = QFS_SKIP_NAME_CLASH;
+                free(name);
+            }
         }
         p->decisions[i] = d;
         if (d == QFS_SELECT_QUANTIZE) n_jobs++;
     }
 
+    static const qfs_role role_of[] = {
+        [QFS_OUT_WEIGHT] = QFS_ROLE_WEIGHT, [QFS_OUT_SCALE] = QFS_ROLE_SCALE,
+        [QFS_OUT_ZERO_POINT] = QFS_ROLE_ZERO_POINT, [QFS_OUT_SHAPE] = QFS_ROLE_SHAPE,
+    };
     for (size_t i = 0; i < n; i++) {
         const qfs_st_tensor *t = &src->tensors[i];
         if (p->decisions[i] != QFS_SELECT_QUANTIZE) {
@@ -153,19 +159,16 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
             if (rc) goto fail;
             continue;
         }
-        qfs_quant_sizes qs;
-        qfs_quant_output_sizes(spec, t->dtype, t->shape[0], t->shape[1], &qs);
+        qfs_layout l;
+        qfs_layout_for(spec, opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL, 0);
         module_of(t->name, module, sizeof module);
-        uint64_t rows = t->shape[0];
-        unsigned sdim = spec->gran == QFS_PER_TENSOR ? 0 : 1;
-        rc = add_output(p, strdup(t->name), qs.weight_dtype, 2, t->shape, qs.weight,
-                        QFS_ROLE_WEIGHT, i);
-        if (!rc) rc = add_output(p, name_with_suffix(module, ".weight_scale"), qs.scale_dtype, sdim,
-                                 &rows, qs.scale, QFS_ROLE_SCALE, i);
-        if (!rc && qs.zero_point)
-            rc = add_output(p, name_with_suffix(module, ".weight_zero_point"), qs.zero_point_dtype,
-                            sdim, &rows, qs.zero_point, QFS_ROLE_ZERO_POINT, i);
-        if (rc) goto fail;
+        for (unsigned k = 0; k < l.n_out; k++) {
+            const qfs_out_tensor *o = &l.out[k];
+            rc = add_output(p, name_with_suffix(module, o->suffix), o->dtype, o->ndim, o->shape,
+                            o->bytes, role_of[o->kind], i);
+            if (rc) goto fail;
+            p->tensors[p->n_tensors - 1].job_offset = o->offset;
+        }
     }
 
     qsort(p->tensors, p->n_tensors, sizeof *p->tensors, cmp_file_order);
@@ -189,17 +192,11 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
         j->src = t->src;
         j->rows = s->shape[0];
         j->cols = s->shape[1];
-        qfs_quant_output_sizes(spec, s->dtype, j->rows, j->cols, &j->sizes);
-        j->out_bytes = j->sizes.weight + j->sizes.scale + j->sizes.zero_point;
+        qfs_layout_for(spec, opts->format, s->dtype, j->rows, j->cols, &j->layout, NULL, 0);
         job_of_src[t->src] = p->n_jobs++;
     }
-    for (size_t i = 0; i < p->n_tensors; i++) {
-        qfs_plan_tensor *t = &p->tensors[i];
-        if (t->role == QFS_ROLE_PASSTHROUGH) continue;
-        t->job = job_of_src[t->src];
-        const qfs_plan_job *j = &p->jobs[t->job];
-        t->job_offset = t->role == QFS_ROLE_ZERO_POINT ? j->sizes.scale : 0;
-    }
+    for (size_t i = 0; i < p->n_tensors; i++)
+        if (p->tensors[i].role != QFS_ROLE_PASSTHROUGH) p->tensors[i].job = job_of_src[p->tensors[i].src];
     free(job_of_src);
     job_of_src = NULL;
 

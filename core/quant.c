@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The kernels are compiled twice on x86-64 GCC (AVX2 and baseline) and picked at load time, so
@@ -150,11 +151,13 @@ QFS_KERNEL void qfs_quant_int8_row(const void *src, qfs_dtype dt, size_t n, floa
     }
 }
 
-QFS_INLINE void fp8_impl(const void *restrict src, qfs_dtype dt, size_t n, float scale,
-                         uint8_t *restrict q)
+/* round_dt: the dtype x/scale is rounded to before the e4m3 conversion (the source dtype for
+ * Quark's schemes; F32, i.e. none, for fp8-block). */
+QFS_INLINE void fp8_impl(const void *restrict src, qfs_dtype dt, qfs_dtype round_dt, size_t n,
+                         float scale, uint8_t *restrict q)
 {
     for (size_t i = 0; i < n; i++) {
-        float y = qfs_round_to(qfs_load_f32(src, dt, i) / scale, dt);
+        float y = qfs_round_to(qfs_load_f32(src, dt, i) / scale, round_dt);
         y = y < -FP8_MAX ? -FP8_MAX : y;
         y = y > FP8_MAX ? FP8_MAX : y;
         q[i] = qfs_f32_to_e4m3(y);
@@ -164,9 +167,20 @@ QFS_INLINE void fp8_impl(const void *restrict src, qfs_dtype dt, size_t n, float
 QFS_KERNEL void qfs_quant_fp8_row(const void *src, qfs_dtype dt, size_t n, float scale, uint8_t *q)
 {
     switch (dt) {
-    case QFS_DT_F32: fp8_impl(src, QFS_DT_F32, n, scale, q); break;
-    case QFS_DT_BF16: fp8_impl(src, QFS_DT_BF16, n, scale, q); break;
-    default: fp8_impl(src, QFS_DT_F16, n, scale, q); break;
+    case QFS_DT_F32: fp8_impl(src, QFS_DT_F32, QFS_DT_F32, n, scale, q); break;
+    case QFS_DT_BF16: fp8_impl(src, QFS_DT_BF16, QFS_DT_BF16, n, scale, q); break;
+    default: fp8_impl(src, QFS_DT_F16, QFS_DT_F16, n, scale, q); break;
+    }
+}
+
+/* fp8-block elements: x/scale is not rounded to the source dtype. */
+QFS_KERNEL static void fp8_block_row(const void *src, qfs_dtype dt, size_t n, float scale,
+                                     uint8_t *q)
+{
+    switch (dt) {
+    case QFS_DT_F32: fp8_impl(src, QFS_DT_F32, QFS_DT_F32, n, scale, q); break;
+    case QFS_DT_BF16: fp8_impl(src, QFS_DT_BF16, QFS_DT_F32, n, scale, q); break;
+    default: fp8_impl(src, QFS_DT_F16, QFS_DT_F32, n, scale, q); break;
     }
 }
 
@@ -260,4 +274,399 @@ int qfs_quantize(const qfs_spec *s, qfs_dtype dt, const void *src, uint64_t rows
                                    what, err);
     return quantize_per_channel(s, dt, src, rows, cols, weight, scale, zero_point, threads, what,
                                 err);
+}
+
+/* ==== Per-group 4-bit integers (Quark Uint4/Int4PerGroupSpec, §4.1) ==== */
+
+/* q[i] = clamp(rne(fl32(fl32(x * inv) + zp)), qmin, qmax) for one group. */
+QFS_INLINE void int4_impl(const void *restrict src, qfs_dtype dt, size_t n, float inv, float zp,
+                          int qmin, int qmax, int8_t *restrict q)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = qfs_load_f32(src, dt, i) * inv + zp;   /* two roundings: no contraction */
+        int32_t r = (int32_t)((v + ROUND_MAGIC) - ROUND_MAGIC);
+        r = r < qmin ? qmin : r;
+        r = r > qmax ? qmax : r;
+        q[i] = (int8_t)r;
+    }
+}
+
+QFS_KERNEL static void int4_group(const void *src, qfs_dtype dt, size_t n, float inv, float zp,
+                                  int qmin, int qmax, int8_t *q)
+{
+    switch (dt) {
+    case QFS_DT_F32: int4_impl(src, QFS_DT_F32, n, inv, zp, qmin, qmax, q); break;
+    case QFS_DT_BF16: int4_impl(src, QFS_DT_BF16, n, inv, zp, qmin, qmax, q); break;
+    default: int4_impl(src, QFS_DT_F16, n, inv, zp, qmin, qmax, q); break;
+    }
+}
+
+/* min(min(x), 0) and max(max(x), 0) of finite values. */
+static void group_min_max(const void *src, qfs_dtype dt, size_t n, float *mn, float *mx)
+{
+    float lo = 0.0f, hi = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float v = qfs_load_f32(src, dt, i);
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    *mn = lo;
+    *mx = hi;
+}
+
+/* Scale and zero point of one group; false if it holds NaN/Inf. */
+static bool int4_group_params(const qfs_spec *s, qfs_dtype dt, const void *x, size_t n, float *sc,
+                              int *zp)
+{
+    uint32_t bits = amax_bits(x, dt, n);
+    if (!amax_bits_finite(bits, dt)) return false;
+    if (s->wtype == QFS_W_INT4) {
+        float s0 = qfs_round_to(amax_bits_value(bits, dt) / 7.5f, dt);
+        *sc = s0 > EPS_F32 ? s0 : EPS_F32;
+        *zp = 0;
+        return true;
+    }
+    float mn, mx;
+    group_min_max(x, dt, n, &mn, &mx);
+    float s0 = qfs_round_to(qfs_round_to(mx - mn, dt) / 15.0f, dt);
+    float scale = s0 > EPS_F32 ? s0 : EPS_F32;
+    float t = qfs_round_to(mn / scale, dt);            /* divided in the scale's dtype */
+    int r = -(int)((t + ROUND_MAGIC) - ROUND_MAGIC);  /* qmin - rne(t), qmin = 0 */
+    *sc = scale;
+    *zp = r < 0 ? 0 : r > 15 ? 15 : r;
+    return true;
+}
+
+/* AutoAWQ's order: element j of 8 consecutive output channels sits at these bit offsets. */
+static const unsigned awq_shift[8] = {0, 16, 4, 20, 8, 24, 12, 28};
+
+static void store_i64(void *dst, size_t i, int64_t v) { memcpy((uint8_t *)dst + 8 * i, &v, 8); }
+static void store_u32(void *dst, size_t i, uint32_t v) { memcpy((uint8_t *)dst + 4 * i, &v, 4); }
+
+static int quantize_int4(const qfs_spec *s, qfs_format f, qfs_dtype dt, const void *src,
+                         uint64_t rows, uint64_t cols, const qfs_layout *l, void *weight,
+                         void *scales, int threads, const char *what, qfs_error *err)
+{
+    size_t es = elem_size(dt), G = s->group, ng = cols / G;
+    int qmin = s->wtype == QFS_W_INT4 ? -8 : 0, qmax = s->wtype == QFS_W_INT4 ? 7 : 15;
+    float *sc = malloc(rows * ng * sizeof *sc);
+    int8_t *zp = malloc(rows * ng);
+    int8_t *q = weight ? malloc(rows * cols) : NULL;
+    if (!sc || !zp || (weight && !q)) {
+        free(sc); free(zp); free(q);
+        qfs_error_set(err, "%s: out of memory", what);
+        return -ENOMEM;
+    }
+    int bad = 0;
+    #pragma omp parallel for schedule(dynamic, 16) num_threads(team_size(threads))
+    for (uint64_t r = 0; r < rows; r++) {
+        for (size_t g = 0; g < ng; g++) {
+            const uint8_t *x = (const uint8_t *)src + (r * cols + g * G) * es;
+            int z;
+            if (!int4_group_params(s, dt, x, G, &sc[r * ng + g], &z)) {
+                #pragma omp atomic write
+                bad = 1;
+                break;
+            }
+            zp[r * ng + g] = (int8_t)z;
+            if (q) int4_group(x, dt, G, 1.0f / sc[r * ng + g], (float)z, qmin, qmax,
+                              q + r * cols + g * G);
+        }
+    }
+    int rc = bad ? report_nonfinite(src, dt, rows, cols, what, err) : 0;
+    if (rc == 0 && f == QFS_FMT_COMPRESSED_TENSORS) {
+        /* pack-quantized: [out, in/8] words, element e at bits 4e, offset binary (+8). */
+        uint8_t *sp = (uint8_t *)scales + l->out[1].offset;
+        for (size_t i = 0; i < rows * ng; i++) qfs_store_as(sp, dt, i, sc[i]);
+        uint8_t *shape = (uint8_t *)scales + l->out[2].offset;
+        store_i64(shape, 0, (int64_t)rows);
+        store_i64(shape, 1, (int64_t)cols);
+        uint64_t words = q ? rows * cols / 8 : 0;
+        #pragma omp parallel for schedule(static) num_threads(team_size(threads))
+        for (uint64_t w = 0; w < words; w++) {
+            uint32_t word = 0;
+            for (unsigned e = 0; e < 8; e++) word |= (uint32_t)((q[8 * w + e] + 8) & 0xF) << (4 * e);
+            store_u32(weight, w, word);
+        }
+    } else if (rc == 0) {
+        /* Quark / AWQ: transposed, packed along the output dim in AWQ order. */
+        uint64_t ow = rows / 8;
+        uint8_t *sp = (uint8_t *)scales + l->out[1].offset;
+        uint8_t *zpp = (uint8_t *)scales + l->out[2].offset;
+        for (size_t g = 0; g < ng; g++) {
+            for (uint64_t r = 0; r < rows; r++) qfs_store_as(sp, dt, g * rows + r, sc[r * ng + g]);
+            for (uint64_t c = 0; c < ow; c++) {
+                uint32_t word = 0;
+                for (unsigned j = 0; j < 8; j++)
+                    word |= (uint32_t)(zp[(8 * c + j) * ng + g] & 0xF) << awq_shift[j];
+                store_u32(zpp, g * ow + c, word);
+            }
+        }
+        uint64_t groups8 = q ? ow : 0;
+        #pragma omp parallel for schedule(static) num_threads(team_size(threads))
+        for (uint64_t c = 0; c < groups8; c++) {
+            const int8_t *rowq[8];
+            for (unsigned j = 0; j < 8; j++) rowq[j] = q + (8 * c + j) * cols;
+            for (uint64_t i = 0; i < cols; i++) {
+                uint32_t word = 0;
+                for (unsigned j = 0; j < 8; j++) word |= (uint32_t)(rowq[j][i] & 0xF) << awq_shift[j];
+                store_u32(weight, i * ow + c, word);
+            }
+        }
+    }
+    free(sc);
+    free(zp);
+    free(q);
+    return rc;
+}
+
+/* ==== OCP MXFP4 (§4.5): e2m1 codes, one e8m0 scale per 32 input elements ==== */
+
+/* Quark's "even" shared exponent of a block: round amax up to a power of two when its mantissa
+ * is >= 0.75, then subtract E2M1's emax (2); clamped to [-127, 127]. */
+static int mx_exponent(float amax)
+{
+    uint32_t v = (qfs_f32_bits(amax) + (1u << 21)) & 0xFF800000u;
+    if (amax == 0.0f) v = 0x00800000u;                 /* 2^-126 */
+    int e = (int)(v >> 23) - 127 - 2;                  /* exponent field 0 reads as <= -127 */
+    if ((v >> 23) == 255) e = 127;                     /* rounded up to +inf: log2 is +inf */
+    return e < -127 ? -127 : e > 127 ? 127 : e;
+}
+
+/* |y| on the E2M1 grid {0, .5, 1, 1.5, 2, 3, 4, 6}, nearest, ties to the even code. */
+static inline unsigned e2m1_magnitude(float a)
+{
+    return (unsigned)(a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) +
+           (a >= 3.5f) + (a > 5.0f);
+}
+
+static int quantize_mxfp4(const qfs_spec *s, qfs_dtype dt, const void *src, uint64_t rows,
+                          uint64_t cols, const qfs_layout *l, void *weight, void *scales,
+                          int threads, const char *what, qfs_error *err)
+{
+    size_t es = elem_size(dt), B = s->group, nb = cols / B;
+    uint8_t *sbytes = (uint8_t *)scales + l->out[1].offset;
+    int bad = 0;
+    #pragma omp parallel for schedule(dynamic, 16) num_threads(team_size(threads))
+    for (uint64_t r = 0; r < rows; r++) {
+        for (size_t b = 0; b < nb; b++) {
+            const uint8_t *x = (const uint8_t *)src + (r * cols + b * B) * es;
+            uint32_t bits = amax_bits(x, dt, B);
+            if (!amax_bits_finite(bits, dt)) {
+                #pragma omp atomic write
+                bad = 1;
+                break;
+            }
+            int e = mx_exponent(amax_bits_value(bits, dt));
+            sbytes[r * nb + b] = (uint8_t)((e < -126 ? -126 : e) + 127);
+            if (!weight) continue;
+            float scale = ldexpf(1.0f, e);
+            uint8_t *out = (uint8_t *)weight + (r * cols + b * B) / 2;
+            for (size_t i = 0; i < B; i += 2) {
+                unsigned code[2];
+                for (unsigned k = 0; k < 2; k++) {
+                    float y = qfs_load_f32(x, dt, i + k) / scale;   /* exact: a power of two */
+                    unsigned m = e2m1_magnitude(fabsf(y));
+                    code[k] = m ? m | (y < 0 ? 8u : 0u) : 0;   /* zero is always +0 */
+                }
+                out[i / 2] = (uint8_t)(code[0] | code[1] << 4);
+            }
+        }
+    }
+    return bad ? report_nonfinite(src, dt, rows, cols, what, err) : 0;
+}
+
+/* ==== fp8 e4m3 with one float32 scale per 128x128 block (DeepSeek-V3 / FineGrainedFP8) ==== */
+
+static int quantize_fp8_block(const qfs_spec *s, qfs_dtype dt, const void *src, uint64_t rows,
+                              uint64_t cols, const qfs_layout *l, void *weight, void *scales,
+                              int threads, const char *what, qfs_error *err)
+{
+    size_t es = elem_size(dt), B = s->group;
+    uint64_t nbr = rows / B, nbc = cols / B;
+    float *sc = (float *)((uint8_t *)scales + l->out[1].offset);  /* F32, 4-aligned in the part */
+    int bad = 0;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(team_size(threads))
+    for (uint64_t blk = 0; blk < nbr * nbc; blk++) {
+        uint64_t br = blk / nbc, bc = blk % nbc;
+        uint32_t bits = 0;
+        for (uint64_t r = br * B; r < (br + 1) * B; r++) {
+            uint32_t b = amax_bits((const uint8_t *)src + (r * cols + bc * B) * es, dt, B);
+            bits = b > bits ? b : bits;
+        }
+        if (!amax_bits_finite(bits, dt)) {
+            #pragma omp atomic write
+            bad = 1;
+            continue;
+        }
+        float scale = amax_bits_value(bits, dt) / FP8_MAX;
+        if (scale == 0.0f) scale = EPS_F32;
+        sc[blk] = scale;
+        for (uint64_t r = br * B; weight && r < (br + 1) * B; r++)
+            fp8_block_row((const uint8_t *)src + (r * cols + bc * B) * es, dt, B, scale,
+                          (uint8_t *)weight + r * cols + bc * B);
+    }
+    return bad ? report_nonfinite(src, dt, rows, cols, what, err) : 0;
+}
+
+/* ==== 8-bit in compressed-tensors' pack-quantized layout ==== */
+
+static int quantize_int8_packed(const qfs_spec *s, qfs_dtype dt, const void *src, uint64_t rows,
+                                uint64_t cols, const qfs_layout *l, void *weight, void *scales,
+                                int threads, const char *what, qfs_error *err)
+{
+    int8_t *q = weight ? malloc(rows * cols) : NULL;
+    if (weight && !q) {
+        qfs_error_set(err, "%s: out of memory", what);
+        return -ENOMEM;
+    }
+    uint8_t *sp = (uint8_t *)scales + l->out[1].offset;
+    int rc = qfs_quantize(s, dt, src, rows, cols, q, sp, NULL, threads, what, err);
+    uint8_t *shape = (uint8_t *)scales + l->out[2].offset;
+    store_i64(shape, 0, (int64_t)rows);
+    store_i64(shape, 1, (int64_t)cols);
+    uint64_t words = rc == 0 && q ? rows * cols / 4 : 0;
+    #pragma omp parallel for schedule(static) num_threads(team_size(threads))
+    for (uint64_t w = 0; w < words; w++) {
+        uint32_t word = 0;   /* element e at bits 8e, offset binary (+128) */
+        for (unsigned e = 0; e < 4; e++) word |= (uint32_t)(uint8_t)(q[4 * w + e] + 128) << (8 * e);
+        store_u32(weight, w, word);
+    }
+    free(q);
+    return rc;
+}
+
+int qfs_quantize_layout(const qfs_spec *s, qfs_format f, qfs_dtype dt, const void *src,
+                        uint64_t rows, uint64_t cols, const qfs_layout *l, void *weight,
+                        void *scales, int threads, const char *what, qfs_error *err)
+{
+    if (!qfs_dtype_is_quantizable(dt)) {
+        qfs_error_set(err, "%s: dtype %s cannot be quantized", what, qfs_dtype_name(dt));
+        return -EINVAL;
+    }
+    switch (s->wtype) {
+    case QFS_W_UINT4:
+    case QFS_W_INT4:
+        return quantize_int4(s, f, dt, src, rows, cols, l, weight, scales, threads, what, err);
+    case QFS_W_MXFP4:
+        return quantize_mxfp4(s, dt, src, rows, cols, l, weight, scales, threads, what, err);
+    case QFS_W_FP8_E4M3:
+        if (s->gran == QFS_PER_BLOCK)
+            return quantize_fp8_block(s, dt, src, rows, cols, l, weight, scales, threads, what,
+                                      err);
+        break;
+    case QFS_W_INT8:
+        if (l->out[0].dtype == QFS_DT_I32)
+            return quantize_int8_packed(s, dt, src, rows, cols, l, weight, scales, threads,
+                                        what, err);
+        break;
+    }
+    /* int8 / fp8 per tensor or channel: the weight is the quantized tensor itself. */
+    uint8_t *sc = (uint8_t *)scales + l->out[1].offset;
+    uint8_t *zp = l->n_out > 2 && l->out[2].kind == QFS_OUT_ZERO_POINT
+                      ? (uint8_t *)scales + l->out[2].offset : NULL;
+    return qfs_quantize(s, dt, src, rows, cols, weight, sc, zp, threads, what, err);
+}
+
+/* ==== Dequantization (for `inspect --error`): the inverse of each layout, from its bytes ==== */
+
+static float e2m1_value(unsigned code)
+{
+    static const float mag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    return code & 8 ? -mag[code & 7] : mag[code & 7];
+}
+
+static uint32_t load_u32(const void *p, size_t i)
+{
+    uint32_t v;
+    memcpy(&v, (const uint8_t *)p + 4 * i, 4);
+    return v;
+}
+
+/* Reads scale i of an output tensor stored in dtype dt. */
+static float load_scale(const void *p, qfs_dtype dt, size_t i)
+{
+    return qfs_load_f32(p, dt, i);
+}
+
+int qfs_dequantize_layout(const qfs_spec *s, qfs_format f, uint64_t rows,
+                          uint64_t cols, const qfs_layout *l, const void *weight,
+                          const void *scales, float *out, int threads)
+{
+    const uint8_t *sc = (const uint8_t *)scales + l->out[1].offset;
+    qfs_dtype sdt = l->out[1].dtype;
+    const uint8_t *zp = l->n_out > 2 && l->out[2].kind == QFS_OUT_ZERO_POINT
+                            ? (const uint8_t *)scales + l->out[2].offset : NULL;
+    const uint8_t *w = weight;
+    bool ct = f == QFS_FMT_COMPRESSED_TENSORS;
+    #pragma omp parallel for schedule(dynamic, 16) num_threads(team_size(threads))
+    for (uint64_t r = 0; r < rows; r++) {
+        for (uint64_t i = 0; i < cols; i++) {
+            float v;
+            switch (s->wtype) {
+            case QFS_W_INT8: {
+                int q = l->out[0].dtype == QFS_DT_I32
+                            ? (int)((load_u32(w, (r * cols + i) / 4) >> (8 * (i % 4))) & 0xFF) - 128
+                            : ((const int8_t *)w)[r * cols + i];
+                v = (float)q * load_scale(sc, sdt, s->gran == QFS_PER_TENSOR ? 0 : r);
+                break;
+            }
+            case QFS_W_FP8_E4M3: {
+                size_t si = s->gran == QFS_PER_TENSOR ? 0
+                          : s->gran == QFS_PER_CHANNEL ? r
+                          : (r / s->group) * (cols / s->group) + i / s->group;
+                v = qfs_e4m3_to_f32(w[r * cols + i]) * load_scale(sc, sdt, si);
+                break;
+            }
+            case QFS_W_UINT4:
+            case QFS_W_INT4: {
+                uint64_t g = i / s->group, ng = cols / s->group;
+                int q, z = 0;
+                float scale;
+                if (ct) {
+                    q = (int)((load_u32(w, (r * cols + i) / 8) >> (4 * (i % 8))) & 0xF) - 8;
+                    scale = load_scale(sc, sdt, r * ng + g);
+                } else {
+                    uint64_t ow = rows / 8;
+                    unsigned sh = awq_shift[r % 8];
+                    q = (int)((load_u32(w, i * ow + r / 8) >> sh) & 0xF);
+                    z = (int)((load_u32(zp, g * ow + r / 8) >> sh) & 0xF);
+                    if (s->wtype == QFS_W_INT4) q = q >= 8 ? q - 16 : q;
+                    scale = load_scale(sc, sdt, g * rows + r);
+                }
+                v = (float)(q - z) * scale;
+                break;
+            }
+            case QFS_W_MXFP4:
+            default: {
+                unsigned byte = w[(r * cols + i) / 2];
+                unsigned code = i % 2 ? byte >> 4 : byte & 0xF;
+                int e = (int)sc[r * (cols / s->group) + i / s->group] - 127;
+                v = e2m1_value(code) * ldexpf(1.0f, e);
+                break;
+            }
+            }
+            out[r * cols + i] = v;
+        }
+    }
+    return 0;
+}
+
+int qfs_quant_error(const void *src, qfs_dtype dt, const float *deq, size_t n,
+                    qfs_quant_error_stats *out, int threads)
+{
+    double err2 = 0, ref2 = 0, maxabs = 0;
+    #pragma omp parallel for schedule(static) reduction(+ : err2, ref2) reduction(max : maxabs) \
+        num_threads(team_size(threads))
+    for (size_t i = 0; i < n; i++) {
+        double x = qfs_load_f32(src, dt, i), d = deq[i] - x;
+        err2 += d * d;
+        ref2 += x * x;
+        double a = d < 0 ? -d : d;
+        maxabs = a > maxabs ? a : maxabs;
+    }
+    out->err2 = err2;
+    out->ref2 = ref2;
+    out->max_abs = maxabs;
+    return 0;
 }

@@ -5,63 +5,119 @@
 #include <string.h>
 
 /* One Quark QTensorConfig.to_dict() (shared/reference/quark-format.md §2-3). */
-static json_t *tensor_spec(const char *dtype, const char *qscheme, int ch_axis, bool dynamic)
+typedef struct quark_tensor_spec {
+    const char *dtype, *qscheme, *observer;
+    int ch_axis;              /* used for per_channel / per_group */
+    unsigned group;           /* 0: null */
+    int symmetric;            /* 1, 0, or -1 for null (MX) */
+    bool dynamic, mx;
+} quark_tensor_spec;
+
+static json_t *quark_tensor(const quark_tensor_spec *t)
 {
-    bool per_channel = strcmp(qscheme, "per_channel") == 0;
+    bool axis = strcmp(t->qscheme, "per_tensor") != 0;
     json_t *o = json_object();
     json_object_set_new(o, "block_size", json_null());
-    json_object_set_new(o, "ch_axis", per_channel ? json_integer(ch_axis) : json_null());
-    json_object_set_new(o, "dtype", json_string(dtype));
+    json_object_set_new(o, "ch_axis", axis ? json_integer(t->ch_axis) : json_null());
+    json_object_set_new(o, "dtype", json_string(t->dtype));
     json_object_set_new(o, "enable_buffer_reuse", json_false());
-    json_object_set_new(o, "group_size", json_null());
-    json_object_set_new(o, "is_dynamic", json_boolean(dynamic));
+    json_object_set_new(o, "group_size", t->group ? json_integer(t->group) : json_null());
+    json_object_set_new(o, "is_dynamic", json_boolean(t->dynamic));
     json_object_set_new(o, "is_scale_quant", json_false());
     json_object_set_new(o, "max_input_numel", json_integer(4194304));
     json_object_set_new(o, "mx_element_dtype", json_null());
-    json_object_set_new(o, "observer_cls", json_string(per_channel ? "PerChannelMinMaxObserver"
-                                                                   : "PerTensorMinMaxObserver"));
-    json_object_set_new(o, "qscheme", json_string(qscheme));
+    json_object_set_new(o, "observer_cls", json_string(t->observer));
+    json_object_set_new(o, "qscheme", json_string(t->qscheme));
     json_object_set_new(o, "round_method", json_string("half_even"));
-    json_object_set_new(o, "scale_calculation_mode", json_null());
-    json_object_set_new(o, "scale_format", json_null());
+    json_object_set_new(o, "scale_calculation_mode", t->mx ? json_string("even") : json_null());
+    json_object_set_new(o, "scale_format", t->mx ? json_string("e8m0") : json_null());
     json_object_set_new(o, "scale_type", json_string("float"));
-    json_object_set_new(o, "symmetric", json_true());
+    json_object_set_new(o, "symmetric", t->symmetric < 0 ? json_null() : json_boolean(t->symmetric));
     return o;
 }
 
-json_t *qfs_quant_config_build(const qfs_spec *spec, qfs_format format,
-                               const char *const *exclude, size_t n_exclude)
+static quark_tensor_spec quark_weight_spec(const qfs_spec *s)
 {
-    (void)format; /* only the quark format exists in this release */
-    const char *dt = spec->wtype == QFS_W_INT8 ? "int8" : "fp8_e4m3";
-    const char *wq = spec->gran == QFS_PER_TENSOR ? "per_tensor" : "per_channel";
-    json_t *weight = tensor_spec(dt, wq, 0, false);
-    json_t *input;
-    if (spec->act == QFS_ACT_DYNAMIC_PER_TENSOR) input = tensor_spec(dt, "per_tensor", 0, true);
-    else if (spec->act == QFS_ACT_DYNAMIC_PER_TOKEN) input = tensor_spec(dt, "per_channel", 1, true);
-    else input = json_null();
+    quark_tensor_spec t = {0};
+    t.symmetric = 1;
+    switch (s->wtype) {
+    case QFS_W_INT8:
+    case QFS_W_FP8_E4M3:
+        t.dtype = s->wtype == QFS_W_INT8 ? "int8" : "fp8_e4m3";
+        t.qscheme = s->gran == QFS_PER_TENSOR ? "per_tensor" : "per_channel";
+        t.observer = s->gran == QFS_PER_TENSOR ? "PerTensorMinMaxObserver" : "PerChannelMinMaxObserver";
+        break;
+    case QFS_W_UINT4:
+    case QFS_W_INT4:
+        t.dtype = s->wtype == QFS_W_UINT4 ? "uint4" : "int4";
+        t.qscheme = "per_group";
+        t.observer = "PerGroupMinMaxObserver";
+        t.ch_axis = -1;
+        t.group = s->group;
+        t.symmetric = s->wtype == QFS_W_INT4;
+        break;
+    case QFS_W_MXFP4:
+        t.dtype = "fp4";
+        t.qscheme = "per_group";
+        t.observer = "PerBlockMXObserver";
+        t.ch_axis = -1;
+        t.group = s->group;
+        t.symmetric = -1;
+        t.mx = true;
+        break;
+    }
+    return t;
+}
 
-    json_t *layer = json_object();
-    json_object_set_new(layer, "bias", json_null());
-    json_object_set_new(layer, "input_tensors", input);
-    json_object_set_new(layer, "output_tensors", json_null());
-    json_object_set_new(layer, "target_device", json_null());
-    json_object_set_new(layer, "weight", weight);
-
+/* Quark's JsonExporterConfig: transformers accepts exactly these five keys. */
+static json_t *quark_export_config(void)
+{
     json_t *export = json_object();
     json_object_set_new(export, "kv_cache_group", json_array());
     json_object_set_new(export, "min_kv_scale", json_real(0.0));
     json_object_set_new(export, "pack_method", json_string("reorder"));
     json_object_set_new(export, "weight_format", json_string("real_quantized"));
     json_object_set_new(export, "weight_merge_groups", json_null());
+    return export;
+}
 
-    json_t *excl = json_array();
-    for (size_t i = 0; i < n_exclude; i++) json_array_append_new(excl, json_string(exclude[i]));
+static json_t *string_list(const char *const *items, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(a, json_string(items[i]));
+    return a;
+}
+
+static json_t *quark_config(const qfs_spec *spec, json_t *excl)
+{
+    quark_tensor_spec w = quark_weight_spec(spec);
+    json_t *input;
+    if (spec->act == QFS_ACT_NONE) {
+        input = json_null();
+    } else {
+        quark_tensor_spec in = w;
+        in.dynamic = true;
+        if (spec->act == QFS_ACT_DYNAMIC_PER_TOKEN) {   /* Quark's PTPC template: ch_axis 1 */
+            in.qscheme = "per_channel";
+            in.observer = "PerChannelMinMaxObserver";
+            in.ch_axis = 1;
+        } else if (spec->act == QFS_ACT_DYNAMIC_PER_TENSOR) {
+            in.qscheme = "per_tensor";
+            in.observer = "PerTensorMinMaxObserver";
+        }
+        input = quark_tensor(&in);
+    }
+    json_t *layer = json_object();
+    json_object_set_new(layer, "bias", json_null());
+    json_object_set_new(layer, "input_tensors", input);
+    json_object_set_new(layer, "output_tensors", json_null());
+    json_object_set_new(layer, "target_device", json_null());
+    json_object_set_new(layer, "weight", quark_tensor(&w));
 
     json_t *qc = json_object();
     json_object_set_new(qc, "algo_config", json_null());
     json_object_set_new(qc, "exclude", excl);
-    json_object_set_new(qc, "export", export);
+    json_object_set_new(qc, "export", quark_export_config());
     json_object_set_new(qc, "global_quant_config", layer);
     json_object_set_new(qc, "kv_cache_post_rope", json_false());
     json_object_set_new(qc, "kv_cache_quant_config", json_object());
@@ -72,6 +128,89 @@ json_t *qfs_quant_config_build(const qfs_spec *spec, qfs_format format,
     json_object_set_new(qc, "softmax_quant_spec", json_null());
     json_object_set_new(qc, "version", json_string("0.11"));
     return qc;
+}
+
+/* Quark custom_mode="awq" (quark-format.md §5). */
+static json_t *awq_config(const qfs_spec *spec, json_t *excl)
+{
+    return json_pack("{s:i,s:o,s:i,s:o,s:s,s:s,s:s,s:b}", "bits", 4,
+                     "export", quark_export_config(), "group_size", (int)spec->group,
+                     "modules_to_not_convert", excl, "pack_method", "reorder",
+                     "quant_method", "awq", "version", "gemm",
+                     "zero_point", spec->wtype == QFS_W_UINT4);
+}
+
+/* Quark custom_mode="fp8" (§6) for per-tensor; the FineGrainedFP8 / DeepSeek-V3 block config
+ * that vLLM and transformers both read (loaders.md, recommendation 1) for fp8-block. */
+static json_t *fp8_config(const qfs_spec *spec, json_t *excl)
+{
+    if (spec->gran == QFS_PER_BLOCK)
+        return json_pack("{s:s,s:o,s:s,s:[i,i]}", "activation_scheme", "dynamic",
+                         "modules_to_not_convert", excl, "quant_method", "fp8",
+                         "weight_block_size", (int)spec->group, (int)spec->group);
+    return json_pack("{s:s,s:o,s:o,s:n,s:s}", "activation_scheme", "dynamic",
+                     "export", quark_export_config(), "ignored_layers", excl,
+                     "kv_cache_scheme", "quant_method", "fp8");
+}
+
+/* compressed-tensors QuantizationArgs. */
+static json_t *ct_args(unsigned bits, const char *type, const char *strategy, unsigned group,
+                       bool dynamic, unsigned block)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "actorder", json_null());
+    json_object_set_new(o, "block_structure", block ? json_pack("[i,i]", (int)block, (int)block)
+                                                    : json_null());
+    json_object_set_new(o, "dynamic", json_boolean(dynamic));
+    json_object_set_new(o, "group_size", group ? json_integer(group) : json_null());
+    json_object_set_new(o, "num_bits", json_integer(bits));
+    json_object_set_new(o, "observer", dynamic ? json_null() : json_string("minmax"));
+    json_object_set_new(o, "strategy", json_string(strategy));
+    json_object_set_new(o, "symmetric", json_true());
+    json_object_set_new(o, "type", json_string(type));
+    return o;
+}
+
+/* compressed-tensors (loaders.md §D): pack-quantized int weight-only, int-quantized W8A8,
+ * float-quantized fp8. */
+static json_t *ct_config(const qfs_spec *spec, json_t *excl)
+{
+    const char *fmt;
+    json_t *weights, *input = json_null();
+    bool fp8 = spec->wtype == QFS_W_FP8_E4M3;
+    const char *type = fp8 ? "float" : "int";
+    if (spec->wtype == QFS_W_INT4) {
+        fmt = "pack-quantized";
+        weights = ct_args(4, "int", "group", spec->group, false, 0);
+    } else {
+        const char *strategy = spec->gran == QFS_PER_TENSOR ? "tensor"
+                             : spec->gran == QFS_PER_BLOCK ? "block" : "channel";
+        weights = ct_args(8, type, strategy, 0, false, spec->gran == QFS_PER_BLOCK ? spec->group : 0);
+        fmt = fp8 ? "float-quantized" : spec->act == QFS_ACT_NONE ? "pack-quantized" : "int-quantized";
+        if (spec->act == QFS_ACT_DYNAMIC_PER_TOKEN) input = ct_args(8, type, "token", 0, true, 0);
+        else if (spec->act == QFS_ACT_DYNAMIC_PER_TENSOR) input = ct_args(8, type, "tensor", 0, true, 0);
+        else if (spec->act == QFS_ACT_DYNAMIC_PER_GROUP)
+            input = ct_args(8, type, "group", spec->group, true, 0);
+    }
+    json_t *group = json_pack("{s:s,s:o,s:n,s:[s],s:o}", "format", fmt, "input_activations", input,
+                              "output_activations", "targets", "Linear", "weights", weights);
+    return json_pack("{s:{s:o},s:s,s:n,s:o,s:n,s:s,s:s,s:{},s:{},s:s}",
+                     "config_groups", "group_0", group, "format", fmt,
+                     "global_compression_ratio", "ignore", excl, "kv_cache_scheme",
+                     "quant_method", "compressed-tensors", "quantization_status", "compressed",
+                     "sparsity_config", "transform_config", "version", "0.12.0");
+}
+
+json_t *qfs_quant_config_build(const qfs_spec *spec, qfs_format format,
+                               const char *const *exclude, size_t n_exclude)
+{
+    json_t *excl = string_list(exclude, n_exclude);
+    switch (format) {
+    case QFS_FMT_AWQ: return awq_config(spec, excl);
+    case QFS_FMT_FP8: return fp8_config(spec, excl);
+    case QFS_FMT_COMPRESSED_TENSORS: return ct_config(spec, excl);
+    default: return quark_config(spec, excl);
+    }
 }
 
 /* jansson writes \u00E9; Python's json.dumps (which transformers and Quark use) writes \u00e9. */

@@ -107,6 +107,7 @@ const char *qfs_select_reason(qfs_select_result r)
     case QFS_SKIP_EMPTY: return "empty tensor";
     case QFS_SKIP_NAME_CLASH: return "output name already in the file";
     case QFS_SKIP_NONFINITE: return "NaN or Inf in the weights";
+    case QFS_SKIP_SHAPE: return "shape not supported by the spec";
     }
     return "?";
 }
@@ -114,5 +115,6 @@ const char *qfs_select_reason(qfs_select_result r)
 bool qfs_select_is_linear_like(qfs_select_result r)
 {
     return r == QFS_SKIP_LM_HEAD || r == QFS_SKIP_USER_EXCLUDE || r == QFS_SKIP_NOT_INCLUDED ||
-           r == QFS_SKIP_EMPTY || r == QFS_SKIP_NAME_CLASH || r == QFS_SKIP_NONFINITE;
+           r == QFS_SKIP_EMPTY || r == QFS_SKIP_NAME_CLASH || r == QFS_SKIP_NONFINITE ||
+           r == QFS_SKIP_SHAPE;
 }

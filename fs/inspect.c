@@ -2,7 +2,12 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "quarkfs/io.h"
+#include "quarkfs/layout.h"
 
 static void shape_str(const qfs_st_tensor *t, char *buf, size_t len)
 {
@@ -13,82 +18,192 @@ static void shape_str(const qfs_st_tensor *t, char *buf, size_t len)
     if (n < len) snprintf(buf + n, len - n, "]");
 }
 
-/* Output dtypes and bytes of source tensor i: "I8+F32+I8" for a quantized weight. */
+/* Output dtypes and bytes of source tensor src: "I32+BF16+I32" for a quantized weight. */
 static void outputs_of(const qfs_plan *p, size_t src, char *dtypes, size_t len, uint64_t *bytes)
 {
-    const qfs_plan_tensor *parts[3] = {NULL, NULL, NULL};
+    const qfs_plan_tensor *parts[4] = {NULL, NULL, NULL, NULL};
     *bytes = 0;
     for (size_t k = 0; k < p->n_tensors; k++) {
         const qfs_plan_tensor *t = &p->tensors[k];
         if (t->src != src) continue;
-        parts[t->role == QFS_ROLE_SCALE ? 1 : t->role == QFS_ROLE_ZERO_POINT ? 2 : 0] = t;
+        parts[t->role == QFS_ROLE_SCALE ? 1 : t->role == QFS_ROLE_ZERO_POINT ? 2
+              : t->role == QFS_ROLE_SHAPE ? 3 : 0] = t;
         *bytes += t->size;
     }
     size_t n = 0;
     dtypes[0] = '\0';
-    for (int r = 0; r < 3; r++)
+    for (int r = 0; r < 4; r++)
         if (parts[r] && n < len)
             n += (size_t)snprintf(dtypes + n, len - n, "%s%s", n ? "+" : "",
                                   qfs_dtype_name(parts[r]->dtype));
 }
 
-int qfs_inspect_print(const qfs_model *m, bool json, FILE *out)
+double qfs_inspect_rel_rms(const qfs_quant_error_stats *s)
 {
-    size_t n_tensors = 0, n_quantized = 0, n_files = 0;
-    json_t *rows = json ? json_array() : NULL, *broken = json ? json_array() : NULL;
-    if (!json)
-        fprintf(out, "%-56s %-14s %-22s %12s %12s  %s\n", "TENSOR", "SHAPE", "DTYPE", "SRC BYTES",
-                "VIEW BYTES", "STATUS");
+    return s->ref2 > 0 ? sqrt(s->err2 / s->ref2) : 0.0;
+}
+
+double qfs_inspect_snr_db(const qfs_quant_error_stats *s)
+{
+    double r = qfs_inspect_rel_rms(s);
+    return r > 0 ? -20.0 * log10(r) : INFINITY;
+}
+
+/* Quantizes source tensor `src` of file e exactly as the view does, dequantizes it and
+ * measures the error against the source values. */
+static int tensor_error(const qfs_model *m, const qfs_entry *e, size_t src, int threads,
+                        qfs_quant_error_stats *st, qfs_error *err)
+{
+    const qfs_plan_job *j = NULL;
+    for (size_t k = 0; k < e->plan.n_jobs && !j; k++)
+        if (e->plan.jobs[k].src == src) j = &e->plan.jobs[k];
+    if (!j) return -ENOENT;
+    const qfs_st_tensor *t = &e->st_file.tensors[src];
+    size_t in_bytes = (size_t)(t->end - t->begin), n = (size_t)(j->rows * j->cols);
+    uint8_t *in = malloc(in_bytes ? in_bytes : 1);
+    uint8_t *w = malloc(j->layout.weight_bytes ? j->layout.weight_bytes : 1);
+    uint8_t *sc = malloc(j->layout.scales_bytes ? j->layout.scales_bytes : 1);
+    float *deq = malloc((n ? n : 1) * sizeof *deq);
+    int rc = in && w && sc && deq ? 0 : -ENOMEM;
+    if (rc == 0) rc = qfs_pread_full(e->source.fd, in, in_bytes, e->st_file.data_start + t->begin);
+    if (rc && rc != -ENOMEM) qfs_error_set(err, "%s: tensor '%s': cannot read: %s", e->src_path,
+                                           t->name, strerror(-rc));
+    if (rc == 0) {
+        char what[1024];
+        snprintf(what, sizeof what, "%s: tensor '%s'", e->src_path, t->name);
+        rc = qfs_quantize_layout(m->opts.spec, m->opts.format, t->dtype, in, j->rows, j->cols,
+                                 &j->layout, w, sc, threads, what, err);
+    }
+    if (rc == 0)
+        rc = qfs_dequantize_layout(m->opts.spec, m->opts.format, j->rows, j->cols, &j->layout, w,
+                                   sc, deq, threads);
+    if (rc == 0) rc = qfs_quant_error(in, t->dtype, deq, n, st, threads);
+    free(in);
+    free(w);
+    free(sc);
+    free(deq);
+    return rc;
+}
+
+static void add_stats(qfs_quant_error_stats *sum, const qfs_quant_error_stats *s)
+{
+    sum->err2 += s->err2;
+    sum->ref2 += s->ref2;
+    if (s->max_abs > sum->max_abs) sum->max_abs = s->max_abs;
+}
+
+/* Walks every tensor; prints rows when `out` is non-NULL. */
+static int walk(const qfs_model *m, const qfs_inspect_options *o, FILE *out, json_t *rows,
+                json_t *broken, qfs_inspect_totals *tot)
+{
+    memset(tot, 0, sizeof *tot);
+    tot->src_bytes = m->src_bytes;
+    tot->view_bytes = m->view_bytes;
+    bool table = out && !o->json;
+    if (table)
+        fprintf(out, "%-56s %-14s %-24s %11s %11s  %s%s\n", "TENSOR", "SHAPE", "DTYPE",
+                "SRC BYTES", "VIEW BYTES", o->error ? " REL RMS   SNR dB   MAX ABS  " : "",
+                "STATUS");
     for (size_t i = 0; i < m->n_entries; i++) {
         const qfs_entry *e = &m->entries[i];
         if (e->kind != QFS_ENTRY_QUANTIZED) continue;
-        n_files++;
+        tot->files++;
         if (e->error) {
-            if (json) json_array_append_new(broken, json_pack("{s:s,s:s}", "file", e->path,
+            if (rows) json_array_append_new(broken, json_pack("{s:s,s:s}", "file", e->path,
                                                               "error", e->error_msg));
-            else fprintf(out, "%s: ERROR %s\n", e->path, e->error_msg);
+            else if (table) fprintf(out, "%s: ERROR %s\n", e->path, e->error_msg);
             continue;
         }
-        if (!json) fprintf(out, "# %s\n", e->path);
+        if (table) fprintf(out, "# %s\n", e->path);
         for (size_t t = 0; t < e->st_file.n_tensors; t++) {
             const qfs_st_tensor *s = &e->st_file.tensors[t];
-            char shape[128], dtypes[64], dt[96];
+            qfs_select_result d = e->plan.decisions[t];
+            char shape[128], dtypes[64], dt[96], why[1100], errcol[64] = "";
             uint64_t vb;
             shape_str(s, shape, sizeof shape);
             outputs_of(&e->plan, t, dtypes, sizeof dtypes, &vb);
-            qfs_select_result d = e->plan.decisions[t];
-            n_tensors++;
-            n_quantized += d == QFS_SELECT_QUANTIZE;
-            if (json) {
-                json_array_append_new(rows, json_pack(
-                    "{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:b,s:s}", "file", e->path, "name", s->name,
-                    "shape", shape, "dtype", qfs_dtype_name(s->dtype), "out_dtypes", dtypes,
-                    "src_bytes", (json_int_t)(s->end - s->begin), "view_bytes", (json_int_t)vb,
-                    "quantized", d == QFS_SELECT_QUANTIZE, "reason", qfs_select_reason(d)));
-            } else {
+            snprintf(why, sizeof why, "%s", qfs_select_reason(d));
+            qfs_layout l;
+            if (d == QFS_SKIP_SHAPE)   /* say which dimension the spec cannot take */
+                qfs_layout_for(m->opts.spec, m->opts.format, s->dtype, s->shape[0], s->shape[1],
+                               &l, why, sizeof why);
+            tot->tensors++;
+            qfs_quant_error_stats st = {0};
+            bool have_err = false;
+            if (d == QFS_SELECT_QUANTIZE) {
+                tot->quantized++;
+                if (o->error) {
+                    qfs_error err = {{0}};
+                    if (tensor_error(m, e, t, o->threads, &st, &err) == 0) {
+                        have_err = true;
+                        add_stats(&tot->error, &st);
+                        snprintf(errcol, sizeof errcol, " %8.2e %7.2f %9.3g  ",
+                                 qfs_inspect_rel_rms(&st), qfs_inspect_snr_db(&st), st.max_abs);
+                    } else {
+                        tot->failed++;
+                        snprintf(why, sizeof why, "error: %s", err.msg);
+                    }
+                }
+            }
+            if (o->error && !have_err && !errcol[0]) snprintf(errcol, sizeof errcol, "%30s", "");
+            if (rows) {
+                json_t *row = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:b,s:s}", "file", e->path,
+                    "name", s->name, "shape", shape, "dtype", qfs_dtype_name(s->dtype),
+                    "out_dtypes", dtypes, "src_bytes", (json_int_t)(s->end - s->begin),
+                    "view_bytes", (json_int_t)vb, "quantized", d == QFS_SELECT_QUANTIZE,
+                    "reason", why);
+                if (have_err)
+                    json_object_set_new(row, "error", json_pack("{s:f,s:f,s:f}",
+                        "rel_rms", qfs_inspect_rel_rms(&st), "snr_db", qfs_inspect_snr_db(&st),
+                        "max_abs", st.max_abs));
+                json_array_append_new(rows, row);
+            } else if (table) {
                 snprintf(dt, sizeof dt, "%s -> %s", qfs_dtype_name(s->dtype), dtypes);
-                fprintf(out, "%-56s %-14s %-22s %12llu %12llu  %s\n", s->name, shape, dt,
-                        (unsigned long long)(s->end - s->begin), (unsigned long long)vb,
-                        qfs_select_reason(d));
+                fprintf(out, "%-56s %-14s %-24s %11llu %11llu  %s%s\n", s->name, shape, dt,
+                        (unsigned long long)(s->end - s->begin), (unsigned long long)vb, errcol,
+                        why);
             }
         }
     }
-    uint64_t src_total = m->src_bytes, view_total = m->view_bytes;
-    if (json) {
-        json_t *doc = json_pack("{s:s,s:s,s:o,s:o,s:{s:I,s:I,s:I,s:I,s:I}}",
-            "spec", m->opts.spec->name, "format", qfs_format_name(m->opts.format),
-            "tensors", rows, "broken_files", broken, "totals", "files", (json_int_t)n_files,
-            "tensors", (json_int_t)n_tensors, "quantized", (json_int_t)n_quantized,
-            "src_bytes", (json_int_t)src_total, "view_bytes", (json_int_t)view_total);
+    return 0;
+}
+
+int qfs_inspect_totals_of(const qfs_model *m, const qfs_inspect_options *o,
+                          qfs_inspect_totals *out)
+{
+    return walk(m, o, NULL, NULL, NULL, out);
+}
+
+int qfs_inspect_print(const qfs_model *m, const qfs_inspect_options *o, FILE *out)
+{
+    qfs_inspect_totals tot;
+    json_t *rows = o->json ? json_array() : NULL, *broken = o->json ? json_array() : NULL;
+    walk(m, o, out, rows, broken, &tot);
+    if (o->json) {
+        json_t *totals = json_pack("{s:I,s:I,s:I,s:I,s:I}", "files", (json_int_t)tot.files,
+            "tensors", (json_int_t)tot.tensors, "quantized", (json_int_t)tot.quantized,
+            "src_bytes", (json_int_t)tot.src_bytes, "view_bytes", (json_int_t)tot.view_bytes);
+        if (o->error)
+            json_object_set_new(totals, "error", json_pack("{s:f,s:f,s:f}",
+                "rel_rms", qfs_inspect_rel_rms(&tot.error), "snr_db",
+                qfs_inspect_snr_db(&tot.error), "max_abs", tot.error.max_abs));
+        json_t *doc = json_pack("{s:s,s:s,s:o,s:o,s:o}", "spec", m->opts.spec->name,
+                                "format", qfs_format_name(m->opts.format), "tensors", rows,
+                                "broken_files", broken, "totals", totals);
         if (!doc) return -ENOMEM;
         json_dumpf(doc, out, JSON_INDENT(2));
         fputc('\n', out);
         json_decref(doc);
-        return 0;
+        return tot.failed ? -EIO : 0;
     }
     fprintf(out, "\nspec %s, format %s: %zu files, %zu tensors, %zu quantized; %llu bytes -> %llu "
-            "bytes (%.1f%%)\n", m->opts.spec->name, qfs_format_name(m->opts.format), n_files,
-            n_tensors, n_quantized, (unsigned long long)src_total, (unsigned long long)view_total,
-            src_total ? 100.0 * (double)view_total / (double)src_total : 0.0);
-    return 0;
+            "bytes (%.1f%%)\n", m->opts.spec->name, qfs_format_name(m->opts.format), tot.files,
+            tot.tensors, tot.quantized, (unsigned long long)tot.src_bytes,
+            (unsigned long long)tot.view_bytes,
+            tot.src_bytes ? 100.0 * (double)tot.view_bytes / (double)tot.src_bytes : 0.0);
+    if (o->error)
+        fprintf(out, "error over the quantized tensors: relative RMS %.3e, SNR %.2f dB, max abs "
+                "%.3g%s\n", qfs_inspect_rel_rms(&tot.error), qfs_inspect_snr_db(&tot.error),
+                tot.error.max_abs, tot.failed ? " (some tensors failed, see above)" : "");
+    return tot.failed ? -EIO : 0;
 }

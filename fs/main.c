@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "inspect.h"
 #include "ops.h"
 #include "quarkfs/export.h"
@@ -87,6 +89,9 @@ static void usage(FILE *out)
 "  --cache-mem SIZE     as -o cache_mem (default 1G)\n"
 "\n"
 "Inspect options:\n"
+"  --error              quantize every tensor and show its relative RMS error, SNR (dB) and\n"
+"                       max abs error against the source, and the totals\n"
+"  --spec all           one summary row per spec (with --error: choose a spec by its error)\n"
 "  --json               print JSON instead of a table\n"
 "\n"
 "Exit status: 0 success (also after SIGTERM/SIGINT, which unmount cleanly); 1 the view\n"
@@ -130,7 +135,7 @@ typedef struct cli {
     int threads;
     char *cache_mem_str;
     size_t cache_mem;
-    bool json;
+    bool json, error;
     int check_finite;
     /* mount */
     char *src, *mountpoint;
@@ -215,6 +220,10 @@ static int take_view_options(int *argc, char **argv, cli *c, bool allow_cache_me
             c->json = true;
             continue;
         }
+        if (allow_json && strcmp(a, "--error") == 0) {   /* inspect only, like --json */
+            c->error = true;
+            continue;
+        }
         argv[out++] = argv[i];
     }
     *argc = out;
@@ -248,21 +257,84 @@ static int build_model(const cli *c, const char *src, qfs_model **m)
 
 /* ---- inspect ---- */
 
+/* `inspect --spec all`: one summary row per spec (in --format if it takes the spec, else in the
+ * first format that does). */
+static int inspect_all_specs(cli *c, const char *src, const qfs_inspect_options *o)
+{
+    size_t n;
+    const qfs_spec *all = qfs_spec_all(&n);
+    qfs_format want = QFS_FMT_QUARK;
+    qfs_error err = {{0}};
+    if (c->format && qfs_format_lookup(c->format, &want, &err)) {
+        fprintf(stderr, "quarkfs: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    if (!o->json)
+        printf("%-12s %-19s %9s %8s %10s %8s %10s\n", "SPEC", "FORMAT", "QUANTIZED", "SIZE",
+               o->error ? "REL RMS" : "", o->error ? "SNR dB" : "", o->error ? "MAX ABS" : "");
+    json_t *rows = json_array();
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        qfs_format f = want;
+        for (int k = 0; !qfs_spec_format_ok(&all[i], f) && k < QFS_FMT_COUNT; k++) f = (qfs_format)k;
+        c->spec = all[i].name;
+        c->format = qfs_format_name(f);
+        qfs_model *m;
+        if ((rc = build_model(c, src, &m))) return rc;
+        qfs_inspect_totals t;
+        qfs_inspect_totals_of(m, o, &t);
+        if (t.failed) rc = 1;
+        qfs_model_close(m);
+        if (o->json) {
+            json_t *row = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I}", "spec", all[i].name, "format",
+                                    qfs_format_name(f), "tensors", (json_int_t)t.tensors,
+                                    "quantized", (json_int_t)t.quantized,
+                                    "src_bytes", (json_int_t)t.src_bytes,
+                                    "view_bytes", (json_int_t)t.view_bytes);
+            if (o->error && t.quantized)
+                json_object_set_new(row, "error", json_pack("{s:f,s:f,s:f}",
+                    "rel_rms", qfs_inspect_rel_rms(&t.error), "snr_db",
+                    qfs_inspect_snr_db(&t.error), "max_abs", t.error.max_abs));
+            json_array_append_new(rows, row);
+            continue;
+        }
+        printf("%-12s %-19s %5zu/%-3zu %7.1f%%", all[i].name, qfs_format_name(f), t.quantized,
+               t.tensors, t.src_bytes ? 100.0 * (double)t.view_bytes / (double)t.src_bytes : 0.0);
+        if (o->error && t.quantized)
+            printf(" %10.3e %8.2f %10.3g", qfs_inspect_rel_rms(&t.error),
+                   qfs_inspect_snr_db(&t.error), t.error.max_abs);
+        else if (o->error)
+            printf(" %10s %8s %10s", "-", "-", "-");
+        printf("\n");
+    }
+    if (o->json) {
+        json_dumpf(rows, stdout, JSON_INDENT(2));
+        putchar('\n');
+    }
+    json_decref(rows);
+    return rc;
+}
+
 static int cmd_inspect(int argc, char **argv)
 {
     cli c = {0};
     int rc = take_view_options(&argc, argv, &c, false, true);
     if (rc) return rc < 0 ? 0 : rc;
     if (argc != 2 || argv[1][0] == '-') {
-        fprintf(stderr, "Usage: quarkfs inspect [--spec S] [--format F] [--exclude G] [--include G] "
-                "[--json] SRC\n");
+        fprintf(stderr, "Usage: quarkfs inspect [--spec S|all] [--format F] [--exclude G] "
+                "[--include G] [--error] [--json] SRC\n");
         return EXIT_USAGE;
     }
-    qfs_model *m;
-    rc = build_model(&c, argv[1], &m);
-    if (rc == 0) {
-        if (qfs_inspect_print(m, c.json, stdout)) rc = 1;
-        qfs_model_close(m);
+    qfs_inspect_options o = {.json = c.json, .error = c.error, .threads = c.threads};
+    if (c.spec && strcmp(c.spec, "all") == 0) {
+        rc = inspect_all_specs(&c, argv[1], &o);
+    } else {
+        qfs_model *m;
+        rc = build_model(&c, argv[1], &m);
+        if (rc == 0) {
+            if (qfs_inspect_print(m, &o, stdout)) rc = 1;
+            qfs_model_close(m);
+        }
     }
     free(c.excludes);
     free(c.includes);

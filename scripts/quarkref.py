@@ -1,26 +1,37 @@
 #!/usr/bin/env python3
-"""Independent reference of the quarkfs quantized view (format "quark"), in numpy.
+"""Independent reference of the quarkfs quantized view, in numpy.
 
 Usage:
-    python3 scripts/quarkref.py --spec S [--exclude GLOB]... [--include GLOB]... SRC OUT
+    python3 scripts/quarkref.py --spec S [--format F] [--exclude GLOB]... [--include GLOB]... SRC OUT
         write the expected view of model directory SRC into OUT (must not exist or be empty)
-    python3 scripts/quarkref.py --spec S [--exclude GLOB]... [--include GLOB]... --check SRC VIEW
+    python3 scripts/quarkref.py --spec S [--format F] [--exclude GLOB]... [--include GLOB]... --check SRC VIEW
         compare directory VIEW (a FUSE mount or an export) with the expected view of SRC;
         prints one line per mismatch and "N files checked, M mismatches"; exit 0 only if M == 0
     python3 scripts/quarkref.py --selftest
-        check the numeric kernels against slower, differently written versions
+        check the numeric kernels against slower, differently written versions and
+        hand-computed values
+Exit 2: bad command line, a spec/format pair that cannot be written, or an unusable source.
 
-Specs: int8, int8-channel, w8a8-int8, fp8, fp8-channel.
+Specs: int8, int8-channel, w8a8-int8, fp8, fp8-channel, fp8-block, uint4 (= uint4-g128),
+uint4-g32/-g64/-g128, int4 (= int4-g128), int4-g32/-g64/-g128, mxfp4.
+Formats (default quark) and the specs they take (FORMATS):
+  quark               every spec except fp8-block
+  awq                 uint4*, int4*  (qweight/scales/qzeros)
+  fp8                 fp8, fp8-block (weight_scale_inv)
+  compressed-tensors  int8-channel, w8a8-int8, fp8, fp8-channel, fp8-block, int4*
 
-Written from the rules of quark-format.md §1, §3a-d, §4.1, §4.3 and the quarkfs brief, without
-looking at the C implementation. Library use: plan_view(src, spec, excludes, includes) builds a
-ViewPlan; write_view(plan, out) writes it; check_view(plan, view) compares.
+Written from quark-format.md §1, §3a-f, §4.1, §4.3, §4.5, §4.6, §5, §6, loaders.md §B1, §C,
+§D, SPECS.md and the quarkfs briefs, without looking at the C implementation. Library use:
+plan_view(src, spec, excludes, includes, fmt) builds a ViewPlan; write_view(plan, out) writes
+it; check_view(plan, view) compares. The tensors written per quantized weight are in layout(),
+the shape rule in shape_reason(), the configs in quantization_config().
 
 The view of SRC:
-* model*.safetensors directly in SRC: quantized (plan_safetensors, int8_*, fp8_*).
+* model*.safetensors directly in SRC: quantized (plan_safetensors, Quantizer and the kernels).
 * config.json: the source text with "quantization_config" inserted before the last "}".
 * model.safetensors.index.json: weight_map/total_size rewritten (expected_index).
-* everything else, subdirectories included, symlinks followed: passed through byte for byte.
+* everything else, subdirectories included, symlinks followed: passed through byte for byte
+  (only a directory symlink back to one of its own ancestors is a loop and left out).
 A model file with a NaN/Inf in a tensor to be quantized is served with EIO by quarkfs; the
 checker notes it and skips its bytes (the writer leaves it out).
 """
@@ -70,14 +81,44 @@ F32_448 = np.float32(448.0)           # e4m3fn max finite
 F32_ONE = np.float32(1.0)
 INT8_MIN, INT8_MAX = -128, 127
 
+class Spec:
+    """A quantization spec: kind ('int8', 'fp8', 'fp8-block', 'uint4', 'int4', 'mxfp4'),
+    per_channel (one scale per output row, int8/fp8 only) and group (per-group size, 4-bit)."""
+
+    def __init__(self, name, kind, per_channel=False, group=0):
+        self.name, self.kind, self.per_channel, self.group = name, kind, per_channel, group
+
+    @property
+    def is_4bit(self):
+        """True for the per-group uint4/int4 specs."""
+        return self.kind in ("uint4", "int4")
+
+
 SPECS = {
-    # spec: (kind of weight quantization, per output channel?)
-    "int8": ("int", False),
-    "int8-channel": ("int", True),
-    "w8a8-int8": ("int", True),
-    "fp8": ("fp8", False),
-    "fp8-channel": ("fp8", True),
+    "int8": Spec("int8", "int8"),
+    "int8-channel": Spec("int8-channel", "int8", True),
+    "w8a8-int8": Spec("w8a8-int8", "int8", True),
+    "fp8": Spec("fp8", "fp8"),
+    "fp8-channel": Spec("fp8-channel", "fp8", True),
+    "fp8-block": Spec("fp8-block", "fp8-block"),
+    "mxfp4": Spec("mxfp4", "mxfp4"),
 }
+for _kind in ("uint4", "int4"):
+    for _g in (32, 64, 128):
+        SPECS["%s-g%d" % (_kind, _g)] = Spec("%s-g%d" % (_kind, _g), _kind, group=_g)
+    SPECS[_kind] = Spec(_kind, _kind, group=128)          # uint4 = uint4-g128, int4 = int4-g128
+FOUR_BIT = sorted(name for name, sp in SPECS.items() if sp.is_4bit)
+FORMATS = {
+    # format: the specs it can be written in
+    "quark": sorted(name for name in SPECS if name != "fp8-block"),
+    "awq": FOUR_BIT,
+    "fp8": ["fp8", "fp8-block"],
+    "compressed-tensors": sorted(["int8-channel", "w8a8-int8", "fp8", "fp8-channel", "fp8-block"]
+                                 + [n for n in FOUR_BIT if n.startswith("int4")]),
+}
+BLOCK = 128                           # fp8-block block edge
+MX_BLOCK = 32                         # mxfp4 block along the input dim
+CT_VERSION = "0.12.0"
 EMBED_COMPONENTS = ("wte", "wpe", "word_embeddings", "position_embeddings", "shared")
 QUARK_VERSION = "0.11"
 COPY_CHUNK = 64 << 20                 # bytes per read when copying/comparing passthrough data
@@ -246,6 +287,147 @@ def fp8_quantize(x, scale, per_channel, dtype):
     return e4m3_encode(y)
 
 
+def group_minmax(x, group):
+    """(mn, mx) per group of `group` consecutive elements of each row: min(min, 0), max(max, 0)."""
+    rows, cols = x.shape
+    xg = x.reshape(rows, cols // group, group)
+    zero = np.float32(0.0)
+    return np.minimum(xg.min(axis=2), zero), np.maximum(xg.max(axis=2), zero)
+
+
+def int4_params(x, group, signed, dtype):
+    """Per-group 4-bit (scale, zero point, finite): float32 scales (D-representable) and
+    integer zero points, both [O, I/G].
+
+    uint4 (asymmetric, 0..15): s = max(rD(rD(mx - mn) / 15), eps), zp = clamp(-rne(rD(mn / s)),
+    0, 15). int4 (symmetric, -8..7): s = max(rD(amax / 7.5), eps), zp = 0.
+    """
+    mn, mx = group_minmax(x, group)
+    finite = bool(np.isfinite(mn).all() and np.isfinite(mx).all())
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if signed:
+            amax = np.maximum(-mn, mx)
+            s0 = round_to(np.divide(amax, np.float32(7.5), dtype=np.float32), dtype)
+            s = np.maximum(s0, EPS).astype(np.float32)
+            zp = np.zeros(s.shape, dtype=np.int32)
+        else:
+            span = round_to(np.subtract(mx, mn, dtype=np.float32), dtype)
+            s0 = round_to(np.divide(span, np.float32(15.0), dtype=np.float32), dtype)
+            s = np.maximum(s0, EPS).astype(np.float32)
+            r = np.rint(round_to(np.divide(mn, s, dtype=np.float32), dtype))
+            zp = np.clip(np.float32(0.0) - r, 0, 15)
+            zp = np.where(np.isfinite(zp), zp, 0).astype(np.int32)
+    return s, zp, finite
+
+
+def int4_quantize(x, scale, zp, group, signed):
+    """q = clamp(rne(fl32(fl32(x * fl32(1/s)) + zp)), qmin, qmax) per group; int8 [O, I]."""
+    rows, cols = x.shape
+    inv = np.divide(F32_ONE, scale, dtype=np.float32)
+    xg = x.reshape(rows, cols // group, group)
+    y = np.multiply(xg, inv[:, :, None], dtype=np.float32)
+    y = np.add(y, zp.astype(np.float32)[:, :, None], dtype=np.float32)
+    np.rint(y, out=y)
+    lo, hi = (-8, 7) if signed else (0, 15)
+    np.clip(y, lo, hi, out=y)
+    return y.astype(np.int8).reshape(rows, cols)
+
+
+AWQ_SHIFTS = np.array([0, 16, 4, 20, 8, 24, 12, 28], dtype=np.uint32)   # element j of 8 -> bit offset
+SEQ4_SHIFTS = np.arange(8, dtype=np.uint32) * np.uint32(4)
+
+
+def pack_reorder(q):
+    """Quark/AWQ "reorder" packing of 4-bit values q [R, C] (C % 8 == 0) along the last dim:
+    word c holds elements 8c..8c+7, element j at bit AWQ_SHIFTS[j], masked & 0xF. int32 [R, C/8]."""
+    rows, cols = q.shape
+    u = (np.asarray(q).astype(np.int32) & 0xF).astype(np.uint32).reshape(rows, cols // 8, 8)
+    return np.bitwise_or.reduce(u << AWQ_SHIFTS, axis=2).astype("<u4").view("<i4")
+
+
+def pack_ct4(q):
+    """compressed-tensors 4-bit packing of int4 q [R, C]: element e at bit 4*(e%8) of word e//8,
+    stored as (q + 8) & 0xF. int32 [R, C/8]."""
+    rows, cols = q.shape
+    u = ((np.asarray(q).astype(np.int32) + 8) & 0xF).astype(np.uint32).reshape(rows, cols // 8, 8)
+    return np.bitwise_or.reduce(u << SEQ4_SHIFTS, axis=2).astype("<u4").view("<i4")
+
+
+def pack_ct8(q):
+    """compressed-tensors 8-bit packing of int8 q [R, C]: element e at bits 8*(e%4) of word e//4,
+    stored as (q + 128) & 0xFF. int32 [R, C/4] (little-endian: the bytes q + 128 in order)."""
+    rows, cols = q.shape
+    u = ((np.asarray(q).astype(np.int32) + 128) & 0xFF).astype(np.uint32).reshape(rows, cols // 4, 4)
+    shifts = np.arange(4, dtype=np.uint32) * np.uint32(8)
+    return np.bitwise_or.reduce(u << shifts, axis=2).astype("<u4").view("<i4")
+
+
+# E2M1 rounding thresholds between adjacent magnitude codes k and k+1 (grid 0,.5,1,1.5,2,3,4,6);
+# at a tie the even code wins: moving up from an even code needs y > mid, from an odd one y >= mid.
+E2M1_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+E2M1_MIDS = (E2M1_VALUES[:-1] + E2M1_VALUES[1:]) / 2
+
+
+def mx_exponents(x):
+    """(e [O, I/32] int32, finite): MXFP4 "even" shared exponents per block of 32 of each row.
+
+    amax = max|x| (float32); v = bits(amax) + (1 << 21) with the mantissa cleared (v = 2^-126
+    when amax == 0); e = clamp(floor(log2 v) - 2, -127, 127), v == 0 (exponent field 0) -> -127.
+    """
+    rows, cols = x.shape
+    amax = np.abs(x.reshape(rows, cols // MX_BLOCK, MX_BLOCK)).max(axis=2).astype(np.float32)
+    finite = bool(np.isfinite(amax).all())
+    bits = amax.view(np.uint32) + np.uint32(1 << 21)
+    field = ((bits >> np.uint32(23)) & np.uint32(0xFF)).astype(np.int32)
+    field = np.where(amax == 0, 1, field)                 # v = 2^-126
+    e = np.where(field == 0, -127, field - 127 - 2)       # log2(0) = -inf -> clamp -> -127
+    e = np.where(field == 255, 127, e)                    # v = inf -> +inf -> clamp -> 127
+    return np.clip(e, -127, 127).astype(np.int32), finite
+
+
+def mxfp4_codes(x, e):
+    """E2M1 codes (uint8 [O, I]) of x / 2^e (exact, float64), nearest-even, saturating at 6;
+    negative values get bit 3 except when the magnitude code is 0."""
+    rows, cols = x.shape
+    y = x.astype(np.float64).reshape(rows, cols // MX_BLOCK, MX_BLOCK) * np.exp2(-e.astype(np.float64))[:, :, None]
+    a = np.abs(y)
+    code = np.zeros(a.shape, dtype=np.uint8)
+    for k, mid in enumerate(E2M1_MIDS):
+        code += (a > mid) if k % 2 == 0 else (a >= mid)
+    code |= np.where((y < 0) & (code != 0), 8, 0).astype(np.uint8)
+    return code.reshape(rows, cols)
+
+
+def mxfp4_pack(codes):
+    """Two E2M1 codes per byte: element 2j in bits 0-3, 2j+1 in bits 4-7. uint8 [O, I/2]."""
+    return (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
+
+
+def mx_scale_bytes(e):
+    """e8m0 scale bytes: max(e, -126) + 127."""
+    return (np.maximum(e, -126) + 127).astype(np.uint8)
+
+
+def fp8_block_scale(x):
+    """(s [O/128, I/128] float32, finite): s = fl32(amax / 448) per 128x128 block, 0 -> 2^-23."""
+    rows, cols = x.shape
+    xb = x.reshape(rows // BLOCK, BLOCK, cols // BLOCK, BLOCK)
+    amax = np.abs(xb).max(axis=(1, 3)).astype(np.float32)
+    finite = bool(np.isfinite(amax).all())
+    s = np.divide(amax, F32_448, dtype=np.float32)
+    return np.where(s == 0, EPS, s).astype(np.float32), finite
+
+
+def fp8_block_quantize(x, s):
+    """q = e4m3(clamp(fl32(x / s), +-448)) per block, no rounding to D. uint8 codes [O, I]."""
+    rows, cols = x.shape
+    xb = x.reshape(rows // BLOCK, BLOCK, cols // BLOCK, BLOCK)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        y = np.divide(xb, s[:, None, :, None], dtype=np.float32)
+    y = np.clip(y, -F32_448, F32_448)
+    return e4m3_encode(y).reshape(rows, cols)
+
+
 # ---------------------------------------------------------------------------------------------
 # safetensors source files
 # ---------------------------------------------------------------------------------------------
@@ -330,13 +512,76 @@ def is_norm(module):
                                            for c in module.split("."))
 
 
-def output_suffixes(spec):
-    """Names (suffixes of the module) of the tensors written per quantized weight."""
-    kind = SPECS[spec][0]
-    return [".weight", ".weight_scale"] + ([".weight_zero_point"] if kind == "int" else [])
+def layout(spec, fmt, module, shape, dtype):
+    """Output tensors written for quantized `module`.weight [O, I] of dtype D, as a list of
+    (name, dtype, shape, role); role is 'weight', 'scale', 'zero_point' or 'shape'."""
+    sp = SPECS[spec]
+    rows, cols = shape
+    m = module
+    if sp.is_4bit:
+        g = sp.group
+        if fmt in ("quark", "awq"):
+            names = ((".weight", ".weight_scale", ".weight_zero_point") if fmt == "quark"
+                     else (".qweight", ".scales", ".qzeros"))
+            return [(m + names[0], "I32", [cols, rows // 8], "weight"),
+                    (m + names[1], dtype, [cols // g, rows], "scale"),
+                    (m + names[2], "I32", [cols // g, rows // 8], "zero_point")]
+        return [(m + ".weight_packed", "I32", [rows, cols // 8], "weight"),      # compressed-tensors
+                (m + ".weight_scale", dtype, [rows, cols // g], "scale"),
+                (m + ".weight_shape", "I64", [2], "shape")]
+    if sp.kind == "mxfp4":
+        return [(m + ".weight", "U8", [rows, cols // 2], "weight"),
+                (m + ".weight_scale", "U8", [rows, cols // MX_BLOCK], "scale")]
+    if sp.kind == "fp8-block":
+        scale_name = ".weight_scale_inv" if fmt == "fp8" else ".weight_scale"
+        return [(m + ".weight", "F8_E4M3", [rows, cols], "weight"),
+                (m + scale_name, "F32", [rows // BLOCK, cols // BLOCK], "scale")]
+    if sp.kind == "int8":
+        if fmt == "quark":
+            if sp.per_channel:
+                return [(m + ".weight", "I8", [rows, cols], "weight"),
+                        (m + ".weight_scale", dtype, [rows], "scale"),
+                        (m + ".weight_zero_point", "I8", [rows], "zero_point")]
+            return [(m + ".weight", "I8", [rows, cols], "weight"),
+                    (m + ".weight_scale", "F32", [], "scale"),
+                    (m + ".weight_zero_point", "I8", [], "zero_point")]
+        if spec == "int8-channel":                                  # compressed-tensors, packed
+            return [(m + ".weight_packed", "I32", [rows, cols // 4], "weight"),
+                    (m + ".weight_scale", dtype, [rows, 1], "scale"),
+                    (m + ".weight_shape", "I64", [2], "shape")]
+        return [(m + ".weight", "I8", [rows, cols], "weight"),      # compressed-tensors w8a8
+                (m + ".weight_scale", dtype, [rows, 1], "scale")]
+    # fp8 per tensor / per channel
+    if fmt == "compressed-tensors":
+        scale_shape = [rows, 1] if sp.per_channel else [1]
+    else:
+        scale_shape = [rows] if sp.per_channel else []
+    return [(m + ".weight", "F8_E4M3", [rows, cols], "weight"),
+            (m + ".weight_scale", dtype, scale_shape, "scale")]
 
 
-def classify(info, names, spec, excludes, includes):
+def shape_reason(spec, fmt, shape):
+    """Why a [O, I] weight cannot take the spec in the format, or None when it can."""
+    sp = SPECS[spec]
+    rows, cols = shape
+    if sp.is_4bit:
+        if cols % sp.group:
+            return "in features %d not a multiple of the group size %d" % (cols, sp.group)
+        if fmt in ("quark", "awq") and rows % 8:
+            return "out features %d not a multiple of 8 (packing)" % rows
+    elif sp.kind == "mxfp4":
+        if cols % MX_BLOCK:
+            return "in features %d not a multiple of %d" % (cols, MX_BLOCK)
+    elif sp.kind == "fp8-block":
+        if rows % BLOCK or cols % BLOCK:
+            return "shape [%d, %d] not a multiple of %d x %d blocks" % (rows, cols, BLOCK, BLOCK)
+    elif fmt == "compressed-tensors" and spec == "int8-channel":
+        if cols % 4:
+            return "in features %d not a multiple of 4 (packing)" % cols
+    return None
+
+
+def classify(info, names, spec, excludes, includes, fmt="quark"):
     """('quantize' | 'linear' | None, reason): how one source tensor is treated.
 
     'linear' = Linear-like (2-D float *.weight, not an embedding nor a norm) but left
@@ -358,9 +603,12 @@ def classify(info, names, spec, excludes, includes):
         return "linear", "--exclude"
     if includes and not any(fnmatch.fnmatchcase(module, g) for g in includes):
         return "linear", "not --include'd"
-    for suffix in output_suffixes(spec)[1:]:
-        if module + suffix in names:
-            return "linear", "name collision with %s" % (module + suffix)
+    for out_name, _, _, _ in layout(spec, fmt, module, info.shape, info.dtype):
+        if out_name != name and out_name in names:
+            return "linear", "name collision with %s" % out_name
+    reason = shape_reason(spec, fmt, info.shape)
+    if reason:
+        return "linear", reason
     return "quantize", ""
 
 
@@ -384,9 +632,10 @@ class OutTensor:
 class FilePlan:
     """Expected layout of one view safetensors file (header bytes + ordered outputs)."""
 
-    def __init__(self, relpath, source, spec):
-        self.relpath, self.source, self.spec = relpath, source, spec
+    def __init__(self, relpath, source, spec, fmt="quark"):
+        self.relpath, self.source, self.spec, self.fmt = relpath, source, spec, fmt
         self.quantized = {}        # source tensor name -> TensorInfo
+        self.out_names = {}        # source tensor name -> its output tensor names
         self.unquantized_linear = {}   # module -> reason
         self.outputs = []
         self.header = b""
@@ -398,14 +647,13 @@ class FilePlan:
         return len(self.header) + self.data_size
 
 
-def plan_safetensors(relpath, path, spec, excludes, includes):
+def plan_safetensors(relpath, path, spec, excludes, includes, fmt="quark"):
     """Build the FilePlan of one model*.safetensors file (headers only, no data read)."""
     src = SafetensorsFile(path)
-    plan = FilePlan(relpath, src, spec)
-    kind, per_channel = SPECS[spec]
+    plan = FilePlan(relpath, src, spec, fmt)
     outputs = []
     for name, info in src.tensors.items():
-        verdict, reason = classify(info, src.tensors, spec, excludes, includes)
+        verdict, reason = classify(info, src.tensors, spec, excludes, includes, fmt)
         if verdict != "quantize":
             if verdict == "linear":
                 plan.unquantized_linear[name[: -len(".weight")]] = reason
@@ -413,25 +661,14 @@ def plan_safetensors(relpath, path, spec, excludes, includes):
             continue
         plan.quantized[name] = info
         module = name[: -len(".weight")]
-        rows, cols = info.shape
-        if kind == "int":
-            outputs.append(OutTensor(name, "I8", [rows, cols], rows * cols, "weight", name))
-            if per_channel:
-                sbytes = rows * DTYPE_BITS[info.dtype] // 8
-                outputs.append(OutTensor(module + ".weight_scale", info.dtype, [rows], sbytes,
-                                         "scale", name))
-                outputs.append(OutTensor(module + ".weight_zero_point", "I8", [rows], rows,
-                                         "zero_point", name))
-            else:
-                outputs.append(OutTensor(module + ".weight_scale", "F32", [], 4, "scale", name))
-                outputs.append(OutTensor(module + ".weight_zero_point", "I8", [], 1,
-                                         "zero_point", name))
-        else:
-            outputs.append(OutTensor(name, "F8_E4M3", [rows, cols], rows * cols, "weight", name))
-            shape = [rows] if per_channel else []
-            count = rows if per_channel else 1
-            outputs.append(OutTensor(module + ".weight_scale", info.dtype, shape,
-                                     count * DTYPE_BITS[info.dtype] // 8, "scale", name))
+        plan.out_names[name] = []
+        for out_name, dtype, shape, role in layout(spec, fmt, module, info.shape, info.dtype):
+            count = 1
+            for d in shape:
+                count *= d
+            outputs.append(OutTensor(out_name, dtype, shape, count * DTYPE_BITS[dtype] // 8,
+                                     role, name))
+            plan.out_names[name].append(out_name)
     outputs.sort(key=lambda t: (-DTYPE_RANK[t.dtype], t.name.encode("utf-8")))
     names = [t.name for t in outputs]
     if len(set(names)) != len(names):
@@ -458,8 +695,8 @@ def plan_safetensors(relpath, path, spec, excludes, includes):
 class ViewPlan:
     """Everything the view of SRC contains, decided from headers and file names only."""
 
-    def __init__(self, src, spec, excludes, includes):
-        self.src, self.spec = src, spec
+    def __init__(self, src, spec, excludes, includes, fmt="quark"):
+        self.src, self.spec, self.fmt = src, spec, fmt
         self.excludes, self.includes = list(excludes), list(includes)
         self.files = {}            # relpath -> ('safetensors'|'config'|'index'|'copy', abspath)
         self.dirs = set()          # relpaths of directories
@@ -473,39 +710,61 @@ def is_model_file(relpath):
 
 
 def walk_source(src):
-    """(files, dirs, notes): relative paths under src, following symlinks (loops skipped)."""
+    """(files, dirs, notes): relative paths under src, following symlinks.
+
+    A directory whose real path is that of one of its own ancestors (a symlink back up the
+    tree) is a loop: left out, with a note. Any other directory is walked, even when another
+    path already led to it (two links to one directory both appear in the view).
+    """
     files, dirs, notes = {}, set(), []
-    seen = set()
-    for root, dnames, fnames in os.walk(src, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:
-            notes.append("symlink loop at %s skipped" % os.path.relpath(root, src))
-            dnames[:] = []
+    stack = [(src, ".", frozenset())]
+    while stack:
+        path, rel_root, ancestors = stack.pop()
+        real = os.path.realpath(path)
+        if real in ancestors:
+            notes.append("symlink loop at %s skipped" % rel_root)
             continue
-        seen.add(real)
-        rel_root = os.path.relpath(root, src)
         if rel_root != ".":
             dirs.add(rel_root)
-        for fname in fnames:
-            path = os.path.join(root, fname)
+        below = ancestors | {real}
+        try:
+            names = sorted(os.listdir(path))
+        except OSError as exc:
+            notes.append("%s: cannot list (%s); not checked" % (rel_root, exc))
+            continue
+        for fname in names:
+            child = os.path.join(path, fname)
             rel = fname if rel_root == "." else os.path.join(rel_root, fname)
-            if not os.path.isfile(path):
+            if os.path.isdir(child):
+                stack.append((child, rel, below))
+            elif os.path.isfile(child):
+                files[rel] = child
+            else:
                 notes.append("%s: broken symlink or not a regular file; not checked" % rel)
-                continue
-            files[rel] = path
     return files, dirs, notes
 
 
-def plan_view(src, spec, excludes=(), includes=()):
-    """Build the ViewPlan of model directory src for one spec."""
+def check_pair(spec, fmt):
+    """Raise QuarkRefError unless spec and fmt are known and the pair can be written."""
     if spec not in SPECS:
-        raise QuarkRefError("unknown spec %s (known: %s)" % (spec, ", ".join(SPECS)))
-    plan = ViewPlan(src, spec, excludes, includes)
+        raise QuarkRefError("unknown spec %s (known: %s)" % (spec, ", ".join(sorted(SPECS))))
+    if fmt not in FORMATS:
+        raise QuarkRefError("unknown format %s (known: %s)" % (fmt, ", ".join(FORMATS)))
+    if spec not in FORMATS[fmt]:
+        raise QuarkRefError("spec %s cannot be written in format %s (format %s takes: %s)"
+                            % (spec, fmt, fmt, ", ".join(FORMATS[fmt])))
+
+
+def plan_view(src, spec, excludes=(), includes=(), fmt="quark"):
+    """Build the ViewPlan of model directory src for one spec and format."""
+    check_pair(spec, fmt)
+    plan = ViewPlan(src, spec, excludes, includes, fmt)
     files, plan.dirs, plan.notes = walk_source(src)
     for rel, path in sorted(files.items()):
         if is_model_file(rel):
             plan.files[rel] = ("safetensors", path)
-            plan.safetensors[rel] = plan_safetensors(rel, path, spec, plan.excludes, plan.includes)
+            plan.safetensors[rel] = plan_safetensors(rel, path, spec, plan.excludes,
+                                                     plan.includes, fmt)
         elif rel == "config.json":
             plan.files[rel] = ("config", path)
         elif rel == "model.safetensors.index.json":
@@ -519,13 +778,15 @@ def plan_view(src, spec, excludes=(), includes=()):
 # config.json and the index
 # ---------------------------------------------------------------------------------------------
 
-def tensor_spec(dtype, qscheme, ch_axis, observer, dynamic):
+def tensor_spec(dtype, qscheme, ch_axis, observer, dynamic, group_size=None, symmetric=True,
+                scale_calculation_mode=None, scale_format=None):
     """One Quark tensor spec dict (QTensorConfig.to_dict, recent main)."""
     return {"block_size": None, "ch_axis": ch_axis, "dtype": dtype, "enable_buffer_reuse": False,
-            "group_size": None, "is_dynamic": dynamic, "is_scale_quant": False,
+            "group_size": group_size, "is_dynamic": dynamic, "is_scale_quant": False,
             "max_input_numel": 4194304, "mx_element_dtype": None, "observer_cls": observer,
-            "qscheme": qscheme, "round_method": "half_even", "scale_calculation_mode": None,
-            "scale_format": None, "scale_type": "float", "symmetric": True}
+            "qscheme": qscheme, "round_method": "half_even",
+            "scale_calculation_mode": scale_calculation_mode, "scale_format": scale_format,
+            "scale_type": "float", "symmetric": symmetric}
 
 
 def exclude_list(plan):
@@ -536,29 +797,42 @@ def exclude_list(plan):
     return sorted(names)
 
 
-def quantization_config(plan):
-    """The expected "quantization_config" dict for a plan."""
-    spec = plan.spec
+EXPORT = {"kv_cache_group": [], "min_kv_scale": 0.0, "pack_method": "reorder",
+          "weight_format": "real_quantized", "weight_merge_groups": None}
+
+
+def quark_config(plan):
+    """quantization_config of format quark."""
+    sp = SPECS[plan.spec]
     per_tensor = ("per_tensor", None, "PerTensorMinMaxObserver")
     per_channel_w = ("per_channel", 0, "PerChannelMinMaxObserver")
     per_token = ("per_channel", 1, "PerChannelMinMaxObserver")
-    if spec == "int8":
-        weight, inp = tensor_spec("int8", *per_tensor, False), None
-    elif spec == "int8-channel":
-        weight, inp = tensor_spec("int8", *per_channel_w, False), None
-    elif spec == "w8a8-int8":
-        weight, inp = tensor_spec("int8", *per_channel_w, False), tensor_spec("int8", *per_token, True)
-    elif spec == "fp8":
-        weight = tensor_spec("fp8_e4m3", *per_tensor, False)
-        inp = tensor_spec("fp8_e4m3", *per_tensor, True)
+    inp = None
+    if sp.kind == "int8":
+        weight = tensor_spec("int8", *(per_channel_w if sp.per_channel else per_tensor), False)
+        if plan.spec == "w8a8-int8":
+            inp = tensor_spec("int8", *per_token, True)
+    elif sp.kind == "fp8":
+        if sp.per_channel:
+            weight = tensor_spec("fp8_e4m3", *per_channel_w, False)
+            inp = tensor_spec("fp8_e4m3", *per_token, True)
+        else:
+            weight = tensor_spec("fp8_e4m3", *per_tensor, False)
+            inp = tensor_spec("fp8_e4m3", *per_tensor, True)
+    elif sp.is_4bit:
+        weight = tensor_spec(sp.kind, "per_group", -1, "PerGroupMinMaxObserver", False,
+                             group_size=sp.group, symmetric=sp.kind == "int4")
+    elif sp.kind == "mxfp4":
+        mx = dict(group_size=MX_BLOCK, symmetric=None, scale_calculation_mode="even",
+                  scale_format="e8m0")
+        weight = tensor_spec("fp4", "per_group", -1, "PerBlockMXObserver", False, **mx)
+        inp = tensor_spec("fp4", "per_group", -1, "PerBlockMXObserver", True, **mx)
     else:
-        weight = tensor_spec("fp8_e4m3", *per_channel_w, False)
-        inp = tensor_spec("fp8_e4m3", *per_token, True)
+        raise QuarkRefError("spec %s has no quark config" % plan.spec)
     return {
         "algo_config": None,
         "exclude": exclude_list(plan),
-        "export": {"kv_cache_group": [], "min_kv_scale": 0.0, "pack_method": "reorder",
-                   "weight_format": "real_quantized", "weight_merge_groups": None},
+        "export": dict(EXPORT),
         "global_quant_config": {"bias": None, "input_tensors": inp, "output_tensors": None,
                                 "target_device": None, "weight": weight},
         "kv_cache_post_rope": False,
@@ -570,6 +844,71 @@ def quantization_config(plan):
         "softmax_quant_spec": None,
         "version": QUARK_VERSION,
     }
+
+
+def ct_args(bits, qtype, strategy, group, dynamic, block):
+    """compressed-tensors QuantizationArgs dict."""
+    return {"actorder": None, "block_structure": [block, block] if block else None,
+            "dynamic": dynamic, "group_size": group if group else None, "num_bits": bits,
+            "observer": None if dynamic else "minmax", "strategy": strategy, "symmetric": True,
+            "type": qtype}
+
+
+def ct_config(plan):
+    """quantization_config of format compressed-tensors."""
+    sp = SPECS[plan.spec]
+    inp = None
+    if sp.is_4bit:
+        fmt, weight = "pack-quantized", ct_args(4, "int", "group", sp.group, False, 0)
+    elif plan.spec == "int8-channel":
+        fmt, weight = "pack-quantized", ct_args(8, "int", "channel", 0, False, 0)
+    elif plan.spec == "w8a8-int8":
+        fmt, weight = "int-quantized", ct_args(8, "int", "channel", 0, False, 0)
+        inp = ct_args(8, "int", "token", 0, True, 0)
+    elif plan.spec == "fp8":
+        fmt, weight = "float-quantized", ct_args(8, "float", "tensor", 0, False, 0)
+        inp = ct_args(8, "float", "tensor", 0, True, 0)
+    elif plan.spec == "fp8-channel":
+        fmt, weight = "float-quantized", ct_args(8, "float", "channel", 0, False, 0)
+        inp = ct_args(8, "float", "token", 0, True, 0)
+    elif plan.spec == "fp8-block":
+        fmt, weight = "float-quantized", ct_args(8, "float", "block", 0, False, BLOCK)
+        inp = ct_args(8, "float", "group", BLOCK, True, 0)
+    else:
+        raise QuarkRefError("spec %s has no compressed-tensors config" % plan.spec)
+    return {
+        "config_groups": {"group_0": {"format": fmt, "input_activations": inp,
+                                      "output_activations": None, "targets": ["Linear"],
+                                      "weights": weight}},
+        "format": fmt,
+        "global_compression_ratio": None,
+        "ignore": exclude_list(plan),
+        "kv_cache_scheme": None,
+        "quant_method": "compressed-tensors",
+        "quantization_status": "compressed",
+        "sparsity_config": {},
+        "transform_config": {},
+        "version": CT_VERSION,
+    }
+
+
+def quantization_config(plan):
+    """The expected "quantization_config" dict for a plan."""
+    sp = SPECS[plan.spec]
+    if plan.fmt == "quark":
+        return quark_config(plan)
+    if plan.fmt == "awq":
+        return {"bits": 4, "export": dict(EXPORT), "group_size": sp.group,
+                "modules_to_not_convert": exclude_list(plan), "pack_method": "reorder",
+                "quant_method": "awq", "version": "gemm", "zero_point": sp.kind == "uint4"}
+    if plan.fmt == "fp8":
+        if sp.kind == "fp8-block":
+            return {"activation_scheme": "dynamic", "modules_to_not_convert": exclude_list(plan),
+                    "quant_method": "fp8", "weight_block_size": [BLOCK, BLOCK]}
+        return {"activation_scheme": "dynamic", "export": dict(EXPORT),
+                "ignored_layers": exclude_list(plan), "kv_cache_scheme": None,
+                "quant_method": "fp8"}
+    return ct_config(plan)
 
 
 def read_text(path):
@@ -620,9 +959,8 @@ def expected_index(plan, src_text):
             continue
         referenced.add(fname)
         if name in fplan.quantized:
-            module = name[: -len(".weight")]
-            for suffix in output_suffixes(plan.spec):
-                new_map[module + suffix] = fname
+            for out_name in fplan.out_names[name]:
+                new_map[out_name] = fname
         else:
             new_map[name] = fname
     for fname in sorted(referenced):
@@ -647,42 +985,95 @@ def render_index(plan, src_text):
 # ---------------------------------------------------------------------------------------------
 
 class Quantizer:
-    """Computes the quantized outputs of one view file, caching the (small) scales."""
+    """Computes the quantized outputs of one view file, caching the (small) quantization
+    parameters: scales, zero points, shared exponents."""
 
     def __init__(self, fplan):
         self.fplan = fplan
-        kind, self.per_channel = SPECS[fplan.spec]
-        self.is_int = kind == "int"
-        self.scales = {}           # source tensor name -> float32 scale values
+        self.sp = SPECS[fplan.spec]
+        self.fmt = fplan.fmt
+        self.per_channel = self.sp.per_channel
+        self.params = {}           # source tensor name -> parameters (see compute_scales)
         self.nonfinite = []        # source tensor names holding NaN/Inf
 
+    @property
+    def scales(self):
+        """Source tensor name -> float32 scales (int8/fp8 specs; kept for library users)."""
+        return {name: p[0] for name, p in self.params.items()}
+
     def compute_scales(self):
-        """Pre-pass over every quantized tensor: scales and the NaN/Inf check."""
+        """Pre-pass over every quantized tensor: quantization parameters and the NaN/Inf check.
+
+        params[name]: int8/fp8: (scale,); uint4/int4: (scale [O, I/G], zp [O, I/G]);
+        mxfp4: (e [O, I/32],); fp8-block: (scale [O/128, I/128],).
+        """
+        sp = self.sp
         for name, info in self.fplan.quantized.items():
             x = self.fplan.source.read_float32(info)
-            if self.is_int:
-                s, finite = int8_scale(x, self.per_channel, info.dtype)
+            if sp.kind == "int8":
+                s, finite = int8_scale(x, sp.per_channel, info.dtype)
+                params = (s,)
+            elif sp.kind == "fp8":
+                s, finite = fp8_scale(x, sp.per_channel, info.dtype)
+                params = (s,)
+            elif sp.is_4bit:
+                s, zp, finite = int4_params(x, sp.group, sp.kind == "int4", info.dtype)
+                params = (s, zp)
+            elif sp.kind == "mxfp4":
+                e, finite = mx_exponents(x)
+                params = (e,)
             else:
-                s, finite = fp8_scale(x, self.per_channel, info.dtype)
-            self.scales[name] = s
+                s, finite = fp8_block_scale(x)
+                params = (s,)
+            self.params[name] = params
             if not finite:
                 self.nonfinite.append(name)
 
     def scale_bytes(self, name):
-        """Bytes of X.weight_scale (F32 for int8 per tensor, else the weight's dtype)."""
+        """Bytes of the scale tensor of source tensor `name`."""
         info = self.fplan.quantized[name]
-        s = self.scales[name]
-        if self.is_int and not self.per_channel:
-            return encode_float(s, "F32")
-        return encode_float(s, info.dtype)
+        sp, params = self.sp, self.params[name]
+        if sp.kind == "int8" and not sp.per_channel:
+            return encode_float(params[0], "F32")
+        if sp.is_4bit:
+            s = params[0]
+            return encode_float(s.T if self.fmt in ("quark", "awq") else s, info.dtype)
+        if sp.kind == "mxfp4":
+            return mx_scale_bytes(params[0]).reshape(-1)
+        if sp.kind == "fp8-block":
+            return encode_float(params[0], "F32")
+        return encode_float(params[0], info.dtype)
+
+    def zero_point_bytes(self, name, nbytes):
+        """Bytes of the zero-point tensor of source tensor `name`."""
+        if self.sp.kind == "uint4":
+            return pack_reorder(self.params[name][1].T).reshape(-1).view(np.uint8)
+        return np.zeros(nbytes, dtype=np.uint8)
+
+    def shape_bytes(self, name):
+        """Bytes of X.weight_shape: I64 [O, I]."""
+        return np.array(self.fplan.quantized[name].shape, dtype="<i8").view(np.uint8)
 
     def weight_values(self, name):
-        """The quantized weight as an int8 (int specs) or uint8 e4m3 code (fp8) array."""
+        """The quantized weight tensor as stored (int8, e4m3 codes, packed int32 or bytes)."""
         info = self.fplan.quantized[name]
+        sp, params = self.sp, self.params[name]
         x = self.fplan.source.read_float32(info)
-        if self.is_int:
-            return int8_quantize(x, self.scales[name], self.per_channel)
-        return fp8_quantize(x, self.scales[name], self.per_channel, info.dtype)
+        if sp.kind == "int8":
+            q = int8_quantize(x, params[0], sp.per_channel)
+            if self.fmt == "compressed-tensors" and self.fplan.spec == "int8-channel":
+                return pack_ct8(q)
+            return q
+        if sp.kind == "fp8":
+            return fp8_quantize(x, params[0], sp.per_channel, info.dtype)
+        if sp.is_4bit:
+            q = int4_quantize(x, params[0], params[1], sp.group, sp.kind == "int4")
+            if self.fmt in ("quark", "awq"):
+                return pack_reorder(q.T)
+            return pack_ct4(q)
+        if sp.kind == "mxfp4":
+            return mxfp4_pack(mxfp4_codes(x, params[0]))
+        return fp8_block_quantize(x, params[0])
 
     def chunks(self, out):
         """Yield the expected data of output tensor `out` as uint8 arrays (in order)."""
@@ -693,7 +1084,9 @@ class Quantizer:
         elif out.role == "scale":
             yield self.scale_bytes(out.src)
         elif out.role == "zero_point":
-            yield np.zeros(out.nbytes, dtype=np.uint8)
+            yield self.zero_point_bytes(out.src, out.nbytes)
+        elif out.role == "shape":
+            yield self.shape_bytes(out.src)
         else:
             yield self.weight_values(out.src).reshape(-1).view(np.uint8)
 
@@ -1117,8 +1510,116 @@ def selftest(log=print):
     if float(s) != 2 ** -8 or q.tolist() != [[127, -128, 0, 2, 2, 0, -2, -2, 126]]:
         log("selftest FAIL int8 ties: s=%r q=%s" % (float(s), q.tolist()))
         failures += 1
+    failures += selftest_new_kernels(log)
     log("selftest %s" % ("passed" if failures == 0 else "FAILED (%d)" % failures))
     return failures == 0
+
+
+def selftest_new_kernels(log=print):
+    """Hand-computed values of the 4-bit, packing, MXFP4 and fp8-block kernels; returns the
+    number of failures."""
+    failures = 0
+
+    def expect(label, got, want):
+        nonlocal failures
+        if not np.array_equal(np.asarray(got), np.asarray(want)):
+            log("selftest FAIL %s: got %s, expected %s" % (label, np.asarray(got).tolist(),
+                                                          np.asarray(want).tolist()))
+            failures += 1
+
+    def group(values, fill=0.0, n=32):
+        row = np.full(n, fill, dtype=np.float32)
+        row[:len(values)] = values
+        return row
+
+    # uint4, BF16: mn -1, mx 2 -> s = rD(rD(3)/15) = bf16(0.2) = 0.2001953125;
+    # mn / s = -4.9951 -> bf16 -5.0 -> zp 5; q = rne(x * 4.99512 + 5)
+    x = group([-1.0, 2.0, 0.0, 0.5, 1.0, -0.6015625])[None, :]
+    s, zp, _ = int4_params(x, 32, False, "BF16")
+    expect("uint4 bf16 scale", s, [[0.2001953125]])
+    expect("uint4 bf16 zp", zp, [[5]])
+    expect("uint4 bf16 q", int4_quantize(x, s, zp, 32, False)[0, :6], [0, 15, 5, 7, 10, 2])
+    # uint4, F32, exact ties: span 0.9375 -> s = 1/16; mn = -0.53125 -> mn/s = -8.5 -> rne -8
+    # -> zp 8 (not 9); x*16 + 8 ties: 6.5+8 -> 14, 0.5+8 -> 8, 1.5+8 -> 10, -6.5+8 -> 2, -8.5+8 -> 0
+    x = group([-0.53125, 0.40625, 0.03125, 0.09375, -0.40625])[None, :]
+    s, zp, _ = int4_params(x, 32, False, "F32")
+    expect("uint4 tie scale/zp", [float(s[0, 0]), int(zp[0, 0])], [0.0625, 8])
+    expect("uint4 tie q", int4_quantize(x, s, zp, 32, False)[0, :5], [0, 14, 8, 10, 2])
+    # uint4 one-signed groups: all >= 0 -> zp 0; all <= 0 -> zp 15; all zero -> s = 2^-23, zp 0;
+    # s = bf16(0.1) = 0.10009765625: 0.75 / s = 7.49 -> 7; mn / s = -14.985 -> bf16 -15 -> zp 15
+    x = np.stack([group([0.0, 1.5, 0.75]), group([-1.5, -0.75, 0.0]), group([])])
+    s, zp, _ = int4_params(x, 32, False, "BF16")
+    expect("uint4 one-signed zp", zp[:, 0], [0, 15, 0])
+    expect("uint4 zero group scale", s[2, 0], EPS)
+    expect("uint4 one-signed q", int4_quantize(x, s, zp, 32, False)[:, :3],
+           [[0, 15, 7], [0, 8, 15], [0, 0, 0]])
+    # int4: amax 0.9375 -> s = 0.125; 0.5 -> 0, 1.5 -> 2, -7.5 -> -8, 7.5 -> 8 -> 7, -2.5 -> -2
+    x = group([0.0625, 0.1875, -0.9375, 0.9375, -0.3125])[None, :]
+    s, zp, _ = int4_params(x, 32, True, "F32")
+    expect("int4 scale/zp", [float(s[0, 0]), int(zp[0, 0])], [0.125, 0])
+    expect("int4 q", int4_quantize(x, s, zp, 32, True)[0, :5], [0, 2, -8, 7, -2])
+    # AWQ/Quark reorder packing on an 8 x 2 matrix (O=8): column i of q = the 8 channels of word
+    # row i; slot k holds channel [0,2,4,6,1,3,5,7][k]: channels 1..8 -> 0x86427531
+    q = np.array([[1, 9], [2, 10], [3, 11], [4, 12], [5, 13], [6, 14], [7, 15], [8, 0]])
+    words = pack_reorder(q.T).view("<u4")
+    expect("awq pack", words.ravel(), [0x86427531, 0x0ECAFDB9])
+    # int4 negatives are nibbles of two's complement: -8..-1 -> 8..15
+    words = pack_reorder(np.array([[-8, -7, -6, -5, -4, -3, -2, -1]])).view("<u4")
+    expect("awq pack signed", words.ravel(), [0xFDB9ECA8])
+    # compressed-tensors 4 bit: plain order, +8: -8..-1 -> 0x76543210; 8 bit: +128, bytes in order
+    expect("ct4 pack", pack_ct4(np.array([[-8, -7, -6, -5, -4, -3, -2, -1]])).view("<u4").ravel(),
+           [0x76543210])
+    expect("ct8 pack", pack_ct8(np.array([[-128, -1, 0, 127]])).view("<u4").ravel(), [0xFF807F00])
+    # MXFP4: amax 6 (1.5 * 2^2: no carry) -> v = 4 -> e = 0, y = x; ties to even
+    ties = [0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0, -0.25, -0.75, -6.0, 0.26, 7.0 / 8, -0.0,
+            0.5, 3.0]
+    x = group(ties)[None, :]
+    e, _ = mx_exponents(x)
+    expect("mx e (amax 6)", e, [[0]])
+    expect("mx codes ties", mxfp4_codes(x, e)[0, :len(ties)],
+           [0, 2, 2, 4, 4, 6, 6, 7, 0, 0xA, 0xF, 1, 2, 0, 1, 5])
+    expect("mx scale byte", mx_scale_bytes(e), [[127]])
+    # amax 7 = 1.75 * 2^2 -> carry -> v = 8 -> e = 1 (scale 2): 7 / 2 = 3.5 -> 4 (code 6)
+    x = group([7.0, -1.0, 0.5])[None, :]
+    e, _ = mx_exponents(x)
+    expect("mx e (amax 7)", e, [[1]])
+    expect("mx codes amax 7", mxfp4_codes(x, e)[0, :3], [6, 0x9, 0])
+    # all-zero block -> e = -127 -> byte 1; subnormal amax 2^-127 (field stays 0) -> e = -127,
+    # y = x * 2^127; 2^-125 (field 2) -> e = -127 too, y = 4; all three stored as byte 1
+    x = np.stack([group([]), group([2.0 ** -127, -2.0 ** -128]), group([2.0 ** -125])])
+    e, _ = mx_exponents(x)
+    expect("mx e zero/tiny", e[:, 0], [-127, -127, -127])
+    expect("mx scale byte zero/tiny", mx_scale_bytes(e)[:, 0], [1, 1, 1])
+    expect("mx codes tiny", mxfp4_codes(x, e)[:, :2], [[0, 0], [2, 0x9], [6, 0]])
+    # E2M1 rounding vs a nearest-grid-point search (ties to the even code) on random values,
+    # the midpoints and their float32 neighbours
+    rng = np.random.default_rng(1)
+    mids = E2M1_MIDS.astype(np.float32)
+    y = np.concatenate([rng.uniform(-8, 8, 4000).astype(np.float32), mids, -mids,
+                        np.nextafter(mids, np.float32(0)), np.nextafter(mids, np.float32(9)),
+                        np.float32([6.0, 6.5, 100.0, -7.0, 0.0, -0.0, 1e-30, -1e-30])])
+    y = np.concatenate([y, np.zeros(-y.size % MX_BLOCK, dtype=np.float32)])[None, :]
+    dist = np.abs(np.abs(y.astype(np.float64))[..., None] - E2M1_VALUES)
+    best = dist.min(axis=-1, keepdims=True)
+    cand = np.where(dist == best, np.arange(8), 99)
+    even = np.where(cand % 2 == 0, cand, 99).min(axis=-1)
+    slow = np.where(even < 99, even, cand.min(axis=-1)).astype(np.uint8)
+    slow = np.where((y < 0) & (slow != 0), slow | 8, slow)
+    expect("mx codes vs table", mxfp4_codes(y, np.zeros((1, y.size // MX_BLOCK), np.int32)), slow)
+    expect("mx pack", mxfp4_pack(np.array([[1, 2, 0xF, 0]], dtype=np.uint8)), [[0x21, 0x0F]])
+    # fp8-block: block (0,0) amax 448 * 2^-10 -> s = 2^-10, block (0,1) zero -> s = 2^-23,
+    # block (1,0) amax 1.0 -> s = fl32(1/448); (1,1) 2^-149 -> fl32(2^-149/448) = 0 -> 2^-23
+    x = np.zeros((256, 256), dtype=np.float32)
+    x[0, 0], x[5, 7], x[6, 6] = 448 * 2.0 ** -10, -17 * 2.0 ** -10, -0.0
+    x[128, 0], x[200, 100] = 1.0, -0.5
+    x[128, 128] = np.float32(2.0 ** -149)
+    s, _ = fp8_block_scale(x)
+    expect("fp8-block scale", s.view(np.uint32),
+           [[0x3A800000, 0x34000000], [np.float32(1.0 / 448.0).view(np.uint32), 0x34000000]])
+    q = fp8_block_quantize(x, s)
+    expect("fp8-block q", [q[0, 0], q[5, 7], q[6, 6], q[128, 0], q[200, 100], q[128, 128]],
+           [0x7E, 0xD8, 0x80, 0x7E, 0xF6, 0x00])
+    return failures
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1127,9 +1628,9 @@ def selftest(log=print):
 
 def main(argv=None):
     """Command-line entry point."""
-    ap = argparse.ArgumentParser(description="Reference of the quarkfs quantized view (quark format).")
+    ap = argparse.ArgumentParser(description="Reference of the quarkfs quantized view.")
     ap.add_argument("--spec", choices=sorted(SPECS))
-    ap.add_argument("--format", default="quark", choices=["quark"])
+    ap.add_argument("--format", default="quark", choices=list(FORMATS))
     ap.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                     help="module-name glob to leave unquantized (repeatable)")
     ap.add_argument("--include", action="append", default=[], metavar="GLOB",
@@ -1145,19 +1646,25 @@ def main(argv=None):
         ap.error("--spec, SRC and OUT/VIEW are required")
     if not os.path.isdir(args.src):
         ap.error("SRC %s is not a directory" % args.src)
+    try:
+        check_pair(args.spec, args.format)
+    except QuarkRefError as exc:
+        print("quarkref: error: %s" % exc, file=sys.stderr)
+        return 2
     start = time.time()
     try:
-        plan = plan_view(args.src, args.spec, args.exclude, args.include)
+        plan = plan_view(args.src, args.spec, args.exclude, args.include, args.format)
         if args.check:
             if not os.path.isdir(args.dest):
                 ap.error("VIEW %s is not a directory" % args.dest)
             report = check_view(plan, args.dest)
-            print("%d files checked, %d mismatches (spec %s, %.1f s)"
-                  % (report.files_checked, len(report.mismatches), args.spec, time.time() - start))
+            print("%d files checked, %d mismatches (spec %s, format %s, %.1f s)"
+                  % (report.files_checked, len(report.mismatches), args.spec, args.format,
+                     time.time() - start))
             return 0 if not report.mismatches else 1
         write_view(plan, args.dest)
-        print("quarkref: wrote %s (spec %s, %d files, %d quantized tensors, %.1f s)"
-              % (args.dest, args.spec, len(plan.files),
+        print("quarkref: wrote %s (spec %s, format %s, %d files, %d quantized tensors, %.1f s)"
+              % (args.dest, args.spec, args.format, len(plan.files),
                  sum(len(p.quantized) for p in plan.safetensors.values()), time.time() - start))
         return 0
     except QuarkRefError as exc:

@@ -10,14 +10,15 @@
 
 #include "quarkfs/cache.h"
 #include "quarkfs/error.h"
+#include "quarkfs/layout.h"
 #include "quarkfs/plan.h"
 #include "quarkfs/safetensors.h"
 #include "quarkfs/spec.h"
 
-/* The two products of a job: the quantized weight (large, in the LRU cache) and its scales and
- * zero points (small, computed by a cheaper scales-only pass when a reader needs only them, and
- * kept for the mount's life: they sit at the start of every file, before all weights). */
-typedef enum qfs_part { QFS_PART_WEIGHT, QFS_PART_SCALES } qfs_part;
+/* A job has two products (qfs_part, layout.h): the quantized weight (large, in the LRU cache)
+ * and its scales and zero points (small, computed by a cheaper scales-only pass when a reader
+ * needs only them, and kept for the mount's life: they sit at the start of every file, before
+ * all weights). */
 
 /* Runtime state of one job (one quantized tensor of one file). Zero-initialized = nothing yet. */
 typedef struct qfs_job_slot {
@@ -39,6 +40,7 @@ typedef struct qfs_tensor_source {
     const qfs_st_file *st;
     const qfs_plan *plan;
     const qfs_spec *spec;
+    qfs_format format;
     qfs_job_slot *slots;         /* plan->n_jobs slots */
 } qfs_tensor_source;
 

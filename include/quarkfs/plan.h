@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "quarkfs/layout.h"
 #include "quarkfs/quant.h"
 #include "quarkfs/safetensors.h"
 #include "quarkfs/select.h"
@@ -16,6 +17,7 @@ typedef enum qfs_role {
     QFS_ROLE_WEIGHT,        /* the quantized weight of a job */
     QFS_ROLE_SCALE,
     QFS_ROLE_ZERO_POINT,
+    QFS_ROLE_SHAPE,         /* compressed-tensors' weight_shape */
 } qfs_role;
 
 /* One tensor of the output file. */
@@ -36,8 +38,7 @@ typedef struct qfs_plan_tensor {
 typedef struct qfs_plan_job {
     size_t src;
     uint64_t rows, cols;
-    qfs_quant_sizes sizes;
-    uint64_t out_bytes;         /* weight + scale + zero_point */
+    qfs_layout layout;          /* its output tensors and the sizes of its two parts */
 } qfs_plan_job;
 
 typedef struct qfs_plan {

@@ -10,6 +10,7 @@
 
 #include "quarkfs/dtype.h"
 #include "quarkfs/error.h"
+#include "quarkfs/layout.h"
 #include "quarkfs/spec.h"
 
 /* Byte sizes of the outputs of one [rows, cols] weight under spec s (source dtype dt). */
@@ -42,5 +43,25 @@ void qfs_quant_fp8_row(const void *src, qfs_dtype dt, size_t n, float scale, uin
 int qfs_quantize(const qfs_spec *s, qfs_dtype dt, const void *src, uint64_t rows, uint64_t cols,
                  void *weight, void *scale, void *zero_point, int threads, const char *what,
                  qfs_error *err);
+
+/* Quantizes a [rows, cols] weight into the parts of layout l (qfs_layout_for of the same spec,
+ * format, dtype and shape): `weight` (weight_bytes; NULL to compute only the scales part) and
+ * `scales` (scales_bytes). Covers every spec and format; -EDOM for NaN/Inf as qfs_quantize. */
+int qfs_quantize_layout(const qfs_spec *s, qfs_format f, qfs_dtype dt, const void *src,
+                        uint64_t rows, uint64_t cols, const qfs_layout *l, void *weight,
+                        void *scales, int threads, const char *what, qfs_error *err);
+
+/* The inverse of qfs_quantize_layout: the float32 value each quantized element stands for,
+ * into out[rows * cols] (row-major [rows, cols], like the source). */
+int qfs_dequantize_layout(const qfs_spec *s, qfs_format f, uint64_t rows,
+                          uint64_t cols, const qfs_layout *l, const void *weight,
+                          const void *scales, float *out, int threads);
+
+/* Error sums of a dequantized tensor against its source: sum of squared errors, sum of squared
+ * source values, largest absolute error. Relative RMS = sqrt(err2 / ref2); SNR = -20 log10 of
+ * it. Sums of several tensors add up to the summary of a whole model. */
+typedef struct qfs_quant_error_stats { double err2, ref2, max_abs; } qfs_quant_error_stats;
+int qfs_quant_error(const void *src, qfs_dtype dt, const float *deq, size_t n,
+                    qfs_quant_error_stats *out, int threads);
 
 #endif

@@ -29,6 +29,7 @@ typedef enum qfs_select_result {
     QFS_SKIP_EMPTY,            /* a dimension is 0 */
     QFS_SKIP_NAME_CLASH,       /* an output name already exists in the source file */
     QFS_SKIP_NONFINITE,        /* NaN or Inf in the data (found by --check-finite) */
+    QFS_SKIP_SHAPE,            /* the spec cannot take this shape (qfs_layout_for says why) */
 } qfs_select_result;
 
 /* Decides for one source tensor by name, shape and dtype (the name-clash rule needs the whole

@@ -1,6 +1,6 @@
 /* quarkfs — quantization specs (`--spec`) and output formats (`--format`).
  * A spec names one of Quark's calibration-free schemes; it is data, not code: the kernels and
- * the planner read its fields. */
+ * the layout read its fields. */
 #ifndef QUARKFS_SPEC_H
 #define QUARKFS_SPEC_H
 
@@ -9,18 +9,35 @@
 
 #include "quarkfs/error.h"
 
-typedef enum qfs_wtype { QFS_W_INT8, QFS_W_FP8_E4M3 } qfs_wtype;
-typedef enum qfs_granularity { QFS_PER_TENSOR, QFS_PER_CHANNEL } qfs_granularity;
+typedef enum qfs_wtype {
+    QFS_W_INT8, QFS_W_FP8_E4M3,
+    QFS_W_UINT4,        /* asymmetric, 0..15 with a zero point */
+    QFS_W_INT4,         /* symmetric, -8..7 */
+    QFS_W_MXFP4,        /* OCP MX: e2m1 elements, e8m0 scale per 32 */
+} qfs_wtype;
+typedef enum qfs_granularity {
+    QFS_PER_TENSOR, QFS_PER_CHANNEL,
+    QFS_PER_GROUP,      /* `group` consecutive input elements of a row */
+    QFS_PER_BLOCK,      /* `group` x `group` blocks (fp8-block: 128 x 128) */
+} qfs_granularity;
 /* Dynamic activation quantization written into the config only (no tensors). */
-typedef enum qfs_act { QFS_ACT_NONE, QFS_ACT_DYNAMIC_PER_TENSOR, QFS_ACT_DYNAMIC_PER_TOKEN } qfs_act;
+typedef enum qfs_act {
+    QFS_ACT_NONE, QFS_ACT_DYNAMIC_PER_TENSOR, QFS_ACT_DYNAMIC_PER_TOKEN,
+    QFS_ACT_DYNAMIC_MX,        /* MXFP4 inputs (group 32) */
+    QFS_ACT_DYNAMIC_PER_GROUP, /* fp8-block inputs: groups of 128 */
+} qfs_act;
 
-typedef enum qfs_format { QFS_FMT_QUARK } qfs_format;
+typedef enum qfs_format {
+    QFS_FMT_QUARK, QFS_FMT_AWQ, QFS_FMT_FP8, QFS_FMT_COMPRESSED_TENSORS,
+    QFS_FMT_COUNT
+} qfs_format;
 
 typedef struct qfs_spec {
-    const char *name;            /* "int8", "fp8-channel", ... */
-    const char *description;     /* one line for --list-specs and --help */
+    const char *name;            /* "int8", "uint4-g32", ... */
+    const char *description;     /* one line for --list-specs */
     qfs_wtype wtype;
     qfs_granularity gran;
+    unsigned group;              /* group size (per-group, MX) or block edge (per-block) */
     qfs_act act;
 } qfs_spec;
 
@@ -28,13 +45,15 @@ typedef struct qfs_spec {
 int qfs_spec_lookup(const char *name, const qfs_spec **out, qfs_error *err);
 /* Looks up a format by name; 0 or -EINVAL with a message that lists the valid names. */
 int qfs_format_lookup(const char *name, qfs_format *out, qfs_error *err);
-/* The name of a format ("quark"). */
+/* The name of a format ("quark", "compressed-tensors"). */
 const char *qfs_format_name(qfs_format f);
+/* True if the spec can be written in the format. */
+bool qfs_spec_format_ok(const qfs_spec *s, qfs_format f);
 /* 0 if the spec can be written in the format, else -EINVAL naming the pairs that can. */
 int qfs_spec_check_format(const qfs_spec *s, qfs_format f, qfs_error *err);
 /* All specs, in the order --list-specs prints them; *n receives the count. */
 const qfs_spec *qfs_spec_all(size_t *n);
-/* Prints the spec × format table with the loaders known to accept each pair. */
+/* Prints the spec x format matrix with the loaders known to accept each pair. */
 void qfs_spec_print_table(FILE *out);
 
 #endif

@@ -148,11 +148,13 @@ def quarkfs(*args, timeout=CMD_TIMEOUT):
     return run([QUARKFS] + list(args), timeout=timeout)
 
 
-def view_flags(spec=None, excludes=(), includes=()):
-    """The --spec/--exclude/--include arguments shared by quarkfs and quarkref."""
+def view_flags(spec=None, excludes=(), includes=(), fmt=None):
+    """The --spec/--format/--exclude/--include arguments shared by quarkfs and quarkref."""
     out = []
     if spec:
         out += ["--spec", spec]
+    if fmt:
+        out += ["--format", fmt]
     for g in excludes:
         out += ["--exclude", g]
     for g in includes:
@@ -160,10 +162,10 @@ def view_flags(spec=None, excludes=(), includes=()):
     return out
 
 
-def export(src, spec="int8", excludes=(), includes=(), extra=()):
+def export(src, spec="int8", excludes=(), includes=(), extra=(), fmt=None):
     """quarkfs export into a fresh directory; asserts success; returns the directory."""
     out = tmppath("export")
-    res = quarkfs("export", *(view_flags(spec, excludes, includes) + list(extra) + [src, out]))
+    res = quarkfs("export", *(view_flags(spec, excludes, includes, fmt) + list(extra) + [src, out]))
     if res.returncode != 0:
         raise AssertionError("quarkfs export failed: %r" % res)
     assert os.path.isdir(out), "export exited 0 but %s does not exist" % out
@@ -175,9 +177,9 @@ def export(src, spec="int8", excludes=(), includes=(), extra=()):
 PY_ENV = {k: v for k, v in os.environ.items() if k != "MALLOC_PERTURB_"}
 
 
-def quarkref_check(src, view, spec, excludes=(), includes=(), expect_ok=True):
+def quarkref_check(src, view, spec, excludes=(), includes=(), expect_ok=True, fmt=None):
     """Run quarkref --check SRC VIEW; asserts its verdict (exit 0 iff identical) is expect_ok."""
-    res = run([PY, QUARKREF, "--check"] + view_flags(spec, excludes, includes) + [src, view],
+    res = run([PY, QUARKREF, "--check"] + view_flags(spec, excludes, includes, fmt) + [src, view],
               env=PY_ENV)
     if expect_ok and res.returncode != 0:
         raise AssertionError("quarkref --check says the view differs from the reference: %r" % res)
@@ -312,7 +314,7 @@ def wait_gone(pids, timeout):
 
 
 def start_mount(src, spec="int8", excludes=(), includes=(), opts=(), foreground=True,
-                extra=()):
+                extra=(), fmt=None):
     """Mount src on a fresh mountpoint; returns a Mount (call .close(), or use mounted()).
 
     foreground: `quarkfs -f` in a Popen with stderr captured to a file, waiting for the mount
@@ -320,7 +322,7 @@ def start_mount(src, spec="int8", excludes=(), includes=(), opts=(), foreground=
     the mount exists.
     """
     mnt = tmpdir("mnt")
-    args = [QUARKFS] + view_flags(spec, excludes, includes)
+    args = [QUARKFS] + view_flags(spec, excludes, includes, fmt)
     for o in opts:
         args += ["-o", o]
     args += list(extra) + [src, mnt]
@@ -354,9 +356,10 @@ def start_mount(src, spec="int8", excludes=(), includes=(), opts=(), foreground=
 
 
 @contextlib.contextmanager
-def mounted(src, spec="int8", excludes=(), includes=(), opts=(), foreground=True, extra=()):
+def mounted(src, spec="int8", excludes=(), includes=(), opts=(), foreground=True, extra=(),
+            fmt=None):
     """with mounted(src, ...) as m: ...  -- unmounted (and its process gone) in every path."""
-    m = start_mount(src, spec, excludes, includes, opts, foreground, extra)
+    m = start_mount(src, spec, excludes, includes, opts, foreground, extra, fmt)
     try:
         yield m
     finally:

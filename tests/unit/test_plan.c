@@ -268,12 +268,12 @@ static void test_plan_jobs(void **state)
     assert_int_equal(p.jobs[0].src, 7);
     assert_int_equal(p.jobs[0].rows, 2);
     assert_int_equal(p.jobs[0].cols, 3);
-    assert_int_equal(p.jobs[0].out_bytes, 6 + 4 + 1);
+    assert_int_equal(p.jobs[0].layout.weight_bytes + p.jobs[0].layout.scales_bytes, 6 + 4 + 1);
     assert_int_equal(p.jobs[1].src, 3);
-    assert_int_equal(p.jobs[1].out_bytes, 6 + 4 + 1);
+    assert_int_equal(p.jobs[1].layout.weight_bytes + p.jobs[1].layout.scales_bytes, 6 + 4 + 1);
     assert_int_equal(p.jobs[2].src, 0);
-    assert_int_equal(p.jobs[2].out_bytes, 4 + 4 + 1);
-    assert_int_equal(p.jobs[2].sizes.scale_dtype, QFS_DT_F32);
+    assert_int_equal(p.jobs[2].layout.weight_bytes + p.jobs[2].layout.scales_bytes, 4 + 4 + 1);
+    assert_int_equal(p.jobs[2].layout.out[1].dtype, QFS_DT_F32);
     /* each quantized output points into one of its job's two parts: the weight at 0 of the
      * weight buffer; the scale at 0 and the zero point after the scale (4 bytes of F32 for
      * int8 per tensor) in the scales buffer */
@@ -505,7 +505,7 @@ static void test_plan_each_spec_sizes(void **state)
         assert_int_equal(p.n_tensors, cases[i].n);
         assert_int_equal(p.file_size - p.header_size, cases[i].data);
         assert_int_equal(p.n_jobs, 1);
-        assert_int_equal(p.jobs[0].out_bytes, cases[i].data);
+        assert_int_equal(p.jobs[0].layout.weight_bytes + p.jobs[0].layout.scales_bytes, cases[i].data);
         /* the zero point follows the scale in the job's scales buffer */
         for (size_t k = 0; k < p.n_tensors; k++)
             if (p.tensors[k].role == QFS_ROLE_ZERO_POINT)

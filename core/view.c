@@ -7,7 +7,7 @@
 
 #include "quarkfs/io.h"
 
-#define PREFETCH_AHEAD 2   /* jobs queued behind the one a reader needs */
+#define PREFETCH_AHEAD 8   /* jobs queued behind the one a reader needs (while memory allows) */
 
 int qfs_view_open(const qfs_model *m, size_t entry, int *fd, qfs_error *err)
 {

@@ -317,6 +317,8 @@ static int open_engine(const cli *c, qfs_engine **out)
                                &err)) {
             log_msg(LOG_WARNING, "%s; continuing with the memory cache only", err.msg);
             disk = NULL;
+        } else if (qfs_diskcache_readonly(disk)) {
+            log_msg(LOG_WARNING, "%s", err.msg);
         }
     }
     qfs_engine_options o = {.cache_mem = c->cache_mem, .threads = c->threads, .disk = disk,

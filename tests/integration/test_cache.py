@@ -600,17 +600,18 @@ def cache_size_removes_least_recently_used():
 # (5) a cache directory that cannot take writes
 # ---------------------------------------------------------------------------------------------
 
-def one_cache_warning(log, cache, words):
+def one_cache_warning(log, cache, words, tail="in memory only"):
     w = warnings(log)
     assert len(w) == 1, "expected exactly one warning, got %d:\n%s" % (len(w), log)
-    assert cache in w[0] and words in w[0] and "memory cache only" in w[0], w[0]
+    assert cache in w[0] and words in w[0] and tail in w[0], w[0]
 
 
 @q.test
 def read_only_cache_dir():
     """A read-only cache directory (a read-only bind mount of a filled cache: chmod does not
-    stop root): one warning, disk_cache false, every tensor quantized, correct bytes; the
-    directory is left as it was."""
+    stop root, e.g. a cache baked into an image or on read-only NFS): one warning, disk_cache
+    false (no writes), every tensor served from its entries (nothing quantized), correct bytes;
+    the directory is left as it was."""
     src, files, qt = demo()
     good = populated_cache(src, files)
     before = check_cache(good, len(qt))
@@ -620,17 +621,18 @@ def read_only_cache_dir():
             assert_view(read_view(m, files), files, "read-only cache dir")
             st = status(m)
             log = m.log()
-    expect(st, "read-only cache dir", disk_cache=False, tensors_quantized=len(qt), disk_writes=0,
-           disk_hits=0)
-    one_cache_warning(log, ro, "Read-only file system")
+    expect(st, "read-only cache dir", disk_cache=False, tensors_quantized=0, disk_writes=0)
+    assert st["disk_hits"] >= len(qt), st
+    one_cache_warning(log, ro, "Read-only file system", tail="read-only")
     assert check_cache(good, len(qt)) == before
 
 
 @q.test
 def full_cache_dir():
     """A cache directory on a 1 MiB tmpfs (the demo view needs 2 MB of entries): the first
-    write that fails with ENOSPC drops the disk cache with one warning; every byte is still
-    served; the entries written before are complete, no temporary file is left."""
+    write that fails with ENOSPC turns the disk cache read-only with one warning (new tensors
+    stay in memory); every byte is still served; the entries written before are complete, no
+    temporary file is left."""
     src, files, qt = demo()
     with tmpfs("1M") as t:
         cache = os.path.join(t, "cache")
@@ -648,7 +650,7 @@ def full_cache_dir():
 @q.test
 def cache_dir_turns_read_only_under_the_mount():
     """The cache directory is remounted read-only while a mount uses it: the next write fails,
-    one warning, disk_cache false, every byte still served."""
+    one warning, disk_cache false (its entries are still read), every byte still served."""
     src, files, qt = demo()
     cache = q.tmpdir("cache")
     first = q.model_files(src)[0]
@@ -661,7 +663,8 @@ def cache_dir_turns_read_only_under_the_mount():
             assert_view(read_view(m, files), files, "after the cache turned read-only")
             st = status(m)
             log = m.log()
-    expect(st, "cache turned read-only", disk_cache=False, tensors_quantized=len(qt))
+    expect(st, "cache turned read-only", disk_cache=False)
+    assert st["tensors_quantized"] <= len(qt), st
     one_cache_warning(log, b, "Read-only file system")
     check_cache(cache, st["disk_writes"])
 

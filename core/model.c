@@ -237,6 +237,11 @@ static int plan_quantized(qfs_model *m, qfs_entry *e)
     e->source.plan = &e->plan;
     e->source.spec = m->opts.spec;
     e->source.format = m->opts.format;
+    struct stat sb;
+    if (fstat(e->source.fd, &sb) == 0) {   /* the version this view is planned from */
+        e->source.snap_size = sb.st_size;
+        e->source.snap_mtime = sb.st_mtim;
+    }
     m->src_bytes += (uint64_t)e->st.st_size;
     e->st.st_size = (off_t)e->plan.file_size;
     m->view_bytes += e->plan.file_size;

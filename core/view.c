@@ -7,7 +7,7 @@
 
 #include "quarkfs/io.h"
 
-#define PREFETCH_AHEAD 2   /* jobs queued behind the one a reader needs */
+#define PREFETCH_AHEAD 8   /* jobs queued behind the one a reader needs (while memory allows) */
 
 int qfs_view_open(const qfs_model *m, size_t entry, int *fd, qfs_error *err)
 {
@@ -25,7 +25,13 @@ int qfs_view_open(const qfs_model *m, size_t entry, int *fd, qfs_error *err)
         qfs_error_set(err, "%s: %s", e->src_path, strerror(en));
         return -en;
     }
-    return 0;
+    /* The same file as at mount (a file replaced or rewritten since is refused). */
+    int rc = qfs_fd_unchanged(*fd, e->st.st_size, &e->st.st_mtim, e->src_path, err);
+    if (rc) {
+        close(*fd);
+        *fd = -1;
+    }
+    return rc;
 }
 
 void qfs_view_close(int fd)
@@ -58,8 +64,11 @@ static int read_tensors(qfs_entry *e, qfs_engine *eng, uint8_t *buf, size_t len,
         int rc;
         if (t->role == QFS_ROLE_PASSTHROUGH) {
             const qfs_st_tensor *s = &e->st_file.tensors[t->src];
-            rc = read_source(e->source.fd, e->src_path, buf, n,
-                             e->st_file.data_start + s->begin + in, err);
+            rc = qfs_fd_unchanged(e->source.fd, e->source.snap_size, &e->source.snap_mtime,
+                                  e->src_path, err);
+            if (rc == 0)
+                rc = read_source(e->source.fd, e->src_path, buf, n,
+                                 e->st_file.data_start + s->begin + in, err);
         } else {
             const uint8_t *data;
             qfs_part part = t->role == QFS_ROLE_WEIGHT ? QFS_PART_WEIGHT : QFS_PART_SCALES;
@@ -99,7 +108,8 @@ int qfs_view_read(qfs_model *m, qfs_engine *eng, size_t entry, int fd, uint8_t *
     int rc = 0;
     switch (e->kind) {
     case QFS_ENTRY_PASSTHROUGH:
-        rc = read_source(fd, e->src_path, buf, len, off, err);
+        rc = qfs_fd_unchanged(fd, e->st.st_size, &e->st.st_mtim, e->src_path, err);
+        if (rc == 0) rc = read_source(fd, e->src_path, buf, len, off, err);
         break;
     case QFS_ENTRY_GENERATED:
         memcpy(buf, e->data + off, len);

@@ -1,5 +1,7 @@
 /* quarkfs — command line: mount (default), export, inspect. The only file with global state. */
 #include <errno.h>
+#include <malloc.h>
+#include <sys/xattr.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -15,6 +17,7 @@
 
 #include "inspect.h"
 #include "ops.h"
+#include "quarkfs/diskcache.h"
 #include "quarkfs/export.h"
 #include "quarkfs/model.h"
 #include "quarkfs/spec.h"
@@ -25,6 +28,7 @@
 
 #define EXIT_USAGE 2
 #define DEFAULT_CACHE_MEM ((size_t)1 << 30)
+#define DEFAULT_CACHE_SIZE ((uint64_t)64 << 30)
 #define DEFAULT_READAHEAD_KB 16384
 #define DEFAULT_MAX_BACKGROUND 64
 #define DEFAULT_MAX_THREADS 16
@@ -54,6 +58,8 @@ static void usage(FILE *out)
 "Usage: quarkfs [OPTIONS] SRC MNT          mount a quantized, read-only view of SRC on MNT\n"
 "       quarkfs export [OPTIONS] SRC OUT    write the same view into the new directory OUT\n"
 "       quarkfs inspect [OPTIONS] SRC       list the view tensor by tensor (--json for JSON)\n"
+"       quarkfs warm [--no-wait] MNT        quantize the whole view now, in the background\n"
+"       quarkfs status MNT [--json]         a mount's counters\n"
 "       quarkfs --list-specs | --help | --version\n"
 "\n"
 "SRC is a Hugging Face model directory (config.json, model*.safetensors, ...). In the view,\n"
@@ -78,6 +84,10 @@ static void usage(FILE *out)
 "  -s                   single-threaded FUSE loop\n"
 "  -o cache_mem=SIZE    memory for quantized tensors, least recently used evicted\n"
 "                       (default 1G; suffixes K, M, G, T)\n"
+"  -o cache_dir=DIR     persistent cache, keyed by content, shareable between machines\n"
+"                       (default /var/cache/quarkfs for root, else $XDG_CACHE_HOME/quarkfs)\n"
+"  -o cache_size=SIZE   its budget, least recently used removed (default 64G)\n"
+"  -o cache=off         no persistent cache\n"
 "  -o readahead_kb=N    kernel readahead of the mount (default %d; needs root; 0 = keep)\n"
 "  -o max_background=N  FUSE background requests (default %d)\n"
 "  -o allow_other       let other users read the view (non-root: user_allow_other in\n"
@@ -86,7 +96,8 @@ static void usage(FILE *out)
 "  Unmount with `fusermount3 -u MNT` (or `umount MNT` as root).\n"
 "\n"
 "Export options:\n"
-"  --cache-mem SIZE     as -o cache_mem (default 1G)\n"
+"  --cache-mem SIZE, --cache-dir DIR, --cache-size SIZE, --no-cache\n"
+"                       as -o cache_mem, cache_dir, cache_size, cache=off\n"
 "\n"
 "Inspect options:\n"
 "  --error              quantize every tensor and show its relative RMS error, SNR (dB) and\n"
@@ -135,6 +146,11 @@ typedef struct cli {
     int threads;
     char *cache_mem_str;
     size_t cache_mem;
+    char *cache_dir;          /* persistent cache (NULL: the default directory) */
+    char *cache_size_str;
+    size_t cache_size;
+    char *cache_mode;         /* -o cache=on|off */
+    bool no_disk_cache;
     bool json, error;
     int check_finite;
     /* mount */
@@ -161,10 +177,10 @@ static int take_view_options(int *argc, char **argv, cli *c, bool allow_cache_me
     for (int i = 1; i < *argc; i++) {
         const char *a = argv[i];
         const char *names[] = {"--spec", "--format", "--exclude", "--include", "--threads",
-                               "--cache-mem"};
+                               "--cache-mem", "--cache-dir", "--cache-size"};
         int which = -1;
         const char *val = NULL;
-        for (int k = 0; k < 6; k++) {
+        for (int k = 0; k < 8; k++) {
             size_t l = strlen(names[k]);
             if (strncmp(a, names[k], l) == 0 && (a[l] == '\0' || a[l] == '=')) {
                 which = k;
@@ -176,7 +192,7 @@ static int take_view_options(int *argc, char **argv, cli *c, bool allow_cache_me
                 }
             }
         }
-        if (which == 5 && !allow_cache_mem) which = -2;
+        if (which >= 5 && !allow_cache_mem) which = -2;
         switch (which) {
         case 0: c->spec = val; continue;
         case 1: c->format = val; continue;
@@ -195,8 +211,17 @@ static int take_view_options(int *argc, char **argv, cli *c, bool allow_cache_me
                 return EXIT_USAGE;
             }
             continue;
+        case 6: c->cache_dir = strdup(val); continue;
+        case 7:
+            if (parse_size(val, &c->cache_size)) {
+                fprintf(stderr, "quarkfs: --cache-size: '%s' is not a size (e.g. 50G)\n", val);
+                return EXIT_USAGE;
+            }
+            continue;
         case -2:
-            fprintf(stderr, "quarkfs: use -o cache_mem=SIZE with a mount\n");
+            fprintf(stderr, "quarkfs: --cache-mem, --cache-dir, --cache-size and --no-cache are "
+                    "export options; a mount takes -o cache_mem=, -o cache_dir=, -o cache_size=, "
+                    "-o cache=off\n");
             return EXIT_USAGE;
         default: break;
         }
@@ -211,6 +236,10 @@ static int take_view_options(int *argc, char **argv, cli *c, bool allow_cache_me
         if (strcmp(a, "--list-specs") == 0) {
             qfs_spec_print_table(stdout);
             return -1;
+        }
+        if (allow_cache_mem && strcmp(a, "--no-cache") == 0) {
+            c->no_disk_cache = true;
+            continue;
         }
         if (strcmp(a, "--check-finite") == 0) {
             c->check_finite = 1;
@@ -252,6 +281,53 @@ static int build_model(const cli *c, const char *src, qfs_model **m)
         return 1;
     }
     for (size_t i = 0; i < (*m)->n_warnings; i++) log_msg(LOG_WARNING, "%s", (*m)->warnings[i]);
+    return 0;
+}
+
+/* ---- engine and persistent cache ---- */
+
+static void engine_log(void *ctx, int level, const char *msg)
+{
+    (void)ctx;
+    log_msg(level, "%s", msg);
+}
+
+/* The default persistent cache: /var/cache/quarkfs for root, else $XDG_CACHE_HOME/quarkfs
+ * (~/.cache/quarkfs). */
+static void default_cache_dir(char *buf, size_t len)
+{
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (geteuid() == 0) snprintf(buf, len, "/var/cache/quarkfs");
+    else if (xdg && *xdg) snprintf(buf, len, "%s/quarkfs", xdg);
+    else snprintf(buf, len, "%s/.cache/quarkfs", home ? home : "/tmp");
+}
+
+/* Opens the disk cache (unless off) and starts the engine. A cache directory that cannot be
+ * used costs one warning, never the mount. */
+static int open_engine(const cli *c, qfs_engine **out)
+{
+    qfs_error err = {{0}};
+    qfs_diskcache *disk = NULL;
+    bool off = c->no_disk_cache || (c->cache_mode && strcmp(c->cache_mode, "off") == 0);
+    if (!off) {
+        char dir[PATH_MAX];
+        if (c->cache_dir) snprintf(dir, sizeof dir, "%s", c->cache_dir);
+        else default_cache_dir(dir, sizeof dir);
+        if (qfs_diskcache_open(dir, c->cache_size ? c->cache_size : DEFAULT_CACHE_SIZE, &disk,
+                               &err)) {
+            log_msg(LOG_WARNING, "%s; continuing with the memory cache only", err.msg);
+            disk = NULL;
+        } else if (qfs_diskcache_readonly(disk)) {
+            log_msg(LOG_WARNING, "%s", err.msg);
+        }
+    }
+    qfs_engine_options o = {.cache_mem = c->cache_mem, .threads = c->threads, .disk = disk,
+                            .log = engine_log};
+    if (qfs_engine_create(&o, out, &err)) {
+        qfs_diskcache_close(disk);
+        log_msg(LOG_ERR, "%s", err.msg);
+        return 1;
+    }
     return 0;
 }
 
@@ -379,7 +455,7 @@ static int cmd_export(int argc, char **argv)
         qfs_error err = {{0}};
         qfs_engine *e;
         progress p = {.tty = isatty(STDERR_FILENO) == 1};
-        if (qfs_engine_create(c.cache_mem, c.threads, &e, &err) == 0) {
+        if (open_engine(&c, &e) == 0) {
             if (qfs_export(m, e, argv[2], export_progress, &p, &err)) {
                 if (p.tty) fputc('\n', stderr);
                 log_msg(LOG_ERR, "export to %s failed: %s", argv[2], err.msg);
@@ -387,13 +463,13 @@ static int cmd_export(int argc, char **argv)
             }
             qfs_engine_destroy(e);
         } else {
-            log_msg(LOG_ERR, "%s", err.msg);
             rc = 1;
         }
         qfs_model_close(m);
     }
     free(c.excludes);
     free(c.includes);
+    free(c.cache_dir);
     return rc;
 }
 
@@ -404,6 +480,9 @@ static const struct fuse_opt mount_opts[] = {
     MOUNT_OPT("spec=%s", fuse_spec),
     MOUNT_OPT("format=%s", fuse_format),
     MOUNT_OPT("cache_mem=%s", cache_mem_str),
+    MOUNT_OPT("cache_dir=%s", cache_dir),
+    MOUNT_OPT("cache_size=%s", cache_size_str),
+    MOUNT_OPT("cache=%s", cache_mode),
     MOUNT_OPT("threads=%d", fuse_threads),
     MOUNT_OPT("readahead_kb=%u", readahead_kb),
     MOUNT_OPT("max_background=%u", max_background),
@@ -481,6 +560,14 @@ static int cmd_mount(int argc, char **argv)
     if (c.fuse_spec) c.spec = c.fuse_spec;
     if (c.fuse_format) c.format = c.fuse_format;
     if (c.fuse_threads > 0) c.threads = c.fuse_threads;
+    if (c.cache_mode && strcmp(c.cache_mode, "on") != 0 && strcmp(c.cache_mode, "off") != 0) {
+        fprintf(stderr, "quarkfs: cache=%s: use cache=on or cache=off\n", c.cache_mode);
+        goto out;
+    }
+    if (c.cache_size_str && parse_size(c.cache_size_str, &c.cache_size)) {
+        fprintf(stderr, "quarkfs: cache_size: '%s' is not a size (e.g. 50G)\n", c.cache_size_str);
+        goto out;
+    }
     if (c.cache_mem_str && parse_size(c.cache_mem_str, &c.cache_mem)) {
         fprintf(stderr, "quarkfs: cache_mem: '%s' is not a size (e.g. 512M, 2G)\n", c.cache_mem_str);
         goto out;
@@ -511,11 +598,7 @@ static int cmd_mount(int argc, char **argv)
     }
     fuse_daemonize(opts.foreground);
     /* Threads and OpenMP start only now: neither survives the daemon's fork. */
-    qfs_error err = {{0}};
-    if (qfs_engine_create(c.cache_mem, c.threads, &engine, &err)) {
-        log_msg(LOG_ERR, "%s", err.msg);
-        goto out_unmount;
-    }
+    if (open_engine(&c, &engine)) goto out_unmount;
     fs.engine = engine;
     log_msg(LOG_INFO, "serving %s on %s (spec %s, format %s, %llu -> %llu bytes of safetensors)",
             m->src_root, opts.mountpoint, m->opts.spec->name, qfs_format_name(m->opts.format),
@@ -551,14 +634,119 @@ out:
     free(c.fuse_spec);
     free(c.fuse_format);
     free(c.cache_mem_str);
+    free(c.cache_dir);
+    free(c.cache_size_str);
+    free(c.cache_mode);
     free(c.excludes);
     free(c.includes);
     if (log_syslog) closelog();
     return rc;
 }
 
+/* ---- status, warm: ask a running mount through its root's extended attributes ---- */
+
+static int read_mount_json(const char *mnt, const char *attr, json_t **out)
+{
+    char buf[65536];
+    ssize_t n = getxattr(mnt, attr, buf, sizeof buf - 1);
+    if (n < 0) {
+        fprintf(stderr, "quarkfs: %s: %s (is it a quarkfs mountpoint?)\n", mnt,
+                errno == ENODATA || errno == ENOTSUP ? "no quarkfs counters" : strerror(errno));
+        return 1;
+    }
+    buf[n] = '\0';
+    json_error_t jerr;
+    *out = json_loads(buf, 0, &jerr);
+    if (!*out) {
+        fprintf(stderr, "quarkfs: %s: unreadable counters: %s\n", mnt, jerr.text);
+        return 1;
+    }
+    return 0;
+}
+
+static json_int_t jint(const json_t *o, const char *path1, const char *path2)
+{
+    const json_t *v = json_object_get(o, path1);
+    if (path2) v = json_object_get(v, path2);
+    return json_integer_value(v);
+}
+
+static int cmd_status(int argc, char **argv)
+{
+    bool as_json = argc == 3 && strcmp(argv[1], "--json") == 0;
+    const char *mnt = as_json ? argv[2] : argc == 3 && strcmp(argv[2], "--json") == 0 ? argv[1]
+                    : argc == 2 ? argv[1] : NULL;
+    as_json = as_json || (argc == 3 && strcmp(argv[2], "--json") == 0);
+    if (!mnt || mnt[0] == '-') {
+        fprintf(stderr, "Usage: quarkfs status MNT [--json]\n");
+        return EXIT_USAGE;
+    }
+    json_t *st;
+    if (read_mount_json(mnt, QFS_XATTR_STATUS, &st)) return 1;
+    if (as_json) {
+        json_dumpf(st, stdout, JSON_INDENT(2));
+        putchar('\n');
+    } else {
+        printf("%s: %s (spec %s, format %s), disk cache %s\n", mnt,
+               json_string_value(json_object_get(st, "source")),
+               json_string_value(json_object_get(st, "spec")),
+               json_string_value(json_object_get(st, "format")),
+               json_is_true(json_object_get(st, "disk_cache")) ? "on" : "off");
+        const char *keys[] = {"tensors_quantized", "memory_hits", "disk_hits", "disk_writes",
+                              "scales_computed", "evictions", "bytes_quantized", "bytes_served"};
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            printf("  %-20s %lld\n", keys[i], (long long)jint(st, keys[i], NULL));
+        printf("  %-20s %.3f\n", "seconds_quantizing",
+               json_real_value(json_object_get(st, "seconds_quantizing")));
+        printf("  %-20s %lld/%lld tensors\n", "warm", (long long)jint(st, "warm", "tensors_done"),
+               (long long)jint(st, "warm", "tensors"));
+    }
+    json_decref(st);
+    return 0;
+}
+
+static int cmd_warm(int argc, char **argv)
+{
+    bool no_wait = argc == 3 && strcmp(argv[1], "--no-wait") == 0;
+    const char *mnt = argc == 2 ? argv[1] : no_wait ? argv[2] : NULL;
+    if (!mnt || mnt[0] == '-') {
+        fprintf(stderr, "Usage: quarkfs warm [--no-wait] MNT\n");
+        return EXIT_USAGE;
+    }
+    json_t *st;
+    if (read_mount_json(mnt, QFS_XATTR_WARM, &st)) return 1;
+    bool tty = isatty(STDERR_FILENO) == 1;
+    double t0 = now_s(), last_line = 0;
+    for (;;) {
+        json_int_t n = jint(st, "warm", "tensors"), done = jint(st, "warm", "tensors_done");
+        json_int_t bytes = jint(st, "warm", "bytes"), bdone = jint(st, "warm", "bytes_done");
+        double el = now_s() - t0, rate = el > 0 ? (double)bdone / el : 0;
+        bool finished = done >= n;
+        if (tty || finished || el - last_line >= 10.0 || no_wait) {
+            last_line = el;
+            fprintf(stderr, "%swarm: %lld/%lld tensors, %.2f/%.2f GiB of source, %.0f MiB/s, %s %.0f s%s",
+                    tty ? "\r\033[K" : "", (long long)done, (long long)n,
+                    (double)bdone / (1 << 30), (double)bytes / (1 << 30), rate / (1 << 20),
+                    finished ? "done in" : "about", finished ? el
+                    : rate > 0 ? (double)(bytes - bdone) / rate : 0.0,
+                    tty && !finished && !no_wait ? "" : "\n");
+        }
+        json_decref(st);
+        if (finished || no_wait) return 0;
+        struct timespec ts = {0, 250000000};
+        nanosleep(&ts, NULL);
+        if (read_mount_json(mnt, QFS_XATTR_STATUS, &st)) return 1;
+    }
+}
+
 int main(int argc, char **argv)
 {
+    /* Large buffers go back to the system when freed, so the daemon's memory follows its
+     * budget (glibc would otherwise raise the mmap threshold and keep freed tensors). */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
+    mallopt(M_TRIM_THRESHOLD, 8 << 20);
+    if (argc >= 2 && strcmp(argv[1], "status") == 0) return cmd_status(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "warm") == 0) return cmd_warm(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "export") == 0) return cmd_export(argc - 1, argv + 1);
     if (argc < 2) {

@@ -8,6 +8,8 @@
 #include <sys/statvfs.h>
 #include <syslog.h>
 
+#include <jansson.h>
+
 #include "quarkfs/view.h"
 
 static qfs_fs *fs_of(fuse_req_t req) { return fuse_req_userdata(req); }
@@ -182,6 +184,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             fs->log(LOG_ERR, "%s", err.msg);
         fuse_reply_err(req, rc == -EDOM ? EIO : -rc);
     } else {
+        atomic_fetch_add(&fs->bytes_served, got);
         fuse_reply_buf(req, (const char *)buf, got);
     }
     free(buf);
@@ -218,6 +221,71 @@ static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
     fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
 }
 
+/* The counters of `quarkfs status` (keys named as the issue asks). */
+static char *status_json(qfs_fs *fs)
+{
+    qfs_engine_stats st;
+    qfs_engine_get_stats(fs->engine, &st);
+    json_t *doc = json_pack(
+        "{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:b,s:{s:I,s:I,s:I,s:I}}",
+        "source", fs->model->src_root, "spec", fs->model->opts.spec->name,
+        "format", qfs_format_name(fs->model->opts.format),
+        "tensors_quantized", (json_int_t)st.tensors_quantized,
+        "memory_hits", (json_int_t)st.memory_hits, "disk_hits", (json_int_t)st.disk_hits,
+        "bytes_quantized", (json_int_t)st.bytes_quantized,
+        "bytes_served", (json_int_t)atomic_load(&fs->bytes_served),
+        "seconds_quantizing", st.seconds_quantizing,
+        "scales_computed", (json_int_t)st.scales_computed,
+        "disk_writes", (json_int_t)st.disk_writes, "evictions", (json_int_t)st.evictions,
+        "disk_cache", st.disk_cache,
+        "warm", "tensors", (json_int_t)st.warm_jobs, "tensors_done", (json_int_t)st.warm_done,
+        "bytes", (json_int_t)st.warm_bytes, "bytes_done", (json_int_t)st.warm_bytes_done);
+    char *s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    return s;
+}
+
+static void start_warm(qfs_fs *fs)
+{
+    qfs_model *m = fs->model;
+    qfs_tensor_source **srcs = calloc(m->n_entries, sizeof *srcs);
+    size_t n = 0;
+    if (!srcs) return;
+    for (size_t i = 0; i < m->n_entries; i++)
+        if (m->entries[i].kind == QFS_ENTRY_QUANTIZED && !m->entries[i].error)
+            srcs[n++] = &m->entries[i].source;
+    qfs_engine_warm(fs->engine, srcs, n);
+    free(srcs);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    qfs_fs *fs = fs_of(req);
+    bool status = strcmp(name, QFS_XATTR_STATUS) == 0, warm = strcmp(name, QFS_XATTR_WARM) == 0;
+    if (ino != FUSE_ROOT_ID || (!status && !warm)) {
+        fuse_reply_err(req, ENODATA);
+        return;
+    }
+    if (warm && size) start_warm(fs);   /* not on the size probe: once per real request */
+    char *s = status_json(fs);
+    if (!s) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    size_t len = strlen(s);
+    if (size == 0) fuse_reply_xattr(req, len);
+    else if (size < len) fuse_reply_err(req, ERANGE);
+    else fuse_reply_buf(req, s, len);
+    free(s);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    (void)ino;
+    if (size == 0) fuse_reply_xattr(req, 0);
+    else fuse_reply_buf(req, NULL, 0);
+}
+
 const struct fuse_lowlevel_ops qfs_fs_ops = {
     .init = op_init,
     .lookup = op_lookup,
@@ -230,4 +298,6 @@ const struct fuse_lowlevel_ops qfs_fs_ops = {
     .release = op_release,
     .statfs = op_statfs,
     .access = op_access,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
 };

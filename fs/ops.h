@@ -22,7 +22,13 @@ typedef struct qfs_fs {
     char readahead_path[128];   /* /sys/class/bdi/MAJ:MIN/read_ahead_kb of the mount, or "" */
     unsigned readahead_kb;
     atomic_flag readahead_done; /* applied at the first open: FUSE INIT resets it before that */
+    atomic_uint_fast64_t bytes_served;   /* bytes answered to read requests */
 } qfs_fs;
+
+/* Extended attributes of the mount's root that `quarkfs status` and `quarkfs warm` read: the
+ * counters as JSON, and (with a side effect) the start of a warm-up. Nothing shows in the view. */
+#define QFS_XATTR_STATUS "user.quarkfs.status"
+#define QFS_XATTR_WARM "user.quarkfs.warm"
 
 /* The operation table (read-only: every write-like request gets EROFS). */
 extern const struct fuse_lowlevel_ops qfs_fs_ops;

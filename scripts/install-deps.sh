@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what quarkfs needs to build, run and test on Debian 12 (bookworm) or newer.
 set -euo pipefail
-pkgs=(gcc meson ninja-build pkg-config libfuse3-dev fuse3 libjansson-dev libcmocka-dev
+pkgs=(gcc meson ninja-build pkg-config libfuse3-dev fuse3 libjansson-dev libxxhash-dev libcmocka-dev
       python3 python3-numpy)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -7,8 +7,11 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
 
 #include "quarkfs/cache.h"
+#include "quarkfs/diskcache.h"
 #include "quarkfs/error.h"
 #include "quarkfs/layout.h"
 #include "quarkfs/plan.h"
@@ -20,11 +23,18 @@
  * needs only them, and kept for the mount's life: they sit at the start of every file, before
  * all weights). */
 
+/* Which queue a slot waits in: a reader waits (demand), a reader will probably want it next
+ * (prefetch: only while the memory cache has room), or `quarkfs warm` asked for everything. */
+typedef enum qfs_queue_id { QFS_Q_NONE, QFS_Q_DEMAND, QFS_Q_PREFETCH, QFS_Q_WARM } qfs_queue_id;
+
 /* Runtime state of one job (one quantized tensor of one file). Zero-initialized = nothing yet. */
 typedef struct qfs_job_slot {
     qfs_cache_entry entry;       /* the weight bytes while cached; must stay first */
     uint8_t *scales;             /* scale then zero point bytes, once computed */
-    unsigned queued : 1, running : 1, want_weight : 1, prefetch : 1, failed : 1;
+    qfs_queue_id queue;
+    unsigned running : 1, want_weight : 1, failed : 1;
+    unsigned warm : 1;           /* counts toward the warm-up progress when it completes */
+    unsigned warm_only : 1;      /* only warm wants it: with a disk cache, keep it on disk only */
     unsigned waiters;            /* readers waiting for the weight; each receives a pin */
     int error;                   /* failed: negative errno, and why */
     char *error_msg;
@@ -41,19 +51,37 @@ typedef struct qfs_tensor_source {
     const qfs_plan *plan;
     const qfs_spec *spec;
     qfs_format format;
+    off_t snap_size;             /* the source as it was at mount: a change is refused */
+    struct timespec snap_mtime;
     qfs_job_slot *slots;         /* plan->n_jobs slots */
 } qfs_tensor_source;
 
 typedef struct qfs_engine_stats {
-    uint64_t tensors_quantized, bytes_quantized, scales_computed, memory_hits, waits, evictions;
+    uint64_t tensors_quantized;  /* weights computed (not found in any cache) */
+    uint64_t bytes_quantized;    /* their source bytes */
+    uint64_t scales_computed;    /* scales-only passes */
+    uint64_t memory_hits, disk_hits, disk_writes, waits, evictions;
     double seconds_quantizing;
+    uint64_t warm_jobs, warm_done, warm_bytes, warm_bytes_done;   /* `quarkfs warm` progress */
+    int disk_cache;              /* 1 while the disk cache is in use */
 } qfs_engine_stats;
+
+/* Log levels (syslog's numbers). */
+enum { QFS_LOG_ERR = 3, QFS_LOG_WARNING = 4, QFS_LOG_INFO = 6 };
+typedef void (*qfs_engine_log_fn)(void *ctx, int level, const char *msg);
+
+typedef struct qfs_engine_options {
+    size_t cache_mem;            /* memory budget for quantized weights, bytes */
+    int threads;                 /* OpenMP team size (0 = all cores) */
+    struct qfs_diskcache *disk;  /* persistent cache, or NULL; the engine closes it */
+    qfs_engine_log_fn log;       /* may be NULL */
+    void *log_ctx;
+} qfs_engine_options;
 
 typedef struct qfs_engine qfs_engine;
 
-/* Starts the worker thread. cache_budget in bytes; threads = OpenMP team size (0 = all). Call
- * after any fork (daemonize): threads do not survive it. */
-int qfs_engine_create(size_t cache_budget, int threads, qfs_engine **out, qfs_error *err);
+/* Starts the worker thread. Call after any fork (daemonize): threads do not survive it. */
+int qfs_engine_create(const qfs_engine_options *o, qfs_engine **out, qfs_error *err);
 /* Stops the worker (finishing the job in progress) and frees every cached result. */
 void qfs_engine_destroy(qfs_engine *e);
 
@@ -68,6 +96,9 @@ void qfs_engine_release(qfs_engine *e, qfs_tensor_source *src, size_t job);
 /* Queues the weight of job for background computation if it is not cached or queued and the
  * cache has room for it without evicting anything; never blocks on the computation. */
 void qfs_engine_prefetch(qfs_engine *e, qfs_tensor_source *src, size_t job);
+/* Queues every job of the given sources not yet cached for background computation (after
+ * demand and prefetch work), into the disk cache when there is one; progress in the stats. */
+void qfs_engine_warm(qfs_engine *e, qfs_tensor_source *const *srcs, size_t n);
 /* Copies the counters. */
 void qfs_engine_get_stats(qfs_engine *e, qfs_engine_stats *out);
 

@@ -145,7 +145,10 @@ def run(args, timeout=CMD_TIMEOUT, **kw):
 
 def quarkfs(*args, timeout=CMD_TIMEOUT):
     """Run the quarkfs binary with these arguments (no mount is tracked: see mounted())."""
-    return run([QUARKFS] + list(args), timeout=timeout)
+    args = list(args)
+    if args and args[0] == "export":
+        args[1:1] = cache_flags_export(args)
+    return run([QUARKFS] + args, timeout=timeout)
 
 
 def view_flags(spec=None, excludes=(), includes=(), fmt=None):
@@ -160,6 +163,12 @@ def view_flags(spec=None, excludes=(), includes=(), fmt=None):
     for g in includes:
         out += ["--include", g]
     return out
+
+
+def cache_flags_export(extra):
+    """Tests compute every tensor (no persistent cache) unless they ask for one."""
+    return [] if any(a.startswith("--cache-dir") or a == "--no-cache" for a in extra) \
+        else ["--no-cache"]
 
 
 def export(src, spec="int8", excludes=(), includes=(), extra=(), fmt=None):
@@ -323,6 +332,8 @@ def start_mount(src, spec="int8", excludes=(), includes=(), opts=(), foreground=
     """
     mnt = tmpdir("mnt")
     args = [QUARKFS] + view_flags(spec, excludes, includes, fmt)
+    if not any(o.startswith("cache_dir=") or o.startswith("cache=") for o in opts):
+        opts = list(opts) + ["cache=off"]   # tests compute every tensor unless they ask
     for o in opts:
         args += ["-o", o]
     args += list(extra) + [src, mnt]

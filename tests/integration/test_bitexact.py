@@ -99,7 +99,8 @@ def relative_paths_daemon():
     mnt = q.tmpdir("mnt")
     base = os.path.dirname(mnt)
     rel_src, rel_mnt = os.path.relpath(src, base), os.path.relpath(mnt, base)
-    res = q.run([q.QUARKFS, "--spec", "w8a8-int8", rel_src + "/", rel_mnt], cwd=base)
+    res = q.run([q.QUARKFS, "--spec", "w8a8-int8", "-o", "cache=off", rel_src + "/", rel_mnt],
+                cwd=base)
     try:
         assert res.returncode == 0 and q.is_mounted(mnt), res
         assert len(q.pids_serving(mnt, also=[rel_mnt])) == 1

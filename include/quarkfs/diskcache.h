@@ -1,0 +1,64 @@
+/* quarkfs — the persistent cache: quantized tensors on disk, keyed by content.
+ *
+ * Key = XXH3-128 of the recipe (quantizer version, spec, format, source dtype and shape) and of
+ * the source tensor's bytes, so a changed source or a new quantizer never reuses an entry and
+ * two machines with identical sources can share one directory (NFS included). An entry is one
+ * file written to tmp/ and renamed into place (never torn); its header repeats the key and holds
+ * checksums of both parts, so a corrupt, truncated or foreign entry is detected, removed and
+ * recomputed, never served. Least recently used entries (by mtime, refreshed on every hit) are
+ * removed when the directory grows past its budget. Thread-safe. */
+#ifndef QUARKFS_DISKCACHE_H
+#define QUARKFS_DISKCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quarkfs/error.h"
+
+typedef struct qfs_cache_key {
+    uint8_t bytes[16];
+} qfs_cache_key;
+
+typedef struct qfs_diskcache qfs_diskcache;
+
+typedef struct qfs_diskcache_stats {
+    uint64_t hits, misses, writes, corrupt, evictions, bytes;
+} qfs_diskcache_stats;
+
+/* The key of a tensor: recipe text (see engine.c) then the source bytes. */
+void qfs_cache_key_compute(const char *recipe, const void *src, size_t len, qfs_cache_key *out);
+
+/* Opens (creating) the cache under dir with a byte budget; removes leftovers of writers that
+ * died (temporary files older than a few minutes). A directory with entries that takes no
+ * writes opens read-only (hits only; 0 with a note in err). Else 0, or -errno with err set. */
+int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out, qfs_error *err);
+/* Closes the cache (the files stay). */
+void qfs_diskcache_close(qfs_diskcache *c);
+
+/* Looks up key. On a hit fills scales (exactly scales_len bytes) and, if weight is non-NULL,
+ * weight (weight_len); only the parts read are checksummed. 0 on a hit, -ENOENT on a miss or a
+ * bad entry (removed), another -errno on an I/O error. */
+int qfs_diskcache_get(qfs_diskcache *c, const qfs_cache_key *key, void *scales,
+                      size_t scales_len, void *weight, size_t weight_len);
+
+/* Stores an entry atomically, then trims the directory to its budget. 0, or -errno (ENOSPC,
+ * EROFS, EACCES, ...): the caller decides whether to stop using the cache. */
+int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *scales,
+                      size_t scales_len, const void *weight, size_t weight_len);
+
+/* Read-only: hits are served, nothing is written (put answers -EROFS). */
+bool qfs_diskcache_readonly(qfs_diskcache *c);
+void qfs_diskcache_set_readonly(qfs_diskcache *c);
+
+/* Takes an exclusive lock on key shared by every process using this directory (flock), so only
+ * one of them computes a given tensor; *fd receives the lock (release with _unlock). */
+int qfs_diskcache_lock(qfs_diskcache *c, const qfs_cache_key *key, int *fd);
+void qfs_diskcache_unlock(int fd);
+
+/* Copies the counters. */
+void qfs_diskcache_get_stats(qfs_diskcache *c, qfs_diskcache_stats *out);
+/* The directory in use. */
+const char *qfs_diskcache_dir(const qfs_diskcache *c);
+
+#endif

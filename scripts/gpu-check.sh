@@ -11,6 +11,10 @@
 #                                  this script, gpu_check.py, genmodel.py and .gpu/ into DIR, a
 #                                  git-ignored folder of that checkout, and print the `run` call
 #                                  (carry that folder, cd into it, run `remote` there)
+#   scripts/gpu-check.sh bench     on the GPU machine (through `run`, carry [".gpu"], after
+#                                  `bundle` here): scripts/gpu-bench.py, the cold/warm read and
+#                                  from_pretrained benchmark (BENCHMARKS.md "GPU machine"); writes
+#                                  gpu-bench.{md,json,log}, load-*.log, quarkfs.log, env.txt to $OUT
 #   scripts/gpu-check.sh remote    on the GPU machine (through `run`, carry [".gpu"]): generate the
 #                                  synthetic models on local disk, run scripts/gpu_check.py, write
 #                                  gpu-check-report.{md,json}, run.log, quarkfs.log, env.txt,
@@ -31,7 +35,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 GPU=$ROOT/.gpu
 MODELS_SRC=${QUARKFS_MODELS:-$ROOT/../shared/models}
-LIBS="libfuse3.so.3 libjansson.so.4 libgomp.so.1"
+LIBS="libfuse3.so.3 libjansson.so.4 libgomp.so.1 libxxhash.so.0"
 STORIES="stories260K-bf16 stories260K-f16 stories260K-f32"
 RUN_TIMEOUT=${GPU_CHECK_TIMEOUT:-420}     # inside the run tool's 480 s limit
 DEADLINE=${GPU_CHECK_DEADLINE:-330}       # no new row after this many seconds of gpu_check.py
@@ -62,6 +66,36 @@ bundle() {
 
 command_line() {
     echo 'run(command="bash scripts/gpu-check.sh remote", carry=[".gpu"], timeout_s=480)'
+    echo 'run(command="bash scripts/gpu-check.sh bench", carry=[".gpu"], timeout_s=480)   # benchmark'
+}
+
+# The benchmark (scripts/gpu-bench.py) on the GPU machine. GPU_BENCH_ARGS: extra arguments
+# (e.g. "--reps 5"); GPU_BENCH_DEADLINE: no new measurement after this many seconds.
+bench() {
+    : "${OUT:?bench needs OUT, the output folder of the device machine}"
+    cd "$ROOT"
+    local work=${GPU_BENCH_WORK:-/tmp/quarkfs-gpu-bench}
+    rm -rf "$work" && mkdir -p "$work"
+    {
+        echo "== uname"; uname -a
+        echo "== nvidia-smi"; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+        echo "== lscpu"; lscpu | grep -E '^(Model name|CPU\(s\)|Thread|Core|Socket)' || true
+        echo "== ldd .gpu/bin/quarkfs (LD_LIBRARY_PATH=.gpu/lib)"
+        LD_LIBRARY_PATH=$ROOT/.gpu/lib ldd .gpu/bin/quarkfs || true
+        echo "== df $work"; df -hT "$work" || true
+        echo "== free"; free -g || true
+    } >"$OUT/env.txt" 2>&1
+    set +e
+    PYTHONUNBUFFERED=1 timeout -k 10 "${GPU_BENCH_TIMEOUT:-440}" python3 scripts/gpu-bench.py \
+        --quarkfs .gpu/bin/quarkfs --libdir .gpu/lib --work "$work" --out "$OUT" \
+        --deadline "${GPU_BENCH_DEADLINE:-340}" ${GPU_BENCH_ARGS:-}
+    local rc=$?
+    set -e
+    echo "gpu-bench.py exit status $rc"
+    awk -v w="$work/quarkfs-mnt-" '$3 ~ /^fuse/ && index($2, w) == 1 { print $2 }' /proc/mounts |
+        while read -r m; do umount -l "$m" || true; done
+    cat "$OUT/gpu-bench.md" 2>/dev/null || true
+    return "$rc"
 }
 
 remote() {
@@ -133,5 +167,6 @@ case "${1:-}" in
     command) command_line ;;
     stage) stage "${2:-}" ;;
     remote) remote ;;
-    *) echo "usage: $0 bundle|command|stage DIR|remote" >&2; exit 2 ;;
+    bench) bench ;;
+    *) echo "usage: $0 bundle|command|stage DIR|remote|bench" >&2; exit 2 ;;
 esac

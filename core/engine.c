@@ -180,8 +180,8 @@ static int compute_job(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *sr
     if (!in || !sc || (mode != MODE_SCALES && !w)) {
         free(sc);
         free(w);
-        qfs_error_set(err, "%s: tensor '%s': out of memory (%zu bytes)", src->path, t->name,
-                      in_bytes + w_bytes + sc_bytes);
+        qfs_error_set(err, "%s: tensor '%s': out of memory (%zu bytes); lower cache_mem or give "
+                      "quarkfs more memory", src->path, t->name, in_bytes + w_bytes + sc_bytes);
         return -ENOMEM;
     }
     rc = qfs_pread_full(src->fd, in, in_bytes, src->st->data_start + t->begin);
@@ -295,6 +295,10 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
         e->stats.seconds_quantizing += dt;
         e->stats.scales_computed++;
     }
+    logf_(e, QFS_LOG_DEBUG, "%s: tensor '%s': %s in %.2f ms", src->path,
+          src->st->tensors[j->src].name, disk_hit ? "read from the disk cache"
+          : mode == MODE_SCALES ? "scales computed" : mode == MODE_DISK ? "quantized into the "
+          "disk cache" : "quantized", dt * 1e3);
     if (weight) {
         slot->entry.data = weight;
         slot->entry.size = (size_t)j->layout.weight_bytes;

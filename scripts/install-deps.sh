@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what quarkfs needs to build, run and test on Debian 12 (bookworm) or newer.
 set -euo pipefail
+# groff-base and man-db: the tests render the man page (man -l fs/quarkfs.1).
 pkgs=(gcc meson ninja-build pkg-config libfuse3-dev fuse3 libjansson-dev libxxhash-dev libcmocka-dev
-      python3 python3-numpy)
+      python3 python3-numpy groff-base man-db)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -46,10 +46,12 @@ typedef struct qfs_model_options {
     qfs_format format;
     qfs_select_rules rules;
     bool check_finite;       /* read every candidate at build time; NaN/Inf ones stay unquantized */
+    bool follow_all_symlinks;/* else only symlinks into SRC (or its HF cache repository) */
 } qfs_model_options;
 
 typedef struct qfs_model {
     char *src_root;          /* absolute */
+    char link_root[4096];    /* a HF cache snapshot's repository (symlinks may point there), or "" */
     qfs_model_options opts;
     qfs_entry *entries;      /* entries[0] is the root */
     size_t n_entries;

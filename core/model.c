@@ -61,6 +61,8 @@ static int new_entry(qfs_model *m, size_t *cap, size_t parent, const char *rel,
     e->parent = parent;
     e->kind = kind;
     e->st = *sb;
+    e->src_dev = sb->st_dev;
+    e->src_ino = sb->st_ino;
     e->st.st_mode &= ~(mode_t)WRITE_BITS;
     e->st.st_ino = (ino_t)(m->n_entries + 1);   /* FUSE_ROOT_ID is 1: entry 0 */
     e->st.st_nlink = kind == QFS_ENTRY_DIR ? 2 : 1;
@@ -71,6 +73,47 @@ static int new_entry(qfs_model *m, size_t *cap, size_t parent, const char *rel,
 static bool is_quantized_name(const char *name)
 {
     return fnmatch("model*.safetensors", name, 0) == 0;
+}
+
+/* Symlink policy: the view shows what a symlink points to only if the target lies inside SRC
+ * or, when SRC is a Hugging Face cache snapshot (.../models--X/snapshots/REV), inside that
+ * repository (its blobs/); anything else is left out with a warning unless
+ * opts.follow_all_symlinks. So a link to /etc/shadow in SRC never reaches a reader of MNT. */
+static bool path_within(const char *path, const char *root)
+{
+    size_t n = strlen(root);
+    return root[0] && strncmp(path, root, n) == 0 && (path[n] == '/' || path[n] == '\0');
+}
+
+static bool symlink_allowed(qfs_model *m, const char *src)
+{
+    struct stat lsb;
+    if (m->opts.follow_all_symlinks || lstat(src, &lsb) != 0 || !S_ISLNK(lsb.st_mode)) return true;
+    char target[PATH_MAX];
+    if (!realpath(src, target)) return true;   /* stat() succeeded; a race: let open() decide */
+    if (path_within(target, m->src_root) || path_within(target, m->link_root)) return true;
+    add_warning(m, "%s: symlink to %s, outside the source directory (left out of the view; "
+                "-o symlinks=all follows every symlink)", src, target);
+    return false;
+}
+
+/* For a Hugging Face cache snapshot .../models--X/snapshots/REV, the repository .../models--X
+ * (whose blobs/ the snapshot's symlinks point into); "" otherwise. */
+static void find_link_root(const char *root, char *out, size_t len)
+{
+    out[0] = '\0';
+    const char *rev = strrchr(root, '/');
+    if (!rev || rev == root) return;
+    const char *snap = rev - 1;
+    while (snap > root && *snap != '/') snap--;
+    if (*snap != '/' || (size_t)(rev - snap) != strlen("/snapshots") ||
+        strncmp(snap, "/snapshots", 10) != 0 || snap == root)
+        return;
+    size_t n = (size_t)(snap - root);
+    if (n < len) {
+        memcpy(out, root, n);
+        out[n] = '\0';
+    }
 }
 
 /* The directories above the one being scanned: a symlink back to one of them is a loop. */
@@ -106,6 +149,7 @@ static int scan_dir(qfs_model *m, size_t *cap, size_t parent, const char *src_di
             add_warning(m, "%s: %s (left out of the view)", src, strerror(errno));
             continue;
         }
+        if (!symlink_allowed(m, src)) continue;
         size_t idx;
         if (S_ISDIR(sb.st_mode)) {
             bool loop = false;
@@ -409,6 +453,7 @@ int qfs_model_open(const char *src, const qfs_model_options *opts, qfs_model **o
     }
     rc = -ENOMEM;
     if (!(m->src_root = strdup(root))) goto fail;
+    find_link_root(root, m->link_root, sizeof m->link_root);
     size_t cap = 0, idx;
     if ((rc = new_entry(m, &cap, 0, "", root, &sb, QFS_ENTRY_DIR, &idx))) goto fail;
     ancestor top = {sb.st_dev, sb.st_ino, NULL};

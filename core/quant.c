@@ -9,7 +9,8 @@
 /* The kernels are compiled twice on x86-64 GCC (AVX2 and baseline) and picked at load time, so
  * one portable binary runs at AVX2 speed where it can. Numerics are identical: no FMA
  * contraction (-ffp-contract=off), no fast-math. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && \
+    !defined(__SANITIZE_THREAD__)   /* TSan instruments the ifunc resolver, run before its init */
 #define QFS_KERNEL __attribute__((target_clones("avx2", "default")))
 #else
 #define QFS_KERNEL

@@ -181,7 +181,7 @@ int qfs_st_parse(const uint8_t *prefix, size_t prefix_len, uint64_t file_size, c
         return -EINVAL;
     }
     json_error_t jerr;
-    json_t *root = json_loadb((const char *)prefix + 8, (size_t)n, 0, &jerr);
+    json_t *root = json_loadb((const char *)prefix + 8, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
         qfs_error_set(err, "%s: invalid safetensors header: %s at byte %d: %s", path,
                       json_error_code(&jerr) == json_error_invalid_utf8 ? "invalid UTF-8"

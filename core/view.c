@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -25,8 +26,16 @@ int qfs_view_open(const qfs_model *m, size_t entry, int *fd, qfs_error *err)
         qfs_error_set(err, "%s: %s", e->src_path, strerror(en));
         return -en;
     }
-    /* The same file as at mount (a file replaced or rewritten since is refused). */
-    int rc = qfs_fd_unchanged(*fd, e->st.st_size, &e->st.st_mtim, e->src_path, err);
+    /* The same file as at mount (a file replaced or rewritten since is refused): a path
+     * swapped for a symlink to another file must not leak that file through the view. */
+    struct stat sb;
+    int rc = fstat(*fd, &sb) != 0 ? -errno : 0;
+    if (rc == 0 && (sb.st_dev != e->src_dev || sb.st_ino != e->src_ino)) {
+        qfs_error_set(err, "%s: replaced under the mount (another file is there now); refused: "
+                      "remount to serve the new one", e->src_path);
+        rc = -EIO;
+    }
+    if (rc == 0) rc = qfs_fd_unchanged(*fd, e->st.st_size, &e->st.st_mtim, e->src_path, err);
     if (rc) {
         close(*fd);
         *fd = -1;

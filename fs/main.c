@@ -129,6 +129,9 @@ static void usage(FILE *out)
 "                                                               -o include=GLOB[:GLOB...]\n"
 "                       (-o exclude/include are repeatable too; ':' separates several globs)\n"
 "  --threads N          OpenMP threads per tensor (default: all cores)     -o threads=N\n"
+"  --follow-symlinks    show what every symlink in SRC points to (default: only targets\n"
+"                       inside SRC, or inside its Hugging Face cache repository, i.e. the\n"
+"                       blobs/ of .../models--X/snapshots/REV)         -o symlinks=all\n"
 "  --check-finite       read every candidate tensor first and leave those holding NaN/Inf\n"
 "                       unquantized (else such a tensor makes its file fail with EIO when\n"
 "                       read, since sizes are fixed from the headers)      -o check_finite\n"
@@ -243,6 +246,8 @@ typedef struct cli {
     bool no_disk_cache;
     bool json, error;
     int check_finite;
+    bool follow_symlinks;
+    char *symlinks_mode;      /* -o symlinks=inside|all */
     /* mount */
     char *src, *mountpoint;
     unsigned readahead_kb, max_background;
@@ -343,6 +348,10 @@ static int take_view_options(int *argc, char **argv, cli *c, bool allow_cache_me
             c->no_disk_cache = true;
             continue;
         }
+        if (strcmp(a, "--follow-symlinks") == 0) {
+            c->follow_symlinks = true;
+            continue;
+        }
         if (strcmp(a, "--check-finite") == 0) {
             c->check_finite = 1;
             continue;
@@ -419,6 +428,8 @@ static int build_model(const cli *c, const char *src, bool verbose, qfs_model **
         .spec = spec, .format = fmt,
         .rules = {c->excludes, c->n_excludes, c->includes, c->n_includes},
         .check_finite = c->check_finite != 0,
+        .follow_all_symlinks = c->follow_symlinks ||
+                               (c->symlinks_mode && strcmp(c->symlinks_mode, "all") == 0),
     };
     if (qfs_model_open(src, &o, m, &err)) {
         log_msg(LOG_ERR, "%s", err.msg);
@@ -636,6 +647,7 @@ static const struct fuse_opt mount_opts[] = {
     MOUNT_OPT("cache_dir=%s", cache_dir),
     MOUNT_OPT("cache_size=%s", cache_size_str),
     MOUNT_OPT("cache=%s", cache_mode),
+    MOUNT_OPT("symlinks=%s", symlinks_mode),
     MOUNT_OPT("threads=%d", fuse_threads),
     MOUNT_OPT("readahead_kb=%u", readahead_kb),
     MOUNT_OPT("max_background=%u", max_background),
@@ -870,6 +882,12 @@ static int cmd_mount(int argc, char **argv)
         }
         c.threads = c.fuse_threads;
     }
+    if (c.symlinks_mode && strcmp(c.symlinks_mode, "all") != 0 &&
+        strcmp(c.symlinks_mode, "inside") != 0) {
+        fprintf(stderr, "quarkfs: symlinks=%s: use symlinks=inside or symlinks=all\n",
+                c.symlinks_mode);
+        goto out;
+    }
     if (c.cache_mode && strcmp(c.cache_mode, "on") != 0 && strcmp(c.cache_mode, "off") != 0) {
         fprintf(stderr, "quarkfs: cache=%s: use cache=on or cache=off\n", c.cache_mode);
         goto out;
@@ -983,6 +1001,7 @@ out:
     free(c.cache_size_str);
     free(c.cache_mode);
     free(c.log_str);
+    free(c.symlinks_mode);
     free(c.excludes);
     free(c.includes);
     for (size_t i = 0; i < c.n_owned; i++) free(c.owned[i]);

@@ -30,6 +30,8 @@ typedef struct qfs_entry {
     qfs_entry_kind kind;
     struct stat st;          /* what getattr answers */
     char *src_path;          /* absolute path of the source (symlinks resolved by the kernel) */
+    dev_t src_dev;           /* the source file found at mount (through symlinks): a different */
+    ino_t src_ino;           /* file at src_path later is refused, never served */
     size_t *children;        /* DIR: child indices, sorted by name */
     size_t n_children;
     uint8_t *data;           /* GENERATED */
@@ -46,10 +48,12 @@ typedef struct qfs_model_options {
     qfs_format format;
     qfs_select_rules rules;
     bool check_finite;       /* read every candidate at build time; NaN/Inf ones stay unquantized */
+    bool follow_all_symlinks;/* else only symlinks into SRC (or its HF cache repository) */
 } qfs_model_options;
 
 typedef struct qfs_model {
     char *src_root;          /* absolute */
+    char link_root[4096];    /* a HF cache snapshot's repository (symlinks may point there), or "" */
     qfs_model_options opts;
     qfs_entry *entries;      /* entries[0] is the root */
     size_t n_entries;

@@ -288,10 +288,11 @@ class Mount:
                 try:
                     self.exit_code = self.proc.wait(timeout=EXIT_TIMEOUT)
                 except subprocess.TimeoutExpired:
+                    held = namespace_holders(self.path)
                     self.proc.kill()
                     self.proc.wait()
-                    raise AssertionError("quarkfs -f did not exit within %.0f s of the unmount"
-                                         % EXIT_TIMEOUT)
+                    raise AssertionError("quarkfs -f did not exit within %.0f s of the unmount%s"
+                                         % (EXIT_TIMEOUT, held))
             left = wait_gone(self.daemon_pids + pids_serving(self.path), EXIT_TIMEOUT)
             for pid in left:
                 with contextlib.suppress(OSError):
@@ -300,7 +301,35 @@ class Mount:
                 os.rmdir(self.path)
             if left:
                 raise AssertionError("quarkfs process(es) %s still running %.0f s after the unmount"
-                                     " of %s (killed)" % (left, EXIT_TIMEOUT, self.path))
+                                     " of %s (killed)%s" % (left, EXIT_TIMEOUT, self.path,
+                                                           namespace_holders(self.path)))
+
+
+def namespace_holders(path):
+    """'' or a note naming processes of other mount namespaces that still have a copy of the
+    mount at path: a namespace made (unshare -m) while the mount existed keeps its superblock,
+    so the daemon is never told of the unmount until that namespace goes away."""
+    mine = os.readlink("/proc/self/ns/mnt")
+    real = os.path.realpath(path)
+    seen, out = set(), []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            ns = os.readlink("/proc/%s/ns/mnt" % d)
+            if ns == mine or ns in seen:
+                continue
+            with open("/proc/%s/mountinfo" % d) as f:
+                if not any(len(l.split()) > 4 and l.split()[4] == real for l in f):
+                    continue
+            seen.add(ns)
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                out.append("%s (%s)" % (d, f.read().replace(b"\0", b" ").decode(
+                    "utf-8", "replace")[:120]))
+        except OSError:
+            continue
+    return ("; the mount is still held by another mount namespace, of process %s" % ", ".join(out)
+            if out else "")
 
 
 def pid_alive(pid):
@@ -323,12 +352,13 @@ def wait_gone(pids, timeout):
 
 
 def start_mount(src, spec="int8", excludes=(), includes=(), opts=(), foreground=True,
-                extra=(), fmt=None):
+                extra=(), fmt=None, wrapper=(), env=None):
     """Mount src on a fresh mountpoint; returns a Mount (call .close(), or use mounted()).
 
     foreground: `quarkfs -f` in a Popen with stderr captured to a file, waiting for the mount
     to appear (fails early if the process exits); else the daemon mode, which returns after
-    the mount exists.
+    the mount exists. wrapper: a command that execs quarkfs (e.g. setpriv ...); env: its
+    environment (foreground only).
     """
     mnt = tmpdir("mnt")
     args = [QUARKFS] + view_flags(spec, excludes, includes, fmt)
@@ -340,8 +370,8 @@ def start_mount(src, spec="int8", excludes=(), includes=(), opts=(), foreground=
     if foreground:
         log_path = mnt + ".stderr"
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([QUARKFS, "-f"] + args[1:], stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=log)
+            proc = subprocess.Popen(list(wrapper) + [QUARKFS, "-f"] + args[1:],
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
         m = Mount(mnt, proc, log_path, [proc.pid])
         _active_mounts.append(m)
         deadline = time.monotonic() + MOUNT_TIMEOUT
@@ -355,7 +385,7 @@ def start_mount(src, spec="int8", excludes=(), includes=(), opts=(), foreground=
                 raise AssertionError("mount did not appear within %.0f s:\n%s" % (MOUNT_TIMEOUT, m.log()))
             time.sleep(0.01)
         return m
-    res = run(args, timeout=MOUNT_TIMEOUT * 3)
+    res = run(list(wrapper) + args, timeout=MOUNT_TIMEOUT * 3)
     m = Mount(mnt, None, None, [])
     _active_mounts.append(m)
     if res.returncode != 0 or not is_mounted(mnt):
@@ -368,9 +398,9 @@ def start_mount(src, spec="int8", excludes=(), includes=(), opts=(), foreground=
 
 @contextlib.contextmanager
 def mounted(src, spec="int8", excludes=(), includes=(), opts=(), foreground=True, extra=(),
-            fmt=None):
+            fmt=None, wrapper=(), env=None):
     """with mounted(src, ...) as m: ...  -- unmounted (and its process gone) in every path."""
-    m = start_mount(src, spec, excludes, includes, opts, foreground, extra, fmt)
+    m = start_mount(src, spec, excludes, includes, opts, foreground, extra, fmt, wrapper, env)
     try:
         yield m
     finally:

@@ -266,7 +266,11 @@ def source_truncated_during_reads():
         # it, the bytes are still the right ones (a passthrough file's, or a quantized tensor
         # still in the memory cache), or EIO (a quantized tensor to compute: changed file)
         for rel, exp in ((big, os.path.join(out, big)), ("vocab.txt", exp_vocab)):
-            fd = os.open(m.p(rel), os.O_RDONLY | os.O_DIRECT)
+            try:   # a changed passthrough file is refused at open: the view is a snapshot
+                fd = os.open(m.p(rel), os.O_RDONLY | os.O_DIRECT)
+            except OSError as exc:
+                assert exc.errno == errno.EIO and rel == "vocab.txt", exc
+                continue
             try:
                 size = os.fstat(fd).st_size
                 for off in range(0, size, 1 << 20):
@@ -354,7 +358,7 @@ def cache_dir_full_under_concurrent_readers():
         warnings = [l for l in log.splitlines() if "warning" in l]
     assert len(warnings) == 1, "expected one warning:\n%s" % log
     w = warnings[0]
-    assert cache in w and "No space left on device" in w and "memory cache only" in w, w
+    assert cache in w and "No space left on device" in w and "in memory only" in w, w
     assert st["disk_cache"] is False, st
 
 

@@ -36,6 +36,7 @@ struct qfs_diskcache {
     uint64_t max_bytes;
     pthread_mutex_t lock;
     uint64_t used;                     /* this process's estimate; trimming rescans */
+    bool readonly;                     /* hits only: the directory takes no writes */
     qfs_diskcache_stats stats;
 };
 
@@ -173,11 +174,18 @@ int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out,
     snprintf(sub, sizeof sub, "%s/tmp", dir);
     if (rc == 0 && access(sub, W_OK) != 0) rc = -errno;
     if (rc) {
-        qfs_error_set(err, "cache directory %s: %s", dir, strerror(-rc));
-        qfs_diskcache_close(c);
-        return rc;
+        /* A cache that takes no writes (read-only NFS, baked into an image) still serves hits. */
+        snprintf(sub, sizeof sub, "%s/v%u", dir, ENTRY_VERSION);
+        if (access(sub, R_OK | X_OK) != 0) {
+            qfs_error_set(err, "cache directory %s: %s", dir, strerror(-rc));
+            qfs_diskcache_close(c);
+            return rc;
+        }
+        c->readonly = true;
+        qfs_error_set(err, "cache directory %s: %s: using its entries read-only", dir,
+                      strerror(-rc));
     }
-    remove_stale_tmp(c);
+    if (!c->readonly) remove_stale_tmp(c);
     scan(c, NULL, NULL, &c->used);
     *out = c;
     return 0;
@@ -230,11 +238,11 @@ int qfs_diskcache_get(qfs_diskcache *c, const qfs_cache_key *key, void *scales,
     if (!bad && weight)
         bad = qfs_pread_full(fd, weight, weight_len, sizeof h + scales_len) != 0 ||
               XXH3_64bits(weight, weight_len) != h.weight_sum;
-    if (!bad) futimens(fd, NULL);   /* recently used: the LRU order is the mtime order */
+    if (!bad && !c->readonly) futimens(fd, NULL);   /* LRU order = mtime order */
     close(fd);
     if (bad) {
         /* Truncated, corrupt or foreign (another key, layout or version): never served. */
-        unlink(path);
+        if (!c->readonly) unlink(path);
         count(c, &c->stats.corrupt);
         count(c, &c->stats.misses);
         return -ENOENT;
@@ -266,9 +274,25 @@ static void trim(qfs_diskcache *c)
     pthread_mutex_unlock(&c->lock);
 }
 
+bool qfs_diskcache_readonly(qfs_diskcache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    bool ro = c->readonly;
+    pthread_mutex_unlock(&c->lock);
+    return ro;
+}
+
+void qfs_diskcache_set_readonly(qfs_diskcache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->readonly = true;
+    pthread_mutex_unlock(&c->lock);
+}
+
 int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *scales,
                       size_t scales_len, const void *weight, size_t weight_len)
 {
+    if (qfs_diskcache_readonly(c)) return -EROFS;
     char final[PATH_MAX], tmp[PATH_MAX], hex[33];
     int rc = entry_path(c, key, ".qfs", final, sizeof final);
     if (rc) return rc;
@@ -312,6 +336,7 @@ int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *sc
 
 int qfs_diskcache_lock(qfs_diskcache *c, const qfs_cache_key *key, int *fd)
 {
+    if (qfs_diskcache_readonly(c)) return -EROFS;   /* nothing will be written: no lock */
     char path[PATH_MAX], hex[33];
     key_hex(key, hex);
     if (snprintf(path, sizeof path, "%s/locks/%s", c->dir, hex) >= (int)sizeof path)

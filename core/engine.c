@@ -131,15 +131,7 @@ static uint8_t *scratch_get(qfs_engine *e, size_t bytes)
  * old version through the descriptor opened at mount). */
 static int check_unchanged(const qfs_tensor_source *src, qfs_error *err)
 {
-    struct stat sb;
-    if (fstat(src->fd, &sb) != 0) return -errno;
-    if (sb.st_size == src->snap_size && sb.st_mtim.tv_sec == src->snap_mtime.tv_sec &&
-        sb.st_mtim.tv_nsec == src->snap_mtime.tv_nsec)
-        return 0;
-    qfs_error_set(err, "%s: changed under the mount (size or modification time differs from "
-                  "when it was mounted); its tensors are refused rather than mixed with the old "
-                  "ones: remount to serve the new version", src->path);
-    return -EIO;
+    return qfs_fd_unchanged(src->fd, src->snap_size, &src->snap_mtime, src->path, err);
 }
 
 typedef enum job_mode {
@@ -156,15 +148,14 @@ static void recipe_of(const qfs_tensor_source *src, const qfs_plan_job *j, const
              (unsigned long long)j->rows, (unsigned long long)j->cols);
 }
 
-/* A disk cache that cannot take writes (full, read-only, gone) is dropped with one warning:
- * readers never see an error for it. Called with the lock held. */
+/* A disk cache that cannot take writes (full, read-only) keeps serving what it has, and new
+ * tensors stay in memory: one warning, and readers never see an error for it. Lock held. */
 static void disk_failed(qfs_engine *e, int rc)
 {
-    if (!e->disk) return;
-    logf_(e, QFS_LOG_WARNING, "disk cache %s: %s; continuing with the memory cache only",
-          qfs_diskcache_dir(e->disk), strerror(-rc));
-    qfs_diskcache_close(e->disk);
-    e->disk = NULL;
+    if (!e->disk || qfs_diskcache_readonly(e->disk)) return;
+    logf_(e, QFS_LOG_WARNING, "disk cache %s: %s; its entries are still read, new tensors stay "
+          "in memory only", qfs_diskcache_dir(e->disk), strerror(-rc));
+    qfs_diskcache_set_readonly(e->disk);
     e->stats.disk_cache = 0;
 }
 
@@ -189,8 +180,8 @@ static int compute_job(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *sr
     if (!in || !sc || (mode != MODE_SCALES && !w)) {
         free(sc);
         free(w);
-        qfs_error_set(err, "%s: tensor '%s': out of memory (%zu bytes)", src->path, t->name,
-                      in_bytes + w_bytes + sc_bytes);
+        qfs_error_set(err, "%s: tensor '%s': out of memory (%zu bytes); lower cache_mem or give "
+                      "quarkfs more memory", src->path, t->name, in_bytes + w_bytes + sc_bytes);
         return -ENOMEM;
     }
     rc = qfs_pread_full(src->fd, in, in_bytes, src->st->data_start + t->begin);
@@ -281,7 +272,7 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
 
     pthread_mutex_lock(&e->lock);
     slot->running = 0;
-    if (disk_error && e->disk == disk) disk_failed(e, disk_error);
+    if (disk_error) disk_failed(e, disk_error);
     if (rc) {
         slot->failed = 1;
         slot->error = rc;
@@ -299,11 +290,15 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
         e->stats.seconds_quantizing += dt;
         e->stats.tensors_quantized++;
         e->stats.bytes_quantized += src->st->tensors[j->src].end - src->st->tensors[j->src].begin;
-        if (disk && !disk_error) e->stats.disk_writes++;
+        if (disk && !disk_error && !qfs_diskcache_readonly(disk)) e->stats.disk_writes++;
     } else {
         e->stats.seconds_quantizing += dt;
         e->stats.scales_computed++;
     }
+    logf_(e, QFS_LOG_DEBUG, "%s: tensor '%s': %s in %.2f ms", src->path,
+          src->st->tensors[j->src].name, disk_hit ? "read from the disk cache"
+          : mode == MODE_SCALES ? "scales computed" : mode == MODE_DISK ? "quantized into the "
+          "disk cache" : "quantized", dt * 1e3);
     if (weight) {
         slot->entry.data = weight;
         slot->entry.size = (size_t)j->layout.weight_bytes;
@@ -376,7 +371,7 @@ int qfs_engine_create(const qfs_engine_options *o, qfs_engine **out, qfs_error *
     pthread_cond_init(&e->done, NULL);
     e->threads = o->threads;
     e->disk = o->disk;
-    e->stats.disk_cache = o->disk != NULL;
+    e->stats.disk_cache = o->disk != NULL && !qfs_diskcache_readonly(o->disk);
     e->log = o->log;
     e->log_ctx = o->log_ctx;
     qfs_cache_init(&e->cache, o->cache_mem, evict_slot, e);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <jansson.h>
 
 #include "quarkfs/io.h"
 #include "quarkfs/quant.h"
@@ -61,6 +62,8 @@ static int new_entry(qfs_model *m, size_t *cap, size_t parent, const char *rel,
     e->parent = parent;
     e->kind = kind;
     e->st = *sb;
+    e->src_dev = sb->st_dev;
+    e->src_ino = sb->st_ino;
     e->st.st_mode &= ~(mode_t)WRITE_BITS;
     e->st.st_ino = (ino_t)(m->n_entries + 1);   /* FUSE_ROOT_ID is 1: entry 0 */
     e->st.st_nlink = kind == QFS_ENTRY_DIR ? 2 : 1;
@@ -411,6 +414,36 @@ static int generate_config(qfs_model *m, qfs_entry *e, qfs_error *err)
     return rc;
 }
 
+/* An index that names files SRC lacks, or tensors a shard lacks, is a broken checkpoint: the
+ * view's index keeps what can be served, and the log says what could not. */
+static void warn_index_mismatches(qfs_model *m, const char *path, const char *text, size_t len)
+{
+    json_t *root = json_loadb(text, len, 0, NULL);
+    json_t *wm = json_object_get(root, "weight_map");
+    const char *name;
+    json_t *file;
+    size_t missing_files = 0, missing_tensors = 0;
+    json_object_foreach(wm, name, file) {
+        size_t idx;
+        const char *f = json_string_value(file);
+        if (!f || qfs_model_lookup(m, 0, f, &idx) != 0) {
+            if (missing_files++ == 0)
+                add_warning(m, "%s: names '%s' (for '%s'), which is not in the source directory",
+                            path, f ? f : "?", name);
+            continue;
+        }
+        const qfs_entry *e = &m->entries[idx];
+        if (e->kind == QFS_ENTRY_QUANTIZED && !e->error && !qfs_st_find(&e->st_file, name) &&
+            missing_tensors++ == 0)
+            add_warning(m, "%s: names tensor '%s' in '%s', which does not hold it (left out of "
+                        "the view's index)", path, name, f);
+    }
+    if (missing_files > 1 || missing_tensors > 1)
+        add_warning(m, "%s: %zu entries name missing files, %zu name missing tensors", path,
+                    missing_files, missing_tensors);
+    json_decref(root);
+}
+
 static int generate_index(qfs_model *m, qfs_entry *e)
 {
     qfs_error err = {{0}};
@@ -419,6 +452,7 @@ static int generate_index(qfs_model *m, qfs_entry *e)
     int rc = read_small_file(e->src_path, &text, &len, &err);
     if (rc == 0) {
         rc = qfs_index_rewrite(text, len, plan_for_file, m, e->src_path, &out, &out_len, &err);
+        if (rc == 0) warn_index_mismatches(m, e->src_path, text, len);
         free(text);
     }
     if (rc == -ENOMEM) return rc;

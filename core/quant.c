@@ -205,7 +205,8 @@ static int report_nonfinite(const void *src, qfs_dtype dt, uint64_t rows, uint64
         float v = qfs_load_f32(src, dt, i);
         if (!isfinite(v)) {
             qfs_error_set(err, "%s: value %s at [%llu, %llu]: a tensor with NaN or Inf is not "
-                          "quantized (exclude it with --exclude, or fix the checkpoint)", what,
+                          "quantized (--exclude its module, or --check-finite / -o check_finite "
+                          "to leave such tensors unquantized, or fix the checkpoint)", what,
                           isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"),
                           (unsigned long long)(i / cols), (unsigned long long)(i % cols));
             return -EDOM;

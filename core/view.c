@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -25,7 +26,21 @@ int qfs_view_open(const qfs_model *m, size_t entry, int *fd, qfs_error *err)
         qfs_error_set(err, "%s: %s", e->src_path, strerror(en));
         return -en;
     }
-    return 0;
+    /* The same file as at mount (a file replaced or rewritten since is refused): a path
+     * swapped for a symlink to another file must not leak that file through the view. */
+    struct stat sb;
+    int rc = fstat(*fd, &sb) != 0 ? -errno : 0;
+    if (rc == 0 && (sb.st_dev != e->src_dev || sb.st_ino != e->src_ino)) {
+        qfs_error_set(err, "%s: replaced under the mount (another file is there now); refused: "
+                      "remount to serve the new one", e->src_path);
+        rc = -EIO;
+    }
+    if (rc == 0) rc = qfs_fd_unchanged(*fd, e->st.st_size, &e->st.st_mtim, e->src_path, err);
+    if (rc) {
+        close(*fd);
+        *fd = -1;
+    }
+    return rc;
 }
 
 void qfs_view_close(int fd)
@@ -58,8 +73,11 @@ static int read_tensors(qfs_entry *e, qfs_engine *eng, uint8_t *buf, size_t len,
         int rc;
         if (t->role == QFS_ROLE_PASSTHROUGH) {
             const qfs_st_tensor *s = &e->st_file.tensors[t->src];
-            rc = read_source(e->source.fd, e->src_path, buf, n,
-                             e->st_file.data_start + s->begin + in, err);
+            rc = qfs_fd_unchanged(e->source.fd, e->source.snap_size, &e->source.snap_mtime,
+                                  e->src_path, err);
+            if (rc == 0)
+                rc = read_source(e->source.fd, e->src_path, buf, n,
+                                 e->st_file.data_start + s->begin + in, err);
         } else {
             const uint8_t *data;
             qfs_part part = t->role == QFS_ROLE_WEIGHT ? QFS_PART_WEIGHT : QFS_PART_SCALES;
@@ -99,7 +117,8 @@ int qfs_view_read(qfs_model *m, qfs_engine *eng, size_t entry, int fd, uint8_t *
     int rc = 0;
     switch (e->kind) {
     case QFS_ENTRY_PASSTHROUGH:
-        rc = read_source(fd, e->src_path, buf, len, off, err);
+        rc = qfs_fd_unchanged(fd, e->st.st_size, &e->st.st_mtim, e->src_path, err);
+        if (rc == 0) rc = read_source(fd, e->src_path, buf, len, off, err);
         break;
     case QFS_ENTRY_GENERATED:
         memcpy(buf, e->data + off, len);

@@ -1,6 +1,8 @@
 /* quarkfs — command line: mount (default), export, inspect. The only file with global state. */
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -19,6 +21,7 @@
 #include "ops.h"
 #include "quarkfs/diskcache.h"
 #include "quarkfs/export.h"
+#include "quarkfs/layout.h"
 #include "quarkfs/model.h"
 #include "quarkfs/spec.h"
 
@@ -35,68 +38,144 @@
 #define ATTR_TIMEOUT 86400.0
 
 static bool log_syslog;   /* after daemonizing, logs go to syslog */
+static bool log_journal;  /* stderr is systemd's journal: prefix lines with <priority> */
+static int log_level = LOG_INFO;   /* -o log=LEVEL / --log LEVEL: messages above it are dropped */
+
+/* True if this error or warning text was logged before: the engine reports a failed tensor
+ * and so does the read that needed it; each distinct message is logged once. */
+static bool logged_before(const char *msg)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static uint64_t seen[1024];   /* FNV-1a hashes, the oldest overwritten first */
+    static size_t n_seen;
+    uint64_t h = 14695981039346656037ull;
+    for (const char *p = msg; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    bool found = false;
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < n_seen && i < 1024 && !found; i++) found = seen[i] == h;
+    if (!found) seen[n_seen++ % 1024] = h;
+    pthread_mutex_unlock(&lock);
+    return found;
+}
 
 static void log_msg(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void log_msg(int priority, const char *fmt, ...)
 {
+    if (priority > log_level) return;
+    char msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    if (log_syslog) {
-        vsyslog(priority, fmt, ap);
-    } else {
-        fprintf(stderr, "quarkfs: %s", priority <= LOG_ERR ? "error: " :
-                                       priority == LOG_WARNING ? "warning: " : "");
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
-    }
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (priority <= LOG_WARNING && logged_before(msg)) return;
+    if (log_syslog) {
+        syslog(priority, "%s", msg);
+        return;
+    }
+    char prefix[8] = "";
+    if (log_journal) snprintf(prefix, sizeof prefix, "<%d>", priority);
+    fprintf(stderr, "%squarkfs: %s%s\n", prefix, priority <= LOG_ERR ? "error: " :
+            priority == LOG_WARNING ? "warning: " : priority == LOG_DEBUG ? "debug: " : "", msg);
+}
+
+/* "error", "warning", "info", "debug" (and the syslog spellings err, warn): a syslog priority,
+ * or -1. */
+static int parse_log_level(const char *s)
+{
+    static const struct { const char *name; int level; } names[] = {
+        {"error", LOG_ERR}, {"err", LOG_ERR}, {"warning", LOG_WARNING}, {"warn", LOG_WARNING},
+        {"info", LOG_INFO}, {"debug", LOG_DEBUG}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(s, names[i].name) == 0) return names[i].level;
+    return -1;
+}
+
+/* Under systemd, stderr is a stream to the journal ($JOURNAL_STREAM names its device:inode):
+ * a "<N>" prefix gives each line its priority there. */
+static void detect_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat sb;
+    if (js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &sb) == 0)
+        log_journal = (unsigned long long)sb.st_dev == dev && (unsigned long long)sb.st_ino == ino;
 }
 
 static void usage(FILE *out)
 {
     fprintf(out,
 "Usage: quarkfs [OPTIONS] SRC MNT          mount a quantized, read-only view of SRC on MNT\n"
+"       mount -t fuse.quarkfs SRC MNT [-o OPT,...]   the same, through mount(8) or /etc/fstab\n"
 "       quarkfs export [OPTIONS] SRC OUT    write the same view into the new directory OUT\n"
 "       quarkfs inspect [OPTIONS] SRC       list the view tensor by tensor (--json for JSON)\n"
 "       quarkfs warm [--no-wait] MNT        quantize the whole view now, in the background\n"
 "       quarkfs status MNT [--json]         a mount's counters\n"
 "       quarkfs --list-specs | --help | --version\n"
+"       umount MNT  (or fusermount3 -u MNT) unmount\n"
 "\n"
-"SRC is a Hugging Face model directory (config.json, model*.safetensors, ...). In the view,\n"
-"every model*.safetensors is quantized in AMD Quark's export layout, config.json gains a\n"
-"quantization_config, model.safetensors.index.json maps the new tensor names, and every other\n"
-"file passes through unchanged. Tensors are quantized when first read, then cached.\n"
+"SRC is a Hugging Face model directory (config.json, model*.safetensors, ...; a hub cache\n"
+"snapshot whose files are symlinks into blobs/ works). In the view, every model*.safetensors\n"
+"is quantized in AMD Quark's export layout, config.json gains a quantization_config,\n"
+"model.safetensors.index.json maps the new tensor names, and every other file passes through\n"
+"unchanged. Tensors are quantized when first read, then cached.\n"
 "\n"
-"View options (mount, export, inspect):\n"
-"  --spec NAME          quantization spec (default int8; --list-specs)   or -o spec=NAME\n"
-"  --format NAME        output format (default quark)                     or -o format=NAME\n"
-"  --exclude GLOB       keep modules matching GLOB unquantized (repeatable; module = tensor\n"
-"                       name without .weight, e.g. 'model.layers.0.*')\n"
+"View options (mount, export, inspect); on a mount each is also an -o option:\n"
+"  --spec NAME          quantization spec (default int8; see --list-specs)  -o spec=NAME\n"
+"  --format NAME        quark (default), awq, fp8, compressed-tensors       -o format=NAME\n"
+"  --exclude GLOB       keep modules matching GLOB unquantized; repeatable; the module is the\n"
+"                       tensor name without .weight, e.g. 'model.layers.0.*'\n"
+"                                                               -o exclude=GLOB[:GLOB...]\n"
 "  --include GLOB       quantize only modules matching GLOB (repeatable)\n"
-"  --threads N          OpenMP threads per tensor (default: all cores)     or -o threads=N\n"
+"                                                               -o include=GLOB[:GLOB...]\n"
+"                       (-o exclude/include are repeatable too; ':' separates several globs)\n"
+"  --threads N          OpenMP threads per tensor (default: all cores)     -o threads=N\n"
 "  --follow-symlinks    show what every symlink in SRC points to (default: only targets\n"
 "                       inside SRC, or inside its Hugging Face cache repository, i.e. the\n"
-"                       blobs/ of .../models--X/snapshots/REV)         or -o symlinks=all\n"
+"                       blobs/ of .../models--X/snapshots/REV)         -o symlinks=all\n"
 "  --check-finite       read every candidate tensor first and leave those holding NaN/Inf\n"
 "                       unquantized (else such a tensor makes its file fail with EIO when\n"
-"                       read, since sizes are fixed from the headers)  or -o check_finite\n"
+"                       read, since sizes are fixed from the headers)      -o check_finite\n"
 "\n"
-"Mount options:\n"
-"  -f                   stay in the foreground, log to stderr (else: daemon, log to syslog)\n"
-"  -d                   debug: foreground and a trace of every FUSE request\n"
-"  -s                   single-threaded FUSE loop\n"
+"Cache options (mount: -o only; export: --cache-mem, --cache-dir, --cache-size, --no-cache):\n"
 "  -o cache_mem=SIZE    memory for quantized tensors, least recently used evicted\n"
 "                       (default 1G; suffixes K, M, G, T)\n"
 "  -o cache_dir=DIR     persistent cache, keyed by content, shareable between machines\n"
 "                       (default /var/cache/quarkfs for root, else $XDG_CACHE_HOME/quarkfs)\n"
 "  -o cache_size=SIZE   its budget, least recently used removed (default 64G)\n"
-"  -o cache=off         no persistent cache\n"
+"  -o cache=on|off      off: no persistent cache (default on)\n"
+"\n"
+"Logging (mount, export, inspect):\n"
+"  -o log=LEVEL, --log LEVEL\n"
+"                       error, warning, info (default) or debug. In the foreground (-f, and\n"
+"                       export/inspect) messages go to stderr (with <N> priority prefixes\n"
+"                       when stderr is systemd's journal); a daemon -- also every mount made\n"
+"                       by mount(8) -- logs to syslog (facility daemon, tag quarkfs).\n"
+"                       Each refusal and each fallback is logged once, naming the file.\n"
+"\n"
+"Mount options:\n"
+"  -f                   stay in the foreground, log to stderr (else: daemon, log to syslog)\n"
+"  -d                   debug: foreground, a trace of every FUSE request, log=debug\n"
+"  -s                   single-threaded FUSE loop\n"
 "  -o readahead_kb=N    kernel readahead of the mount (default %d; needs root; 0 = keep)\n"
 "  -o max_background=N  FUSE background requests (default %d)\n"
+"  -o max_threads=N     FUSE worker threads (default %d)\n"
 "  -o allow_other       let other users read the view (non-root: user_allow_other in\n"
 "                       /etc/fuse.conf); permissions of the source files still apply\n"
-"  -o OPT[,OPT...]      other FUSE mount options (fuse(8)); the view is always read-only\n"
-"  Unmount with `fusermount3 -u MNT` (or `umount MNT` as root).\n"
+"  -o OPT[,OPT...]      other FUSE and mount options (fuse(8)): allow_root, noexec,\n"
+"                       noatime, fsname=NAME, ...; a comma inside a value is written \\,\n"
+"  Always set: ro,nodev,nosuid,default_permissions; type fuse.quarkfs; source (fsname) SRC.\n"
+"  Accepted and ignored: rw, dev, suid (the view stays read-only, nodev, nosuid); relatime,\n"
+"  strictatime, lazytime, [no]diratime, [no]mand, silent, loud, [no]iversion, [no]symfollow\n"
+"  (the view's attributes are fixed); nonempty (libfuse 3 always allows it); defaults,\n"
+"  auto, noauto, user, users, nouser, owner, group, _netdev, nofail, comment=*, x-* (for\n"
+"  mount(8), fstab and systemd). Refused: remount (unmount and mount again), a MNT that is\n"
+"  already a quarkfs mount, any unknown option (exit 2).\n"
+"\n"
+"mount(8) and /etc/fstab: mount.fuse3 runs `quarkfs SRC MNT -o OPTS` with mount(8)'s\n"
+"cleared PATH, so quarkfs must be in /usr/local/sbin, /usr/local/bin, /usr/sbin, /usr/bin,\n"
+"/sbin or /bin (meson install puts it in PREFIX/bin, default /usr/local/bin):\n"
+"  mount -t fuse.quarkfs /srv/hf/llama /models/llama-int8 -o spec=int8,allow_other\n"
+"  /srv/hf/llama /models/llama-int8 fuse.quarkfs spec=int8,allow_other,nofail 0 0\n"
 "\n"
 "Export options:\n"
 "  --cache-mem SIZE, --cache-dir DIR, --cache-size SIZE, --no-cache\n"
@@ -108,16 +187,27 @@ static void usage(FILE *out)
 "  --spec all           one summary row per spec (with --error: choose a spec by its error)\n"
 "  --json               print JSON instead of a table\n"
 "\n"
-"Exit status: 0 success (also after SIGTERM/SIGINT, which unmount cleanly); 1 the view\n"
-"could not be built, mounted or written (the message names the file and the problem);\n"
-"2 bad command line (including a mountpoint that does not exist).\n",
-            DEFAULT_READAHEAD_KB, DEFAULT_MAX_BACKGROUND);
+"Exit status (mount(8) passes it through):\n"
+"  0  success; for a mount: mounted (a daemon returns once MNT is mounted), or the foreground\n"
+"     process stopped cleanly after an unmount, SIGTERM or SIGINT\n"
+"  1  the view could not be built, mounted or written: the message names the file (and the\n"
+"     tensor) and the problem; a broken shard is not this: it is logged and answers EIO\n"
+"  2  bad command line: unknown command or option, bad value, invalid spec/format pair,\n"
+"     missing or nonexistent MNT\n"
+"\n"
+"Documentation: man quarkfs; examples (systemd units, container recipe) in\n"
+"PREFIX/share/doc/quarkfs/examples.\n",
+            DEFAULT_READAHEAD_KB, DEFAULT_MAX_BACKGROUND, DEFAULT_MAX_THREADS);
 }
 
 static void version(void)
 {
-    printf("quarkfs %s (libfuse %s, jansson %s)\n", QUARKFS_VERSION, fuse_pkgversion(),
-           JANSSON_VERSION);
+#if JANSSON_VERSION_HEX >= 0x020d00
+    const char *jansson = jansson_version_str();   /* the library in use, not the header */
+#else
+    const char *jansson = JANSSON_VERSION;
+#endif
+    printf("quarkfs %s (libfuse %s, jansson %s)\n", QUARKFS_VERSION, fuse_pkgversion(), jansson);
 }
 
 /* "512M", "1G", "1GiB", "4096": bytes. */
@@ -163,6 +253,12 @@ typedef struct cli {
     unsigned readahead_kb, max_background;
     char *fuse_spec, *fuse_format;   /* -o spec= / -o format= */
     int fuse_threads;
+    char *log_str;            /* -o log= */
+    char **owned;             /* globs of -o exclude=/include= (the others point into argv) */
+    size_t n_owned;
+    bool has_fsname, refused; /* -o fsname= given; an option was refused (message printed) */
+    bool has_ro;              /* -o ro given (matters when mount.fuse3 mounted for us) */
+    char ignored[512];        /* accepted-and-ignored mount options, logged at debug level */
 } cli;
 
 static int push(const char ***v, size_t *n, const char *s)
@@ -182,10 +278,10 @@ static int take_view_options(int *argc, char **argv, cli *c, bool allow_cache_me
     for (int i = 1; i < *argc; i++) {
         const char *a = argv[i];
         const char *names[] = {"--spec", "--format", "--exclude", "--include", "--threads",
-                               "--cache-mem", "--cache-dir", "--cache-size"};
+                               "--cache-mem", "--cache-dir", "--cache-size", "--log"};
         int which = -1;
         const char *val = NULL;
-        for (int k = 0; k < 8; k++) {
+        for (int k = 0; k < 9; k++) {
             size_t l = strlen(names[k]);
             if (strncmp(a, names[k], l) == 0 && (a[l] == '\0' || a[l] == '=')) {
                 which = k;
@@ -197,7 +293,7 @@ static int take_view_options(int *argc, char **argv, cli *c, bool allow_cache_me
                 }
             }
         }
-        if (which >= 5 && !allow_cache_mem) which = -2;
+        if (which >= 5 && which <= 7 && !allow_cache_mem) which = -2;
         switch (which) {
         case 0: c->spec = val; continue;
         case 1: c->format = val; continue;
@@ -220,6 +316,12 @@ static int take_view_options(int *argc, char **argv, cli *c, bool allow_cache_me
         case 7:
             if (parse_size(val, &c->cache_size)) {
                 fprintf(stderr, "quarkfs: --cache-size: '%s' is not a size (e.g. 50G)\n", val);
+                return EXIT_USAGE;
+            }
+            continue;
+        case 8:
+            if ((log_level = parse_log_level(val)) < 0) {
+                fprintf(stderr, "quarkfs: --log %s: use error, warning, info or debug\n", val);
                 return EXIT_USAGE;
             }
             continue;
@@ -269,7 +371,49 @@ static int take_view_options(int *argc, char **argv, cli *c, bool allow_cache_me
     return 0;
 }
 
-static int build_model(const cli *c, const char *src, qfs_model **m)
+/* Every fallback of the plan, once, with its file and reason: a weight the selection picked
+ * that the spec cannot take (its shape) or whose output names are taken stays in its source
+ * dtype -- a warning, with the remedy. Tensors left alone by design (norms, embeddings,
+ * lm_head, --exclude, ...) are listed at debug level. NaN/Inf ones are model warnings. */
+static void log_plan(const qfs_model *m)
+{
+    for (size_t i = 0; i < m->n_entries; i++) {
+        const qfs_entry *e = &m->entries[i];
+        if (e->kind != QFS_ENTRY_QUANTIZED || e->error) continue;
+        size_t quantized = 0;
+        for (size_t t = 0; t < e->st_file.n_tensors; t++) {
+            const qfs_st_tensor *s = &e->st_file.tensors[t];
+            qfs_select_result d = e->plan.decisions[t];
+            const char *dt = qfs_dtype_name(s->dtype);
+            if (d == QFS_SELECT_QUANTIZE) {
+                quantized++;
+            } else if (d == QFS_SKIP_SHAPE) {
+                char why[256];
+                qfs_layout l;
+                qfs_layout_for(m->opts.spec, m->opts.format, s->dtype, s->shape[0], s->shape[1],
+                               &l, why, sizeof why);
+                size_t n = strlen(s->name);
+                int module = (int)(n > 7 && strcmp(s->name + n - 7, ".weight") == 0 ? n - 7 : n);
+                log_msg(LOG_WARNING, "%s: tensor '%s' [%llu, %llu] stays %s: spec %s cannot take "
+                        "it: %s. `quarkfs inspect --spec all SRC` compares the specs; --exclude "
+                        "'%.*s' keeps it unquantized without this warning", e->src_path, s->name,
+                        (unsigned long long)s->shape[0], (unsigned long long)s->shape[1], dt,
+                        m->opts.spec->name, why, module, s->name);
+            } else if (d == QFS_SKIP_NAME_CLASH) {
+                log_msg(LOG_WARNING, "%s: tensor '%s' stays %s: the names of its quantized "
+                        "tensors are already taken in that file", e->src_path, s->name, dt);
+            } else if (d != QFS_SKIP_NONFINITE) {
+                log_msg(LOG_DEBUG, "%s: tensor '%s' stays %s: %s", e->src_path, s->name, dt,
+                        qfs_select_reason(d));
+            }
+        }
+        log_msg(LOG_DEBUG, "%s: %zu of %zu tensors quantized, %llu -> %llu bytes", e->src_path,
+                quantized, e->st_file.n_tensors, (unsigned long long)e->st_file.file_size,
+                (unsigned long long)e->plan.file_size);
+    }
+}
+
+static int build_model(const cli *c, const char *src, bool verbose, qfs_model **m)
 {
     qfs_error err = {{0}};
     const qfs_spec *spec;
@@ -292,6 +436,7 @@ static int build_model(const cli *c, const char *src, qfs_model **m)
         return 1;
     }
     for (size_t i = 0; i < (*m)->n_warnings; i++) log_msg(LOG_WARNING, "%s", (*m)->warnings[i]);
+    if (verbose) log_plan(*m);
     return 0;
 }
 
@@ -328,6 +473,8 @@ static int open_engine(const cli *c, qfs_engine **out)
                                &err)) {
             log_msg(LOG_WARNING, "%s; continuing with the memory cache only", err.msg);
             disk = NULL;
+        } else if (qfs_diskcache_readonly(disk)) {
+            log_msg(LOG_WARNING, "%s", err.msg);
         }
     }
     qfs_engine_options o = {.cache_mem = c->cache_mem, .threads = c->threads, .disk = disk,
@@ -365,7 +512,7 @@ static int inspect_all_specs(cli *c, const char *src, const qfs_inspect_options 
         c->spec = all[i].name;
         c->format = qfs_format_name(f);
         qfs_model *m;
-        if ((rc = build_model(c, src, &m))) return rc;
+        if ((rc = build_model(c, src, false, &m))) return rc;
         qfs_inspect_totals t;
         qfs_inspect_totals_of(m, o, &t);
         if (t.failed) rc = 1;
@@ -415,7 +562,7 @@ static int cmd_inspect(int argc, char **argv)
         rc = inspect_all_specs(&c, argv[1], &o);
     } else {
         qfs_model *m;
-        rc = build_model(&c, argv[1], &m);
+        rc = build_model(&c, argv[1], false, &m);
         if (rc == 0) {
             if (qfs_inspect_print(m, &o, stdout)) rc = 1;
             qfs_model_close(m);
@@ -459,7 +606,7 @@ static int cmd_export(int argc, char **argv)
         return EXIT_USAGE;
     }
     qfs_model *m;
-    rc = build_model(&c, argv[1], &m);
+    rc = build_model(&c, argv[1], true, &m);
     if (rc == 0) {
         qfs_error err = {{0}};
         qfs_engine *e;
@@ -484,6 +631,14 @@ static int cmd_export(int argc, char **argv)
 
 /* ---- mount ---- */
 
+enum {
+    KEY_EXCLUDE = 1,
+    KEY_INCLUDE,
+    KEY_FSTAB,     /* for mount(8), fstab or systemd: nothing for the filesystem to do */
+    KEY_FIXED,     /* cannot apply to a read-only view whose attributes are fixed */
+    KEY_REMOUNT,
+};
+
 #define MOUNT_OPT(t, p) {t, offsetof(cli, p), 1}
 static const struct fuse_opt mount_opts[] = {
     MOUNT_OPT("spec=%s", fuse_spec),
@@ -496,16 +651,107 @@ static const struct fuse_opt mount_opts[] = {
     MOUNT_OPT("threads=%d", fuse_threads),
     MOUNT_OPT("readahead_kb=%u", readahead_kb),
     MOUNT_OPT("max_background=%u", max_background),
+    MOUNT_OPT("log=%s", log_str),
     {"check_finite", offsetof(cli, check_finite), 1},
+    FUSE_OPT_KEY("exclude=", KEY_EXCLUDE),
+    FUSE_OPT_KEY("include=", KEY_INCLUDE),
+    FUSE_OPT_KEY("defaults", KEY_FSTAB),
+    FUSE_OPT_KEY("auto", KEY_FSTAB),
+    FUSE_OPT_KEY("noauto", KEY_FSTAB),
+    FUSE_OPT_KEY("user", KEY_FSTAB),
+    FUSE_OPT_KEY("users", KEY_FSTAB),
+    FUSE_OPT_KEY("nouser", KEY_FSTAB),
+    FUSE_OPT_KEY("owner", KEY_FSTAB),
+    FUSE_OPT_KEY("group", KEY_FSTAB),
+    FUSE_OPT_KEY("_netdev", KEY_FSTAB),
+    FUSE_OPT_KEY("nofail", KEY_FSTAB),
+    FUSE_OPT_KEY("comment=", KEY_FSTAB),
+    FUSE_OPT_KEY("rw", KEY_FIXED),
+    FUSE_OPT_KEY("dev", KEY_FIXED),
+    FUSE_OPT_KEY("suid", KEY_FIXED),
+    FUSE_OPT_KEY("relatime", KEY_FIXED),
+    FUSE_OPT_KEY("norelatime", KEY_FIXED),
+    FUSE_OPT_KEY("strictatime", KEY_FIXED),
+    FUSE_OPT_KEY("nostrictatime", KEY_FIXED),
+    FUSE_OPT_KEY("lazytime", KEY_FIXED),
+    FUSE_OPT_KEY("nolazytime", KEY_FIXED),
+    FUSE_OPT_KEY("diratime", KEY_FIXED),
+    FUSE_OPT_KEY("nodiratime", KEY_FIXED),
+    FUSE_OPT_KEY("mand", KEY_FIXED),
+    FUSE_OPT_KEY("nomand", KEY_FIXED),
+    FUSE_OPT_KEY("silent", KEY_FIXED),
+    FUSE_OPT_KEY("loud", KEY_FIXED),
+    FUSE_OPT_KEY("iversion", KEY_FIXED),
+    FUSE_OPT_KEY("noiversion", KEY_FIXED),
+    FUSE_OPT_KEY("symfollow", KEY_FIXED),
+    FUSE_OPT_KEY("nosymfollow", KEY_FIXED),
+    FUSE_OPT_KEY("nonempty", KEY_FIXED),   /* libfuse 2's; libfuse 3 always allows it */
+    FUSE_OPT_KEY("remount", KEY_REMOUNT),
     FUSE_OPT_END
 };
 
-/* The first non-option argument is SRC (taken out), the second the mountpoint (kept). */
+static void note_ignored(cli *c, const char *opt)
+{
+    size_t n = strlen(c->ignored);
+    snprintf(c->ignored + n, sizeof c->ignored - n, "%s%s", n ? "," : "", opt);
+}
+
+/* -o exclude=GLOB[:GLOB...] / -o include=...: each glob is added to the selection rules. */
+static int add_globs(cli *c, const char *list, bool exclude)
+{
+    const char *what = exclude ? "exclude" : "include";
+    for (const char *p = list;; ) {
+        size_t len = strcspn(p, ":");
+        if (len == 0) {
+            fprintf(stderr, "quarkfs: -o %s=%s: an empty glob (globs are separated by ':')\n",
+                    what, list);
+            c->refused = true;
+            return -1;
+        }
+        char *g = strndup(p, len), **owned = realloc(c->owned, (c->n_owned + 1) * sizeof *owned);
+        if (owned) c->owned = owned;
+        if (!g || !owned || push(exclude ? &c->excludes : &c->includes,
+                                 exclude ? &c->n_excludes : &c->n_includes, g)) {
+            free(g);
+            return -1;
+        }
+        c->owned[c->n_owned++] = g;
+        if (!p[len]) return 0;
+        p += len + 1;
+    }
+}
+
+/* The first non-option argument is SRC (taken out), the second the mountpoint (kept); the
+ * options quarkfs handles itself (see mount_opts) are taken out. */
 static int mount_arg(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
     (void)outargs;
     cli *c = data;
-    if (key != FUSE_OPT_KEY_NONOPT) return 1;
+    switch (key) {
+    case KEY_EXCLUDE: return add_globs(c, arg + strlen("exclude="), true);
+    case KEY_INCLUDE: return add_globs(c, arg + strlen("include="), false);
+    case KEY_FSTAB:
+    case KEY_FIXED:
+        note_ignored(c, arg);
+        return 0;
+    case KEY_REMOUNT:
+        fprintf(stderr, "quarkfs: -o remount is not supported: the view's options are fixed "
+                "when it is mounted; unmount it and mount it again\n");
+        c->refused = true;
+        return -1;
+    case FUSE_OPT_KEY_OPT:
+        if (strncmp(arg, "x-", 2) == 0) {   /* x-systemd.*, x-gvfs-*, ...: for userspace */
+            note_ignored(c, arg);
+            return 0;
+        }
+        if (strncmp(arg, "fsname=", 7) == 0) c->has_fsname = true;
+        if (strcmp(arg, "ro") == 0) c->has_ro = true;
+        return 1;
+    case FUSE_OPT_KEY_NONOPT:
+        break;
+    default:
+        return 1;
+    }
     if (!c->src) {
         c->src = strdup(arg);
         return 0;
@@ -515,32 +761,79 @@ static int mount_arg(void *data, const char *arg, int key, struct fuse_args *out
         return 1;
     }
     fprintf(stderr, "quarkfs: unexpected argument '%s' (see --help)\n", arg);
+    c->refused = true;
     return -1;
 }
 
-/* Finds the bdi readahead file of the mount at mountpoint (in mountinfo, so no request to
- * ourselves is needed); "" if not found. */
-static void find_readahead_path(const char *mountpoint, char *out, size_t len)
+/* The topmost mount on mountpoint (an absolute path without symlinks), from mountinfo (so no
+ * request reaches a FUSE daemon, ours or a hung one): its device and type; false if none. */
+static bool topmost_mount(const char *mountpoint, char *majmin, size_t mm_len, char *type,
+                          size_t type_len)
 {
-    char real[PATH_MAX];
-    out[0] = '\0';
-    if (!realpath(mountpoint, real)) return;
     FILE *f = fopen("/proc/self/mountinfo", "r");
-    if (!f) return;
+    if (!f) return false;
+    bool found = false;
     char line[4096];
     while (fgets(line, sizeof line, f)) {
-        char mp[PATH_MAX], majmin[64];
-        if (sscanf(line, "%*s %*s %63s %*s %4095s", majmin, mp) != 2) continue;
-        if (strcmp(mp, real) == 0 && strstr(line, " - fuse"))
-            snprintf(out, len, "/sys/class/bdi/%s/read_ahead_kb", majmin);
+        char mp[PATH_MAX], mm[64], ty[64];
+        const char *sep = strstr(line, " - ");
+        if (!sep || sscanf(line, "%*s %*s %63s %*s %4095s", mm, mp) != 2 ||
+            sscanf(sep + 3, "%63s", ty) != 1)
+            continue;
+        /* mountinfo writes space, tab, newline and backslash as \ooo */
+        char *w = mp;
+        for (const char *r = mp; *r; w++) {
+            if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
+                r[3] >= '0' && r[3] <= '7') {
+                *w = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+                r += 4;
+            } else {
+                *w = *r++;
+            }
+        }
+        *w = '\0';
+        if (strcmp(mp, mountpoint) != 0) continue;
+        found = true;
+        snprintf(majmin, mm_len, "%s", mm);
+        snprintf(type, type_len, "%s", ty);
     }
     fclose(f);
+    return found;
+}
+
+/* The bdi readahead file of the mount at mountpoint; "" if not found. */
+static void find_readahead_path(const char *mountpoint, char *out, size_t len)
+{
+    char majmin[64], type[64];
+    out[0] = '\0';
+    if (topmost_mount(mountpoint, majmin, sizeof majmin, type, sizeof type) &&
+        strncmp(type, "fuse", 4) == 0)
+        snprintf(out, len, "/sys/class/bdi/%s/read_ahead_kb", majmin);
+}
+
+/* The options every mount gets: read-only, nodev, nosuid, the source permissions, the type
+ * fuse.quarkfs and, unless -o fsname= was given, SRC as the source that mount(8), findmnt and
+ * df show (and that `mount -a` compares with fstab). */
+static int add_fixed_options(struct fuse_args *args, const cli *c)
+{
+    char *o = NULL, fsname[PATH_MAX + 8];
+    int rc = fuse_opt_add_opt(&o, "ro,nodev,nosuid,default_permissions,subtype=quarkfs");
+    if (rc == 0 && !c->has_fsname) {
+        char real[PATH_MAX];
+        const char *src = c->src[0] == '/' || !realpath(c->src, real) ? c->src : real;
+        snprintf(fsname, sizeof fsname, "fsname=%s", src);
+        rc = fuse_opt_add_opt_escaped(&o, fsname);
+    }
+    if (rc == 0) rc = fuse_opt_add_arg(args, "-o");
+    if (rc == 0) rc = fuse_opt_add_arg(args, o);
+    free(o);
+    return rc;
 }
 
 static int cmd_mount(int argc, char **argv)
 {
     cli c = {.readahead_kb = DEFAULT_READAHEAD_KB, .max_background = DEFAULT_MAX_BACKGROUND,
-             .cache_mem = DEFAULT_CACHE_MEM};
+             .cache_mem = DEFAULT_CACHE_MEM, .fuse_threads = INT_MIN};
     int rc = take_view_options(&argc, argv, &c, false, false);
     if (rc) return rc < 0 ? 0 : rc;
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -550,8 +843,16 @@ static int cmd_mount(int argc, char **argv)
     struct fuse_session *se = NULL;
     qfs_fs fs = {.log = log_msg, .timeout = ATTR_TIMEOUT, .readahead_done = ATOMIC_FLAG_INIT};
     rc = EXIT_USAGE;
-    if (fuse_opt_parse(&args, &c, mount_opts, mount_arg) != 0) goto out;
-    if (fuse_opt_add_arg(&args, "-oro,default_permissions,fsname=quarkfs,subtype=quarkfs")) goto out;
+    if (fuse_opt_parse(&args, &c, mount_opts, mount_arg) != 0) {
+        if (!c.refused) fprintf(stderr, "quarkfs: invalid option (see the message above and "
+                                "quarkfs --help)\n");
+        goto out;
+    }
+    if (!c.src) {
+        fprintf(stderr, "Usage: quarkfs [OPTIONS] SRC MNT (see --help)\n");
+        goto out;
+    }
+    if (add_fixed_options(&args, &c)) goto out;
     if (fuse_parse_cmdline(&args, &opts) != 0) goto out;
     if (opts.show_help) {
         usage(stdout);
@@ -563,13 +864,24 @@ static int cmd_mount(int argc, char **argv)
         rc = 0;
         goto out;
     }
-    if (!c.src || !opts.mountpoint) {
+    if (!opts.mountpoint) {
         fprintf(stderr, "Usage: quarkfs [OPTIONS] SRC MNT (see --help)\n");
+        goto out;
+    }
+    if (opts.debug && !c.log_str) log_level = LOG_DEBUG;
+    if (c.log_str && (log_level = parse_log_level(c.log_str)) < 0) {
+        fprintf(stderr, "quarkfs: log=%s: use log=error, warning, info or debug\n", c.log_str);
         goto out;
     }
     if (c.fuse_spec) c.spec = c.fuse_spec;
     if (c.fuse_format) c.format = c.fuse_format;
-    if (c.fuse_threads > 0) c.threads = c.fuse_threads;
+    if (c.fuse_threads != INT_MIN) {
+        if (c.fuse_threads <= 0) {
+            fprintf(stderr, "quarkfs: threads=%d: needs a positive number\n", c.fuse_threads);
+            goto out;
+        }
+        c.threads = c.fuse_threads;
+    }
     if (c.symlinks_mode && strcmp(c.symlinks_mode, "all") != 0 &&
         strcmp(c.symlinks_mode, "inside") != 0) {
         fprintf(stderr, "quarkfs: symlinks=%s: use symlinks=inside or symlinks=all\n",
@@ -588,20 +900,54 @@ static int cmd_mount(int argc, char **argv)
         fprintf(stderr, "quarkfs: cache_mem: '%s' is not a size (e.g. 512M, 2G)\n", c.cache_mem_str);
         goto out;
     }
-    rc = build_model(&c, c.src, &m);
+    /* Before the model is built: an option neither quarkfs nor libfuse knows is a usage error. */
+    se = fuse_session_new(&args, &qfs_fs_ops, sizeof qfs_fs_ops, &fs);
+    if (!se) {
+        fprintf(stderr, "quarkfs: unknown or invalid mount option (see the message above; "
+                "quarkfs --help lists the options)\n");
+        goto out;
+    }
+    /* mount.fuse3 -o drop_privileges mounts before starting us and passes the /dev/fuse
+     * descriptor: our fixed options never reach the kernel. */
+    if (strncmp(opts.mountpoint, "/dev/fd/", 8) == 0 && !c.has_ro)
+        log_msg(LOG_WARNING, "mounted by the caller (%s) without -o ro: the kernel mount is "
+                "read-write (quarkfs still refuses every write); add "
+                "ro,nosuid,nodev,default_permissions to the mount options", opts.mountpoint);
+    if (c.ignored[0])
+        log_msg(LOG_DEBUG, "ignored mount options: %s (the view is always ro,nodev,nosuid with "
+                "fixed attributes; the others are for mount(8), fstab or systemd)", c.ignored);
+    {
+        char majmin[64], type[64];
+        if (topmost_mount(opts.mountpoint, majmin, sizeof majmin, type, sizeof type) &&
+            strcmp(type, "fuse.quarkfs") == 0) {
+            log_msg(LOG_ERR, "%s: already a quarkfs mount; unmount it first (umount %s)",
+                    opts.mountpoint, opts.mountpoint);
+            rc = 1;
+            goto out;
+        }
+    }
+    rc = build_model(&c, c.src, true, &m);
     if (rc) goto out;
     rc = 1;
+    log_msg(LOG_DEBUG, "spec %s, format %s, %zu exclude and %zu include globs, %d threads "
+            "(0: all cores), cache_mem %zu, disk cache %s, readahead_kb %u, max_background %u",
+            m->opts.spec->name, qfs_format_name(m->opts.format), c.n_excludes, c.n_includes,
+            c.threads, c.cache_mem, c.cache_mode && strcmp(c.cache_mode, "off") == 0 ? "off"
+            : c.cache_dir ? c.cache_dir : "default directory", c.readahead_kb, c.max_background);
     fs.model = m;
     fs.max_background = c.max_background;
     fs.read_error_logged = calloc(m->n_entries, sizeof *fs.read_error_logged);
-    if (!fs.read_error_logged) goto out;
-    for (size_t i = 0; i < m->n_entries; i++) atomic_flag_clear(&fs.read_error_logged[i]);
+    fs.refusal_logged = calloc(m->n_entries, sizeof *fs.refusal_logged);
+    if (!fs.read_error_logged || !fs.refusal_logged) goto out;
+    for (size_t i = 0; i < m->n_entries; i++) {
+        atomic_flag_clear(&fs.read_error_logged[i]);
+        atomic_flag_clear(&fs.refusal_logged[i]);
+    }
 
-    se = fuse_session_new(&args, &qfs_fs_ops, sizeof qfs_fs_ops, &fs);
-    if (!se) goto out;
     if (fuse_set_signal_handlers(se) != 0) goto out;
     if (fuse_session_mount(se, opts.mountpoint) != 0) {
-        log_msg(LOG_ERR, "cannot mount on %s (see the message above)", opts.mountpoint);
+        log_msg(LOG_ERR, "cannot mount on %s (see the message above; mounting needs /dev/fuse "
+                "and root, CAP_SYS_ADMIN or fusermount3)", opts.mountpoint);
         goto out_signals;
     }
     if (c.readahead_kb) {
@@ -643,6 +989,7 @@ out:
     qfs_engine_destroy(engine);
     qfs_model_close(m);
     free(fs.read_error_logged);
+    free(fs.refusal_logged);
     free(opts.mountpoint);
     fuse_opt_free_args(&args);
     free(c.src);
@@ -653,9 +1000,12 @@ out:
     free(c.cache_dir);
     free(c.cache_size_str);
     free(c.cache_mode);
+    free(c.log_str);
     free(c.symlinks_mode);
     free(c.excludes);
     free(c.includes);
+    for (size_t i = 0; i < c.n_owned; i++) free(c.owned[i]);
+    free(c.owned);
     if (log_syslog) closelog();
     return rc;
 }
@@ -762,6 +1112,7 @@ int main(int argc, char **argv)
      * budget (glibc would otherwise raise the mmap threshold and keep freed tensors). */
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
     mallopt(M_TRIM_THRESHOLD, 8 << 20);
+    detect_journal();
     if (argc >= 2 && strcmp(argv[1], "status") == 0) return cmd_status(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "warm") == 0) return cmd_warm(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);

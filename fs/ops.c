@@ -65,11 +65,84 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     fuse_reply_attr(req, &fs->model->entries[idx].st, fs->timeout);
 }
 
+/* A write-like request on entry ino (for name in it, if name): EROFS, logged once per entry. */
+static void refuse(fuse_req_t req, fuse_ino_t ino, const char *name, const char *what)
+{
+    qfs_fs *fs = fs_of(req);
+    size_t idx;
+    if (entry_of(fs, ino, &idx) == 0 && !atomic_flag_test_and_set(&fs->refusal_logged[idx]))
+        fs->log(LOG_WARNING, "%s%s%s: %s refused (EROFS): the view is read-only; change the "
+                "source and remount, or `quarkfs export` a writable copy",
+                fs->model->entries[idx].src_path, name ? "/" : "", name ? name : "", what);
+    fuse_reply_err(req, EROFS);
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                        struct fuse_file_info *fi)
 {
-    (void)ino; (void)attr; (void)to_set; (void)fi;
-    fuse_reply_err(req, EROFS);
+    (void)attr; (void)to_set; (void)fi;
+    refuse(req, ino, NULL, "setattr (chmod, chown, truncate, utimes)");
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+    (void)mode; (void)rdev;
+    refuse(req, parent, name, "mknod");
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    (void)mode;
+    refuse(req, parent, name, "mkdir");
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    refuse(req, parent, name, "unlink");
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    refuse(req, parent, name, "rmdir");
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    (void)link;
+    refuse(req, parent, name, "symlink");
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags)
+{
+    (void)newparent; (void)newname; (void)flags;
+    refuse(req, parent, name, "rename");
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+    (void)ino;
+    refuse(req, newparent, newname, "link");
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi)
+{
+    (void)mode; (void)fi;
+    refuse(req, parent, name, "create");
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                        size_t size, int flags)
+{
+    (void)name; (void)value; (void)size; (void)flags;
+    refuse(req, ino, NULL, "setxattr");
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+    (void)name;
+    refuse(req, ino, NULL, "removexattr");
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -143,7 +216,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-        fuse_reply_err(req, EROFS);
+        refuse(req, ino, NULL, "open for writing");
         return;
     }
     qfs_error err = {{0}};
@@ -291,6 +364,16 @@ const struct fuse_lowlevel_ops qfs_fs_ops = {
     .lookup = op_lookup,
     .getattr = op_getattr,
     .setattr = op_setattr,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .create = op_create,
+    .setxattr = op_setxattr,
+    .removexattr = op_removexattr,
     .opendir = op_opendir,
     .readdir = op_readdir,
     .open = op_open,

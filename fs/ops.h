@@ -19,6 +19,7 @@ typedef struct qfs_fs {
     double timeout;             /* entry/attr timeout: the view never changes while mounted */
     unsigned max_background;    /* FUSE background requests (kernel default 12) */
     atomic_flag *read_error_logged; /* one per entry: log a file's read error once */
+    atomic_flag *refusal_logged;    /* one per entry: log a refused write to it once */
     char readahead_path[128];   /* /sys/class/bdi/MAJ:MIN/read_ahead_kb of the mount, or "" */
     unsigned readahead_kb;
     atomic_flag readahead_done; /* applied at the first open: FUSE INIT resets it before that */
@@ -30,7 +31,8 @@ typedef struct qfs_fs {
 #define QFS_XATTR_STATUS "user.quarkfs.status"
 #define QFS_XATTR_WARM "user.quarkfs.warm"
 
-/* The operation table (read-only: every write-like request gets EROFS). */
+/* The operation table (read-only: every write-like request gets EROFS, logged once per file;
+ * the mount being read-only, the kernel refuses most writes before they reach us). */
 extern const struct fuse_lowlevel_ops qfs_fs_ops;
 
 #endif

@@ -6,9 +6,28 @@
 #                                  bin/quarkfs, bin/fusermount3, lib/<the shared libraries the
 #                                  GPU image lacks, named by soname>, models/stories260K-{bf16,f16,f32}
 #   scripts/gpu-check.sh command   print the device `run` call that runs the check there
+#   scripts/gpu-check.sh stage DIR for a helper working in another worktree: the `run` tool sends
+#                                  the session's own checkout, not the helper's worktree, so copy
+#                                  this script, gpu_check.py, genmodel.py and .gpu/ into DIR, a
+#                                  git-ignored folder of that checkout, and print the `run` call
+#                                  (carry that folder, cd into it, run `remote` there)
+#   scripts/gpu-check.sh bench     on the GPU machine (through `run`, carry [".gpu"], after
+#                                  `bundle` here): scripts/gpu-bench.py, the cold/warm read and
+#                                  from_pretrained benchmark (BENCHMARKS.md "GPU machine"); writes
+#                                  gpu-bench.{md,json,log}, load-*.log, quarkfs.log, env.txt to $OUT
 #   scripts/gpu-check.sh remote    on the GPU machine (through `run`, carry [".gpu"]): generate the
 #                                  synthetic models on local disk, run scripts/gpu_check.py, write
-#                                  gpu-check-report.{md,json}, run.log, quarkfs.log, env.txt to $OUT
+#                                  gpu-check-report.{md,json}, run.log, quarkfs.log, env.txt,
+#                                  genmodel.log to $OUT
+#
+# Rows, in this order (a row = one mount of one model with one spec x format):
+#   stories260K-bf16 and syn-bf16 with every valid pair of `quarkfs --list-specs` (33 each);
+#   syn-bf16 = genmodel --hidden 512 --intermediate 1536 --layers 2 --heads 8 --kv-heads 4
+#   --vocab 2048 --shards 2 --untied (every dimension a multiple of 128, so every spec quantizes
+#   every projection), then rows 0..127 of layer 0's q_proj and columns 0..127 of layer 1's
+#   down_proj zeroed (all-zero groups, channels, 128x128 blocks and MX blocks);
+#   then the original 5 specs in format quark on stories260K-f16/-f32, awkward-bf16/-f16 and
+#   llama-bf16 (1.2 GB). Rows not started by GPU_CHECK_DEADLINE seconds are skipped (listed).
 #
 # The summary of the last run is kept in scripts/gpu-check-results.md.
 set -euo pipefail
@@ -16,9 +35,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 GPU=$ROOT/.gpu
 MODELS_SRC=${QUARKFS_MODELS:-$ROOT/../shared/models}
-LIBS="libfuse3.so.3 libjansson.so.4 libgomp.so.1"
+LIBS="libfuse3.so.3 libjansson.so.4 libgomp.so.1 libxxhash.so.0"
 STORIES="stories260K-bf16 stories260K-f16 stories260K-f32"
-RUN_TIMEOUT=${GPU_CHECK_TIMEOUT:-440}     # inside the run tool's 480 s limit
+RUN_TIMEOUT=${GPU_CHECK_TIMEOUT:-420}     # inside the run tool's 480 s limit
+DEADLINE=${GPU_CHECK_DEADLINE:-330}       # no new row after this many seconds of gpu_check.py
 # GPU_CHECK_ARGS: extra gpu_check.py arguments for `remote` (e.g. "--specs int8,fp8")
 
 bundle() {
@@ -46,6 +66,36 @@ bundle() {
 
 command_line() {
     echo 'run(command="bash scripts/gpu-check.sh remote", carry=[".gpu"], timeout_s=480)'
+    echo 'run(command="bash scripts/gpu-check.sh bench", carry=[".gpu"], timeout_s=480)   # benchmark'
+}
+
+# The benchmark (scripts/gpu-bench.py) on the GPU machine. GPU_BENCH_ARGS: extra arguments
+# (e.g. "--reps 5"); GPU_BENCH_DEADLINE: no new measurement after this many seconds.
+bench() {
+    : "${OUT:?bench needs OUT, the output folder of the device machine}"
+    cd "$ROOT"
+    local work=${GPU_BENCH_WORK:-/tmp/quarkfs-gpu-bench}
+    rm -rf "$work" && mkdir -p "$work"
+    {
+        echo "== uname"; uname -a
+        echo "== nvidia-smi"; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+        echo "== lscpu"; lscpu | grep -E '^(Model name|CPU\(s\)|Thread|Core|Socket)' || true
+        echo "== ldd .gpu/bin/quarkfs (LD_LIBRARY_PATH=.gpu/lib)"
+        LD_LIBRARY_PATH=$ROOT/.gpu/lib ldd .gpu/bin/quarkfs || true
+        echo "== df $work"; df -hT "$work" || true
+        echo "== free"; free -g || true
+    } >"$OUT/env.txt" 2>&1
+    set +e
+    PYTHONUNBUFFERED=1 timeout -k 10 "${GPU_BENCH_TIMEOUT:-440}" python3 scripts/gpu-bench.py \
+        --quarkfs .gpu/bin/quarkfs --libdir .gpu/lib --work "$work" --out "$OUT" \
+        --deadline "${GPU_BENCH_DEADLINE:-340}" ${GPU_BENCH_ARGS:-}
+    local rc=$?
+    set -e
+    echo "gpu-bench.py exit status $rc"
+    awk -v w="$work/quarkfs-mnt-" '$3 ~ /^fuse/ && index($2, w) == 1 { print $2 }' /proc/mounts |
+        while read -r m; do umount -l "$m" || true; done
+    cat "$OUT/gpu-bench.md" 2>/dev/null || true
+    return "$rc"
 }
 
 remote() {
@@ -67,20 +117,25 @@ remote() {
     } >"$OUT/env.txt" 2>&1
     local t0=$SECONDS
     {
-        python3 scripts/genmodel.py "$work/llama-bf16" --preset llama --layers 2 &&
+        python3 scripts/genmodel.py "$work/syn-bf16" --hidden 512 --intermediate 1536 --layers 2 \
+            --heads 8 --kv-heads 4 --vocab 2048 --shards 2 --untied &&
+        python3 scripts/gpu_check.py --zero-blocks "$work/syn-bf16" &&
         python3 scripts/genmodel.py "$work/awkward-bf16" --preset awkward &&
-        python3 scripts/genmodel.py "$work/awkward-f16" --preset awkward --dtype f16
+        python3 scripts/genmodel.py "$work/awkward-f16" --preset awkward --dtype f16 &&
+        python3 scripts/genmodel.py "$work/llama-bf16" --preset llama --layers 2
     } 2>&1 | tee "$OUT/genmodel.log"
     echo "genmodel: $((SECONDS - t0)) s" | tee -a "$OUT/genmodel.log"
-    local models=()
-    for m in $STORIES; do models+=(--model "$m=$ROOT/.gpu/models/$m"); done
-    models+=(--model "llama-bf16=$work/llama-bf16")
+    local models=(--model "stories260K-bf16=$ROOT/.gpu/models/stories260K-bf16"
+                  --model "syn-bf16=$work/syn-bf16"
+                  --all-pairs stories260K-bf16 --all-pairs syn-bf16)
+    for m in stories260K-f16 stories260K-f32; do models+=(--model "$m=$ROOT/.gpu/models/$m"); done
     models+=(--model "awkward-bf16=$work/awkward-bf16" --no-forward awkward-bf16)
     models+=(--model "awkward-f16=$work/awkward-f16" --no-forward awkward-f16)
+    models+=(--model "llama-bf16=$work/llama-bf16")
     set +e
     PYTHONUNBUFFERED=1 timeout -k 10 "$RUN_TIMEOUT" python3 scripts/gpu_check.py \
         --quarkfs .gpu/bin/quarkfs --libdir .gpu/lib --bindir .gpu/bin --out "$OUT" \
-        "${models[@]}" ${GPU_CHECK_ARGS:-} 2>&1 | tee "$OUT/run.log"
+        --deadline "$DEADLINE" "${models[@]}" ${GPU_CHECK_ARGS:-} 2>&1 | tee "$OUT/run.log"
     local rc=${PIPESTATUS[0]}
     set -e
     echo "gpu_check.py exit status $rc" | tee -a "$OUT/run.log"
@@ -91,9 +146,27 @@ remote() {
     return "$rc"
 }
 
+stage() {
+    local dest=${1:?stage needs DIR, a git-ignored folder of the session checkout}
+    [ -d "$GPU" ] || { echo "gpu-check: run \`$0 bundle\` first" >&2; exit 1; }
+    local top rel
+    top=$(git -C "$(dirname "$dest")" rev-parse --show-toplevel)
+    mkdir -p "$dest"
+    git -C "$top" check-ignore -q "$dest/x" || { echo "gpu-check: $dest is not git-ignored" >&2; exit 1; }
+    rm -rf "${dest:?}/scripts" "${dest:?}/.gpu"
+    mkdir -p "$dest/scripts"
+    cp "$ROOT/scripts/gpu-check.sh" "$ROOT/scripts/gpu_check.py" "$ROOT/scripts/genmodel.py" "$dest/scripts/"
+    cp -r "$GPU" "$dest/.gpu"
+    rel=$(realpath --relative-to="$top" "$dest")
+    echo "gpu-check: staged into $dest ($(du -sm "$dest" | cut -f1) MiB)"
+    echo "run(command=\"cd $rel && bash scripts/gpu-check.sh remote\", carry=[\"$rel\"], timeout_s=480)"
+}
+
 case "${1:-}" in
     bundle) bundle; command_line ;;
     command) command_line ;;
+    stage) stage "${2:-}" ;;
     remote) remote ;;
-    *) echo "usage: $0 bundle|command|remote" >&2; exit 2 ;;
+    bench) bench ;;
+    *) echo "usage: $0 bundle|command|stage DIR|remote|bench" >&2; exit 2 ;;
 esac

@@ -2,38 +2,56 @@
 """quarkfs "real clients" check: mount views with quarkfs and read them with the real loaders.
 
 Runs on the GPU machine (see scripts/gpu-check.sh `remote`), needs torch, safetensors and
-(for the config and forward checks) transformers. For every model and every spec it:
+(for the config, forward and loader checks) transformers. For every model and every spec x
+format pair asked for (all 33 valid pairs of `quarkfs --list-specs` with --all-pairs NAME, else
+the --specs list in format quark) it:
 
-  * mounts SRC with quarkfs on a fresh temporary mountpoint (foreground `-f` child, stderr
+  * mounts SRC with quarkfs (`--spec S --format F -f`) on a fresh temporary mountpoint (stderr
     into quarkfs.log; unmounted in `finally`), plus once in daemon mode;
   * opens every view *.safetensors with safetensors' `safe_open(path, "pt")` (mmap of the
     FUSE file) and loads every tensor;
-  * checks names/dtypes/shapes against the contract (docs: shared/design/SPECS.md,
-    shared/reference/quark-format.md §3(a)-(d)), header order and metadata;
-  * checks quantized values bit for bit against an independent torch implementation of Quark's
-    formulas (quark-format.md §4.1, §4.3; `ref_quantize` below), and that every other tensor
-    and every passed-through file equals the source byte for byte;
-  * re-reads each file with read(2) + `safetensors.torch.load(bytes)` (transformers'
-    disable_mmap path) and compares with the mmap tensors;
-  * loads config.json with transformers' AutoConfig, checks quantization_config, and checks
-    model.safetensors.index.json against the view's tensors;
-  * dequantizes (q * scale) the view's weights, swaps them into the transformers model loaded
-    from SRC and compares logits with the unquantized model (relative error, top-1 agreement);
-  * tries transformers' own quark loader on the view (needs amd-quark: recorded as NOT RUN).
+  * contract: tensor names/dtypes/shapes of every layout (quark-format.md §3, §5, §6,
+    loaders.md §B1, §D, shared/design/SPECS.md), which modules are quantized (shape rules of
+    each spec), header order and metadata;
+  * values: decodes each quantized module of the view (its own layout: AWQ nibble order
+    [0,2,4,6,1,3,5,7] in the transposed [I, O/8] words; compressed-tensors plain packing with
+    the +8/+128 offset; mxfp4 e2m1 codes + e8m0 bytes; fp8-block weight_scale_inv) into
+    canonical codes/scales/zero points and compares them bit for bit with an independent torch
+    implementation of the arithmetic (quark-format.md §4.1, §4.3, §4.5; SPECS.md fp8-block):
+    `ref_quantize` below;
+  * dequant: dequantizes every quantized weight and measures its relative RMS error against the
+    source (8-bit specs < 3 %, 4-bit < 15 %); xformat: the same spec must dequantize to
+    identical weights in every format that quantizes the same tensors;
+  * every other tensor and every passed-through file equals the source byte for byte;
+    read(2) + `safetensors.torch.load(bytes)` equals the mmap read;
+  * config.json (AutoConfig, quantization_config of the format, exclusion list) and
+    model.safetensors.index.json;
+  * forward: the dequantized weights swapped into the transformers model of SRC, logits
+    compared with the unquantized model (relative error, top-1 agreement);
+  * loader: transformers loading the view itself. Format fp8: `from_pretrained(view,
+    quantization_config=FineGrainedFP8Config(dequantize=True))`, logits compared, missing/
+    unexpected weights reported. Formats quark/awq/compressed-tensors need packages absent
+    on the machine (amd-quark, gptqmodel, compressed-tensors): the exact error is recorded as
+    NOT RUN.
 
 Writes OUT/gpu-check-report.md (summary table + details) and OUT/gpu-check-report.json after
-every model/spec, so a run cut short still leaves what it did.
+every row, so a run cut short still leaves what it did.
 
 Usage:
   gpu_check.py --quarkfs BIN --libdir DIR --bindir DIR --out DIR \
-      --model NAME=SRC [--model NAME=SRC ...] [--no-forward NAME ...] [--specs a,b,...] \
-      [--timing NAME]
+      --model NAME=SRC [--model NAME=SRC ...] [--all-pairs NAME ...] [--no-forward NAME ...] \
+      [--specs a,b,...] [--deadline SECONDS]
+  gpu_check.py --zero-blocks DIR     (zero some 128-row / 128-column blocks of a genmodel model
+                                      in place, so all-zero groups/blocks get exercised)
 """
 
 import argparse
 import gc
 import hashlib
+import importlib.util
 import json
+import logging
+import math
 import os
 import platform
 import struct
@@ -58,15 +76,44 @@ try:
 except ImportError:  # pragma: no cover - local runs without transformers
     transformers = None
 
-SPECS = {
-    # spec: (kind, per_channel, expected input_tensors (dtype, is_dynamic) or None)
-    "int8": ("int", False, None),
-    "int8-channel": ("int", True, None),
-    "w8a8-int8": ("int", True, ("int8", True)),
-    "fp8": ("fp8", False, ("fp8_e4m3", True)),
-    "fp8-channel": ("fp8", True, ("fp8_e4m3", True)),
-}
-ALL_SPECS = list(SPECS)
+
+def _spec_table():
+    """spec -> parameters (SPECS.md 'Specs'; quark-format.md §3)."""
+    t = {
+        "int8": dict(kind="int8", per="tensor", bits=8, inp=None),
+        "int8-channel": dict(kind="int8", per="channel", bits=8, inp=None),
+        "w8a8-int8": dict(kind="int8", per="channel", bits=8, inp=("int8", True)),
+        "fp8": dict(kind="fp8", per="tensor", bits=8, inp=("fp8_e4m3", True)),
+        "fp8-channel": dict(kind="fp8", per="channel", bits=8, inp=("fp8_e4m3", True)),
+        "fp8-block": dict(kind="fp8", per="block", bits=8, block=128, inp=("fp8_e4m3", True)),
+        "mxfp4": dict(kind="mxfp4", per="group", group=32, bits=4, inp=("fp4", True)),
+    }
+    for g in (32, 64, 128):
+        t["uint4-g%d" % g] = dict(kind="int4", signed=False, per="group", group=g, bits=4, inp=None)
+        t["int4-g%d" % g] = dict(kind="int4", signed=True, per="group", group=g, bits=4, inp=None)
+    t["uint4"] = dict(t["uint4-g128"])
+    t["int4"] = dict(t["int4-g128"])
+    return t
+
+
+SPECS = _spec_table()
+ORIGINAL_SPECS = ["int8", "int8-channel", "w8a8-int8", "fp8", "fp8-channel"]
+FORMATS = ("quark", "awq", "fp8", "compressed-tensors")
+# The valid pairs as the contract documents them (checked against `quarkfs --list-specs`).
+CONTRACT_PAIRS = (
+    [("int8", "quark"), ("int8-channel", "quark"), ("int8-channel", "compressed-tensors"),
+     ("w8a8-int8", "quark"), ("w8a8-int8", "compressed-tensors"),
+     ("fp8", "quark"), ("fp8", "fp8"), ("fp8", "compressed-tensors"),
+     ("fp8-channel", "quark"), ("fp8-channel", "compressed-tensors"),
+     ("fp8-block", "fp8"), ("fp8-block", "compressed-tensors")]
+    + [(s, f) for s in ("uint4", "uint4-g32", "uint4-g64", "uint4-g128") for f in ("quark", "awq")]
+    + [(s, f) for s in ("int4", "int4-g32", "int4-g64", "int4-g128")
+       for f in ("quark", "awq", "compressed-tensors")]
+    + [("mxfp4", "quark")])
+REL_RMS_BOUND = {8: 0.03, 4: 0.15}          # relative RMS weight error, by bit width
+FORWARD_MAX_REL_ERR = {8: 0.25, 4: 1.0}     # sanity bounds only (garbage gives ~1.4)
+LOADER_MAX_REL_ERR = 0.25
+
 FLOAT_DTYPES = ("BF16", "F16", "F32")
 EMBED_COMPONENTS = ("wte", "wpe", "word_embeddings", "position_embeddings", "shared")
 DTYPE_ORDER = ["BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0",
@@ -77,13 +124,15 @@ TORCH_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float
                 "F64": torch.float64, "I8": torch.int8, "U8": torch.uint8, "I16": torch.int16,
                 "I32": torch.int32, "I64": torch.int64, "BOOL": torch.bool}
 FP8 = getattr(torch, "float8_e4m3fn", None)
-if FP8 is not None:
-    TORCH_DTYPES["F8_E4M3"] = FP8
+# A torch without float8 (a local run with a stand-in safetensors) reads F8_E4M3 as uint8 bytes;
+# the raw header dtype is checked separately, so the contract check keeps its meaning.
+TORCH_DTYPES["F8_E4M3"] = FP8 if FP8 is not None else torch.uint8
 EXPORT_KEYS = {"kv_cache_group", "min_kv_scale", "pack_method", "weight_format",
                "weight_merge_groups"}
 EPS = 2.0 ** -23
-FORWARD_MAX_REL_ERR = 0.25     # sanity bound only; the bitwise checks are the real ones
-PASS, FAIL, NOTRUN, NA = "PASS", "FAIL", "NOT RUN", "n/a"
+PASS, FAIL, NOTRUN, NA, INCOMPAT = "PASS", "FAIL", "NOT RUN", "n/a", "INCOMPATIBLE"
+AWQ_SHIFTS = [0, 16, 4, 20, 8, 24, 12, 28]   # bit offset of element j of each group of 8
+E2M1 = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,89 +322,392 @@ def linear_like(name, dtype, shape):
     return module
 
 
-def plan_view(src_meta, finite, spec):
+def layout(spec, fmt, O, I, D):
+    """The tensors a quantized module [O, I] of source dtype D becomes: {suffix: (dtype, shape)}.
+
+    quark: quark-format.md §3(a)-(f); awq: §5; fp8: §6 and loaders.md §B1 (block:
+    weight_scale_inv F32 [O/128, I/128], SPECS.md); compressed-tensors: loaders.md §D
+    (pack-quantized weight_packed I32 [O, ceil(I*bits/32)] + weight_scale + weight_shape I64 [2];
+    int-/float-quantized weight + weight_scale; scales [O,1] channel, [O, I/G] group, [1] tensor,
+    [O/128, I/128] block).
+    """
+    p = SPECS[spec]
+    k, per = p["kind"], p["per"]
+    if k == "int8":
+        if fmt == "quark":
+            if per == "tensor":
+                return {"weight": ("I8", [O, I]), "weight_scale": ("F32", []),
+                        "weight_zero_point": ("I8", [])}
+            return {"weight": ("I8", [O, I]), "weight_scale": (D, [O]),
+                    "weight_zero_point": ("I8", [O])}
+        if fmt == "compressed-tensors":
+            if spec == "w8a8-int8":                      # int-quantized
+                return {"weight": ("I8", [O, I]), "weight_scale": (D, [O, 1])}
+            return {"weight_packed": ("I32", [O, -(-I * 8 // 32)]),   # pack-quantized, 8 bits
+                    "weight_scale": (D, [O, 1]), "weight_shape": ("I64", [2])}
+    if k == "fp8":
+        if per == "block":
+            b = p["block"]
+            name = "weight_scale_inv" if fmt == "fp8" else "weight_scale"
+            return {"weight": ("F8_E4M3", [O, I]), name: ("F32", [O // b, I // b])}
+        if fmt in ("quark", "fp8"):
+            return {"weight": ("F8_E4M3", [O, I]), "weight_scale": (D, [] if per == "tensor" else [O])}
+        if fmt == "compressed-tensors":
+            return {"weight": ("F8_E4M3", [O, I]),
+                    "weight_scale": (D, [1] if per == "tensor" else [O, 1])}
+    if k == "int4":
+        G = p["group"]
+        if fmt in ("quark", "awq"):
+            n = ("weight", "weight_scale", "weight_zero_point") if fmt == "quark" else \
+                ("qweight", "scales", "qzeros")
+            return {n[0]: ("I32", [I, O // 8]), n[1]: (D, [I // G, O]),
+                    n[2]: ("I32", [I // G, O // 8])}
+        if fmt == "compressed-tensors" and p["signed"]:
+            return {"weight_packed": ("I32", [O, -(-I * 4 // 32)]), "weight_scale": (D, [O, I // G]),
+                    "weight_shape": ("I64", [2])}
+    if k == "mxfp4" and fmt == "quark":
+        return {"weight": ("U8", [O, I // 2]), "weight_scale": ("U8", [O, I // 32])}
+    raise ValueError("no layout for %s/%s" % (spec, fmt))
+
+
+def ineligible(spec, fmt, O, I):
+    """Why a candidate [O, I] cannot take the spec in this format (None: it can)."""
+    p = SPECS[spec]
+    if p["per"] == "block" and (O % p["block"] or I % p["block"]):
+        return "not whole %dx%d blocks" % (p["block"], p["block"])
+    if p["kind"] == "int4":
+        if I % p["group"]:
+            return "in=%d not a multiple of the group %d" % (I, p["group"])
+        if fmt in ("quark", "awq") and O % 8:
+            return "out=%d not a multiple of 8 (int32 packing along out)" % O
+    if p["kind"] == "mxfp4" and I % 32:
+        return "in=%d not a multiple of the MX block 32" % I
+    return None
+
+
+def plan_view(src_meta, finite, spec, fmt):
     """Expected view tensors of one source model.
 
     src_meta: {tensor name: (file, dtype string, shape)} over all source files;
     finite: {tensor name: bool} (NaN/Inf weights stay unquantized).
-    Returns (expected, quantized, unquantized_linear) where expected maps every view tensor to
-    (file, dtype string, shape, role, source tensor name); role in copy/weight/scale/zero_point.
+    Returns (expected, quantized, unquantized) where expected maps every view tensor to
+    (file, dtype string, shape, role, source tensor name); role 'copy' or the layout suffix;
+    quantized lists the source weight names; unquantized maps Linear-like modules left alone
+    to the reason.
     """
-    kind, per_channel, _ = SPECS[spec]
     names = set(src_meta)
-    suffixes = [".weight_scale"] + ([".weight_zero_point"] if kind == "int" else [])
     expected, quantized, unquantized = {}, [], {}
     for name, (fname, dtype, shape) in sorted(src_meta.items()):
         module = linear_like(name, dtype, shape)
         reason = None
+        lay = None
         if module is not None:
-            if shape[0] * shape[1] == 0:
+            O, I = shape
+            if O * I == 0:
                 reason = "empty"
             elif module == "lm_head" or module.endswith(".lm_head"):
                 reason = "lm_head"
-            elif any(module + s in names for s in suffixes):
-                reason = "name collision"
             elif not finite.get(name, True):
                 reason = "NaN/Inf"
+            else:
+                reason = ineligible(spec, fmt, O, I)
+                if reason is None:
+                    lay = layout(spec, fmt, O, I, dtype)
+                    if any(module + "." + s in names for s in lay if s != "weight"):
+                        reason = "name collision"
         if module is None or reason is not None:
             expected[name] = (fname, dtype, list(shape), "copy", name)
             if module is not None:
                 unquantized[module] = reason
             continue
         quantized.append(name)
-        rows = shape[0]
-        expected[name] = (fname, "I8" if kind == "int" else "F8_E4M3", list(shape), "weight", name)
-        if kind == "int":
-            sdt = dtype if per_channel else "F32"
-        else:
-            sdt = dtype
-        sshape = [rows] if per_channel else []
-        expected[module + ".weight_scale"] = (fname, sdt, sshape, "scale", name)
-        if kind == "int":
-            expected[module + ".weight_zero_point"] = (fname, "I8", sshape, "zero_point", name)
+        for suffix, (dt, shp) in lay.items():
+            expected[module + "." + suffix] = (fname, dt, list(shp), suffix, name)
     return expected, quantized, unquantized
 
 
+# ---------------------------------------------------------------------------------------------
+# The arithmetic, written from the contract in torch (CPU): canonical codes / scales / zero points
+#   codes [O, I]: int8 / int4 values, e4m3 bit patterns (0..255), e2m1 codes (0..15)
+#   scale: per-tensor [], per-channel [O], per-group [O, I/G], per-block [O/B, I/B]
+#          (mxfp4: the e8m0 bytes [O, I/32] as uint8)
+#   zp: like the scale, integer (None where the layout has no zero point = 0)
+# ---------------------------------------------------------------------------------------------
+
+def _e4m3_table():
+    tab = []
+    for b in range(256):
+        s = -1.0 if b & 0x80 else 1.0
+        e, m = (b >> 3) & 0xF, b & 7
+        if e == 15 and m == 7:
+            tab.append(float("nan"))
+        elif e == 0:
+            tab.append(s * m * 2.0 ** -9)
+        else:
+            tab.append(s * (1 + m / 8.0) * 2.0 ** (e - 7))
+    return torch.tensor(tab, dtype=torch.float32)
+
+
+E4M3_TABLE = _e4m3_table()
+E2M1_TABLE = torch.tensor(E2M1 + [-v for v in E2M1], dtype=torch.float32)
+
+
+def e4m3_encode_sw(v):
+    """float32 tensor already clamped to [-448, 448] -> e4m3fn bytes (int32), round to nearest
+    even, written without torch's float8 (used where torch has none, and cross-checked against
+    torch's .to(float8_e4m3fn) on the GPU machine)."""
+    a = v.double().abs()
+    sign = torch.signbit(v).to(torch.int32) << 7
+    sub = a < 2.0 ** -6
+    code_sub = torch.round(a * 2.0 ** 9).to(torch.int32)        # 0..8 (8 = smallest normal)
+    mant, ex = torch.frexp(torch.where(sub, torch.ones_like(a), a))
+    e = ex.to(torch.int32) - 1                                  # a = (1 + m) 2^e
+    m = torch.round((a / torch.pow(2.0, e.double()) - 1.0) * 8).to(torch.int32)
+    e = torch.where(m == 8, e + 1, e)
+    m = torch.where(m == 8, torch.zeros_like(m), m)
+    code_n = ((e + 7) << 3) | m
+    return torch.where(sub, code_sub, code_n) | sign
+
+
+def e4m3_encode(v):
+    """e4m3fn bytes (int32) of a clamped float tensor: torch's cast where torch has float8."""
+    if FP8 is not None:
+        return v.to(FP8).view(torch.uint8).to(torch.int32)
+    return e4m3_encode_sw(v.float())
+
+
 def ref_quantize(x, spec):
-    """Quark's weight quantization, written literally in torch (quark-format.md §4.1, §4.3).
+    """Quantize the source weight x [O, I] (its own dtype D) the way the contract says.
 
-    x: the source weight [O, I] in its own dtype D. Returns (q, scale, zero_point or None).
-    """
-    kind, per_channel, _ = SPECS[spec]
+    Returns dict(codes, scale, zp)."""
+    p = SPECS[spec]
+    k, per = p["kind"], p["per"]
     dt = x.dtype
-    if per_channel:
-        mn, mx = x.amin(dim=1), x.amax(dim=1)             # exact in D
-    else:
-        mn, mx = x.min(), x.max()
+    O, I = x.shape
     zero = torch.zeros((), dtype=dt)
-    amax = torch.maximum(-torch.minimum(mn, zero), torch.maximum(mx, zero))
-    xf = x.float()
-    if kind == "int":
-        s0 = (amax.float() / 127.5).to(dt)                   # rD(amax / 127.5)
-        if per_channel:                                      # floor at eps, stays D
-            scale = torch.maximum(s0, torch.tensor(EPS, dtype=torch.float32).to(dt))
-        else:                                                # per-tensor: promoted to F32
-            scale = torch.maximum(s0.float(), torch.tensor(EPS, dtype=torch.float32))
-        sf = scale.float()
-        inv = torch.ones_like(sf) / sf                       # float32 reciprocal
-        if per_channel:
-            inv = inv[:, None]
-        q = torch.clamp(torch.round(xf * inv), -128, 127).to(torch.int8)
-        zp = torch.zeros(scale.shape, dtype=torch.int8)
-        return q, scale, zp
-    s = (amax.float() / 448.0).to(dt)                        # rD(amax / 448)
-    s = torch.where(s == 0, torch.tensor(EPS, dtype=torch.float32).to(dt), s)
-    sf = s.float()[:, None] if per_channel else s.float()
-    q = (xf / sf).to(dt).clamp(-448, 448).to(FP8)
-    return q, s, None
+    eps32 = torch.tensor(EPS, dtype=torch.float32)
+    if k in ("int8", "fp8") and per in ("tensor", "channel"):      # §4.1 / §4.3
+        if per == "channel":
+            mn, mx = x.amin(dim=1), x.amax(dim=1)                   # exact in D
+        else:
+            mn, mx = x.min(), x.max()
+        amax = torch.maximum(-torch.minimum(mn, zero), torch.maximum(mx, zero))
+        xf = x.float()
+        if k == "int8":
+            s0 = (amax.float() / 127.5).to(dt)                       # rD(amax / 127.5)
+            if per == "channel":                                     # floor at eps, stays D
+                scale = torch.maximum(s0, eps32.to(dt))
+            else:                                                    # per-tensor: promoted to F32
+                scale = torch.maximum(s0.float(), eps32)
+            sf = scale.float()
+            inv = torch.ones_like(sf) / sf                           # float32 reciprocal
+            if per == "channel":
+                inv = inv[:, None]
+            q = torch.clamp(torch.round(xf * inv), -128, 127).to(torch.int32)
+            return dict(codes=q, scale=scale, zp=torch.zeros(scale.shape, dtype=torch.int32))
+        s = (amax.float() / 448.0).to(dt)                            # rD(amax / 448)
+        s = torch.where(s == 0, eps32.to(dt), s)
+        sf = s.float()[:, None] if per == "channel" else s.float()
+        y = (xf / sf).to(dt).float().clamp(-448, 448)                # rD(x / s), clamped (exact)
+        return dict(codes=e4m3_encode(y), scale=s, zp=None)
+    if k == "fp8" and per == "block":                                # SPECS.md fp8-block
+        B = p["block"]
+        xb = x.float().reshape(O // B, B, I // B, B)
+        amax = xb.abs().amax(dim=3).amax(dim=1)                      # exact, float32
+        s = amax / 448.0                                             # fl32(amax / 448)
+        s = torch.where(s == 0, eps32, s)
+        y = torch.clamp(xb / s[:, None, :, None], -448, 448)         # fl32(x / s), not rD
+        return dict(codes=e4m3_encode(y).reshape(O, I), scale=s, zp=None)
+    if k == "int4":                                                  # §4.1 per-group
+        G = p["group"]
+        xg = x.reshape(O, I // G, G)
+        mn, mx = xg.amin(dim=2), xg.amax(dim=2)                      # exact in D
+        mn_neg, mx_pos = torch.minimum(mn, zero), torch.maximum(mx, zero)
+        if p["signed"]:
+            qmin, qmax = -8, 7
+            amax = torch.maximum(-mn_neg, mx_pos)
+            s0 = (amax.float() / 7.5).to(dt)                         # rD(amax / 7.5)
+        else:
+            qmin, qmax = 0, 15
+            rng = (mx_pos.float() - mn_neg.float()).to(dt)           # rD(mx_pos - mn_neg)
+            s0 = (rng.float() / 15.0).to(dt)                         # rD(rng / 15)
+        s = torch.maximum(s0, eps32.to(dt))                          # per-group: stays D
+        sf = s.float()
+        if p["signed"]:
+            zp = torch.zeros(s.shape, dtype=torch.int32)
+        else:                                                        # zp = clamp(qmin - rne(rD(mn/s)))
+            r = torch.round((mn_neg.float() / sf).to(dt).float())
+            zp = torch.clamp(qmin - r, qmin, qmax).to(torch.int32)
+        inv = torch.ones_like(sf) / sf
+        y = xg.float() * inv[:, :, None]
+        y = y + zp.float()[:, :, None]
+        q = torch.clamp(torch.round(y), qmin, qmax).to(torch.int32).reshape(O, I)
+        return dict(codes=q, scale=s, zp=zp)
+    if k == "mxfp4":                                                 # §4.5
+        xb = x.float().reshape(O, I // 32, 32)
+        amax = xb.abs().amax(dim=2)
+        vb = (amax.view(torch.int32) + (1 << 21)) & ~0x7FFFFF        # even_round: v = 2^k
+        E = (vb >> 23) & 0xFF
+        e = torch.clamp(E - 127 - 2, -127, 127)                      # amax 0 / tiny: -127
+        e = torch.where(E == 255, torch.full_like(e, 127), e)        # v = +inf: log2 = inf
+        y = xb.double() * torch.pow(2.0, -e.double())[:, :, None]    # x / 2^e, exact
+        a = y.abs()
+        grid = torch.tensor(E2M1, dtype=torch.float64)
+        i = torch.clamp(torch.bucketize(a, grid, right=True) - 1, 0, 7)
+        lo = grid[i]
+        hi = grid[torch.clamp(i + 1, max=7)]
+        dl, dh = a - lo, hi - a
+        idx = torch.where(dl < dh, i, torch.where(dl > dh, i + 1, torch.where(i % 2 == 0, i, i + 1)))
+        idx = torch.where(a >= 6.0, torch.full_like(idx, 7), idx)
+        code = idx | torch.where((y < 0) & (idx != 0), 8, 0)
+        byte = torch.clamp(e, min=-126) + 127
+        return dict(codes=code.reshape(O, I).to(torch.int32), scale=byte.to(torch.uint8), zp=None)
+    raise ValueError(spec)
 
 
-def dequantize(q, scale, per_channel, dt):
-    """w = q * scale in float32 (zero point 0), rounded to the model dtype."""
-    s = scale.float()
-    if per_channel:
-        s = s[:, None]
-    return (q.float() * s).to(dt)
+# ---------------------------------------------------------------------------------------------
+# Decoding a view's module (its own layout) into canonical codes / scales / zero points
+# ---------------------------------------------------------------------------------------------
+
+def _u32(words):
+    return words.to(torch.int64) & 0xFFFFFFFF
+
+
+def unpack_awq(words, signed):
+    """I32 [R, C] -> int32 [R, 8C]: element j of word c is at bit AWQ_SHIFTS[j] (quark §4.6)."""
+    u = _u32(words)
+    R, C = u.shape
+    out = torch.stack([(u >> sh) & 0xF for sh in AWQ_SHIFTS], dim=-1).reshape(R, C * 8)
+    if signed:
+        out = torch.where(out >= 8, out - 16, out)
+    return out.to(torch.int32)
+
+
+def unpack_plain(words, bits):
+    """I32 [R, C] -> int32 [R, C*32/bits]: element e at bits*(e % per) of word e // per,
+    unsigned (compressed-tensors pack_to_int32, loaders.md §D)."""
+    u = _u32(words)
+    per = 32 // bits
+    R, C = u.shape
+    out = torch.stack([(u >> (bits * k)) & ((1 << bits) - 1) for k in range(per)], dim=-1)
+    return out.reshape(R, C * per).to(torch.int32)
+
+
+def fp8_bytes(t):
+    """int32 e4m3 byte values of an F8_E4M3 tensor (float8 or stand-in uint8)."""
+    if FP8 is not None and t.dtype == FP8:
+        return t.view(torch.uint8).to(torch.int32)
+    if t.dtype == torch.uint8:
+        return t.to(torch.int32)
+    raise ValueError("not an fp8 tensor: %s" % t.dtype)
+
+
+def decode_view(spec, fmt, module, get, O, I):
+    """Canonical dict(codes, scale, zp) of one quantized module, from the view's own tensors.
+
+    get(suffix) -> the view tensor `module.suffix`."""
+    p = SPECS[spec]
+    k, per = p["kind"], p["per"]
+    if k == "int8":
+        if fmt == "quark":
+            return dict(codes=get("weight").to(torch.int32), scale=get("weight_scale"),
+                        zp=get("weight_zero_point").to(torch.int32))
+        s = get("weight_scale").reshape(O)                           # [O, 1] -> [O]
+        if spec == "w8a8-int8":
+            return dict(codes=get("weight").to(torch.int32), scale=s, zp=None)
+        shape = get("weight_shape").tolist()
+        if shape != [O, I]:
+            raise ValueError("weight_shape %s, expected %s" % (shape, [O, I]))
+        q = unpack_plain(get("weight_packed"), 8)[:, :I] - 128       # +128 offset
+        return dict(codes=q, scale=s, zp=None)
+    if k == "fp8":
+        if per == "block":
+            s = get("weight_scale_inv" if fmt == "fp8" else "weight_scale")
+        else:
+            s = get("weight_scale")
+            s = s.reshape(()) if per == "tensor" else s.reshape(O)
+        return dict(codes=fp8_bytes(get("weight")), scale=s, zp=None)
+    if k == "int4":
+        if fmt in ("quark", "awq"):
+            n = ("weight", "weight_scale", "weight_zero_point") if fmt == "quark" else \
+                ("qweight", "scales", "qzeros")
+            q = unpack_awq(get(n[0]), p["signed"]).t().contiguous()        # [I, O] -> [O, I]
+            s = get(n[1]).t().contiguous()                                 # [I/G, O] -> [O, I/G]
+            zp = unpack_awq(get(n[2]), p["signed"]).t().contiguous()
+            return dict(codes=q, scale=s, zp=zp)
+        shape = get("weight_shape").tolist()
+        if shape != [O, I]:
+            raise ValueError("weight_shape %s, expected %s" % (shape, [O, I]))
+        q = unpack_plain(get("weight_packed"), 4)[:, :I] - 8              # +8 offset
+        return dict(codes=q, scale=get("weight_scale"), zp=None)
+    if k == "mxfp4":
+        b = get("weight").to(torch.int32)                                  # [O, I/2]
+        q = torch.stack([b & 0xF, b >> 4], dim=-1).reshape(O, I)           # low nibble first
+        return dict(codes=q, scale=get("weight_scale"), zp=None)
+    raise ValueError(spec)
+
+
+def expand(s, spec, O, I):
+    """A canonical scale / zero point broadcast to [O, I] (float32)."""
+    p = SPECS[spec]
+    s = s.float()
+    per = p["per"]
+    if per == "tensor":
+        return s.reshape(1, 1).expand(O, I)
+    if per == "channel":
+        return s.reshape(O, 1).expand(O, I)
+    if per == "block":
+        B = p["block"]
+        return s.repeat_interleave(B, dim=0).repeat_interleave(B, dim=1)
+    return s.repeat_interleave(p["group"], dim=1)
+
+
+def dequantize(can, spec, O, I):
+    """float32 [O, I] from canonical codes/scales/zero points."""
+    k = SPECS[spec]["kind"]
+    c = can["codes"]
+    if k == "fp8":
+        return E4M3_TABLE[c.long()] * expand(can["scale"], spec, O, I)
+    if k == "mxfp4":
+        sc = torch.pow(2.0, can["scale"].to(torch.float64) - 127).float()
+        return E2M1_TABLE[c.long()] * expand(sc, spec, O, I)
+    q = c.float()
+    if can["zp"] is not None:
+        q = q - expand(can["zp"], spec, O, I)
+    return q * expand(can["scale"], spec, O, I)
+
+
+def compare_canonical(got, ref):
+    """Differences between a decoded view module and the reference: list of strings."""
+    out = []
+    g, r = got["codes"].to(torch.int32), ref["codes"].to(torch.int32)
+    if g.shape != r.shape:
+        out.append("codes shape %s vs %s" % (list(g.shape), list(r.shape)))
+    elif not torch.equal(g, r):
+        bad = (g != r).nonzero()
+        i = tuple(bad[0].tolist())
+        out.append("codes: %d of %d differ, first at %s: got %d expected %d"
+                   % (bad.shape[0], g.numel(), list(i), g[i].item(), r[i].item()))
+    gs, rs = got["scale"], ref["scale"]
+    if tuple(gs.shape) != tuple(rs.shape):
+        out.append("scale shape %s vs %s" % (list(gs.shape), list(rs.shape)))
+    else:
+        a = gs.float() if gs.is_floating_point() else gs.to(torch.int32)
+        b = rs.float() if rs.is_floating_point() else rs.to(torch.int32)
+        if not same_bits(a, b):
+            out.append("scale: %s" % diff_examples(a, b))
+    gz = got["zp"] if got["zp"] is not None else None
+    rz = ref["zp"] if ref["zp"] is not None else None
+    if rz is not None and gz is None:
+        if bool((rz != 0).any()):
+            out.append("zero point: none in the view, reference has non-zero ones")
+    elif gz is not None:
+        if rz is None:
+            rz = torch.zeros_like(gz)
+        if tuple(gz.shape) != tuple(rz.shape) or not torch.equal(gz.to(torch.int32),
+                                                                 rz.to(torch.int32)):
+            out.append("zero point: %s" % diff_examples(gz.to(torch.int32), rz.to(torch.int32)))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,11 +721,13 @@ class MountError(Exception):
 class Mount:
     """A quarkfs mount on a fresh temporary directory (foreground child or daemon)."""
 
-    def __init__(self, args, src, spec, daemon=False):
+    def __init__(self, args, src, spec, daemon=False, fmt="quark"):
         self.args, self.src, self.spec, self.daemon = args, src, spec, daemon
+        self.fmt = fmt
         self.mnt = tempfile.mkdtemp(prefix="quarkfs-mnt-")
         self.proc = None
         self.mount_s = None
+        self.unmount_msgs = []
 
     def env(self):
         """Environment for quarkfs: bundled libraries and fusermount3 first."""
@@ -384,8 +738,8 @@ class Mount:
         return env
 
     def __enter__(self):
-        cmd = [self.args.quarkfs, "--spec", self.spec] + ([] if self.daemon else ["-f"]) + \
-              [self.src, self.mnt]
+        cmd = [self.args.quarkfs, "--spec", self.spec, "--format", self.fmt] + \
+            ([] if self.daemon else ["-f"]) + [self.src, self.mnt]
         with open(self.args.quarkfs_log, "a") as lf:
             lf.write("\n==== %s\n" % " ".join(cmd))
         logf = open(self.args.quarkfs_log, "ab")
@@ -508,15 +862,16 @@ class Source:
 # Checks of one mounted view
 # ---------------------------------------------------------------------------------------------
 
-def check_view(args, name, src, spec, ref_cache, model_state):
-    """All checks of one (model, spec). Returns {check: Check-as-dict} plus timing/forward."""
-    kind, per_channel, in_spec = SPECS[spec]
-    expected, quantized, unquant = plan_view(src.meta, src.finite, spec)
+def check_view(args, name, src, spec, fmt, state, xcache):
+    """All checks of one (model, spec, format). Returns ({check: Check}, info)."""
+    p = SPECS[spec]
+    expected, quantized, unquant = plan_view(src.meta, src.finite, spec, fmt)
     res = {}
-    info = {"quantized_tensors": len(quantized), "view_tensors": len(expected)}
+    info = {"quantized_tensors": len(quantized), "view_tensors": len(expected),
+            "candidates": len(quantized) + len(unquant)}
     c_mount = Check()
     try:
-        m = Mount(args, src.path, spec).__enter__()
+        m = Mount(args, src.path, spec, fmt=fmt).__enter__()
     except Exception as exc:
         c_mount.fail("%s: %s" % (type(exc).__name__, exc))
         res["mount"] = c_mount.done()
@@ -548,25 +903,23 @@ def check_view(args, name, src, spec, ref_cache, model_state):
                 c_files.fail("%s has write bits (%o)" % (f, st.st_mode & 0o777))
         res["files"] = c_files.done()
 
-        # ---- load every tensor through safe_open (mmap); timed
+        # ---- (a) load every tensor through safe_open (mmap); timed
         c_load = Check()
         view = {}
         vmeta = {}
         read_s, nbytes, loaded = timed_read([os.path.join(mnt, f) for f in src.st_files])
         tensors = None
-        for (p, meta, tensors, errors), f in zip(loaded, src.st_files):
+        for (pth, meta, tensors, errors), f in zip(loaded, src.st_files):
             vmeta[f] = meta
             for e in errors:
                 c_load.fail("%s: %s" % (f, e))
             for k, t in tensors.items():
                 view[k] = (f, t)
         del loaded, tensors
-        gc.collect()
-        # the same read again (quarkfs cache + page cache warm), and of the source on local disk
         info["warm_read_s"], _n, again = timed_read([os.path.join(mnt, f) for f in src.st_files])
-        for p, _meta, tensors, errors in again:
+        for pth, _meta, tensors, errors in again:
             for e in errors:
-                c_load.fail("second read: %s: %s" % (os.path.basename(p), e))
+                c_load.fail("second read: %s: %s" % (os.path.basename(pth), e))
             for k, t in tensors.items():
                 if k not in view or not same_bits(t, view[k][1]):
                     c_load.fail("second read of %s differs from the first" % k)
@@ -577,13 +930,11 @@ def check_view(args, name, src, spec, ref_cache, model_state):
         gc.collect()
         info["read_s"] = read_s
         info["read_bytes"] = nbytes
-        info["view_file_bytes"] = sum(os.path.getsize(os.path.join(mnt, f)) for f in src.st_files)
-        c_load.note("%d tensors, %.1f MB of tensor data in %.3f s (%.0f MB/s, quantization on "
-                    "first read included)" % (len(view), nbytes / 1e6, read_s,
-                                              nbytes / 1e6 / max(read_s, 1e-9)))
+        c_load.note("%d tensors, %.1f MB of tensor data in %.3f s" % (len(view), nbytes / 1e6,
+                                                                     read_s))
         res["load"] = c_load.done()
 
-        # ---- contract: names, dtypes, shapes; header layout; metadata
+        # ---- (a) contract: names, dtypes, shapes; header layout; metadata
         c_con = Check()
         if set(view) != set(expected):
             extra, missing = sorted(set(view) - set(expected)), sorted(set(expected) - set(view))
@@ -597,9 +948,7 @@ def check_view(args, name, src, spec, ref_cache, model_state):
             vf, t = view[k]
             if vf != f:
                 c_con.fail("%s is in %s, expected %s" % (k, vf, f))
-            if dt not in TORCH_DTYPES:
-                c_con.fail("%s: expected dtype %s has no torch dtype here" % (k, dt))
-            elif t.dtype != TORCH_DTYPES[dt] or list(t.shape) != shape:
+            if t.dtype != TORCH_DTYPES[dt] or list(t.shape) != shape:
                 c_con.fail("%s: %s%s, expected %s%s" % (k, t.dtype, list(t.shape), dt, shape))
         for f in src.st_files:
             try:
@@ -619,9 +968,9 @@ def check_view(args, name, src, spec, ref_cache, model_state):
             want = sorted(order, key=lambda k: (-DTYPE_RANK[ents[k]["dtype"]], k.encode("utf-8")))
             if order != want:
                 c_con.fail("%s: header order is not (dtype desc, name)" % f)
-            offs = [ents[k]["data_offsets"] for k in order]
             pos = 0
-            for k, (b, e) in zip(order, offs):
+            for k in order:
+                b, e = ents[k]["data_offsets"]
                 if b != pos:
                     c_con.fail("%s: %s starts at %d, expected %d (data not in header order)"
                                % (f, k, b, pos))
@@ -632,43 +981,84 @@ def check_view(args, name, src, spec, ref_cache, model_state):
             want_meta["format"] = "pt"
             if meta != want_meta:
                 c_con.fail("%s: metadata %s, expected %s" % (f, meta, want_meta))
-        c_con.note("%d view tensors, %d quantized, unquantized Linear-like: %s"
-                   % (len(expected), len(quantized), unquant or "none"))
+        c_con.note("%d view tensors, %d of %d Linear-like quantized; unquantized: %s"
+                   % (len(expected), len(quantized), len(quantized) + len(unquant),
+                      summarize_reasons(unquant)))
         res["contract"] = c_con.done()
 
-        # ---- values: quantized tensors bitwise vs the torch reference; zero points zero
-        c_val = Check()
-        ref_s = 0.0
+        # ---- (c) values: canonical codes/scales/zp bit for bit vs the torch reference;
+        # ---- (b) dequantized weights vs the source, and vs the same spec's other formats
+        c_val, c_deq, c_x = Check(), Check(), Check()
+        deq = {}
+        ref_s, err2, ref2, worst = 0.0, 0.0, 0.0, (0.0, None)
         for w in quantized:
             module = w[: -len(".weight")]
-            if w not in view or module + ".weight_scale" not in view:
-                c_val.fail("%s: not in view" % w)
+            O, I = src.meta[w][2]
+
+            def get(suffix, module=module, vt=view):
+                key = module + "." + suffix
+                if key not in vt:
+                    raise KeyError("%s not in the view" % key)
+                return vt[key][1]
+            try:
+                got = decode_view(spec, fmt, module, get, O, I)
+            except Exception as exc:
+                c_val.fail("%s: cannot decode: %s: %s" % (module, type(exc).__name__, exc))
+                c_deq.fail("%s: cannot decode" % module)
                 continue
-            if FP8 is None and kind == "fp8":
-                c_val.note("torch has no float8_e4m3fn: fp8 values not checked")
-                break
             t1 = time.perf_counter()
-            key = (w, spec)
-            if key not in ref_cache:
-                ref_cache.clear()
-                ref_cache[key] = ref_quantize(src.tensors[w], spec)
-            q, s, zp = ref_cache[key]
+            ref = ref_quantize(src.tensors[w], spec)
             ref_s += time.perf_counter() - t1
-            vq, vs = view[w][1], view[module + ".weight_scale"][1]
-            if not same_bits(vq, q):
-                c_val.fail("%s: %s" % (w, diff_examples(vq, q)))
-            if not same_bits(vs, s):
-                c_val.fail("%s: %s" % (module + ".weight_scale", diff_examples(vs, s)))
-            if zp is not None:
-                vz = view.get(module + ".weight_zero_point", (None, None))[1]
-                if vz is None or not same_bits(vz, zp):
-                    c_val.fail("%s: %s" % (module + ".weight_zero_point",
-                                           "missing" if vz is None else diff_examples(vz, zp)))
-        ref_cache.clear()
+            for d in compare_canonical(got, ref):
+                c_val.fail("%s: %s" % (module, d))
+            del ref
+            wq = dequantize(got, spec, O, I)
+            if not bool(torch.isfinite(wq).all()):
+                c_deq.fail("%s: non-finite dequantized values" % module)
+            x = src.tensors[w].float()
+            e2 = float(((wq.double() - x.double()) ** 2).sum())
+            r2 = float((x.double() ** 2).sum())
+            err2 += e2
+            ref2 += r2
+            rel = math.sqrt(e2 / r2) if r2 > 0 else 0.0
+            if rel > worst[0]:
+                worst = (rel, module)
+            deq[w] = wq
         info["ref_s"] = ref_s
-        c_val.note("%d quantized weights compared bit for bit (weight, scale%s); reference %.1f s"
-                   % (len(quantized), ", zero point" if kind == "int" else "", ref_s))
-        res["values"] = c_val.done()
+        c_val.note("%d quantized modules decoded from the %s layout and compared with the "
+                   "reference (codes, scales%s); reference %.1f s"
+                   % (len(quantized), fmt, ", zero points" if p["kind"] in ("int8", "int4") else "",
+                      ref_s))
+        res["values"] = c_val.done(PASS if quantized else NA)
+        if quantized and ref2 > 0:
+            rel = math.sqrt(err2 / ref2)
+            info["rel_rms"] = rel
+            info["rel_rms_max"] = worst[0]
+            bound = REL_RMS_BOUND[p["bits"]]
+            c_deq.note("weight rel-RMS %.4f over %d tensors (max %.4f, %s); bound %.2f"
+                       % (rel, len(deq), worst[0], worst[1], bound))
+            if not rel < bound:
+                c_deq.fail("weight rel-RMS %.4f >= %.2f" % (rel, bound))
+        res["dequant"] = c_deq.done(PASS if quantized else NA)
+        first = xcache.get(spec)
+        if first is None:
+            xcache.clear()
+            xcache[spec] = (fmt, deq)
+            res["xformat"] = c_x.done(NA)
+            c_x.note("first format of %s" % spec)
+        else:
+            ffmt, fdeq = first
+            common = sorted(set(fdeq) & set(deq))
+            diff = [w for w in common if not same_bits(fdeq[w], deq[w])]
+            for w in diff[:5]:
+                c_x.fail("%s: dequantizes differently from format %s" % (w, ffmt))
+            only = sorted(set(fdeq) ^ set(deq))
+            c_x.note("%d common quantized modules identical to format %s%s"
+                     % (len(common) - len(diff), ffmt,
+                        ("; %d quantized in only one of them (shape rules of the formats)"
+                         % len(only)) if only else ""))
+            info["xformat_common"] = len(common)
+            res["xformat"] = c_x.done()
 
         # ---- unchanged tensors bitwise vs the source
         c_unc = Check()
@@ -699,7 +1089,6 @@ def check_view(args, name, src, spec, ref_cache, model_state):
                     c_bytes.fail("%s: %s differs from the mmap read" % (f, k))
             del loaded
         info["reread_s"] = time.perf_counter() - t0
-        c_bytes.note("re-read with read(2) in %.3f s" % info["reread_s"])
         res["bytes_load"] = c_bytes.done()
 
         # ---- config.json: JSON, AutoConfig, quantization_config
@@ -710,30 +1099,24 @@ def check_view(args, name, src, spec, ref_cache, model_state):
             qc = vcfg.pop("quantization_config", None)
             if vcfg != src.config:
                 c_cfg.fail("config.json differs from the source outside quantization_config")
-            missing_lines = [ln for ln in src.config_text.splitlines()
-                             if ln.strip().rstrip(",") and ln.strip().rstrip(",") not in vtext]
-            if missing_lines:
-                c_cfg.note("source lines not found verbatim in the view: %s" % missing_lines[:5])
-            check_qconfig(c_cfg, qc, spec, quantized, unquant)
+            check_qconfig(c_cfg, qc, spec, fmt, quantized, unquant)
         except Exception as exc:
             c_cfg.fail("config.json: %s: %s" % (type(exc).__name__, exc))
         if transformers is None:
             c_cfg.note("transformers not installed: AutoConfig not tried")
         else:
+            want_qm = "compressed-tensors" if fmt == "compressed-tensors" else fmt
             try:
                 acfg = AutoConfig.from_pretrained(mnt)
                 aq = getattr(acfg, "quantization_config", None)
                 qm = aq.get("quant_method") if isinstance(aq, dict) else getattr(aq, "quant_method", None)
                 qm = getattr(qm, "value", qm)
-                if qm != "quark":
+                if qm != want_qm:
                     c_cfg.fail("AutoConfig: quantization_config.quant_method = %r" % (qm,))
                 else:
-                    c_cfg.note("AutoConfig: %s, quant_method quark" % type(acfg).__name__)
+                    c_cfg.note("AutoConfig: %s, quant_method %s" % (type(acfg).__name__, qm))
             except ImportError as exc:
-                if "quark" in str(exc).lower():   # a loader limitation, not a view defect
-                    c_cfg.note("AutoConfig needs amd-quark (not run): %s" % str(exc)[:200])
-                else:
-                    c_cfg.fail("AutoConfig.from_pretrained: ImportError: %s" % exc)
+                c_cfg.note("AutoConfig needs a package (not run): %s" % str(exc)[:200])
             except Exception as exc:
                 c_cfg.fail("AutoConfig.from_pretrained: %s: %s" % (type(exc).__name__, exc))
         res["config"] = c_cfg.done()
@@ -747,8 +1130,7 @@ def check_view(args, name, src, spec, ref_cache, model_state):
             res["index"] = c_idx.done(NA)
         else:
             try:
-                itext = open(ip).read()
-                idx = json.loads(itext)
+                idx = json.loads(open(ip).read())
                 wm = idx.get("weight_map", {})
                 want = {k: f for k, (f, t) in view.items()}
                 if set(wm) != set(view):
@@ -765,57 +1147,44 @@ def check_view(args, name, src, spec, ref_cache, model_state):
                 if meta.get("total_size") != total:
                     c_idx.fail("metadata.total_size %s, tensors hold %d bytes"
                                % (meta.get("total_size"), total))
-                other = {k: v for k, v in meta.items() if k != "total_size"}
-                src_other = {k: v for k, v in src.index.get("metadata", {}).items()
-                             if k != "total_size"}
-                if other != src_other:
-                    c_idx.note("other metadata %s (source %s)" % (other, src_other))
-                c_idx.note("%d entries, total_size %d" % (len(wm), meta.get("total_size", -1)))
             except Exception as exc:
                 c_idx.fail("%s: %s" % (type(exc).__name__, exc))
             res["index"] = c_idx.done()
 
-        # ---- transformers' own quark loader on the view (needs amd-quark)
-        c_ql = Check()
-        if transformers is None or not args.forward.get(name, True):
-            c_ql.note("not attempted")
-            res["quark_loader"] = c_ql.done(NOTRUN)
-        else:
-            try:
-                qm = AutoModelForCausalLM.from_pretrained(mnt, dtype=src.dtype)
-                c_ql.note("loaded (%s) - amd-quark present?" % type(qm).__name__)
-                del qm
-                res["quark_loader"] = c_ql.done(PASS)
-            except Exception as exc:
-                msg = "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[0][:200])
-                c_ql.note(msg)
-                is_missing = isinstance(exc, ImportError) or "quark" in str(exc).lower()
-                res["quark_loader"] = c_ql.done(NOTRUN if is_missing else FAIL)
-            gc.collect()
+        # ---- (d) transformers loading the view itself
+        try:
+            res["loader"] = loader_check(args, name, mnt, src, spec, fmt, state, quantized, deq,
+                                         info)
+        except Exception as exc:
+            c_l = Check()
+            c_l.fail("harness error: %s: %s" % (type(exc).__name__, exc))
+            c_l.note(traceback.format_exc()[-1500:])
+            res["loader"] = c_l.done()
 
         # ---- dequantized forward pass vs the unquantized model
         c_fw = Check()
-        if transformers is None or not args.forward.get(name, True) or model_state is None:
+        if transformers is None or not args.forward.get(name, True) or state is None:
             c_fw.note("not run (%s)" % ("no transformers" if transformers is None else
                                          "disabled for this model" if not args.forward.get(name, True)
                                          else "reference model did not load"))
             res["forward"] = c_fw.done(NOTRUN)
-        elif kind == "fp8" and FP8 is None:
-            res["forward"] = c_fw.done(NOTRUN)
+        elif not quantized:
+            c_fw.note("nothing quantized: the view's weights are the source's")
+            res["forward"] = c_fw.done(NA)
         else:
             try:
-                fw = forward_check(model_state, view, quantized, per_channel, src.dtype)
+                fw = forward_check(state, deq)
                 info.update(fw)
                 c_fw.note("rel_err %.5f, top-1 agreement %.4f over %d positions"
                           % (fw["rel_err"], fw["top1"], fw["positions"]))
-                if not (fw["rel_err"] < FORWARD_MAX_REL_ERR):
-                    c_fw.fail("relative logits error %.4f >= %.2f" % (fw["rel_err"],
-                                                                     FORWARD_MAX_REL_ERR))
+                bound = FORWARD_MAX_REL_ERR[p["bits"]]
+                if not (fw["rel_err"] < bound):
+                    c_fw.fail("relative logits error %.4f >= %.2f" % (fw["rel_err"], bound))
             except Exception as exc:
                 c_fw.fail("%s: %s" % (type(exc).__name__, exc))
                 c_fw.note(traceback.format_exc()[-1500:])
             res["forward"] = c_fw.done()
-        del view
+        del view, deq
     finally:
         msgs = m.unmount()
         if msgs:
@@ -826,69 +1195,168 @@ def check_view(args, name, src, spec, ref_cache, model_state):
     return res, info
 
 
-def check_qconfig(c, qc, spec, quantized, unquant):
-    """quantization_config fields pinned by the contract."""
-    kind, per_channel, in_spec = SPECS[spec]
-    if not isinstance(qc, dict):
-        c.fail("no quantization_config object")
+def summarize_reasons(unquant):
+    """{module: reason} -> 'N x reason; ...'."""
+    if not unquant:
+        return "none"
+    cnt = {}
+    for r in unquant.values():
+        cnt[r] = cnt.get(r, 0) + 1
+    return "; ".join("%d x %s" % (n, r) for r, n in sorted(cnt.items(), key=lambda x: -x[1]))
+
+
+def check_exclusion(c, excl, unquant, quantized, key):
+    """The format's exclusion list names every unquantized Linear-like module, no quantized one."""
+    if not isinstance(excl, list):
+        c.fail("%s is %r, expected a list" % (key, excl))
         return
-    if qc.get("quant_method") != "quark":
-        c.fail("quant_method %r" % qc.get("quant_method"))
-    g = qc.get("global_quant_config") or {}
-    w = g.get("weight") or {}
-    want_dt = "int8" if kind == "int" else "fp8_e4m3"
-    if w.get("dtype") != want_dt:
-        c.fail("weight.dtype %r, expected %r" % (w.get("dtype"), want_dt))
-    want_q = "per_channel" if per_channel else "per_tensor"
-    if w.get("qscheme") != want_q:
-        c.fail("weight.qscheme %r, expected %r" % (w.get("qscheme"), want_q))
-    if per_channel and w.get("ch_axis") != 0:
-        c.fail("weight.ch_axis %r, expected 0" % w.get("ch_axis"))
-    if w.get("is_dynamic") is not False:
-        c.fail("weight.is_dynamic %r" % w.get("is_dynamic"))
-    if kind == "int" and w.get("symmetric") is not True:
-        c.fail("weight.symmetric %r" % w.get("symmetric"))
-    it = g.get("input_tensors")
-    if in_spec is None:
-        if it is not None:
-            c.fail("input_tensors %r, expected null (weight-only)" % (it,))
-    elif not isinstance(it, dict) or it.get("dtype") != in_spec[0] or \
-            it.get("is_dynamic") is not in_spec[1]:
-        c.fail("input_tensors %r, expected dynamic %s" % (it, in_spec[0]))
-    for key in ("layer_quant_config", "layer_type_quant_config", "exclude", "global_quant_config"):
-        if key not in qc:
-            c.fail("missing %s" % key)
-    exp = qc.get("export")
-    if not isinstance(exp, dict) or set(exp) != EXPORT_KEYS or \
-            not isinstance(exp.get("kv_cache_group"), list):
-        c.fail("export %r: must hold exactly %s, kv_cache_group a list" % (exp, sorted(EXPORT_KEYS)))
-    excl = qc.get("exclude") or []
-    for mod in unquant:
+    for mod in sorted(unquant):
         if mod not in excl:
-            c.fail("unquantized module %s not in exclude" % mod)
+            c.fail("unquantized module %s not in %s" % (mod, key))
     qmods = {w[: -len(".weight")] for w in quantized}
     bad = sorted(qmods & set(excl))
     if bad:
-        c.fail("quantized modules listed in exclude: %s" % bad[:5])
-    c.note("exclude = %s" % excl)
+        c.fail("quantized modules listed in %s: %s" % (key, bad[:5]))
+    c.note("%s: %d entries" % (key, len(excl)))
+
+
+def check_qconfig(c, qc, spec, fmt, quantized, unquant):
+    """quantization_config fields pinned by the contract, per format."""
+    p = SPECS[spec]
+    k, per = p["kind"], p["per"]
+    if not isinstance(qc, dict):
+        c.fail("no quantization_config object")
+        return
+    want_qm = {"quark": "quark", "awq": "awq", "fp8": "fp8",
+               "compressed-tensors": "compressed-tensors"}[fmt]
+    if qc.get("quant_method") != want_qm:
+        c.fail("quant_method %r, expected %r" % (qc.get("quant_method"), want_qm))
+    if fmt == "quark":                                       # quark-format.md §2, §3
+        g = qc.get("global_quant_config") or {}
+        w = g.get("weight") or {}
+        want_dt = {"int8": "int8", "fp8": "fp8_e4m3", "mxfp4": "fp4",
+                   "int4": "int4" if p.get("signed") else "uint4"}[k]
+        if w.get("dtype") != want_dt:
+            c.fail("weight.dtype %r, expected %r" % (w.get("dtype"), want_dt))
+        want_q = {"tensor": "per_tensor", "channel": "per_channel", "group": "per_group"}[per]
+        if w.get("qscheme") != want_q:
+            c.fail("weight.qscheme %r, expected %r" % (w.get("qscheme"), want_q))
+        if per == "channel" and w.get("ch_axis") != 0:
+            c.fail("weight.ch_axis %r, expected 0" % w.get("ch_axis"))
+        if per == "group":
+            if w.get("ch_axis") not in (-1, 1):
+                c.fail("weight.ch_axis %r, expected -1" % w.get("ch_axis"))
+            if w.get("group_size") != p["group"]:
+                c.fail("weight.group_size %r, expected %d" % (w.get("group_size"), p["group"]))
+        if w.get("is_dynamic") is not False:
+            c.fail("weight.is_dynamic %r" % w.get("is_dynamic"))
+        want_sym = {"int8": True, "int4": bool(p.get("signed")), "fp8": None, "mxfp4": None}[k]
+        if want_sym is not None and w.get("symmetric") is not want_sym:
+            c.fail("weight.symmetric %r, expected %r" % (w.get("symmetric"), want_sym))
+        if k == "mxfp4" and (w.get("scale_format") != "e8m0"
+                             or w.get("scale_calculation_mode") != "even"):
+            c.fail("mxfp4 weight scale_format %r / scale_calculation_mode %r"
+                   % (w.get("scale_format"), w.get("scale_calculation_mode")))
+        it = g.get("input_tensors")
+        if p["inp"] is None:
+            if it is not None:
+                c.fail("input_tensors %r, expected null (weight-only)" % (it,))
+        elif not isinstance(it, dict) or it.get("dtype") != p["inp"][0] or \
+                it.get("is_dynamic") is not p["inp"][1]:
+            c.fail("input_tensors %r, expected dynamic %s" % (it, p["inp"][0]))
+        for key in ("layer_quant_config", "layer_type_quant_config", "exclude",
+                    "global_quant_config"):
+            if key not in qc:
+                c.fail("missing %s" % key)
+        exp = qc.get("export")
+        if not isinstance(exp, dict) or set(exp) != EXPORT_KEYS or \
+                not isinstance(exp.get("kv_cache_group"), list):
+            c.fail("export %r: must hold exactly %s" % (exp, sorted(EXPORT_KEYS)))
+        elif k == "int4" and exp.get("pack_method") != "reorder":
+            c.fail("export.pack_method %r, expected reorder" % exp.get("pack_method"))
+        check_exclusion(c, qc.get("exclude") or [], unquant, quantized, "exclude")
+    elif fmt == "awq":                                       # quark-format.md §5
+        for key, want in (("bits", 4), ("group_size", p["group"]), ("version", "gemm"),
+                          ("zero_point", not p["signed"]), ("pack_method", "reorder")):
+            if qc.get(key) != want:
+                c.fail("%s %r, expected %r" % (key, qc.get(key), want))
+        check_exclusion(c, qc.get("modules_to_not_convert") or [], unquant, quantized,
+                        "modules_to_not_convert")
+    elif fmt == "fp8":                                       # quark-format.md §6, loaders.md §B1
+        if qc.get("activation_scheme") != "dynamic":
+            c.fail("activation_scheme %r, expected dynamic" % qc.get("activation_scheme"))
+        if per == "block":
+            if qc.get("weight_block_size") != [128, 128]:
+                c.fail("weight_block_size %r, expected [128, 128]" % qc.get("weight_block_size"))
+        else:
+            if qc.get("weight_block_size") is not None:
+                c.fail("weight_block_size %r in a per-tensor config" % qc.get("weight_block_size"))
+            c.note("no weight_block_size (Quark custom_mode fp8 writes none; transformers then "
+                   "defaults to [128, 128], loaders.md §B1)")
+        lists = [key for key in ("modules_to_not_convert", "ignored_layers") if key in qc]
+        if not lists:
+            c.fail("neither modules_to_not_convert nor ignored_layers")
+        for key in lists:
+            check_exclusion(c, qc.get(key) or [], unquant, quantized, key)
+    else:                                                    # loaders.md §D
+        if qc.get("quantization_status") != "compressed":
+            c.fail("quantization_status %r" % qc.get("quantization_status"))
+        want_fmt = ("int-quantized" if spec == "w8a8-int8" else
+                    "float-quantized" if k == "fp8" else "pack-quantized")
+        groups = qc.get("config_groups") or {}
+        if len(groups) != 1:
+            c.fail("config_groups has %d groups, expected 1" % len(groups))
+        for gname, g in groups.items():
+            if (g.get("format") or qc.get("format")) != want_fmt:
+                c.fail("%s format %r, expected %r" % (gname, g.get("format") or qc.get("format"),
+                                                      want_fmt))
+            if g.get("targets") != ["Linear"]:
+                c.fail("%s targets %r" % (gname, g.get("targets")))
+            w = g.get("weights") or {}
+            want = {"num_bits": p["bits"], "type": "float" if k == "fp8" else "int",
+                    "symmetric": True, "dynamic": False,
+                    "strategy": {"tensor": "tensor", "channel": "channel", "group": "group",
+                                 "block": "block"}[per]}
+            if per == "group":
+                want["group_size"] = p["group"]
+            if per == "block":
+                want["block_structure"] = [128, 128]
+            for key, v in want.items():
+                if w.get(key) != v:
+                    c.fail("%s weights.%s %r, expected %r" % (gname, key, w.get(key), v))
+            ia = g.get("input_activations")
+            if p["inp"] is None:
+                if ia is not None:
+                    c.fail("%s input_activations %r, expected null" % (gname, ia))
+            elif not isinstance(ia, dict) or ia.get("dynamic") is not True or \
+                    ia.get("type") != ("int" if k == "int8" else "float"):
+                c.fail("%s input_activations %r, expected dynamic" % (gname, ia))
+        check_exclusion(c, qc.get("ignore") or [], unquant, quantized, "ignore")
 
 
 # ---------------------------------------------------------------------------------------------
-# Forward pass
+# Forward pass and loaders
 # ---------------------------------------------------------------------------------------------
+
+def _from_pretrained(path, dtype, **kw):
+    """AutoModelForCausalLM.from_pretrained with `dtype` (transformers 5) or `torch_dtype`."""
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
+    except TypeError as exc:
+        if "dtype" not in str(exc):
+            raise
+        return AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype, **kw)
+
 
 def load_reference(src, name, device):
     """transformers model from SRC (unquantized) on device, input ids and reference logits."""
-    kw = dict(attn_implementation="eager")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(src.path, dtype=src.dtype, **kw)
-    except TypeError:
-        model = AutoModelForCausalLM.from_pretrained(src.path, torch_dtype=src.dtype, **kw)
+    model = _from_pretrained(src.path, src.dtype, attn_implementation="eager")
     model = model.to(device).eval()
     bad = [k for k, t in model.state_dict().items() if k in src.tensors
            and not same_bits(t.detach().cpu(), src.tensors[k].to(t.dtype))]
     how = ""
     with torch.no_grad():
+        ids = None
         if name.startswith("stories"):
             # a real model: greedy continuation of BOS, so the input is in-distribution text
             try:
@@ -899,8 +1367,6 @@ def load_reference(src, name, device):
             except Exception as exc:  # fall back to fixed ids
                 how = "generate failed (%s); fixed random ids" % exc
                 ids = None
-        else:
-            ids = None
         if ids is None:
             g = torch.Generator().manual_seed(1234)
             vocab = model.config.vocab_size
@@ -911,33 +1377,156 @@ def load_reference(src, name, device):
             "param_mismatch": bad}
 
 
-def forward_check(state, view, quantized, per_channel, dt):
-    """Swap dequantized view weights into the model, run it, compare, restore."""
+def forward_check(state, deq):
+    """Swap the dequantized view weights into the model, run it, compare, restore."""
     model, ids, ref = state["model"], state["ids"], state["ref"]
     saved = {}
     try:
         with torch.no_grad():
-            for w in quantized:
-                module = w[: -len(".weight")]
-                p = model.get_parameter(w)
-                saved[w] = p.detach().clone()
-                deq = dequantize(view[w][1].to(p.device),
-                                 view[module + ".weight_scale"][1].to(p.device), per_channel,
-                                 p.dtype)
-                p.copy_(deq)
+            for w, wq in deq.items():
+                prm = model.get_parameter(w)
+                saved[w] = prm.detach().clone()
+                prm.copy_(wq.to(prm.device).to(prm.dtype))
             out = model(ids).logits.float()
     finally:
         with torch.no_grad():
             for w, t in saved.items():
                 model.get_parameter(w).copy_(t)
+    return compare_logits(out, ref, ids)
+
+
+def compare_logits(out, ref, ids):
+    """rel err = |out - ref| / |ref|, top-1 agreement."""
     rel = float((out - ref).norm() / ref.norm())
     top1 = float((out.argmax(-1) == ref.argmax(-1)).float().mean())
     return {"rel_err": rel, "top1": top1, "positions": int(ids.numel()),
             "finite": bool(torch.isfinite(out).all())}
 
 
+class _LogCapture(logging.Handler):
+    """Collects transformers' log records (missing/unexpected weight reports)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = []
+
+    def emit(self, record):
+        try:
+            self.lines.append(record.getMessage())
+        except Exception:
+            pass
+
+
+PACKAGES = {"quark": "amd-quark", "awq": "gptqmodel", "compressed-tensors": "compressed-tensors"}
+
+
+def loader_check(args, name, mnt, src, spec, fmt, state, quantized, deq, info):
+    """(d) transformers' own loading of the view."""
+    c = Check()
+    if transformers is None or not args.forward.get(name, True):
+        c.note("not attempted (%s)" % ("no transformers" if transformers is None else
+                                       "disabled for this model"))
+        return c.done(NOTRUN)
+    if fmt != "fp8":
+        try:
+            qm = _from_pretrained(mnt, src.dtype)
+            c.note("loaded (%s) - %s present?" % (type(qm).__name__, PACKAGES[fmt]))
+            del qm
+            gc.collect()
+            return c.done(PASS)
+        except Exception as exc:
+            msg = "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[0][:300])
+            c.note(msg)
+            info["loader_error"] = msg
+            low = str(exc).lower()
+            missing_pkg = isinstance(exc, ImportError) or "install" in low
+            return c.done(NOTRUN if missing_pkg else FAIL)
+    # format fp8: FineGrainedFP8 with dequantize=True (loaders.md §B1)
+    from transformers import FineGrainedFP8Config
+    cap = _LogCapture()
+    lg = logging.getLogger("transformers")
+    lg.addHandler(cap)
+    per_tensor = SPECS[spec]["per"] != "block"
+    model = None
+    try:
+        out = _from_pretrained(mnt, src.dtype, attn_implementation="eager",
+                               quantization_config=FineGrainedFP8Config(dequantize=True),
+                               output_loading_info=True)
+        model, li = out if isinstance(out, tuple) else (out, {})
+        li = {k: list(v) if isinstance(v, (set, list, tuple)) else v
+              for k, v in (li or {}).items()}
+        miss = list(li.get("missing_keys") or [])
+        unexp = list(li.get("unexpected_keys") or [])
+        mism = list(li.get("mismatched_keys") or [])
+        info["loader_missing"], info["loader_unexpected"] = len(miss), len(unexp)
+        c.note("loaded; missing %d %s, unexpected %d %s, mismatched %d %s"
+               % (len(miss), miss[:4], len(unexp), unexp[:4], len(mism), mism[:4]))
+        mods = sorted({type(m).__name__ for m in model.modules()
+                       if "Linear" in type(m).__name__})
+        c.note("Linear module types: %s" % mods)
+        model = model.to(state["device"]).eval() if state else model
+        problems = []
+        if miss or unexp or mism:
+            problems.append("weights reported missing/unexpected/mismatched")
+        if state is not None:
+            with torch.no_grad():
+                lo = compare_logits(model(state["ids"]).logits.float(), state["ref"], state["ids"])
+            info["loader_rel_err"], info["loader_top1"] = lo["rel_err"], lo["top1"]
+            c.note("logits vs the unquantized model: rel err %.5f, top-1 %.4f"
+                   % (lo["rel_err"], lo["top1"]))
+            if not (lo["rel_err"] < LOADER_MAX_REL_ERR) or not lo["finite"]:
+                problems.append("logits rel err %.4f" % lo["rel_err"])
+        # the weights transformers ended up with vs this script's dequantization
+        same, tot, worst = 0, 0, 0.0
+        for w in quantized:
+            try:
+                prm = model.get_parameter(w).detach().float().cpu()
+            except Exception as exc:
+                problems.append("%s: %s" % (w, exc))
+                break
+            ref = deq[w].to(src.tensors[w].dtype).float()
+            if prm.shape != ref.shape:
+                problems.append("%s: loaded shape %s" % (w, list(prm.shape)))
+                continue
+            same += int((prm == ref).sum())
+            tot += prm.numel()
+            worst = max(worst, float((prm - ref).abs().max()))
+        if tot:
+            c.note("loaded quantized weights vs this script's dequantization (rounded to the "
+                   "model dtype): %.4f %% equal, max abs diff %.3g" % (100.0 * same / tot, worst))
+            info["loader_weights_equal"] = same / tot
+        if problems:
+            c.note("; ".join(problems))
+            if per_tensor:
+                c.note("per-tensor fp8 is not a transformers layout (loaders.md §B1: it wants "
+                       "weight_scale_inv; `quarkfs --list-specs` names only vLLM for fp8/fp8)")
+                return c.done(INCOMPAT)
+            for pr in problems:
+                c.fail(pr)
+        return c.done()
+    except Exception as exc:
+        msg = "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[0][:300])
+        c.note("from_pretrained raised %s" % msg)
+        c.note(traceback.format_exc()[-1200:])
+        info["loader_error"] = msg
+        if per_tensor:
+            return c.done(INCOMPAT)
+        c.fail(msg)
+        return c.done()
+    finally:
+        lg.removeHandler(cap)
+        rel = [ln for ln in cap.lines if any(s in ln.lower() for s in
+                                              ("missing", "unexpected", "not used", "newly",
+                                               "mismatch", "not initialized"))]
+        if rel:
+            c.note("transformers log: %s" % " | ".join(ln.replace("\n", " ")[:400]
+                                                        for ln in rel[:3]))
+        del model
+        gc.collect()
+
+
 # ---------------------------------------------------------------------------------------------
-# Daemon mode
+# Daemon mode, self-tests, pairs, test-model patching
 # ---------------------------------------------------------------------------------------------
 
 def daemon_check(args, src):
@@ -962,16 +1551,125 @@ def daemon_check(args, src):
     return c.done()
 
 
+def selftest():
+    """The reference's own arithmetic on hand-worked values, and the software e4m3 encoder
+    against torch's float8 cast (where torch has one)."""
+    c = Check()
+
+    def expect(what, got, want):
+        if got != want:
+            c.fail("%s: got %s, expected %s" % (what, got, want))
+    # mxfp4 (§4.5): amax 6 -> even_round keeps 4 -> e = 0, byte 127; ties to the even code
+    row = [6.0, 0.25, 0.75, 2.5, 5.0, -0.0, -0.1, 1.25, 1.75, 3.5, -6.0, -7.0] + [0.0] * 20
+    r = ref_quantize(torch.tensor([row], dtype=torch.bfloat16), "mxfp4")
+    expect("mxfp4 byte, amax 7", r["scale"].tolist(), [[128]])   # 7 = 1.75*4 rounds up to 8: e = 1
+    row[11] = -4.5
+    r = ref_quantize(torch.tensor([row], dtype=torch.bfloat16), "mxfp4")
+    expect("mxfp4 byte, amax 6", r["scale"].tolist(), [[127]])
+    expect("mxfp4 codes", r["codes"][0, :12].tolist(), [7, 0, 2, 4, 6, 0, 0, 2, 4, 6, 15, 14])
+    r = ref_quantize(torch.zeros(1, 32, dtype=torch.bfloat16), "mxfp4")
+    expect("mxfp4 all-zero byte", r["scale"].tolist(), [[1]])
+    # int4 symmetric: amax = 7.5 * 2^-4 -> s = 2^-4; +amax -> 7.5 -> 8 -> 7, -amax -> -8
+    x = torch.zeros(1, 32, dtype=torch.bfloat16)
+    x[0, 0], x[0, 1], x[0, 2] = 7.5 / 16, -7.5 / 16, 2.5 / 16
+    r = ref_quantize(x, "int4-g32")
+    expect("int4 scale", r["scale"].float().tolist(), [[1 / 16]])
+    expect("int4 codes", r["codes"][0, :4].tolist(), [7, -8, 2, 0])
+    # uint4 asymmetric: mn -0.5, mx 1 -> s = rD(1.5/15) = 0.10009765625, zp = -rne(rD(-4.995)) = 5
+    x = torch.zeros(1, 32, dtype=torch.bfloat16)
+    x[0, 0], x[0, 1] = -0.5, 1.0
+    r = ref_quantize(x, "uint4-g32")
+    expect("uint4 scale", r["scale"].float().tolist(), [[0.10009765625]])
+    expect("uint4 zp", r["zp"].tolist(), [[5]])
+    expect("uint4 codes", r["codes"][0, :3].tolist(), [0, 15, 5])
+    r = ref_quantize(torch.zeros(1, 32, dtype=torch.bfloat16), "uint4-g32")
+    expect("uint4 all-zero group", (r["scale"].float().tolist(), r["zp"].tolist()),
+           ([[EPS]], [[0]]))
+    # fp8-block: all-zero block -> 2^-23; amax 448 -> s = 1 exactly
+    x = torch.zeros(128, 256, dtype=torch.bfloat16)
+    x[3, 130] = 448.0
+    x[4, 131] = -17.0                  # e4m3 tie 16/18 -> 16 (even mantissa): 0x80 | 11 << 3
+    r = ref_quantize(x, "fp8-block")
+    expect("fp8-block scales", r["scale"].tolist(), [[EPS, 1.0]])
+    expect("fp8-block codes", [r["codes"][3, 130].item(), r["codes"][4, 131].item()],
+           [0x7E, 0xD8])
+    # the software e4m3 encoder vs torch's cast
+    if FP8 is not None:
+        g = torch.Generator().manual_seed(7)
+        v = torch.cat([torch.randn(200000, generator=g) * 50,
+                       torch.randn(200000, generator=g) * 2.0 ** -8,
+                       torch.arange(-65536, 65536, dtype=torch.int32).to(torch.int16)
+                       .view(torch.bfloat16).float()])
+        v = v[torch.isfinite(v)].clamp(-448, 448)
+        sw, hw = e4m3_encode_sw(v), v.to(FP8).view(torch.uint8).to(torch.int32)
+        nbad = int((sw != hw).sum())
+        if nbad:
+            i = int((sw != hw).nonzero()[0])
+            c.fail("software e4m3 encoder differs from torch on %d of %d values (e.g. %r: %d vs %d)"
+                   % (nbad, v.numel(), v[i].item(), sw[i].item(), hw[i].item()))
+        else:
+            c.note("software e4m3 encoder = torch float8_e4m3fn cast on %d values" % v.numel())
+    else:
+        c.note("torch has no float8_e4m3fn: the software e4m3 encoder is used")
+    return c.done()
+
+
+def list_pairs(args):
+    """The valid spec x format pairs printed by `quarkfs --list-specs` (first table)."""
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = args.libdir + (":" + env["LD_LIBRARY_PATH"]
+                                            if env.get("LD_LIBRARY_PATH") else "")
+    out = subprocess.run([args.quarkfs, "--list-specs"], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    pairs = []
+    for ln in out.splitlines()[1:]:
+        if not ln.strip():
+            break
+        t = ln.split()
+        if len(t) >= 2 and t[0] in SPECS and t[1] in FORMATS:
+            pairs.append((t[0], t[1]))
+    return pairs
+
+
+def zero_blocks(path):
+    """Zero, in place, rows 0..127 of layer 0's q_proj and columns 0..127 of layer 1's down_proj
+    of a genmodel model (all-zero groups, channels, 128x128 blocks and MX blocks)."""
+    done = []
+    for f in sorted(os.listdir(path)):
+        if not f.endswith(".safetensors"):
+            continue
+        pairs, n = read_header(os.path.join(path, f))
+        ents = header_dict(pairs)
+        with open(os.path.join(path, f), "r+b") as fh:
+            for name, how in (("model.layers.0.self_attn.q_proj.weight", "rows"),
+                              ("model.layers.1.mlp.down_proj.weight", "cols")):
+                if name not in ents:
+                    continue
+                e = ents[name]
+                esz = {"BF16": 2, "F16": 2, "F32": 4}[e["dtype"]]
+                O, I = e["shape"]
+                base = 8 + n + e["data_offsets"][0]
+                if how == "rows":
+                    fh.seek(base)
+                    fh.write(b"\0" * (min(128, O) * I * esz))
+                else:
+                    for r in range(O):
+                        fh.seek(base + r * I * esz)
+                        fh.write(b"\0" * (min(128, I) * esz))
+                done.append("%s %s" % (name, how))
+    print("zero-blocks: %s" % done)
+
+
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
 
-COLUMNS = ["mount", "files", "load", "contract", "values", "unchanged", "bytes_load", "config",
-           "index", "forward", "quark_loader"]
+COLUMNS = ["mount", "files", "load", "contract", "values", "dequant", "xformat", "unchanged",
+           "bytes_load", "config", "index", "forward", "loader"]
 
 
 def overall(res):
-    """PASS when no check failed (NOT RUN / n/a do not fail)."""
+    """PASS when no check failed (NOT RUN / n/a / INCOMPATIBLE do not fail)."""
     if not res:
         return FAIL
     return FAIL if any(r.status == FAIL for r in res.values()) else PASS
@@ -989,38 +1687,41 @@ def versions():
         v["numpy"] = "absent"
     v["cuda"] = torch.version.cuda
     v["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    try:
-        import importlib.util
-        v["amd-quark"] = "present" if importlib.util.find_spec("quark") else "absent"
-    except Exception:
-        v["amd-quark"] = "?"
+    for mod, pkg in (("quark", "amd-quark"), ("gptqmodel", "gptqmodel"),
+                     ("compressed_tensors", "compressed-tensors"), ("vllm", "vllm"),
+                     ("kernels", "kernels"), ("awq", "autoawq")):
+        try:
+            v[pkg] = "present" if importlib.util.find_spec(mod) else "absent"
+        except Exception:
+            v[pkg] = "?"
     return v
 
 
-def write_report(args, ver, results, extra, final=False):
-    """gpu-check-report.md and .json in --out."""
-    rows = []
-    for model, specs in results.items():
-        for spec, (res, info) in specs.items():
-            rows.append((model, spec, res, info))
+def fmt_num(i, key, f="%.4f"):
+    return f % i[key] if key in i else "-"
+
+
+def write_report(args, ver, rows, extra, final=False):
+    """gpu-check-report.md and .json in --out. rows: [(model, spec, fmt, res, info)]."""
     js = {"versions": ver, "extra": {k: v.as_dict() if isinstance(v, Check) else v
                                      for k, v in extra.items()},
-          "results": [{"model": m, "spec": s, "overall": overall(r),
+          "results": [{"model": m, "spec": s, "format": f, "overall": overall(r),
                        "checks": {k: v.as_dict() for k, v in r.items()}, "info": i}
-                      for m, s, r, i in rows], "complete": final}
-    with open(os.path.join(args.out, "gpu-check-report.json"), "w") as f:
-        json.dump(js, f, indent=1, sort_keys=True, default=str)
+                      for m, s, f, r, i in rows], "complete": final}
+    with open(os.path.join(args.out, "gpu-check-report.json"), "w") as fh:
+        json.dump(js, fh, indent=1, sort_keys=True, default=str)
     L = []
     L.append("# quarkfs real-clients check (GPU machine)%s\n" % ("" if final else " - INCOMPLETE"))
     L.append("Versions: " + ", ".join("%s %s" % kv for kv in ver.items()) + "\n")
-    L.append("| model | spec | " + " | ".join(COLUMNS) + " | rel err | top-1 | overall |")
-    L.append("|" + "---|" * (len(COLUMNS) + 5))
-    for m, s, r, i in rows:
+    L.append("| model | spec | format | quantized | " + " | ".join(COLUMNS) +
+             " | weight rel-RMS | fwd rel err | fwd top-1 | loader rel err | loader top-1 | overall |")
+    L.append("|" + "---|" * (len(COLUMNS) + 10))
+    for m, s, f, r, i in rows:
         cells = [r[c].status if c in r else "-" for c in COLUMNS]
-        rel = "%.4f" % i["rel_err"] if "rel_err" in i else "-"
-        top = "%.4f" % i["top1"] if "top1" in i else "-"
-        L.append("| %s | %s | %s | %s | %s | %s |" % (m, s, " | ".join(cells), rel, top,
-                                                     overall(r)))
+        L.append("| %s | %s | %s | %s/%s | %s | %s | %s | %s | %s | %s | %s |" % (
+            m, s, f, i.get("quantized_tensors", "?"), i.get("candidates", "?"), " | ".join(cells),
+            fmt_num(i, "rel_rms"), fmt_num(i, "rel_err"), fmt_num(i, "top1"),
+            fmt_num(i, "loader_rel_err"), fmt_num(i, "loader_top1"), overall(r)))
     L.append("")
     for k, v in extra.items():
         if isinstance(v, Check):
@@ -1029,43 +1730,47 @@ def write_report(args, ver, results, extra, final=False):
             L.append("- %s: %s" % (k, v))
     L.append("")
     L.append("## Timing (mount, then every tensor read through safe_open/mmap + clone)\n")
-    L.append("first read = quantization on first read included; warm = the same read again "
-             "(quarkfs cache and page cache warm); source = the same read of the source files "
-             "on local disk (page cache warm); read(2) = whole files read + "
-             "safetensors.torch.load(bytes) + bitwise compare with the mmap read.\n")
-    L.append("| model | spec | mount s | first read s | view tensor MB | MB/s | warm read s | "
-             "source read s (MB) | read(2)+load+compare s | reference s |")
+    L.append("| model | spec | format | mount s | first read s | view tensor MB | warm read s | "
+             "source read s | read(2)+load s | reference s |")
     L.append("|---|---|---|---|---|---|---|---|---|---|")
-    for m, s, r, i in rows:
+    for m, s, f, r, i in rows:
         if "read_s" in i:
-            L.append("| %s | %s | %.3f | %.3f | %.1f | %.0f | %.3f | %.3f (%.1f) | %.3f | %.1f |"
-                     % (m, s, i.get("mount_s", 0), i["read_s"], i["read_bytes"] / 1e6,
-                        i["read_bytes"] / 1e6 / max(i["read_s"], 1e-9), i.get("warm_read_s", 0),
-                        i.get("src_read_s", 0), i.get("src_bytes", 0) / 1e6,
-                        i.get("reread_s", 0), i.get("ref_s", 0)))
+            L.append("| %s | %s | %s | %.3f | %.3f | %.1f | %.3f | %.3f | %.3f | %.2f |"
+                     % (m, s, f, i.get("mount_s", 0), i["read_s"], i["read_bytes"] / 1e6,
+                        i.get("warm_read_s", 0), i.get("src_read_s", 0), i.get("reread_s", 0),
+                        i.get("ref_s", 0)))
     L.append("\n## Details\n")
-    for m, s, r, i in rows:
-        L.append("### %s / %s: %s\n" % (m, s, overall(r)))
+    for m, s, f, r, i in rows:
+        L.append("### %s / %s / %s: %s\n" % (m, s, f, overall(r)))
         for k, v in r.items():
             d = "; ".join(v.details)
             L.append("- %s: %s%s" % (k, v.status, (" — " + d) if d else ""))
         L.append("")
-    with open(os.path.join(args.out, "gpu-check-report.md"), "w") as f:
-        f.write("\n".join(L) + "\n")
+    with open(os.path.join(args.out, "gpu-check-report.md"), "w") as fh:
+        fh.write("\n".join(L) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
 
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--zero-blocks":
+        zero_blocks(sys.argv[2])
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quarkfs", required=True)
     ap.add_argument("--libdir", required=True, help="LD_LIBRARY_PATH for quarkfs")
     ap.add_argument("--bindir", required=True, help="directory holding fusermount3")
     ap.add_argument("--out", required=True)
     ap.add_argument("--model", action="append", default=[], help="NAME=SRC (repeatable)")
+    ap.add_argument("--all-pairs", action="append", default=[],
+                    help="model NAME checked with every valid spec x format pair (repeatable)")
     ap.add_argument("--no-forward", action="append", default=[],
                     help="model NAME without a transformers forward pass (repeatable)")
-    ap.add_argument("--specs", default=",".join(ALL_SPECS))
+    ap.add_argument("--specs", default=",".join(ORIGINAL_SPECS),
+                    help="specs (format quark) for the models not in --all-pairs")
+    ap.add_argument("--pairs", default="", help="restrict --all-pairs to SPEC/FORMAT,...")
+    ap.add_argument("--deadline", type=float, default=0,
+                    help="seconds after which the remaining rows are skipped (0 = none)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     args = ap.parse_args()
@@ -1078,8 +1783,8 @@ def main():
         torch.set_num_threads(args.threads)
     models = []
     for m in args.model:
-        n, _, p = m.partition("=")
-        models.append((n, os.path.abspath(p)))
+        n, _, pth = m.partition("=")
+        models.append((n, os.path.abspath(pth)))
     args.forward = {n: n not in args.no_forward for n, _ in models}
     specs = [s for s in args.specs.split(",") if s]
     for s in specs:
@@ -1088,20 +1793,32 @@ def main():
 
     ver = versions()
     log("versions: %s" % ver)
-    results, extra = {}, {}
-    ref_cache = {}
-    for n, p in models:
-        results[n] = {}
-        log("model %s: loading source %s" % (n, p))
+    rows, extra = [], {}
+    extra["selftest"] = selftest()
+    log("selftest: %s %s" % (extra["selftest"].status, extra["selftest"].details))
+    pairs = list_pairs(args)
+    cp = Check()
+    if pairs != CONTRACT_PAIRS:
+        cp.fail("quarkfs --list-specs pairs differ from the contract's: only quarkfs %s, only "
+                "contract %s" % (sorted(set(pairs) - set(CONTRACT_PAIRS)),
+                                 sorted(set(CONTRACT_PAIRS) - set(pairs))))
+    cp.note("%d valid pairs" % len(pairs))
+    extra["list-specs pairs"] = cp.done()
+    if args.pairs:
+        want = {tuple(x.split("/")) for x in args.pairs.split(",") if x}
+        pairs = [pr for pr in pairs if pr in want]
+    for n, pth in models:
+        todo = pairs if n in args.all_pairs else [(s, "quark") for s in specs]
+        log("model %s: loading source %s" % (n, pth))
         try:
-            src = Source(p)
+            src = Source(pth)
         except Exception as exc:
             extra["source " + n] = "FAIL loading source: %s" % exc
             log(traceback.format_exc())
             continue
         extra["source " + n] = "%d files, %d tensors, %.1f MB of safetensors, dtype %s" % (
             len(src.files), len(src.tensors), src.nbytes / 1e6, src.dtype)
-        if not extra.get("daemon mode"):
+        if "daemon mode" not in extra:
             extra["daemon mode"] = daemon_check(args, src)
             log("daemon mode: %s" % extra["daemon mode"].status)
         state = None
@@ -1117,22 +1834,28 @@ def main():
                 extra["forward input " + n] = "reference model failed: %s: %s" % (
                     type(exc).__name__, exc)
                 log(traceback.format_exc())
-        for spec in specs:
-            log("model %s spec %s" % (n, spec))
+        xcache = {}
+        for spec, fmt in todo:
+            if args.deadline and time.perf_counter() - T0 > args.deadline:
+                extra.setdefault("skipped (deadline)", [])
+                extra["skipped (deadline)"].append("%s %s/%s" % (n, spec, fmt))
+                continue
+            log("model %s spec %s format %s" % (n, spec, fmt))
             try:
-                res, info = check_view(args, n, src, spec, ref_cache, state)
+                res, info = check_view(args, n, src, spec, fmt, state, xcache)
             except Exception as exc:
                 c = Check()
                 c.fail("harness error: %s: %s" % (type(exc).__name__, exc))
                 c.note(traceback.format_exc()[-2000:])
                 res, info = {"mount": c.done()}, {}
                 log(traceback.format_exc())
-            results[n][spec] = (res, info)
+            rows.append((n, spec, fmt, res, info))
             log("  -> %s %s" % (overall(res), {k: v.status for k, v in res.items()}))
             for k, v in res.items():
                 if v.status == FAIL:
                     log("     %s: %s" % (k, "; ".join(v.details)[:1500]))
-            write_report(args, ver, results, extra)
+            write_report(args, ver, rows, extra)
+        xcache.clear()
         if state is not None:
             del state["model"]
             state = None
@@ -1140,12 +1863,12 @@ def main():
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    write_report(args, ver, results, extra, final=True)
-    failed = [(m, s) for m, d in results.items() for s, (r, _i) in d.items() if overall(r) == FAIL]
-    if isinstance(extra.get("daemon mode"), Check) and extra["daemon mode"].status == FAIL:
-        failed.append(("daemon", "int8"))
-    log("done: %d model/spec rows, %d failed %s" % (sum(len(d) for d in results.values()),
-                                                    len(failed), failed))
+    write_report(args, ver, rows, extra, final=True)
+    failed = [(m, s, f) for m, s, f, r, _i in rows if overall(r) == FAIL]
+    for k in ("daemon mode", "selftest", "list-specs pairs"):
+        if isinstance(extra.get(k), Check) and extra[k].status == FAIL:
+            failed.append((k,))
+    log("done: %d rows, %d failed %s" % (len(rows), len(failed), failed))
     return 1 if failed else 0
 
 

@@ -10,6 +10,7 @@
 #ifndef QUARKFS_DISKCACHE_H
 #define QUARKFS_DISKCACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,7 +30,8 @@ typedef struct qfs_diskcache_stats {
 void qfs_cache_key_compute(const char *recipe, const void *src, size_t len, qfs_cache_key *out);
 
 /* Opens (creating) the cache under dir with a byte budget; removes leftovers of writers that
- * died (temporary files older than a few minutes). 0, or -errno with err set. */
+ * died (temporary files older than a few minutes). A directory with entries that takes no
+ * writes opens read-only (hits only; 0 with a note in err). Else 0, or -errno with err set. */
 int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out, qfs_error *err);
 /* Closes the cache (the files stay). */
 void qfs_diskcache_close(qfs_diskcache *c);
@@ -44,6 +46,10 @@ int qfs_diskcache_get(qfs_diskcache *c, const qfs_cache_key *key, void *scales,
  * EROFS, EACCES, ...): the caller decides whether to stop using the cache. */
 int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *scales,
                       size_t scales_len, const void *weight, size_t weight_len);
+
+/* Read-only: hits are served, nothing is written (put answers -EROFS). */
+bool qfs_diskcache_readonly(qfs_diskcache *c);
+void qfs_diskcache_set_readonly(qfs_diskcache *c);
 
 /* Takes an exclusive lock on key shared by every process using this directory (flock), so only
  * one of them computes a given tensor; *fd receives the lock (release with _unlock). */

@@ -67,7 +67,7 @@ typedef struct qfs_engine_stats {
 } qfs_engine_stats;
 
 /* Log levels (syslog's numbers). */
-enum { QFS_LOG_ERR = 3, QFS_LOG_WARNING = 4, QFS_LOG_INFO = 6 };
+enum { QFS_LOG_ERR = 3, QFS_LOG_WARNING = 4, QFS_LOG_INFO = 6, QFS_LOG_DEBUG = 7 };
 typedef void (*qfs_engine_log_fn)(void *ctx, int level, const char *msg);
 
 typedef struct qfs_engine_options {

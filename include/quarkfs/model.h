@@ -30,6 +30,8 @@ typedef struct qfs_entry {
     qfs_entry_kind kind;
     struct stat st;          /* what getattr answers */
     char *src_path;          /* absolute path of the source (symlinks resolved by the kernel) */
+    dev_t src_dev;           /* the source file found at mount (through symlinks): a different */
+    ino_t src_ino;           /* file at src_path later is refused, never served */
     size_t *children;        /* DIR: child indices, sorted by name */
     size_t n_children;
     uint8_t *data;           /* GENERATED */

@@ -354,6 +354,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                   nonfinite};
             qfs_plan p;
             rc = qfs_plan_build(&f, &o, "gen.safetensors", &p, &err);
+            /* A view over 2^63 bytes is refused (EFBIG, named); anything else must plan. */
+            if (rc == -EFBIG && strstr(err.msg, "2^63")) continue;
             FUZZ_CHECK(rc == 0, "qfs_plan_build(%s, %s) failed: %d %s", specs[s].name,
                        qfs_format_name((qfs_format)fm), rc, err.msg);
             fuzz_check_plan(&f, &o, &p);

@@ -313,14 +313,12 @@ static int exclusion_list(const qfs_model *m, char ***out, size_t *n_out)
         if (e->kind != QFS_ENTRY_QUANTIZED || e->error) continue;
         for (size_t t = 0; t < e->st_file.n_tensors; t++) {
             if (!qfs_select_is_linear_like(e->plan.decisions[t])) continue;
-            char module[1024];
-            qfs_select_module_name(e->st_file.tensors[t].name, module, sizeof module);
             if (n == cap) {
                 char **nl = realloc(list, (cap *= 2) * sizeof *nl);
                 if (!nl) goto nomem;
                 list = nl;
             }
-            if (!(list[n++] = strdup(module))) goto nomem;
+            if (!(list[n++] = qfs_select_module_dup(e->st_file.tensors[t].name))) goto nomem;
         }
     }
     qsort(list, n, sizeof *list, cmp_str);

@@ -32,11 +32,6 @@ static char *name_with_suffix(const char *module, const char *suffix)
     return s;
 }
 
-static void module_of(const char *tensor_name, char *buf, size_t len)
-{
-    qfs_select_module_name(tensor_name, buf, len);
-}
-
 /* Adds one output tensor; takes ownership of name. */
 static int add_output(qfs_plan *p, char *name, qfs_dtype dt, unsigned ndim, const uint64_t *shape,
                       uint64_t size, qfs_role role, size_t src)
@@ -118,11 +113,11 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
     size_t n = src->n_tensors;
     int rc = -ENOMEM;
     size_t *job_of_src = NULL;
+    char *module = NULL;        /* the module of the tensor at hand (names have no length limit) */
     p->decisions = calloc(n ? n : 1, sizeof *p->decisions);
     p->tensors = calloc(n * QFS_LAYOUT_MAX_OUT + 1, sizeof *p->tensors);
     if (!p->decisions || !p->tensors) goto fail;
 
-    char module[1024];
     size_t n_jobs = 0;
     for (size_t i = 0; i < n; i++) {
         const qfs_st_tensor *t = &src->tensors[i];
@@ -135,7 +130,8 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
             d = QFS_SKIP_SHAPE;
         if (d == QFS_SELECT_QUANTIZE) {
             /* Every new name must be free: the source would otherwise hold it twice. */
-            module_of(t->name, module, sizeof module);
+            free(module);
+            if (!(module = qfs_select_module_dup(t->name))) goto fail;
             for (unsigned k = 0; k < l.n_out && d == QFS_SELECT_QUANTIZE; k++) {
                 char *name = name_with_suffix(module, l.out[k].suffix);
                 if (!name) goto fail;
@@ -161,7 +157,8 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
         }
         qfs_layout l;
         qfs_layout_for(spec, opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL, 0);
-        module_of(t->name, module, sizeof module);
+        free(module);
+        if (!(module = qfs_select_module_dup(t->name))) goto fail;
         for (unsigned k = 0; k < l.n_out; k++) {
             const qfs_out_tensor *o = &l.out[k];
             rc = add_output(p, name_with_suffix(module, o->suffix), o->dtype, o->ndim, o->shape,
@@ -171,10 +168,17 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
         }
     }
 
+    free(module);
+    module = NULL;
     qsort(p->tensors, p->n_tensors, sizeof *p->tensors, cmp_file_order);
     uint64_t off = 0;
     for (size_t i = 0; i < p->n_tensors; i++) {
         p->tensors[i].offset = off;
+        if (p->tensors[i].size > (uint64_t)INT64_MAX - off) {   /* offsets are JSON int64s */
+            qfs_error_set(err, "%s: the quantized file would exceed 2^63 bytes", path);
+            rc = -EFBIG;
+            goto fail;
+        }
         off += p->tensors[i].size;
     }
 
@@ -206,6 +210,7 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
     return 0;
 fail:
     if (rc == -ENOMEM) qfs_error_set(err, "%s: out of memory while planning", path);
+    free(module);
     free(job_of_src);
     qfs_plan_free(p);
     return rc;

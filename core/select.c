@@ -2,7 +2,15 @@
 
 #include <strings.h>
 #include <fnmatch.h>
+#include <stdlib.h>
 #include <string.h>
+
+char *qfs_select_module_dup(const char *tensor_name)
+{
+    size_t n = strlen(tensor_name);
+    if (n >= 7 && strcmp(tensor_name + n - 7, ".weight") == 0) n -= 7;
+    return strndup(tensor_name, n);
+}
 
 void qfs_select_module_name(const char *tensor_name, char *buf, size_t buflen)
 {
@@ -69,6 +77,9 @@ static bool matches_any(const char *module, const char *const *globs, size_t n)
     return false;
 }
 
+static qfs_select_result select_module(const char *module, const qfs_st_tensor *t,
+                                       const qfs_select_rules *rules);
+
 qfs_select_result qfs_select_tensor(const qfs_st_tensor *t, const qfs_spec *spec,
                                     const qfs_select_rules *rules)
 {
@@ -77,8 +88,16 @@ qfs_select_result qfs_select_tensor(const qfs_st_tensor *t, const qfs_spec *spec
     if (n < 7 || strcmp(t->name + n - 7, ".weight") != 0) return QFS_SKIP_NOT_WEIGHT;
     if (t->ndim != 2) return QFS_SKIP_NOT_2D;
     if (!qfs_dtype_is_quantizable(t->dtype)) return QFS_SKIP_NOT_FLOAT;
-    char module[1024];
-    qfs_select_module_name(t->name, module, sizeof module);
+    char *module = qfs_select_module_dup(t->name);   /* names have no length limit */
+    if (!module) return QFS_SKIP_NOT_WEIGHT;          /* out of memory: leave it alone */
+    qfs_select_result r = select_module(module, t, rules);
+    free(module);
+    return r;
+}
+
+static qfs_select_result select_module(const char *module, const qfs_st_tensor *t,
+                                       const qfs_select_rules *rules)
+{
     if (strstr(module, "embed") || any_component(module, is_embedding_component))
         return QFS_SKIP_EMBEDDING;
     if (contains_ci(module, "norm") || any_component(module, is_ln_component))

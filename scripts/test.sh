@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The test command: installs the dependencies, builds from scratch (warnings are errors) and runs
-# the whole test suite, then the unit and integration suites again under ASan + UBSan, and the
-# concurrency tests under ThreadSanitizer.
+# the whole test suite, then the unit and integration suites again under ASan + UBSan, the
+# concurrency tests under ThreadSanitizer, then each libFuzzer target (tests/fuzz) for
+# FUZZ_SECONDS (default 60) on its seed corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-rm -rf build-test build-asan build-tsan
+rm -rf build-test build-asan build-tsan build-fuzz
 meson setup build-test -Dwerror=true --buildtype=release
 ninja -C build-test
 meson test -C build-test --print-errorlogs
@@ -26,4 +27,7 @@ if [ "${QUARKFS_SKIP_SANITIZERS:-0}" != 1 ]; then
       --test-args 'threads_random_tensors threads_same_tensor big/o_direct_threads single_threaded_loop'
   OMP_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 QUARKFS_LOAD_SECONDS=10 \
     meson test -C build-tsan --print-errorlogs integration-load integration-faults
+fi
+if [ "${QUARKFS_SKIP_FUZZ:-0}" != 1 ]; then
+  FUZZ_SECONDS=${FUZZ_SECONDS:-60} bash tests/fuzz/run.sh
 fi

@@ -45,7 +45,12 @@ const char *qfs_select_reason(qfs_select_result r);
  * exclusion list so loaders leave them unquantized. */
 bool qfs_select_is_linear_like(qfs_select_result r);
 
-/* Writes the module name of a ".weight" tensor name (without the suffix) into buf. */
+/* The module name of a tensor name (without a ".weight" suffix), malloc'd; NULL if out of
+ * memory. Names have no length limit. */
+char *qfs_select_module_dup(const char *tensor_name);
+
+/* Writes the module name of a ".weight" tensor name (without the suffix) into buf (truncated to
+ * buflen - 1 bytes: use qfs_select_module_dup where names can be long). */
 void qfs_select_module_name(const char *tensor_name, char *buf, size_t buflen);
 
 #endif

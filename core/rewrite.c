@@ -250,16 +250,22 @@ static size_t append_indented(char *dst, const char *src, const char *indent)
     return n;
 }
 
-int qfs_config_rewrite(const char *text, size_t len, const json_t *quant_config,
-                       const char *path, char **out, size_t *out_len, qfs_error *err)
+/* Parses a whole JSON file; NULL with err naming the file, line and column. */
+static json_t *parse_json(const char *text, size_t len, const char *path, qfs_error *err)
 {
     json_error_t jerr;
     json_t *root = json_loadb(text, len, 0, &jerr);
-    if (!root) {
+    if (!root)
         qfs_error_set(err, "%s: not valid JSON (line %d, column %d: %s)", path, jerr.line,
                       jerr.column, jerr.text);
-        return -EINVAL;
-    }
+    return root;
+}
+
+int qfs_config_rewrite(const char *text, size_t len, const json_t *quant_config,
+                       const char *path, char **out, size_t *out_len, qfs_error *err)
+{
+    json_t *root = parse_json(text, len, path, err);
+    if (!root) return -EINVAL;
     if (!json_is_object(root)) {
         json_decref(root);
         qfs_error_set(err, "%s: not a JSON object", path);
@@ -314,13 +320,8 @@ int qfs_config_rewrite(const char *text, size_t len, const json_t *quant_config,
 int qfs_index_rewrite(const char *text, size_t len, qfs_index_plan_fn plan_for, void *ctx,
                       const char *path, char **out, size_t *out_len, qfs_error *err)
 {
-    json_error_t jerr;
-    json_t *root = json_loadb(text, len, 0, &jerr);
-    if (!root) {
-        qfs_error_set(err, "%s: not valid JSON (line %d, column %d: %s)", path, jerr.line,
-                      jerr.column, jerr.text);
-        return -EINVAL;
-    }
+    json_t *root = parse_json(text, len, path, err);
+    if (!root) return -EINVAL;
     json_t *wm = json_object_get(root, "weight_map");
     if (!json_is_object(root) || !json_is_object(wm)) {
         json_decref(root);

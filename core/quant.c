@@ -27,32 +27,6 @@ static int team_size(int threads)
     return threads > 0 ? threads : omp_get_max_threads();
 }
 
-void qfs_quant_output_sizes(const qfs_spec *s, qfs_dtype dt, uint64_t rows, uint64_t cols,
-                            qfs_quant_sizes *out)
-{
-    uint64_t dsize = qfs_dtype_bits(dt) / 8;
-    memset(out, 0, sizeof *out);
-    out->weight = rows * cols;
-    if (s->wtype == QFS_W_INT8) {
-        out->weight_dtype = QFS_DT_I8;
-        out->zero_point_dtype = QFS_DT_I8;
-        if (s->gran == QFS_PER_TENSOR) {
-            out->scale_dtype = QFS_DT_F32;   /* Quark's eps promotion: int per-tensor -> F32 */
-            out->scale = 4;
-            out->zero_point = 1;
-        } else {
-            out->scale_dtype = dt;
-            out->scale = rows * dsize;
-            out->zero_point = rows;
-        }
-    } else {
-        out->weight_dtype = QFS_DT_F8_E4M3;
-        out->scale_dtype = dt;
-        out->scale = s->gran == QFS_PER_TENSOR ? dsize : rows * dsize;
-        out->zero_point = 0;
-    }
-}
-
 /* ---- reductions: the largest magnitude as raw bits. For finite values the bit pattern of |x|
  * orders like its value, so an integer max reduction finds amax and, in the same pass, any
  * Inf/NaN (whose bits exceed every finite value's). ---- */
@@ -231,7 +205,7 @@ static int quantize_per_tensor(const qfs_spec *s, qfs_dtype dt, const void *src,
         quantize_span(s, (const uint8_t *)src + lo * es, dt, len, sc, (uint8_t *)weight + lo);
     }
     if (s->wtype == QFS_W_INT8) {
-        memcpy(scale, &sc, 4);                 /* F32, see qfs_quant_output_sizes */
+        memcpy(scale, &sc, 4);                 /* F32: Quark's eps promotion (layout.c) */
         *(int8_t *)zp = 0;
     } else {
         qfs_store_as(scale, dt, 0, sc);

@@ -12,17 +12,6 @@ char *qfs_select_module_dup(const char *tensor_name)
     return strndup(tensor_name, n);
 }
 
-void qfs_select_module_name(const char *tensor_name, char *buf, size_t buflen)
-{
-    size_t n = strlen(tensor_name);
-    const char *suffix = ".weight";
-    size_t sl = strlen(suffix);
-    if (n >= sl && strcmp(tensor_name + n - sl, suffix) == 0) n -= sl;
-    if (n >= buflen) n = buflen - 1;
-    memcpy(buf, tensor_name, n);
-    buf[n] = '\0';
-}
-
 static bool contains_ci(const char *s, const char *needle)
 {
     size_t nl = strlen(needle);

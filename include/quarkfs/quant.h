@@ -13,14 +13,6 @@
 #include "quarkfs/layout.h"
 #include "quarkfs/spec.h"
 
-/* Byte sizes of the outputs of one [rows, cols] weight under spec s (source dtype dt). */
-typedef struct qfs_quant_sizes {
-    uint64_t weight, scale, zero_point;   /* zero_point is 0 when the spec writes none */
-    qfs_dtype weight_dtype, scale_dtype, zero_point_dtype;
-} qfs_quant_sizes;
-void qfs_quant_output_sizes(const qfs_spec *s, qfs_dtype dt, uint64_t rows, uint64_t cols,
-                            qfs_quant_sizes *out);
-
 /* Largest |x| of n elements as float32 (exact), and whether all are finite. Per-tensor. */
 float qfs_quant_amax(const void *src, qfs_dtype dt, size_t n, bool *all_finite, int threads);
 
@@ -36,7 +28,7 @@ void qfs_quant_int8_row(const void *src, qfs_dtype dt, size_t n, float scale, in
 void qfs_quant_fp8_row(const void *src, qfs_dtype dt, size_t n, float scale, uint8_t *q);
 
 /* Quantizes a [rows, cols] tensor of dtype dt under spec s into the three output buffers
- * (sizes from qfs_quant_output_sizes; zero_point may be NULL when the spec has none; weight may
+ * (sizes from qfs_layout_for in format quark; zero_point may be NULL when the spec has none; weight may
  * be NULL to compute only the scales and zero points, which needs one pass less).
  * -EDOM if a value is NaN or Inf (err names the first such element); `what` names the tensor
  * in messages. */

@@ -49,8 +49,5 @@ bool qfs_select_is_linear_like(qfs_select_result r);
  * memory. Names have no length limit. */
 char *qfs_select_module_dup(const char *tensor_name);
 
-/* Writes the module name of a ".weight" tensor name (without the suffix) into buf (truncated to
- * buflen - 1 bytes: use qfs_select_module_dup where names can be long). */
-void qfs_select_module_name(const char *tensor_name, char *buf, size_t buflen);
 
 #endif

@@ -8,6 +8,7 @@
 #include "fuzz_check.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "quarkfs/dtype.h"
@@ -184,9 +185,9 @@ static uint64_t gen_header(reader *r, uint8_t **out, size_t *out_len)
         if (n && how % 4 == 0) {
             /* Another output-like name of an earlier module (name clashes, quantized twins), or
              * a submodule of it. */
-            char module[4096];
-            qfs_select_module_name(ts[pick(r, (unsigned)n)].name, module, sizeof module);
-            put(&b, module);
+            char *module = qfs_select_module_dup(ts[pick(r, (unsigned)n)].name);
+            if (module) put(&b, module);
+            free(module);
             if (how & 4) {
                 put(&b, ".");
                 gen_module(r, &b);

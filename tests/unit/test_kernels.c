@@ -67,10 +67,11 @@ static int run_quantize(const char *spec, qfs_dtype dt, const void *src, uint64_
 {
     memset(o, 0xA5, sizeof *o);
     const qfs_spec *s = unit_spec(spec);
-    qfs_quant_sizes sz;
-    qfs_quant_output_sizes(s, dt, rows, cols, &sz);
-    assert_true(sz.weight <= sizeof o->w && sz.scale <= sizeof o->s);
-    return qfs_quantize(s, dt, src, rows, cols, o->w, o->s, sz.zero_point ? o->z : NULL, 1,
+    qfs_layout l;
+    assert_int_equal(qfs_layout_for(s, QFS_FMT_QUARK, dt, rows, cols, &l, NULL, 0), 0);
+    bool zp = l.n_out > 2 && l.out[2].kind == QFS_OUT_ZERO_POINT;
+    assert_true(l.out[0].bytes <= sizeof o->w && l.out[1].bytes <= sizeof o->s);
+    return qfs_quantize(s, dt, src, rows, cols, o->w, o->s, zp ? o->z : NULL, 1,
                         PATH_WHAT, err);
 }
 
@@ -839,15 +840,17 @@ static void test_amax_16bit(void **state)
 static void check_sizes(const char *spec, qfs_dtype dt, uint64_t rows, uint64_t cols,
                         uint64_t w, qfs_dtype wdt, uint64_t s, qfs_dtype sdt, uint64_t z)
 {
-    qfs_quant_sizes q;
-    memset(&q, 0xFF, sizeof q);
-    qfs_quant_output_sizes(unit_spec(spec), dt, rows, cols, &q);
-    assert_int_equal(q.weight, w);
-    assert_int_equal(q.weight_dtype, wdt);
-    assert_int_equal(q.scale, s);
-    assert_int_equal(q.scale_dtype, sdt);
-    assert_int_equal(q.zero_point, z);
-    if (z) assert_int_equal(q.zero_point_dtype, QFS_DT_I8);
+    qfs_layout l;
+    memset(&l, 0xFF, sizeof l);
+    assert_int_equal(qfs_layout_for(unit_spec(spec), QFS_FMT_QUARK, dt, rows, cols, &l, NULL, 0),
+                     0);
+    bool has_zp = l.n_out > 2 && l.out[2].kind == QFS_OUT_ZERO_POINT;
+    assert_int_equal(l.out[0].bytes, w);
+    assert_int_equal(l.out[0].dtype, wdt);
+    assert_int_equal(l.out[1].bytes, s);
+    assert_int_equal(l.out[1].dtype, sdt);
+    assert_int_equal(has_zp ? l.out[2].bytes : 0, z);
+    if (z) assert_int_equal(l.out[2].dtype, QFS_DT_I8);
 }
 
 static void test_output_sizes(void **state)

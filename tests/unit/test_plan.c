@@ -704,16 +704,23 @@ static void test_select_reasons_and_linear_like(void **state)
 static void test_select_module_name(void **state)
 {
     (void)state;
-    char buf[64];
-    qfs_select_module_name("model.layers.0.mlp.up_proj.weight", buf, sizeof buf);
-    assert_string_equal(buf, "model.layers.0.mlp.up_proj");
-    qfs_select_module_name("a.bias", buf, sizeof buf);
-    assert_string_equal(buf, "a.bias");
-    qfs_select_module_name("a.weight_scale", buf, sizeof buf);
-    assert_string_equal(buf, "a.weight_scale");
-    char small[5];
-    qfs_select_module_name("abcdefgh.weight", small, sizeof small);
-    assert_string_equal(small, "abcd");
+    const char *cases[][2] = {
+        {"model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.up_proj"},
+        {"a.bias", "a.bias"},
+        {"a.weight_scale", "a.weight_scale"},
+    };
+    for (size_t i = 0; i < 3; i++) {
+        char *m = qfs_select_module_dup(cases[i][0]);
+        assert_string_equal(m, cases[i][1]);
+        free(m);
+    }
+    /* no length limit (a fixed buffer once cut names at 1023 bytes, see tests/fuzz) */
+    char longname[3000];
+    memset(longname, 'x', 2000);
+    strcpy(longname + 2000, ".weight");
+    char *m = qfs_select_module_dup(longname);
+    assert_int_equal(strlen(m), 2000);
+    free(m);
 }
 
 int main(void)

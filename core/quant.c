@@ -189,21 +189,28 @@ static int report_nonfinite(const void *src, qfs_dtype dt, uint64_t rows, uint64
     return -EDOM;
 }
 
+/* n elements of a per-tensor spec at scale sc, with the whole team. */
+static void per_tensor_elements(const qfs_spec *s, qfs_dtype dt, const void *src, size_t n,
+                                float sc, void *q, int threads)
+{
+    size_t chunks = (n + CHUNK - 1) / CHUNK, es = elem_size(dt);
+    #pragma omp parallel for schedule(static) num_threads(team_size(threads))
+    for (size_t c = 0; c < chunks; c++) {
+        size_t lo = c * CHUNK, len = n - lo < CHUNK ? n - lo : CHUNK;
+        quantize_span(s, (const uint8_t *)src + lo * es, dt, len, sc, (uint8_t *)q + lo);
+    }
+}
+
 static int quantize_per_tensor(const qfs_spec *s, qfs_dtype dt, const void *src, uint64_t rows,
                                uint64_t cols, void *weight, void *scale, void *zp, int threads,
                                const char *what, qfs_error *err)
 {
-    size_t n = rows * cols, es = elem_size(dt);
+    size_t n = rows * cols;
     bool finite;
     float amax = qfs_quant_amax(src, dt, n, &finite, threads);
     if (!finite) return report_nonfinite(src, dt, rows, cols, what, err);
     float sc = scale_for(s, amax, dt);
-    size_t chunks = weight ? (n + CHUNK - 1) / CHUNK : 0;
-    #pragma omp parallel for schedule(static) num_threads(team_size(threads))
-    for (size_t c = 0; c < chunks; c++) {
-        size_t lo = c * CHUNK, len = n - lo < CHUNK ? n - lo : CHUNK;
-        quantize_span(s, (const uint8_t *)src + lo * es, dt, len, sc, (uint8_t *)weight + lo);
-    }
+    if (weight) per_tensor_elements(s, dt, src, n, sc, weight, threads);
     if (s->wtype == QFS_W_INT8) {
         memcpy(scale, &sc, 4);                 /* F32: Quark's eps promotion (layout.c) */
         *(int8_t *)zp = 0;
@@ -542,6 +549,62 @@ int qfs_quantize_layout(const qfs_spec *s, qfs_format f, qfs_dtype dt, const voi
     uint8_t *zp = l->n_out > 2 && l->out[2].kind == QFS_OUT_ZERO_POINT
                       ? (uint8_t *)scales + l->out[2].offset : NULL;
     return qfs_quantize(s, dt, src, rows, cols, weight, sc, zp, threads, what, err);
+}
+
+/* ==== The weight in row bands, once the scales are known (the engine serves big tensors as
+ * they are produced) ==== */
+
+bool qfs_quantize_rows_ok(const qfs_spec *s, const qfs_layout *l, uint64_t *align)
+{
+    bool unpacked = l->out[0].dtype == QFS_DT_I8 || l->out[0].dtype == QFS_DT_F8_E4M3;
+    if (s->wtype == QFS_W_FP8_E4M3 && s->gran == QFS_PER_BLOCK) {
+        *align = s->group;
+        return true;
+    }
+    *align = 1;
+    return unpacked && (s->wtype == QFS_W_INT8 || s->wtype == QFS_W_FP8_E4M3) &&
+           (s->gran == QFS_PER_TENSOR || s->gran == QFS_PER_CHANNEL);
+}
+
+int qfs_quantize_layout_rows(const qfs_spec *s, qfs_dtype dt, const void *src, uint64_t rows,
+                             uint64_t cols, const qfs_layout *l, const void *scales,
+                             uint64_t r0, uint64_t r1, void *weight, int threads)
+{
+    uint64_t align;
+    if (!qfs_quantize_rows_ok(s, l, &align) || r0 > r1 || r1 > rows || r0 % align ||
+        (r1 % align && r1 != rows))
+        return -EINVAL;
+    size_t es = elem_size(dt);
+    const uint8_t *x = (const uint8_t *)src + r0 * cols * es;
+    uint8_t *q = (uint8_t *)weight + r0 * cols;
+    const uint8_t *sp = (const uint8_t *)scales + l->out[1].offset;
+    if (s->gran == QFS_PER_TENSOR) {
+        /* The scale as quantize_per_tensor stored it (exact: it is representable there). */
+        float sc;
+        if (s->wtype == QFS_W_INT8) memcpy(&sc, sp, 4);
+        else sc = qfs_load_f32(sp, dt, 0);
+        per_tensor_elements(s, dt, x, (r1 - r0) * cols, sc, q, threads);
+        return 0;
+    }
+    if (s->gran == QFS_PER_CHANNEL) {
+        #pragma omp parallel for schedule(dynamic, 16) num_threads(team_size(threads))
+        for (uint64_t r = r0; r < r1; r++)
+            quantize_span(s, (const uint8_t *)src + r * cols * es, dt, cols,
+                          qfs_load_f32(sp, dt, r), (uint8_t *)weight + r * cols);
+        return 0;
+    }
+    size_t B = s->group;   /* fp8-block: F32 scales, [rows / B, cols / B] */
+    uint64_t nbc = cols / B, nblk = (r1 - r0) / B * nbc;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(team_size(threads))
+    for (uint64_t k = 0; k < nblk; k++) {
+        uint64_t br = r0 / B + k / nbc, bc = k % nbc;
+        float scale;
+        memcpy(&scale, sp + 4 * (br * nbc + bc), 4);
+        for (uint64_t r = br * B; r < (br + 1) * B; r++)
+            fp8_block_row((const uint8_t *)src + (r * cols + bc * B) * es, dt, B, scale,
+                          (uint8_t *)weight + r * cols + bc * B);
+    }
+    return 0;
 }
 
 /* ==== Dequantization (for `inspect --error`): the inverse of each layout, from its bytes ==== */

@@ -43,6 +43,19 @@ int qfs_quantize_layout(const qfs_spec *s, qfs_format f, qfs_dtype dt, const voi
                         uint64_t rows, uint64_t cols, const qfs_layout *l, void *weight,
                         void *scales, int threads, const char *what, qfs_error *err);
 
+/* Whether layout l's weight can be produced in row bands by qfs_quantize_layout_rows (int8 and
+ * fp8 with an unpacked weight: per tensor, per channel, per 128x128 block); *align receives
+ * the number of rows a band boundary must be a multiple of. */
+bool qfs_quantize_rows_ok(const qfs_spec *s, const qfs_layout *l, uint64_t *align);
+/* Quantizes rows [r0, r1) of the weight (bytes [r0 * cols, r1 * cols) of `weight`, the whole
+ * part) from the whole source tensor, with the scales part that qfs_quantize_layout computed
+ * before (weight NULL, same spec, format, dtype, shape). The result equals those bytes of
+ * qfs_quantize_layout's weight. -EINVAL if not qfs_quantize_rows_ok or a bound is misaligned
+ * (r1 may be `rows`). */
+int qfs_quantize_layout_rows(const qfs_spec *s, qfs_dtype dt, const void *src, uint64_t rows,
+                             uint64_t cols, const qfs_layout *l, const void *scales,
+                             uint64_t r0, uint64_t r1, void *weight, int threads);
+
 /* The inverse of qfs_quantize_layout: the float32 value each quantized element stands for,
  * into out[rows * cols] (row-major [rows, cols], like the source). */
 int qfs_dequantize_layout(const qfs_spec *s, qfs_format f, uint64_t rows,

@@ -269,6 +269,69 @@ static float *dequant(const qres *r, const char *spec, qfs_format f, uint64_t o,
 /* Specs and formats                                                                        */
 /* ======================================================================================== */
 
+/* Row bands (the engine's chunked serving): for every valid pair that qfs_quantize_rows_ok
+ * accepts, producing the weight in uneven bands from the scales part gives the same bytes as
+ * qfs_quantize_layout in one call; refused pairs and misaligned bands return -EINVAL. */
+static void test_quantize_rows_equal_whole(void **state)
+{
+    (void)state;
+    const uint64_t o = 256, i = 256;   /* 2 x 2 blocks of 128 */
+    const qfs_dtype dts[3] = {QFS_DT_BF16, QFS_DT_F16, QFS_DT_F32};
+    unsigned banded = 0;
+    for (unsigned d = 0; d < 3; d++) {
+        size_t es = qfs_dtype_bits(dts[d]) / 8;
+        uint8_t *src = malloc(o * i * es);
+        assert_non_null(src);
+        for (uint64_t k = 0; k < o * i; k++) {   /* rows of different magnitudes */
+            float v = (float)((int)((k * 2654435761u) % 2001) - 1000) / 300.0f *
+                      (float)(1 + (k / i) % 7);
+            qfs_store_as(src, dts[d], k, v);
+        }
+        for (unsigned sp = 0; sp < N_SPECS; sp++) {
+            for (unsigned f = 0; f < 4; f++) {
+                if (!VALID[sp][f]) continue;
+                const qfs_spec *s = unit_spec(ALL_SPECS[sp]);
+                qres r;
+                quant_run(&r, ALL_SPECS[sp], (qfs_format)f, dts[d], src, o, i);
+                uint64_t align;
+                bool ok = qfs_quantize_rows_ok(s, &r.l, &align);
+                uint8_t *w = malloc(r.l.weight_bytes);
+                assert_non_null(w);
+                memset(w, 0x3C, r.l.weight_bytes);
+                if (!ok) {
+                    assert_int_equal(qfs_quantize_layout_rows(s, dts[d], src, o, i, &r.l, r.s, 0,
+                                                              o, w, 2), -EINVAL);
+                } else {
+                    const uint64_t cuts[] = {0, 128, 130, 256};
+                    uint64_t prev = 0;
+                    for (unsigned c = 1; c < 4; c++) {
+                        if (cuts[c] % align && cuts[c] != o) {
+                            assert_int_equal(qfs_quantize_layout_rows(s, dts[d], src, o, i, &r.l,
+                                                                      r.s, prev, cuts[c], w, 2),
+                                             -EINVAL);
+                            continue;
+                        }
+                        assert_int_equal(qfs_quantize_layout_rows(s, dts[d], src, o, i, &r.l,
+                                                                  r.s, prev, cuts[c], w, 1 + c % 2),
+                                         0);
+                        prev = cuts[c];
+                    }
+                    if (memcmp(w, r.w, r.l.weight_bytes) != 0)
+                        fail_msg("%s/%s/%s: banded weight differs from the whole-tensor one",
+                                 ALL_SPECS[sp], ALL_FORMATS[f], qfs_dtype_name(dts[d]));
+                    banded++;
+                }
+                free(w);
+                qres_free(&r);
+            }
+        }
+        free(src);
+    }
+    /* int8, int8-channel (quark; its ct form packs into int32), w8a8-int8 (quark, ct), fp8 (3
+     * formats), fp8-channel (2), fp8-block (2): 11 pairs per dtype. */
+    assert_int_equal(banded, 3 * 11);
+}
+
 static void test_spec_lookup_new_specs(void **state)
 {
     (void)state;
@@ -2026,6 +2089,7 @@ int main(void)
         cmocka_unit_test(test_plan_compressed_tensors_int4),
         cmocka_unit_test(test_plan_fp8_block),
         cmocka_unit_test(test_plan_awq_name_clash),
+        cmocka_unit_test(test_quantize_rows_equal_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,8 @@
 #define WARM_LOG_SECONDS 10.0
 #define SCRATCH_IDLE_SECONDS 2    /* the source buffer is given back after this long idle */
 #define HUGE_ALLOC (4u << 20)     /* buffers this large ask for transparent huge pages */
+#define BAND_SOURCE_BYTES (8u << 20)  /* source bytes per published band of a big weight */
+#define BAND_MIN_WEIGHT (16u << 20)   /* smaller weights are produced in one go */
 
 typedef struct job_queue { qfs_job_slot *head, *tail; } job_queue;
 
@@ -27,8 +29,9 @@ struct qfs_engine {
     int stopping;
     int threads;
     pthread_t worker;
-    uint8_t *scratch;              /* the worker's source buffer */
+    uint8_t *scratch;              /* the worker's source buffer (pread mode) */
     size_t scratch_cap;
+    qfs_map_guard *guard;          /* mmap mode when set */
     qfs_cache cache;
     qfs_diskcache *disk;           /* NULL when off or after it failed */
     qfs_engine_log_fn log;
@@ -159,45 +162,198 @@ static void disk_failed(qfs_engine *e, int rc)
     e->stats.disk_cache = 0;
 }
 
+/* The source bytes of one tensor for one job: mapped straight from the page cache (no copy,
+ * no buffer to fault in) when the front end guards mappings, else read into the scratch. */
+typedef struct source_view {
+    const uint8_t *bytes;
+    void *map;
+    size_t map_len;
+} source_view;
+
+static const char *shrunk_hint(int rc)
+{
+    return rc == -EIO ? " (the file is shorter than its header says: was it changed under the "
+                        "mount?)" : "";
+}
+
+static int source_open(qfs_engine *e, const qfs_tensor_source *src, const qfs_st_tensor *t,
+                       source_view *v, qfs_error *err)
+{
+    size_t len = (size_t)(t->end - t->begin);
+    uint64_t off = src->st->data_start + t->begin;
+    memset(v, 0, sizeof *v);
+    if (e->guard && len > 0) {
+        uint64_t start = off & ~(uint64_t)(e->guard->page - 1);
+        v->map_len = len + (size_t)(off - start);
+        v->map = mmap(NULL, v->map_len, PROT_READ, MAP_SHARED, src->fd,
+                      (off_t)start);
+        if (v->map != MAP_FAILED) {
+            madvise(v->map, v->map_len, MADV_HUGEPAGE);   /* large folios map with fewer faults */
+            atomic_store(&e->guard->faulted, 0);
+            atomic_store(&e->guard->hi, (uintptr_t)v->map + v->map_len);
+            atomic_store(&e->guard->lo, (uintptr_t)v->map);
+            v->bytes = (const uint8_t *)v->map + (off - start);
+            return 0;
+        }
+        v->map = NULL;   /* fall back to reading it */
+    }
+    uint8_t *buf = scratch_get(e, len ? len : 1);
+    if (!buf) {
+        qfs_error_set(err, "%s: tensor '%s': out of memory (%zu bytes); lower cache_mem or give "
+                      "quarkfs more memory", src->path, t->name, len);
+        return -ENOMEM;
+    }
+    int rc = qfs_pread_full(src->fd, buf, len, off);
+    if (rc) {
+        qfs_error_set(err, "%s: tensor '%s': cannot read the source bytes: %s%s", src->path,
+                      t->name, strerror(-rc), shrunk_hint(rc));
+        return -EIO;
+    }
+    v->bytes = buf;
+    return 0;
+}
+
+/* The bytes read so far are the snapshot's: same size and mtime, and no page of the mapping
+ * was past the end of the file. */
+static int source_intact(qfs_engine *e, const qfs_tensor_source *src, const source_view *v,
+                         const qfs_st_tensor *t, qfs_error *err)
+{
+    if (v->map && atomic_load(&e->guard->faulted)) {
+        qfs_error_set(err, "%s: tensor '%s': cannot read the source bytes%s", src->path, t->name,
+                      shrunk_hint(-EIO));
+        return -EIO;
+    }
+    return check_unchanged(src, err);
+}
+
+static void source_close(qfs_engine *e, source_view *v)
+{
+    if (!v->map) return;
+    atomic_store(&e->guard->lo, 0);
+    atomic_store(&e->guard->hi, 0);
+    munmap(v->map, v->map_len);
+    v->map = NULL;
+}
+
+/* Whether bytes [begin, end) of a weight in production are final. Lock held. */
+static bool bands_ready(const qfs_job_slot *slot, uint64_t begin, uint64_t end)
+{
+    if (!slot->running || !slot->band_done) return false;
+    if (end <= begin) return true;
+    for (uint64_t b = begin / slot->band_bytes; b <= (end - 1) / slot->band_bytes; b++)
+        if (!slot->band_done[b]) return false;
+    return true;
+}
+
+/* A big int8/fp8 weight in row bands: scales first (those of an earlier scales-only pass when
+ * there are some: the source is reduced once), published at once, then each band is published
+ * as soon as it is made and the source is checked to be still intact. A band a reader waits
+ * for goes first; otherwise they go in order. */
+static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, qfs_job_slot *slot,
+                             const source_view *v, uint8_t *w, uint8_t *sc, bool *sc_published,
+                             const char *what, qfs_error *err)
+{
+    const qfs_plan_job *j = &src->plan->jobs[slot->job];
+    const qfs_st_tensor *t = &src->st->tensors[j->src];
+    size_t sc_bytes = (size_t)j->layout.scales_bytes;
+    uint64_t align;
+    qfs_quantize_rows_ok(src->spec, &j->layout, &align);
+    uint64_t row_src = j->cols * (qfs_dtype_bits(t->dtype) / 8);
+    uint64_t band = BAND_SOURCE_BYTES / (row_src ? row_src : 1);
+    band = band < align ? align : band - band % align;
+    uint32_t n_bands = (uint32_t)((j->rows + band - 1) / band);
+    uint8_t *done = calloc(n_bands ? n_bands : 1, 1);
+    if (!done) {
+        qfs_error_set(err, "%s: out of memory", what);
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&e->lock);
+    const uint8_t *known = slot->scales;   /* only the worker sets it, once */
+    pthread_mutex_unlock(&e->lock);
+    int rc = 0;
+    if (known) {
+        memcpy(sc, known, sc_bytes);
+    } else {
+        rc = qfs_quantize_layout(src->spec, src->format, t->dtype, v->bytes, j->rows, j->cols,
+                                 &j->layout, NULL, sc, e->threads, what, err) ? -EIO : 0;
+        if (!rc) rc = source_intact(e, src, v, t, err);
+        if (rc) {
+            free(done);
+            return rc;
+        }
+    }
+    pthread_mutex_lock(&e->lock);
+    if (!known) {
+        slot->scales = sc;   /* the readers of the file's first bytes go on now */
+        *sc_published = true;
+    }
+    slot->band_done = done;
+    slot->band_bytes = band * j->cols;   /* int8 / fp8: one byte per element */
+    slot->n_bands = n_bands;
+    slot->entry.data = w;
+    pthread_cond_broadcast(&e->done);
+    uint32_t next = 0;
+    for (uint32_t made = 0; made < n_bands && !rc; made++) {
+        uint32_t b = slot->want_band;
+        slot->want_band = UINT32_MAX;
+        if (b >= n_bands || done[b]) {
+            while (done[next]) next++;
+            b = next;
+        }
+        pthread_mutex_unlock(&e->lock);
+        uint64_t r0 = (uint64_t)b * band, r1 = j->rows - r0 < band ? j->rows : r0 + band;
+        if (qfs_quantize_layout_rows(src->spec, t->dtype, v->bytes, j->rows, j->cols,
+                                     &j->layout, sc, r0, r1, w, e->threads)) {
+            qfs_error_set(err, "%s: internal error: band [%llu, %llu) refused", what,
+                          (unsigned long long)r0, (unsigned long long)r1);
+            rc = -EIO;
+        }
+        if (!rc) rc = source_intact(e, src, v, t, err);
+        pthread_mutex_lock(&e->lock);
+        if (!rc) done[b] = 1;
+        pthread_cond_broadcast(&e->done);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return rc;
+}
+
 /* Reads the source tensor and produces what `mode` asks for, from the disk cache if it has the
  * entry, else by quantizing (then storing it). Runs unlocked; `disk` is the cache at the start
- * of the job (closing it waits for the lock, which this job does not hold). */
-static int compute_job(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *src, size_t job,
-                       job_mode mode, uint8_t **weight, uint8_t **scales, bool *disk_hit,
-                       int *disk_error, qfs_error *err)
+ * of the job (closing it waits for the lock, which this job does not hold). A weight produced
+ * in bands is visible to readers (slot->entry.data) before the job ends, also on failure:
+ * then *weight still receives it and the caller frees it once no reader holds it. Scales
+ * published early are the slot's, and *scales is NULL. */
+static int compute_job(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *src,
+                       qfs_job_slot *slot, job_mode mode, uint8_t **weight, uint8_t **scales,
+                       bool *disk_hit, int *disk_error, qfs_error *err)
 {
-    const qfs_plan_job *j = &src->plan->jobs[job];
+    const qfs_plan_job *j = &src->plan->jobs[slot->job];
     const qfs_st_tensor *t = &src->st->tensors[j->src];
     size_t in_bytes = (size_t)(t->end - t->begin);
     size_t sc_bytes = (size_t)j->layout.scales_bytes, w_bytes = (size_t)j->layout.weight_bytes;
     *disk_hit = false;
     *disk_error = 0;
+    *weight = *scales = NULL;
     int rc = check_unchanged(src, err);
     if (rc) return rc;
-    uint8_t *in = scratch_get(e, in_bytes ? in_bytes : 1);
     uint8_t *sc = malloc(sc_bytes ? sc_bytes : 1);
     uint8_t *w = mode != MODE_SCALES ? alloc_big(w_bytes) : NULL;
-    if (!in || !sc || (mode != MODE_SCALES && !w)) {
+    if (!sc || (mode != MODE_SCALES && !w)) {
         free(sc);
         free(w);
         qfs_error_set(err, "%s: tensor '%s': out of memory (%zu bytes); lower cache_mem or give "
                       "quarkfs more memory", src->path, t->name, in_bytes + w_bytes + sc_bytes);
         return -ENOMEM;
     }
-    rc = qfs_pread_full(src->fd, in, in_bytes, src->st->data_start + t->begin);
-    if (rc) {
-        qfs_error_set(err, "%s: tensor '%s': cannot read the source bytes: %s%s", src->path,
-                      t->name, strerror(-rc), rc == -EIO ? " (the file is shorter than its "
-                      "header says: was it changed under the mount?)" : "");
-        rc = -EIO;
-    }
-    if (!rc) rc = check_unchanged(src, err);   /* not modified while we read it either */
+    source_view v;
+    rc = source_open(e, src, t, &v, err);
+    if (!rc) rc = source_intact(e, src, &v, t, err);   /* not modified while we read it either */
     qfs_cache_key key;
     int lock = -1;
     if (!rc && disk) {
         char recipe[256];
         recipe_of(src, j, t, recipe, sizeof recipe);
-        qfs_cache_key_compute(recipe, in, in_bytes, &key);
+        qfs_cache_key_compute(recipe, v.bytes, in_bytes, &key);
         uint8_t *want_w = mode == MODE_FULL ? w : NULL;
         if (qfs_diskcache_get(disk, &key, sc, sc_bytes, want_w, w_bytes) == 0) {
             *disk_hit = true;
@@ -206,25 +362,37 @@ static int compute_job(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *sr
             *disk_hit = qfs_diskcache_get(disk, &key, sc, sc_bytes, want_w, w_bytes) == 0;
         }
     }
+    bool sc_published = false, banded = false;
     if (!rc && !*disk_hit) {
         char what[1024];
         snprintf(what, sizeof what, "%s: tensor '%s'", src->path, t->name);
-        rc = qfs_quantize_layout(src->spec, src->format, t->dtype, in, j->rows, j->cols,
-                                 &j->layout, w, sc, e->threads, what, err);
-        if (rc) rc = -EIO;
+        uint64_t align;
+        banded = mode == MODE_FULL && w_bytes >= BAND_MIN_WEIGHT &&
+                 qfs_quantize_rows_ok(src->spec, &j->layout, &align);
+        if (banded) {
+            rc = quantize_in_bands(e, src, slot, &v, w, sc, &sc_published, what, err);
+        } else {
+            rc = qfs_quantize_layout(src->spec, src->format, t->dtype, v.bytes, j->rows, j->cols,
+                                     &j->layout, w, sc, e->threads, what, err);
+            if (rc) rc = -EIO;
+            if (!rc) rc = source_intact(e, src, &v, t, err);
+        }
         if (!rc && disk && w) *disk_error = qfs_diskcache_put(disk, &key, sc, sc_bytes, w, w_bytes);
     }
     qfs_diskcache_unlock(lock);
+    source_close(e, &v);
+    if (!sc_published) *scales = sc;
     if (rc) {
-        free(sc);
-        free(w);
+        if (!sc_published) free(sc);
+        *scales = NULL;
+        if (banded) *weight = w;   /* readers may hold it: the caller frees it */
+        else free(w);
         return rc;
     }
     if (mode == MODE_DISK) {   /* on disk now; memory keeps only what readers need */
         free(w);
         w = NULL;
     }
-    *scales = sc;
     *weight = w;
     return 0;
 }
@@ -233,6 +401,14 @@ static void push_demand(qfs_engine *e, qfs_job_slot *slot)
 {
     queue_push(e, QFS_Q_DEMAND, slot);
     pthread_cond_signal(&e->work);
+}
+
+static void end_bands(qfs_job_slot *slot)
+{
+    free(slot->band_done);
+    slot->band_done = NULL;
+    slot->n_bands = 0;
+    slot->want_band = UINT32_MAX;
 }
 
 static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
@@ -266,12 +442,11 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
     bool disk_hit;
     int disk_error;
     double t0 = now_seconds();
-    int rc = compute_job(e, disk, src, slot->job, mode, &weight, &scales, &disk_hit, &disk_error,
+    int rc = compute_job(e, disk, src, slot, mode, &weight, &scales, &disk_hit, &disk_error,
                          &err);
     double dt = now_seconds() - t0;
 
     pthread_mutex_lock(&e->lock);
-    slot->running = 0;
     if (disk_error) disk_failed(e, disk_error);
     if (rc) {
         slot->failed = 1;
@@ -279,10 +454,20 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
         free(slot->error_msg);
         slot->error_msg = strdup(err.msg);
         slot->waiters = 0;
+        slot->gen++;
+        /* Bands already served stay correct; the buffer goes once no reader copies from it. */
+        while (slot->entry.pins > 0) pthread_cond_wait(&e->done, &e->lock);
+        end_bands(slot);
+        slot->entry.data = NULL;
+        slot->running = 0;
+        free(weight);
         logf_(e, QFS_LOG_ERR, "%s", err.msg);
         return;
     }
-    if (slot->scales) free(scales);
+    slot->running = 0;
+    end_bands(slot);
+    if (!scales) {}                 /* published by the job itself */
+    else if (slot->scales) free(scales);
     else slot->scales = scales;
     if (disk_hit) {
         e->stats.disk_hits++;
@@ -304,6 +489,7 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
         slot->entry.size = (size_t)j->layout.weight_bytes;
         slot->entry.pins += slot->waiters;   /* each waiting reader receives its pin */
         slot->waiters = 0;
+        slot->gen++;
         qfs_cache_insert(&e->cache, &slot->entry);
     }
     /* A weight reader arrived while only the scales were computed: go again. */
@@ -370,6 +556,7 @@ int qfs_engine_create(const qfs_engine_options *o, qfs_engine **out, qfs_error *
     pthread_cond_init(&e->work, NULL);
     pthread_cond_init(&e->done, NULL);
     e->threads = o->threads;
+    e->guard = o->map_guard;
     e->disk = o->disk;
     e->stats.disk_cache = o->disk != NULL && !qfs_diskcache_readonly(o->disk);
     e->log = o->log;
@@ -420,7 +607,8 @@ static void demand(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_job_sl
 }
 
 int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_part part,
-                       const uint8_t **data, qfs_error *err)
+                       uint64_t need_begin, uint64_t need_end, const uint8_t **data,
+                       qfs_error *err)
 {
     qfs_job_slot *slot = &src->slots[job];
     int rc = 0;
@@ -436,19 +624,37 @@ int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_pa
         pthread_mutex_unlock(&e->lock);
         return rc;
     }
+    bool partial = false;
     if (slot->entry.cached) {
         slot->entry.pins++;
         qfs_cache_touch(&e->cache, &slot->entry);
         e->stats.memory_hits++;
+    } else if (bands_ready(slot, need_begin, need_end)) {
+        slot->entry.pins++;                  /* the bands asked for are made already */
+        partial = true;
     } else if (!slot->failed) {
         slot->want_weight = 1;
         demand(e, src, job, slot);
         slot->waiters++;
         e->stats.waits++;
-        while (!slot->entry.cached && !slot->failed) pthread_cond_wait(&e->done, &e->lock);
-        /* If it is cached now, the worker pinned it for us. */
+        unsigned gen = slot->gen;
+        while (slot->gen == gen && !slot->failed && !bands_ready(slot, need_begin, need_end)) {
+            if (slot->band_done)   /* ask for the first missing band of ours */
+                for (uint64_t b = need_begin / slot->band_bytes; b < slot->n_bands; b++)
+                    if (!slot->band_done[b]) {
+                        slot->want_band = (uint32_t)b;
+                        break;
+                    }
+            pthread_cond_wait(&e->done, &e->lock);
+        }
+        if (slot->gen == gen && !slot->failed) {   /* woken by a band: pin it ourselves */
+            slot->waiters--;
+            slot->entry.pins++;
+            partial = true;
+        }
+        /* Otherwise it completed (the worker pinned it for us) or failed. */
     }
-    if (slot->entry.cached) *data = slot->entry.data;
+    if (slot->entry.cached || partial) *data = slot->entry.data;
     else rc = slot_error(slot, err);
     pthread_mutex_unlock(&e->lock);
     return rc;
@@ -459,6 +665,8 @@ void qfs_engine_release(qfs_engine *e, qfs_tensor_source *src, size_t job)
     qfs_job_slot *slot = &src->slots[job];
     pthread_mutex_lock(&e->lock);
     if (slot->entry.pins > 0) slot->entry.pins--;
+    if (slot->entry.pins == 0 && slot->running)
+        pthread_cond_broadcast(&e->done);   /* a failed job waits to free its bands */
     /* A result larger than the budget stays only while pinned. */
     if (slot->entry.pins == 0 && e->cache.used > e->cache.budget)
         qfs_cache_make_room(&e->cache, 0);

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -50,4 +51,26 @@ int qfs_fd_unchanged(int fd, off_t size, const struct timespec *mtime, const cha
                   "when it was mounted); refused rather than mixed with the old version: "
                   "remount to serve the new one", path);
     return -EIO;
+}
+
+void qfs_map_guard_init(qfs_map_guard *g)
+{
+    atomic_store(&g->lo, 0);
+    atomic_store(&g->hi, 0);
+    atomic_store(&g->faulted, 0);
+    long ps = sysconf(_SC_PAGESIZE);
+    g->page = ps > 0 ? (size_t)ps : 4096;
+}
+
+bool qfs_map_guard_fault(qfs_map_guard *g, void *addr)
+{
+    uintptr_t a = (uintptr_t)addr, lo = atomic_load(&g->lo), hi = atomic_load(&g->hi);
+    if (a < lo || a >= hi) return false;
+    /* mmap is a plain system call on Linux, safe in a handler in practice. */
+    void *page = (void *)(a & ~(uintptr_t)(g->page - 1));
+    if (mmap(page, g->page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) ==
+        MAP_FAILED)
+        return false;
+    atomic_store(&g->faulted, 1);
+    return true;
 }

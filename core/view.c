@@ -81,7 +81,8 @@ static int read_tensors(qfs_entry *e, qfs_engine *eng, uint8_t *buf, size_t len,
         } else {
             const uint8_t *data;
             qfs_part part = t->role == QFS_ROLE_WEIGHT ? QFS_PART_WEIGHT : QFS_PART_SCALES;
-            rc = qfs_engine_acquire(eng, &e->source, t->job, part, &data, err);
+            rc = qfs_engine_acquire(eng, &e->source, t->job, part, t->job_offset + in,
+                                    t->job_offset + in + n, &data, err);
             if (rc == 0) {
                 memcpy(buf, data + t->job_offset + in, n);
                 if (part == QFS_PART_WEIGHT) {

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <limits.h>
@@ -21,6 +22,7 @@
 #include "ops.h"
 #include "quarkfs/diskcache.h"
 #include "quarkfs/export.h"
+#include "quarkfs/io.h"
 #include "quarkfs/layout.h"
 #include "quarkfs/model.h"
 #include "quarkfs/spec.h"
@@ -37,6 +39,7 @@
 #define DEFAULT_MAX_THREADS 16
 #define ATTR_TIMEOUT 86400.0
 
+static qfs_map_guard map_guard;   /* the engine reads sources through guarded mappings */
 static bool log_syslog;   /* after daemonizing, logs go to syslog */
 static bool log_journal;  /* stderr is systemd's journal: prefix lines with <priority> */
 static int log_level = LOG_INFO;   /* -o log=LEVEL / --log LEVEL: messages above it are dropped */
@@ -478,7 +481,7 @@ static int open_engine(const cli *c, qfs_engine **out)
         }
     }
     qfs_engine_options o = {.cache_mem = c->cache_mem, .threads = c->threads, .disk = disk,
-                            .log = engine_log};
+                            .map_guard = &map_guard, .log = engine_log};
     if (qfs_engine_create(&o, out, &err)) {
         qfs_diskcache_close(disk);
         log_msg(LOG_ERR, "%s", err.msg);
@@ -1106,6 +1109,27 @@ static int cmd_warm(int argc, char **argv)
     }
 }
 
+/* A source truncated under the engine's mapping: the guard swaps in a zero page and the job
+ * fails with a message. Any other SIGBUS is a real crash: default action. */
+static void on_sigbus(int sig, siginfo_t *si, void *uctx)
+{
+    (void)uctx;
+    if (qfs_map_guard_fault(&map_guard, si->si_addr)) return;
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void install_map_guard(void)
+{
+    qfs_map_guard_init(&map_guard);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+}
+
 int main(int argc, char **argv)
 {
     /* Large buffers go back to the system when freed, so the daemon's memory follows its
@@ -1113,6 +1137,7 @@ int main(int argc, char **argv)
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
     mallopt(M_TRIM_THRESHOLD, 8 << 20);
     detect_journal();
+    install_map_guard();
     if (argc >= 2 && strcmp(argv[1], "status") == 0) return cmd_status(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "warm") == 0) return cmd_warm(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);

@@ -18,6 +18,11 @@
 #include "quarkfs/safetensors.h"
 #include "quarkfs/spec.h"
 
+/* A big int8/fp8 weight is produced in row bands (qfs_quantize_layout_rows): its scales first,
+ * then the bands, those that readers wait for first, and a reader waits only for the bands that
+ * hold the bytes it asks for, not the whole tensor (the first byte of a 1 GiB tensor in about
+ * the time of one pass over it). */
+
 /* A job has two products (qfs_part, layout.h): the quantized weight (large, in the LRU cache)
  * and its scales and zero points (small, computed by a cheaper scales-only pass when a reader
  * needs only them, and kept for the mount's life: they sit at the start of every file, before
@@ -35,7 +40,13 @@ typedef struct qfs_job_slot {
     unsigned running : 1, want_weight : 1, failed : 1;
     unsigned warm : 1;           /* counts toward the warm-up progress when it completes */
     unsigned warm_only : 1;      /* only warm wants it: with a disk cache, keep it on disk only */
-    unsigned waiters;            /* readers waiting for the weight; each receives a pin */
+    unsigned waiters;            /* readers waiting for the weight; on completion each gets a pin */
+    unsigned gen;                /* counts completions and failures of the weight (waiters' token) */
+    /* While a weight is produced in bands (entry.data set, running): which bands are final, and
+     * a band some reader waits for, made next (UINT32_MAX: none; else bands go in order). */
+    uint8_t *band_done;
+    uint64_t band_bytes;         /* weight bytes per band; the last may be shorter */
+    uint32_t n_bands, want_band;
     int error;                   /* failed: negative errno, and why */
     char *error_msg;
     struct qfs_job_slot *queue_next;
@@ -74,6 +85,8 @@ typedef struct qfs_engine_options {
     size_t cache_mem;            /* memory budget for quantized weights, bytes */
     int threads;                 /* OpenMP team size (0 = all cores) */
     struct qfs_diskcache *disk;  /* persistent cache, or NULL; the engine closes it */
+    struct qfs_map_guard *map_guard;  /* io.h: when set (the front end handles SIGBUS with it),
+                                      * sources are read through mmap, else with pread */
     qfs_engine_log_fn log;       /* may be NULL */
     void *log_ctx;
 } qfs_engine_options;
@@ -86,11 +99,13 @@ int qfs_engine_create(const qfs_engine_options *o, qfs_engine **out, qfs_error *
 void qfs_engine_destroy(qfs_engine *e);
 
 /* Returns one part of job `job` of src (the weight, or scale + zero point bytes), computing it or
- * waiting for the computation in progress. A weight stays pinned until qfs_engine_release;
- * scales stay valid for the engine's life. 0, or negative errno with err set (the tensor could
- * not be read or holds NaN/Inf: the same error for every later reader). */
+ * waiting for the computation in progress; for the weight, only its bytes [need_begin,
+ * need_end) are guaranteed final (the rest may still be in production). A weight stays pinned until
+ * qfs_engine_release; scales stay valid for the engine's life. 0, or negative errno with err
+ * set (the tensor could not be read or holds NaN/Inf: the same error for every later reader). */
 int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_part part,
-                       const uint8_t **data, qfs_error *err);
+                       uint64_t need_begin, uint64_t need_end, const uint8_t **data,
+                       qfs_error *err);
 /* Unpins a weight obtained from qfs_engine_acquire. */
 void qfs_engine_release(qfs_engine *e, qfs_tensor_source *src, size_t job);
 /* Queues the weight of job for background computation if it is not cached or queued and the

@@ -2,6 +2,8 @@
 #ifndef QUARKFS_IO_H
 #define QUARKFS_IO_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -19,5 +21,23 @@ int qfs_write_full(int fd, const void *buf, size_t len);
  * -EIO with a message saying the file changed under the mount (serving it would mix versions). */
 int qfs_fd_unchanged(int fd, off_t size, const struct timespec *mtime, const char *path,
                      qfs_error *err);
+
+/* Reading a source through mmap without trusting it to keep its size: a file truncated under a
+ * mapping raises SIGBUS on the first access past its new end, which would kill the daemon. The
+ * front end owns one guard and calls qfs_map_guard_fault from its SIGBUS handler; the engine
+ * arms the guard around the one mapping it reads at a time. A fault inside that mapping gets a
+ * zero page instead (the access completes), the guard records it, and the job fails with a
+ * message after its own size check. */
+typedef struct qfs_map_guard {
+    _Atomic uintptr_t lo, hi;     /* the armed mapping, [lo, hi); empty when lo == hi */
+    atomic_int faulted;           /* set by qfs_map_guard_fault */
+    size_t page;                  /* page size, read before any handler can run */
+} qfs_map_guard;
+
+/* Sets the page size; call once before installing the handler. */
+void qfs_map_guard_init(qfs_map_guard *g);
+/* Async-signal-safe: if addr lies in the armed mapping, replaces its page with a zero page,
+ * records the fault and returns true (the faulting access may resume); false otherwise. */
+bool qfs_map_guard_fault(qfs_map_guard *g, void *addr);
 
 #endif

@@ -287,6 +287,7 @@ static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, qfs_job_slot
         slot->scales = sc;   /* the readers of the file's first bytes go on now */
         *sc_published = true;
     }
+    e->stats.weights_in_bands++;
     slot->band_done = done;
     slot->band_bytes = band * j->cols;   /* int8 / fp8: one byte per element */
     slot->n_bands = n_bands;
@@ -654,6 +655,7 @@ int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_pa
         }
         /* Otherwise it completed (the worker pinned it for us) or failed. */
     }
+    if (partial) e->stats.early_reads++;
     if (slot->entry.cached || partial) *data = slot->entry.data;
     else rc = slot_error(slot, err);
     pthread_mutex_unlock(&e->lock);

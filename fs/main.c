@@ -1063,7 +1063,8 @@ static int cmd_status(int argc, char **argv)
                json_string_value(json_object_get(st, "format")),
                json_is_true(json_object_get(st, "disk_cache")) ? "on" : "off");
         const char *keys[] = {"tensors_quantized", "memory_hits", "disk_hits", "disk_writes",
-                              "scales_computed", "evictions", "bytes_quantized", "bytes_served"};
+                              "scales_computed", "evictions", "bytes_quantized", "bytes_served",
+                              "weights_in_bands", "early_reads"};
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
             printf("  %-20s %lld\n", keys[i], (long long)jint(st, keys[i], NULL));
         printf("  %-20s %.3f\n", "seconds_quantizing",

@@ -72,6 +72,8 @@ typedef struct qfs_engine_stats {
     uint64_t bytes_quantized;    /* their source bytes */
     uint64_t scales_computed;    /* scales-only passes */
     uint64_t memory_hits, disk_hits, disk_writes, waits, evictions;
+    uint64_t weights_in_bands;   /* weights produced band by band (big int8/fp8 ones) */
+    uint64_t early_reads;        /* reads served from a weight still being produced */
     double seconds_quantizing;
     uint64_t warm_jobs, warm_done, warm_bytes, warm_bytes_done;   /* `quarkfs warm` progress */
     int disk_cache;              /* 1 while the disk cache is in use */

@@ -197,10 +197,11 @@ def quarkref_check(src, view, spec, excludes=(), includes=(), expect_ok=True, fm
     return res
 
 
-def quarkref_write(src, spec, excludes=(), includes=()):
+def quarkref_write(src, spec, excludes=(), includes=(), fmt=None):
     """The reference's own expected view of SRC written to a fresh directory."""
     out = tmppath("ref")
-    res = run([PY, QUARKREF] + view_flags(spec, excludes, includes) + [src, out], env=PY_ENV)
+    res = run([PY, QUARKREF] + view_flags(spec, excludes, includes, fmt) + [src, out],
+              env=PY_ENV)
     if res.returncode != 0:
         raise AssertionError("quarkref (writer) failed: %r" % res)
     return out

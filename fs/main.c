@@ -132,6 +132,7 @@ static void usage(FILE *out)
 "                                                               -o include=GLOB[:GLOB...]\n"
 "                       (-o exclude/include are repeatable too; ':' separates several globs)\n"
 "  --threads N          OpenMP threads per tensor (default: all cores)     -o threads=N\n"
+"                       (idle ones sleep: OMP_WAIT_POLICY=passive unless set)\n"
 "  --follow-symlinks    show what every symlink in SRC points to (default: only targets\n"
 "                       inside SRC, or inside its Hugging Face cache repository, i.e. the\n"
 "                       blobs/ of .../models--X/snapshots/REV)         -o symlinks=all\n"
@@ -1131,8 +1132,19 @@ static void install_map_guard(void)
     sigaction(SIGBUS, &sa, NULL);
 }
 
+/* libgomp reads OMP_WAIT_POLICY when it loads, before main: to make the team's idle threads
+ * sleep instead of spinning on the cores that the FUSE threads and readers need, run again
+ * with it set. A user's own setting is kept; if the exec fails, go on as is. */
+static void passive_openmp(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY")) return;
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv);
+}
+
 int main(int argc, char **argv)
 {
+    passive_openmp(argv);
     /* Large buffers go back to the system when freed, so the daemon's memory follows its
      * budget (glibc would otherwise raise the mmap threshold and keep freed tensors). */
     mallopt(M_MMAP_THRESHOLD, 1 << 20);

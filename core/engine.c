@@ -189,9 +189,7 @@ static int source_open(qfs_engine *e, const qfs_tensor_source *src, const qfs_st
                       (off_t)start);
         if (v->map != MAP_FAILED) {
             madvise(v->map, v->map_len, MADV_HUGEPAGE);   /* large folios map with fewer faults */
-            atomic_store(&e->guard->faulted, 0);
-            atomic_store(&e->guard->hi, (uintptr_t)v->map + v->map_len);
-            atomic_store(&e->guard->lo, (uintptr_t)v->map);
+            qfs_map_guard_arm(e->guard, v->map, v->map_len);
             v->bytes = (const uint8_t *)v->map + (off - start);
             return 0;
         }
@@ -229,8 +227,7 @@ static int source_intact(qfs_engine *e, const qfs_tensor_source *src, const sour
 static void source_close(qfs_engine *e, source_view *v)
 {
     if (!v->map) return;
-    atomic_store(&e->guard->lo, 0);
-    atomic_store(&e->guard->hi, 0);
+    qfs_map_guard_disarm(e->guard);
     munmap(v->map, v->map_len);
     v->map = NULL;
 }
@@ -238,7 +235,7 @@ static void source_close(qfs_engine *e, source_view *v)
 /* Whether bytes [begin, end) of a weight in production are final. Lock held. */
 static bool bands_ready(const qfs_job_slot *slot, uint64_t begin, uint64_t end)
 {
-    if (!slot->running || !slot->band_done) return false;
+    if (!slot->running || !slot->band_done || slot->failed) return false;
     if (end <= begin) return true;
     for (uint64_t b = begin / slot->band_bytes; b <= (end - 1) / slot->band_bytes; b++)
         if (!slot->band_done[b]) return false;
@@ -287,7 +284,7 @@ static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, qfs_job_slot
         slot->scales = sc;   /* the readers of the file's first bytes go on now */
         *sc_published = true;
     }
-    e->stats.weights_in_bands++;
+    slot->want_band = UINT32_MAX;
     slot->band_done = done;
     slot->band_bytes = band * j->cols;   /* int8 / fp8: one byte per element */
     slot->n_bands = n_bands;
@@ -314,6 +311,7 @@ static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, qfs_job_slot
         if (!rc) done[b] = 1;
         pthread_cond_broadcast(&e->done);
     }
+    if (!rc) e->stats.weights_in_bands++;
     pthread_mutex_unlock(&e->lock);
     return rc;
 }
@@ -348,7 +346,6 @@ static int compute_job(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *sr
     }
     source_view v;
     rc = source_open(e, src, t, &v, err);
-    if (!rc) rc = source_intact(e, src, &v, t, err);   /* not modified while we read it either */
     qfs_cache_key key;
     int lock = -1;
     if (!rc && disk) {
@@ -363,6 +360,7 @@ static int compute_job(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *sr
             *disk_hit = qfs_diskcache_get(disk, &key, sc, sc_bytes, want_w, w_bytes) == 0;
         }
     }
+    if (!rc) rc = source_intact(e, src, &v, t, err);   /* the bytes read (or hashed) so far */
     bool sc_published = false, banded = false;
     if (!rc && !*disk_hit) {
         char what[1024];

@@ -55,22 +55,39 @@ int qfs_fd_unchanged(int fd, off_t size, const struct timespec *mtime, const cha
 
 void qfs_map_guard_init(qfs_map_guard *g)
 {
-    atomic_store(&g->lo, 0);
+    atomic_store(&g->lo, UINTPTR_MAX);
     atomic_store(&g->hi, 0);
     atomic_store(&g->faulted, 0);
     long ps = sysconf(_SC_PAGESIZE);
     g->page = ps > 0 ? (size_t)ps : 4096;
 }
 
+void qfs_map_guard_arm(qfs_map_guard *g, const void *addr, size_t len)
+{
+    atomic_store(&g->faulted, 0);
+    atomic_store(&g->lo, (uintptr_t)addr);
+    atomic_store(&g->hi, (uintptr_t)addr + len);
+}
+
+void qfs_map_guard_disarm(qfs_map_guard *g)
+{
+    atomic_store(&g->hi, 0);
+    atomic_store(&g->lo, UINTPTR_MAX);
+}
+
 bool qfs_map_guard_fault(qfs_map_guard *g, void *addr)
 {
-    uintptr_t a = (uintptr_t)addr, lo = atomic_load(&g->lo), hi = atomic_load(&g->hi);
+    uintptr_t a = (uintptr_t)addr, hi = atomic_load(&g->hi), lo = atomic_load(&g->lo);
     if (a < lo || a >= hi) return false;
-    /* mmap is a plain system call on Linux, safe in a handler in practice. */
-    void *page = (void *)(a & ~(uintptr_t)(g->page - 1));
-    if (mmap(page, g->page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) ==
-        MAP_FAILED)
-        return false;
+    /* mmap is a plain system call on Linux, safe in a handler in practice. One call for the
+     * rest of the mapping: a page-by-page repair would take a signal per page. */
+    uintptr_t page = a & ~(uintptr_t)(g->page - 1);
+    uintptr_t end = (hi + g->page - 1) & ~(uintptr_t)(g->page - 1);
+    int saved = errno;
+    void *p = mmap((void *)page, end - page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                   -1, 0);
+    errno = saved;
+    if (p == MAP_FAILED) return false;
     atomic_store(&g->faulted, 1);
     return true;
 }

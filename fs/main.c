@@ -40,6 +40,7 @@
 #define ATTR_TIMEOUT 86400.0
 
 static qfs_map_guard map_guard;   /* the engine reads sources through guarded mappings */
+static bool map_guard_on;         /* its SIGBUS handler is installed */
 static bool log_syslog;   /* after daemonizing, logs go to syslog */
 static bool log_journal;  /* stderr is systemd's journal: prefix lines with <priority> */
 static int log_level = LOG_INFO;   /* -o log=LEVEL / --log LEVEL: messages above it are dropped */
@@ -482,7 +483,8 @@ static int open_engine(const cli *c, qfs_engine **out)
         }
     }
     qfs_engine_options o = {.cache_mem = c->cache_mem, .threads = c->threads, .disk = disk,
-                            .map_guard = &map_guard, .log = engine_log};
+                            .map_guard = map_guard_on ? &map_guard : NULL,
+                            .log = engine_log};
     if (qfs_engine_create(&o, out, &err)) {
         qfs_diskcache_close(disk);
         log_msg(LOG_ERR, "%s", err.msg);
@@ -1116,12 +1118,14 @@ static int cmd_warm(int argc, char **argv)
 static void on_sigbus(int sig, siginfo_t *si, void *uctx)
 {
     (void)uctx;
-    if (qfs_map_guard_fault(&map_guard, si->si_addr)) return;
+    /* Only a fault the kernel raised (si_code > 0; kill(2) gives <= 0) can be the guard's. */
+    if (si->si_code > 0 && qfs_map_guard_fault(&map_guard, si->si_addr)) return;
     signal(sig, SIG_DFL);
     raise(sig);
 }
 
-static void install_map_guard(void)
+/* True if the handler is in place: only then may the engine read sources through mmap. */
+static bool install_map_guard(void)
 {
     qfs_map_guard_init(&map_guard);
     struct sigaction sa;
@@ -1129,28 +1133,31 @@ static void install_map_guard(void)
     sa.sa_sigaction = on_sigbus;
     sa.sa_flags = SA_SIGINFO | SA_NODEFER;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGBUS, &sa, NULL);
+    return sigaction(SIGBUS, &sa, NULL) == 0;
 }
 
-/* libgomp reads OMP_WAIT_POLICY when it loads, before main: to make the team's idle threads
- * sleep instead of spinning on the cores that the FUSE threads and readers need, run again
- * with it set. A user's own setting is kept; if the exec fails, go on as is. */
-static void passive_openmp(char **argv)
+/* libgomp reads OMP_WAIT_POLICY in its constructor, before main. The executable's preinit
+ * functions run before any shared library's constructors, so this default makes the team's
+ * idle threads sleep instead of spinning on the cores that the FUSE threads and readers need.
+ * A user's own setting is kept. */
+static void passive_openmp(int argc, char **argv, char **envp)
 {
-    if (getenv("OMP_WAIT_POLICY")) return;
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    execv("/proc/self/exe", argv);
+    (void)argc;
+    (void)argv;
+    (void)envp;
+    setenv("OMP_WAIT_POLICY", "passive", 0);
 }
+__attribute__((section(".preinit_array"), used))
+static void (*const preinit_passive_openmp)(int, char **, char **) = passive_openmp;
 
 int main(int argc, char **argv)
 {
-    passive_openmp(argv);
     /* Large buffers go back to the system when freed, so the daemon's memory follows its
      * budget (glibc would otherwise raise the mmap threshold and keep freed tensors). */
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
     mallopt(M_TRIM_THRESHOLD, 8 << 20);
     detect_journal();
-    install_map_guard();
+    map_guard_on = install_map_guard();
     if (argc >= 2 && strcmp(argv[1], "status") == 0) return cmd_status(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "warm") == 0) return cmd_warm(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);

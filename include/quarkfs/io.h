@@ -29,15 +29,23 @@ int qfs_fd_unchanged(int fd, off_t size, const struct timespec *mtime, const cha
  * zero page instead (the access completes), the guard records it, and the job fails with a
  * message after its own size check. */
 typedef struct qfs_map_guard {
-    _Atomic uintptr_t lo, hi;     /* the armed mapping, [lo, hi); empty when lo == hi */
+    /* The armed mapping is [lo, hi). Disarmed: lo = UINTPTR_MAX, hi = 0. Arming stores lo then
+     * hi, disarming hi then lo, and the handler loads hi then lo: no mix of two states ever
+     * covers an address outside the mapping. */
+    _Atomic uintptr_t lo, hi;
     atomic_int faulted;           /* set by qfs_map_guard_fault */
     size_t page;                  /* page size, read before any handler can run */
 } qfs_map_guard;
 
-/* Sets the page size; call once before installing the handler. */
+/* Disarmed, with the page size; call once before installing the handler. */
 void qfs_map_guard_init(qfs_map_guard *g);
-/* Async-signal-safe: if addr lies in the armed mapping, replaces its page with a zero page,
- * records the fault and returns true (the faulting access may resume); false otherwise. */
+/* Arms the guard over [addr, addr + len) (a mapping made by mmap) and clears `faulted`. */
+void qfs_map_guard_arm(qfs_map_guard *g, const void *addr, size_t len);
+/* Disarms it; call before munmap. */
+void qfs_map_guard_disarm(qfs_map_guard *g);
+/* Async-signal-safe: if addr lies in the armed mapping, maps zero pages from its page to the
+ * end of the mapping (everything past a truncation is gone), records the fault and returns
+ * true (the faulting access may resume); false otherwise. */
 bool qfs_map_guard_fault(qfs_map_guard *g, void *addr);
 
 #endif

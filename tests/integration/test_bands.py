@@ -7,10 +7,12 @@ show that the big weights were made in bands and that reads were answered before
 was complete; each tensor is still quantized once.
 """
 
+import errno
 import json
 import os
 import random
 import threading
+import time
 
 import qfstest as q
 
@@ -93,6 +95,63 @@ def bands_case(spec, fmt):
 for _spec, _fmt in CASES:
     q.add_test("bands_%s_%s" % (_spec, _fmt or "quark"),
                lambda s=_spec, f=_fmt: bands_case(s, f))
+
+
+@q.test
+def bands_source_truncated_while_produced():
+    """The source shard is truncated to a third while 8 readers ask for its big weights on a
+    fresh mount (the weights are being made in bands from a mapping of the source), three
+    times over with a cache too small to keep them (so they are made again): the daemon
+    lives, every read returns the reference bytes or EIO, and the log names the file."""
+    src = q.copy_model(source())
+    ref = q.quarkref_write(src, "int8")
+    rel = max(q.model_files(src), key=lambda f: os.path.getsize(os.path.join(src, f)))
+    expected = q.read_bytes(os.path.join(ref, rel))
+    with q.mounted(src, "int8", opts=["cache_mem=8M"]) as m:
+        path = m.p(rel)
+        size = os.path.getsize(path)
+        offs = list(range(0, size, CHUNK))
+        random.Random(7).shuffle(offs)
+        offs *= 3
+        outcome = {"ok": 0, "EIO": 0, "other": []}
+        lock = threading.Lock()
+
+        def work(mine):
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+            try:
+                for off in mine:
+                    try:
+                        got = os.pread(fd, CHUNK, off)
+                    except OSError as exc:
+                        with lock:
+                            if exc.errno == errno.EIO:
+                                outcome["EIO"] += 1
+                            else:
+                                outcome["other"].append(str(exc))
+                        continue
+                    with lock:
+                        if got == expected[off:off + len(got)] and len(got) == min(CHUNK, size - off):
+                            outcome["ok"] += 1
+                        else:
+                            outcome["other"].append("wrong bytes at %d" % off)
+            finally:
+                os.close(fd)
+
+        ts = [threading.Thread(target=work, args=(offs[i::8],)) for i in range(8)]
+        for t in ts:
+            t.start()
+        time.sleep(0.02)
+        os.truncate(os.path.join(src, rel), os.path.getsize(os.path.join(src, rel)) // 3)
+        for t in ts:
+            t.join(120)
+        assert not any(t.is_alive() for t in ts), "a reader hangs"
+        assert not outcome["other"], outcome["other"][:5]
+        assert outcome["EIO"] > 0, "no read failed after the truncation: %s" % outcome
+        assert m.proc.poll() is None, "the daemon died:\n" + m.log()
+        log = m.log()
+    assert any(rel in l and ("shorter" in l or "changed under the mount" in l)
+               for l in log.splitlines()), "the log does not name %s:\n%s" % (rel, log[-3000:])
+    print("    %d reads right, %d EIO" % (outcome["ok"], outcome["EIO"]), flush=True)
 
 
 @q.test

@@ -50,8 +50,7 @@ static void test_guard_truncated_file(void **state)
     int fd = temp_file(len, 0x5A);
     volatile uint8_t *p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
     assert_true(p != MAP_FAILED);
-    atomic_store(&guard.hi, (uintptr_t)p + len);
-    atomic_store(&guard.lo, (uintptr_t)p);
+    qfs_map_guard_arm(&guard, (const void *)p, len);
     assert_int_equal(p[len - 1], 0x5A);
     assert_int_equal(atomic_load(&guard.faulted), 0);
 
@@ -63,8 +62,7 @@ static void test_guard_truncated_file(void **state)
     assert_int_equal(sum, 0);
     assert_int_equal(atomic_load(&guard.faulted), 1);
 
-    atomic_store(&guard.lo, 0);
-    atomic_store(&guard.hi, 0);
+    qfs_map_guard_disarm(&guard);
     munmap((void *)p, len);
     close(fd);
     sigaction(SIGBUS, &old, NULL);
@@ -79,10 +77,11 @@ static void test_guard_ignores_other_addresses(void **state)
     qfs_map_guard_init(&g);
     uint8_t local[64];
     assert_false(qfs_map_guard_fault(&g, local));              /* nothing armed */
-    atomic_store(&g.lo, (uintptr_t)local + 16);
-    atomic_store(&g.hi, (uintptr_t)local + 32);
+    qfs_map_guard_arm(&g, local + 16, 16);
     assert_false(qfs_map_guard_fault(&g, local + 15));
     assert_false(qfs_map_guard_fault(&g, local + 32));
+    qfs_map_guard_disarm(&g);
+    assert_false(qfs_map_guard_fault(&g, local + 16));        /* disarmed again */
     assert_int_equal(atomic_load(&g.faulted), 0);
     assert_true(g.page >= 4096 && (g.page & (g.page - 1)) == 0);
 }

@@ -104,25 +104,33 @@ float qfs_quant_fp8_scale(float amax, qfs_dtype dt)
 
 /* ---- element kernels ---- */
 
+/* The int8 clamp bounds, read through a volatile so the compiler cannot see their values. With
+ * constants, GCC pushes the narrowing into the arms of both clamps (each arm a constant byte) and
+ * emits compare + mask + blend for every element; with opaque bounds it emits vmaxps/vminps. */
+static volatile const float int8_bounds[2] = {-128.0f, 127.0f};
+
+/* q = clamp(rne(x * inv), -128, 127). After the clamp, v + 1.5 * 2^23 rounds v half-even to an
+ * integer held in the low mantissa bits, two's complement: its low byte is the int8 code. (NaN
+ * never reaches here: callers prove the values finite; inv is finite.) */
 QFS_INLINE void int8_impl(const void *restrict src, qfs_dtype dt, size_t n, float inv,
-                          int8_t *restrict q)
+                          float lo, float hi, int8_t *restrict q)
 {
     for (size_t i = 0; i < n; i++) {
         float v = qfs_load_f32(src, dt, i) * inv;
-        v = v < -128.0f ? -128.0f : v;
-        v = v > 127.0f ? 127.0f : v;
-        v = (v + ROUND_MAGIC) - ROUND_MAGIC;
-        q[i] = (int8_t)(int32_t)v;
+        v = v > lo ? v : lo;
+        v = v < hi ? v : hi;
+        q[i] = (int8_t)(uint8_t)qfs_f32_bits(v + ROUND_MAGIC);
     }
 }
 
 QFS_KERNEL void qfs_quant_int8_row(const void *src, qfs_dtype dt, size_t n, float scale, int8_t *q)
 {
     const float inv = 1.0f / scale;   /* Quark multiplies by the float32 reciprocal */
+    const float lo = int8_bounds[0], hi = int8_bounds[1];
     switch (dt) {
-    case QFS_DT_F32: int8_impl(src, QFS_DT_F32, n, inv, q); break;
-    case QFS_DT_BF16: int8_impl(src, QFS_DT_BF16, n, inv, q); break;
-    default: int8_impl(src, QFS_DT_F16, n, inv, q); break;
+    case QFS_DT_F32: int8_impl(src, QFS_DT_F32, n, inv, lo, hi, q); break;
+    case QFS_DT_BF16: int8_impl(src, QFS_DT_BF16, n, inv, lo, hi, q); break;
+    default: int8_impl(src, QFS_DT_F16, n, inv, lo, hi, q); break;
     }
 }
 

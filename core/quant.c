@@ -197,16 +197,69 @@ static int report_nonfinite(const void *src, qfs_dtype dt, uint64_t rows, uint64
     return -EDOM;
 }
 
+/* ---- 16-bit sources at one scale: a code is a function of the element's 16 bits alone, so a
+ * table of all 65536 codes, made by the element kernel itself, gives the same bytes. ---- */
+
+#define LUT_SIZE 65536u
+#define LUT_MIN_N ((size_t)1 << 18)   /* below this, the table costs more than it saves */
+#define LUT_PART 4096u                /* table entries made per work item */
+
+/* Whether per_tensor_elements looks codes up rather than computing them. */
+static bool lut_pays(const qfs_spec *s, qfs_dtype dt, size_t n)
+{
+    if (dt == QFS_DT_F32 || n < LUT_MIN_N) return false;
+#ifdef QFS_LUT_ALL
+    return true;
+#else
+    return s->wtype == QFS_W_FP8_E4M3 || dt == QFS_DT_F16;
+#endif
+}
+
+/* Entries [lo, lo + LUT_PART) of the table: the element kernel run over those bit patterns
+ * (NaN/Inf patterns too: their entries are never looked up, the values being proven finite). */
+static void lut_part(const qfs_spec *s, qfs_dtype dt, float sc, unsigned lo, uint8_t *t)
+{
+    uint16_t pat[LUT_PART];
+    for (unsigned k = 0; k < LUT_PART; k++) pat[k] = (uint16_t)(lo + k);
+    quantize_span(s, pat, dt, LUT_PART, sc, t + lo);
+}
+
+/* q[i] = t[x[i]]. Four at a time: GCC merges the four byte stores into one, and does not turn
+ * the loop into AVX2 gathers, which are slower here. */
+static void lut_lookup(const uint16_t *restrict x, size_t n, const uint8_t *restrict t,
+                       uint8_t *restrict q)
+{
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint8_t a = t[x[i]], b = t[x[i + 1]], c = t[x[i + 2]], d = t[x[i + 3]];
+        q[i] = a;
+        q[i + 1] = b;
+        q[i + 2] = c;
+        q[i + 3] = d;
+    }
+    for (; i < n; i++) q[i] = t[x[i]];
+}
+
 /* n elements of a per-tensor spec at scale sc, with the whole team. */
 static void per_tensor_elements(const qfs_spec *s, qfs_dtype dt, const void *src, size_t n,
                                 float sc, void *q, int threads)
 {
     size_t chunks = (n + CHUNK - 1) / CHUNK, es = elem_size(dt);
-    #pragma omp parallel for schedule(static) num_threads(team_size(threads))
-    for (size_t c = 0; c < chunks; c++) {
-        size_t lo = c * CHUNK, len = n - lo < CHUNK ? n - lo : CHUNK;
-        quantize_span(s, (const uint8_t *)src + lo * es, dt, len, sc, (uint8_t *)q + lo);
+    uint8_t *t = lut_pays(s, dt, n) ? aligned_alloc(64, LUT_SIZE) : NULL;
+    #pragma omp parallel num_threads(team_size(threads))
+    {
+        if (t) {
+            #pragma omp for schedule(static)
+            for (unsigned p = 0; p < LUT_SIZE / LUT_PART; p++) lut_part(s, dt, sc, p * LUT_PART, t);
+        }   /* the implied barrier: the table is whole before any look-up */
+        #pragma omp for schedule(static)
+        for (size_t c = 0; c < chunks; c++) {
+            size_t lo = c * CHUNK, len = n - lo < CHUNK ? n - lo : CHUNK;
+            if (t) lut_lookup((const uint16_t *)src + lo, len, t, (uint8_t *)q + lo);
+            else quantize_span(s, (const uint8_t *)src + lo * es, dt, len, sc, (uint8_t *)q + lo);
+        }
     }
+    free(t);
 }
 
 static int quantize_per_tensor(const qfs_spec *s, qfs_dtype dt, const void *src, uint64_t rows,

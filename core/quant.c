@@ -134,25 +134,41 @@ QFS_KERNEL void qfs_quant_int8_row(const void *src, qfs_dtype dt, size_t n, floa
     }
 }
 
+/* The fp8 clamp bounds, opaque for the reason given at int8_bounds. */
+static volatile const float fp8_bounds[2] = {-FP8_MAX, FP8_MAX};
+
+/* qfs_f32_to_e4m3 of a value already clamped to +-448 (so never NaN), without the NaN case,
+ * both roundings computed and one selected (no branches, no constant arms to fold). */
+QFS_INLINE uint8_t e4m3_of_clamped(float y)
+{
+    uint32_t u = qfs_f32_bits(y), sign = u & 0x80000000u, a = u ^ sign;
+    /* below 2^-6, subnormal: rounded by a float add (the ulp of 2^14 is 2^-9) */
+    uint32_t sub = qfs_f32_bits(qfs_f32_from_bits(a) + 0x1p14f) - (141u << 23);
+    /* normal: rebias the exponent, round the mantissa to 3 bits half-even */
+    uint32_t nrm = (a + ((uint32_t)(7 - 127) << 23) + 0x7FFFFu + ((a >> 20) & 1u)) >> 20;
+    return (uint8_t)((a < (121u << 23) ? sub : nrm) | (sign >> 24));
+}
+
 /* round_dt: the dtype x/scale is rounded to before the e4m3 conversion (the source dtype for
  * Quark's schemes; F32, i.e. none, for fp8-block). */
 QFS_INLINE void fp8_impl(const void *restrict src, qfs_dtype dt, qfs_dtype round_dt, size_t n,
-                         float scale, uint8_t *restrict q)
+                         float scale, float lo, float hi, uint8_t *restrict q)
 {
     for (size_t i = 0; i < n; i++) {
         float y = qfs_round_to(qfs_load_f32(src, dt, i) / scale, round_dt);
-        y = y < -FP8_MAX ? -FP8_MAX : y;
-        y = y > FP8_MAX ? FP8_MAX : y;
-        q[i] = qfs_f32_to_e4m3(y);
+        y = y > lo ? y : lo;
+        y = y < hi ? y : hi;
+        q[i] = e4m3_of_clamped(y);
     }
 }
 
 QFS_KERNEL void qfs_quant_fp8_row(const void *src, qfs_dtype dt, size_t n, float scale, uint8_t *q)
 {
+    const float lo = fp8_bounds[0], hi = fp8_bounds[1];
     switch (dt) {
-    case QFS_DT_F32: fp8_impl(src, QFS_DT_F32, QFS_DT_F32, n, scale, q); break;
-    case QFS_DT_BF16: fp8_impl(src, QFS_DT_BF16, QFS_DT_BF16, n, scale, q); break;
-    default: fp8_impl(src, QFS_DT_F16, QFS_DT_F16, n, scale, q); break;
+    case QFS_DT_F32: fp8_impl(src, QFS_DT_F32, QFS_DT_F32, n, scale, lo, hi, q); break;
+    case QFS_DT_BF16: fp8_impl(src, QFS_DT_BF16, QFS_DT_BF16, n, scale, lo, hi, q); break;
+    default: fp8_impl(src, QFS_DT_F16, QFS_DT_F16, n, scale, lo, hi, q); break;
     }
 }
 
@@ -160,10 +176,11 @@ QFS_KERNEL void qfs_quant_fp8_row(const void *src, qfs_dtype dt, size_t n, float
 QFS_KERNEL static void fp8_block_row(const void *src, qfs_dtype dt, size_t n, float scale,
                                      uint8_t *q)
 {
+    const float lo = fp8_bounds[0], hi = fp8_bounds[1];
     switch (dt) {
-    case QFS_DT_F32: fp8_impl(src, QFS_DT_F32, QFS_DT_F32, n, scale, q); break;
-    case QFS_DT_BF16: fp8_impl(src, QFS_DT_BF16, QFS_DT_F32, n, scale, q); break;
-    default: fp8_impl(src, QFS_DT_F16, QFS_DT_F32, n, scale, q); break;
+    case QFS_DT_F32: fp8_impl(src, QFS_DT_F32, QFS_DT_F32, n, scale, lo, hi, q); break;
+    case QFS_DT_BF16: fp8_impl(src, QFS_DT_BF16, QFS_DT_F32, n, scale, lo, hi, q); break;
+    default: fp8_impl(src, QFS_DT_F16, QFS_DT_F32, n, scale, lo, hi, q); break;
     }
 }
 
@@ -253,7 +270,12 @@ static void per_tensor_elements(const qfs_spec *s, qfs_dtype dt, const void *src
             for (unsigned p = 0; p < LUT_SIZE / LUT_PART; p++) lut_part(s, dt, sc, p * LUT_PART, t);
         }   /* the implied barrier: the table is whole before any look-up */
         #pragma omp for schedule(static)
-        for (size_t c = 0; c < chunks; c++) {
+        for (size_t k = 0; k < chunks; k++) {
+#ifdef QFS_REVERSE
+            size_t c = chunks - 1 - k;
+#else
+            size_t c = k;
+#endif
             size_t lo = c * CHUNK, len = n - lo < CHUNK ? n - lo : CHUNK;
             if (t) lut_lookup((const uint16_t *)src + lo, len, t, (uint8_t *)q + lo);
             else quantize_span(s, (const uint8_t *)src + lo * es, dt, len, sc, (uint8_t *)q + lo);

@@ -149,13 +149,32 @@ QFS_INLINE uint8_t e4m3_of_clamped(float y)
     return (uint8_t)((a < (121u << 23) ? sub : nrm) | (sign >> 24));
 }
 
+/* rF16 without branches (qfs_round_to's F16 case, qfs_f16_to_f32(qfs_f32_to_f16(f)), has three
+ * branches, which kept the F16 fp8 loops scalar and mispredicting): the normal-range rounding
+ * done on the float32 bits, the subnormal one by a float add, overflow to infinity. */
+QFS_INLINE float round_f16(float f)
+{
+    uint32_t u = qfs_f32_bits(f), sign = u & 0x80000000u, a = u ^ sign;
+    /* normal f16 (>= 2^-14): keep 10 mantissa bits, half-even; 65520 and up round to 2^16 */
+    uint32_t nrm = (a + 0xFFFu + ((a >> 13) & 1u)) & ~0x1FFFu;
+    nrm = nrm >= 0x47800000u ? 0x7F800000u : nrm;
+    /* subnormal f16: a multiple of 2^-24, the ulp of 0.5 (both steps exact but the rounding) */
+    uint32_t sub = qfs_f32_bits((qfs_f32_from_bits(a) + 0.5f) - 0.5f);
+    return qfs_f32_from_bits((a >= 0x38800000u ? nrm : sub) | sign);
+}
+
+QFS_INLINE float kround_to(float f, qfs_dtype dt)
+{
+    return dt == QFS_DT_F16 ? round_f16(f) : qfs_round_to(f, dt);
+}
+
 /* round_dt: the dtype x/scale is rounded to before the e4m3 conversion (the source dtype for
  * Quark's schemes; F32, i.e. none, for fp8-block). */
 QFS_INLINE void fp8_impl(const void *restrict src, qfs_dtype dt, qfs_dtype round_dt, size_t n,
                          float scale, float lo, float hi, uint8_t *restrict q)
 {
     for (size_t i = 0; i < n; i++) {
-        float y = qfs_round_to(qfs_load_f32(src, dt, i) / scale, round_dt);
+        float y = kround_to(qfs_load_f32(src, dt, i) / scale, round_dt);
         y = y > lo ? y : lo;
         y = y < hi ? y : hi;
         q[i] = e4m3_of_clamped(y);
@@ -270,12 +289,7 @@ static void per_tensor_elements(const qfs_spec *s, qfs_dtype dt, const void *src
             for (unsigned p = 0; p < LUT_SIZE / LUT_PART; p++) lut_part(s, dt, sc, p * LUT_PART, t);
         }   /* the implied barrier: the table is whole before any look-up */
         #pragma omp for schedule(static)
-        for (size_t k = 0; k < chunks; k++) {
-#ifdef QFS_REVERSE
-            size_t c = chunks - 1 - k;
-#else
-            size_t c = k;
-#endif
+        for (size_t c = 0; c < chunks; c++) {
             size_t lo = c * CHUNK, len = n - lo < CHUNK ? n - lo : CHUNK;
             if (t) lut_lookup((const uint16_t *)src + lo, len, t, (uint8_t *)q + lo);
             else quantize_span(s, (const uint8_t *)src + lo * es, dt, len, sc, (uint8_t *)q + lo);

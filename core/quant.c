@@ -134,60 +134,65 @@ QFS_KERNEL void qfs_quant_int8_row(const void *src, qfs_dtype dt, size_t n, floa
     }
 }
 
-/* The fp8 clamp bounds, opaque for the reason given at int8_bounds. */
-static volatile const float fp8_bounds[2] = {-FP8_MAX, FP8_MAX};
+/* The fp8 clamp bound, opaque for the reason given at int8_bounds. */
+static volatile const float fp8_bound = FP8_MAX;
 
-/* qfs_f32_to_e4m3 of a value already clamped to +-448 (so never NaN), without the NaN case,
- * both roundings computed and one selected (no branches, no constant arms to fold). */
-QFS_INLINE uint8_t e4m3_of_clamped(float y)
+/* The e4m3 code of a magnitude a (float32 bits) in [0, 448], without the NaN case of
+ * qfs_f32_to_e4m3 and without a select: at or above 2^-6 the subnormal rounding rne(a * 2^9) is
+ * never below the normal code (equal in [2^-6, 2^-5), where both have the step 2^-9; finer
+ * above); below 2^-6 the normal code is forced to 2^31 - 1. So the smaller of the two is the
+ * code. (With a select GCC narrows one arm to bytes and widens it back.) */
+QFS_INLINE uint32_t e4m3_magnitude(uint32_t a)
 {
-    uint32_t u = qfs_f32_bits(y), sign = u & 0x80000000u, a = u ^ sign;
-    /* below 2^-6, subnormal: rounded by a float add (the ulp of 2^14 is 2^-9) */
-    uint32_t sub = qfs_f32_bits(qfs_f32_from_bits(a) + 0x1p14f) - (141u << 23);
+    /* subnormal: rounded by a float add (the ulp of 2^14 is 2^-9) */
+    int32_t sub = (int32_t)(qfs_f32_bits(qfs_f32_from_bits(a) + 0x1p14f) - (141u << 23));
     /* normal: rebias the exponent, round the mantissa to 3 bits half-even */
-    uint32_t nrm = (a + ((uint32_t)(7 - 127) << 23) + 0x7FFFFu + ((a >> 20) & 1u)) >> 20;
-    return (uint8_t)((a < (121u << 23) ? sub : nrm) | (sign >> 24));
+    int32_t nrm = (int32_t)((a + ((uint32_t)(7 - 127) << 23) + 0x7FFFFu + ((a >> 20) & 1u)) >> 20);
+    nrm |= (int32_t)((uint32_t)((int32_t)(a - (121u << 23)) >> 31) >> 1);
+    return (uint32_t)(sub < nrm ? sub : nrm);
 }
 
-/* rF16 without branches (qfs_round_to's F16 case, qfs_f16_to_f32(qfs_f32_to_f16(f)), has three
- * branches, which kept the F16 fp8 loops scalar and mispredicting): the normal-range rounding
- * done on the float32 bits, the subnormal one by a float add, overflow to infinity. */
-QFS_INLINE float round_f16(float f)
+/* rF16 of a magnitude without branches (qfs_round_to's F16 case has three, which kept the F16
+ * fp8 loops scalar and mispredicting): the normal-range rounding on the float32 bits, the
+ * subnormal one by a float add, overflow to infinity. */
+QFS_INLINE float round_f16_magnitude(float f)
 {
-    uint32_t u = qfs_f32_bits(f), sign = u & 0x80000000u, a = u ^ sign;
+    uint32_t a = qfs_f32_bits(f);
     /* normal f16 (>= 2^-14): keep 10 mantissa bits, half-even; 65520 and up round to 2^16 */
     uint32_t nrm = (a + 0xFFFu + ((a >> 13) & 1u)) & ~0x1FFFu;
     nrm = nrm >= 0x47800000u ? 0x7F800000u : nrm;
     /* subnormal f16: a multiple of 2^-24, the ulp of 0.5 (both steps exact but the rounding) */
-    uint32_t sub = qfs_f32_bits((qfs_f32_from_bits(a) + 0.5f) - 0.5f);
-    return qfs_f32_from_bits((a >= 0x38800000u ? nrm : sub) | sign);
+    uint32_t sub = qfs_f32_bits((f + 0.5f) - 0.5f);
+    return qfs_f32_from_bits(a >= 0x38800000u ? nrm : sub);
 }
 
-QFS_INLINE float kround_to(float f, qfs_dtype dt)
+QFS_INLINE float round_magnitude(float f, qfs_dtype dt)
 {
-    return dt == QFS_DT_F16 ? round_f16(f) : qfs_round_to(f, dt);
+    return dt == QFS_DT_F16 ? round_f16_magnitude(f) : qfs_round_to(f, dt);
 }
 
-/* round_dt: the dtype x/scale is rounded to before the e4m3 conversion (the source dtype for
- * Quark's schemes; F32, i.e. none, for fp8-block). */
+/* q = e4m3(clamp(rD(fl32(x / scale)), +-448)), computed on |x| with the sign put back last: the
+ * division by a positive scale, both roundings and the clamp are symmetric, and the sign of
+ * x / scale, zero included, is that of x. round_dt: the dtype x / scale is rounded to (the
+ * source dtype for Quark's schemes; F32, i.e. none, for fp8-block). */
 QFS_INLINE void fp8_impl(const void *restrict src, qfs_dtype dt, qfs_dtype round_dt, size_t n,
-                         float scale, float lo, float hi, uint8_t *restrict q)
+                         float scale, float hi, uint8_t *restrict q)
 {
     for (size_t i = 0; i < n; i++) {
-        float y = kround_to(qfs_load_f32(src, dt, i) / scale, round_dt);
-        y = y > lo ? y : lo;
-        y = y < hi ? y : hi;
-        q[i] = e4m3_of_clamped(y);
+        uint32_t u = qfs_f32_bits(qfs_load_f32(src, dt, i));
+        float a = round_magnitude(qfs_f32_from_bits(u & 0x7FFFFFFFu) / scale, round_dt);
+        a = a < hi ? a : hi;
+        q[i] = (uint8_t)(e4m3_magnitude(qfs_f32_bits(a)) | (u >> 24 & 0x80u));
     }
 }
 
 QFS_KERNEL void qfs_quant_fp8_row(const void *src, qfs_dtype dt, size_t n, float scale, uint8_t *q)
 {
-    const float lo = fp8_bounds[0], hi = fp8_bounds[1];
+    const float hi = fp8_bound;
     switch (dt) {
-    case QFS_DT_F32: fp8_impl(src, QFS_DT_F32, QFS_DT_F32, n, scale, lo, hi, q); break;
-    case QFS_DT_BF16: fp8_impl(src, QFS_DT_BF16, QFS_DT_BF16, n, scale, lo, hi, q); break;
-    default: fp8_impl(src, QFS_DT_F16, QFS_DT_F16, n, scale, lo, hi, q); break;
+    case QFS_DT_F32: fp8_impl(src, QFS_DT_F32, QFS_DT_F32, n, scale, hi, q); break;
+    case QFS_DT_BF16: fp8_impl(src, QFS_DT_BF16, QFS_DT_BF16, n, scale, hi, q); break;
+    default: fp8_impl(src, QFS_DT_F16, QFS_DT_F16, n, scale, hi, q); break;
     }
 }
 
@@ -195,11 +200,11 @@ QFS_KERNEL void qfs_quant_fp8_row(const void *src, qfs_dtype dt, size_t n, float
 QFS_KERNEL static void fp8_block_row(const void *src, qfs_dtype dt, size_t n, float scale,
                                      uint8_t *q)
 {
-    const float lo = fp8_bounds[0], hi = fp8_bounds[1];
+    const float hi = fp8_bound;
     switch (dt) {
-    case QFS_DT_F32: fp8_impl(src, QFS_DT_F32, QFS_DT_F32, n, scale, lo, hi, q); break;
-    case QFS_DT_BF16: fp8_impl(src, QFS_DT_BF16, QFS_DT_F32, n, scale, lo, hi, q); break;
-    default: fp8_impl(src, QFS_DT_F16, QFS_DT_F32, n, scale, lo, hi, q); break;
+    case QFS_DT_F32: fp8_impl(src, QFS_DT_F32, QFS_DT_F32, n, scale, hi, q); break;
+    case QFS_DT_BF16: fp8_impl(src, QFS_DT_BF16, QFS_DT_F32, n, scale, hi, q); break;
+    default: fp8_impl(src, QFS_DT_F16, QFS_DT_F32, n, scale, hi, q); break;
     }
 }
 

@@ -717,6 +717,140 @@ static void test_quantize_large_per_tensor_threads(void **state)
     free(q2);
 }
 
+/* ---- every 16-bit input, computed without the library (the per-tensor look-up table) ---- */
+
+/* v rounded to p significant bits, nearest-even, with the smallest normal exponent emin (below
+ * it the quantum stays 2^(emin - p + 1): subnormals). Exact in double for the values used. */
+static double round_prec(double v, int p, int emin)
+{
+    if (v == 0.0 || !isfinite(v)) return v;
+    int e = ilogb(v);
+    if (e < emin) e = emin;
+    double quantum = ldexp(1.0, e - p + 1);
+    return nearbyint(v / quantum) * quantum;
+}
+
+/* The value of 16-bit pattern h of dtype dt (bf16: 1+8+7, f16: 1+5+10), from the definitions. */
+static double value_u16(uint16_t h, qfs_dtype dt)
+{
+    int sign = h >> 15, mbits = dt == QFS_DT_BF16 ? 7 : 10, ebits = 15 - mbits;
+    int bias = (1 << (ebits - 1)) - 1;
+    int e = (h >> mbits) & ((1 << ebits) - 1), m = h & ((1 << mbits) - 1);
+    double v = e ? ldexp(1.0 + ldexp(m, -mbits), e - bias) : ldexp(m, 1 - bias - mbits);
+    return sign ? -v : v;
+}
+
+static bool finite_u16(uint16_t h, qfs_dtype dt)
+{
+    return dt == QFS_DT_BF16 ? (h & 0x7F80) != 0x7F80 : (h & 0x7C00) != 0x7C00;
+}
+
+/* rD of a float32 value: nearest-even to 8 (bf16) or 11 (f16) bits, inf past the largest. */
+static double round_dtype(double v, qfs_dtype dt)
+{
+    bool bf = dt == QFS_DT_BF16;
+    double r = round_prec(v, bf ? 8 : 11, bf ? -126 : -14);
+    double max = bf ? ldexp(255.0, 120) : 65504.0;
+    return fabs(r) > max ? copysign(INFINITY, v) : r;
+}
+
+/* int8: clamp(rne(fl32(x * fl32(1/s))), -128, 127) */
+static int8_t expect_int8(double x, float scale)
+{
+    float inv = 1.0f / scale;
+    float v = (float)x * inv;
+    double r = nearbyint((double)v);
+    return (int8_t)(r < -128 ? -128 : r > 127 ? 127 : r);
+}
+
+/* fp8: e4m3(clamp(rD(fl32(x / s)), +-448)), e4m3 nearest-even (4 bits, emin -6), sign kept */
+static uint8_t expect_fp8(double x, float scale, qfs_dtype dt)
+{
+    float y = (float)x / scale;
+    double a = fabs(round_dtype(y, dt));
+    if (a > 448.0) a = 448.0;
+    a = round_prec(a, 4, -6);
+    unsigned code;
+    if (a < 0x1p-6) {
+        code = (unsigned)(a * 512.0);                  /* subnormal: multiples of 2^-9 */
+    } else {
+        int e = ilogb(a);
+        code = (unsigned)((e + 7) << 3) | (unsigned)((ldexp(a, -e) - 1.0) * 8.0);
+    }
+    return (uint8_t)(code | (signbit(y) ? 0x80u : 0u));
+}
+
+static void test_per_tensor_all_16bit_inputs(void **state)
+{
+    (void)state;
+    /* Every finite bf16 and f16 pattern, cycled to 5 * 65536 elements (more than the 2^18 from
+     * which per_tensor_elements switches to a table of the 65536 codes), quantized per tensor
+     * at given scales through qfs_quantize_layout_rows, 1 and 2 threads, a whole tensor and a
+     * band; and through the row kernels (always computed). Each result is compared with the
+     * formula above, evaluated here in double from the formats' definitions. */
+    enum { ROWS = 320, COLS = 1024, N = ROWS * COLS };
+    static const qfs_dtype dts[] = {QFS_DT_BF16, QFS_DT_F16};
+    static const char *const specs[] = {"int8", "fp8"};
+    /* scales representable in both dtypes: 1, 1.0625 (ties, see the double-rounding test),
+     * 2^-23 (the floor; f16 subnormal), 146 (f16 max / 448), 0.0123 rounded to 8 bits, 3/1024 */
+    static const float scale_list[] = {1.0f, 1.0625f, 0x1p-23f, 146.0f, 0x1.92p-7f, 0x3p-10f};
+    uint16_t *src = malloc(N * sizeof *src);
+    uint8_t *q = malloc(N), *r = malloc(N), *expect = malloc(65536);
+    assert_true(src && q && r && expect);
+    for (size_t d = 0; d < 2; d++) {
+        qfs_dtype dt = dts[d];
+        size_t np = 0;
+        for (unsigned h = 0; h < 65536; h++)
+            if (finite_u16((uint16_t)h, dt)) src[np++] = (uint16_t)h;
+        for (size_t i = np; i < N; i++) src[i] = src[(i - np) % np];
+        for (size_t k = 0; k < 2; k++) {
+            const qfs_spec *s = unit_spec(specs[k]);
+            qfs_layout l;
+            assert_int_equal(qfs_layout_for(s, QFS_FMT_QUARK, dt, ROWS, COLS, &l, NULL, 0), 0);
+            uint8_t *scales = calloc(1, l.scales_bytes);
+            assert_true(scales != NULL);
+            for (size_t j = 0; j < sizeof scale_list / sizeof scale_list[0]; j++) {
+                float sc = scale_list[j];
+                if (k == 0) memcpy(scales + l.out[1].offset, &sc, 4);   /* int8: F32 scale */
+                else qfs_store_as(scales + l.out[1].offset, dt, 0, sc);
+                assert_true(qfs_load_f32(scales + l.out[1].offset, k ? dt : QFS_DT_F32, 0) == sc);
+                for (unsigned h = 0; h < 65536; h++) {
+                    double x = value_u16((uint16_t)h, dt);
+                    expect[h] = k == 0 ? (uint8_t)expect_int8(x, sc) : expect_fp8(x, sc, dt);
+                }
+                for (int threads = 1; threads <= 2; threads++) {
+                    memset(q, 0xA5, N);
+                    assert_int_equal(qfs_quantize_layout_rows(s, dt, src, ROWS, COLS, &l, scales,
+                                                              0, ROWS, q, threads), 0);
+                    memset(r, 0xA5, N);   /* a band of 256 rows: 2^18 elements */
+                    assert_int_equal(qfs_quantize_layout_rows(s, dt, src, ROWS, COLS, &l, scales,
+                                                              64, ROWS, r, threads), 0);
+                    for (size_t i = 0; i < N; i++) {
+                        if (q[i] != expect[src[i]] || (i >= 64 * COLS && r[i] != q[i]))
+                            fail_msg("%s %s scale %a, %d thread(s): x = 0x%04x: 0x%02x (band "
+                                     "0x%02x), expected 0x%02x", specs[k], qfs_dtype_name(dt),
+                                     (double)sc, threads, src[i], q[i], r[i], expect[src[i]]);
+                    }
+                    for (size_t i = 0; i < 64 * COLS; i++) assert_int_equal(r[i], 0xA5);
+                }
+                /* the row kernels, which never use the table */
+                if (k == 0) qfs_quant_int8_row(src, dt, np, sc, (int8_t *)r);
+                else qfs_quant_fp8_row(src, dt, np, sc, r);
+                for (size_t i = 0; i < np; i++)
+                    if (r[i] != expect[src[i]])
+                        fail_msg("%s row kernel %s scale %a: x = 0x%04x: 0x%02x, expected 0x%02x",
+                                 specs[k], qfs_dtype_name(dt), (double)sc, src[i], r[i],
+                                 expect[src[i]]);
+            }
+            free(scales);
+        }
+    }
+    free(src);
+    free(q);
+    free(r);
+    free(expect);
+}
+
 static void test_quantize_nan_edom(void **state)
 {
     (void)state;
@@ -914,6 +1048,7 @@ int main(void)
         cmocka_unit_test(test_quantize_f16_subnormal_scales),
         cmocka_unit_test(test_quantize_scales_only),
         cmocka_unit_test(test_quantize_large_per_tensor_threads),
+        cmocka_unit_test(test_per_tensor_all_16bit_inputs),
         cmocka_unit_test(test_quantize_nan_edom),
         cmocka_unit_test(test_quantize_inf_edom),
         cmocka_unit_test(test_quantize_rejects_non_float),

@@ -165,7 +165,8 @@ QFS_INLINE float round_f16_magnitude(float f)
     /* normal f16 (>= 2^-14): keep 10 mantissa bits, half-even; 65520 and up round to 2^16 */
     uint32_t nrm = (a + 0xFFFu + ((a >> 13) & 1u)) & ~0x1FFFu;
     nrm = nrm >= 0x47800000u ? 0x7F800000u : nrm;
-    /* subnormal f16: a multiple of 2^-24, the ulp of 0.5 (both steps exact but the rounding) */
+    /* subnormal f16: a multiple of 2^-24, the ulp of 0.5 (the add rounds, the subtraction is
+     * exact) */
     uint32_t sub = qfs_f32_bits((f + 0.5f) - 0.5f);
     return qfs_f32_from_bits(a >= 0x38800000u ? nrm : sub);
 }

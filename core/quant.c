@@ -5,6 +5,10 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define QFS_FP8_FORMULA 1   /* fp8 from bf16 by the table's formula, with AVX2 (see below) */
+#endif
 
 /* The kernels are compiled twice on x86-64 GCC (AVX2 and baseline) and picked at load time, so
  * one portable binary runs at AVX2 speed where it can. Numerics are identical: no FMA
@@ -161,7 +165,8 @@ QFS_INLINE float round_f16_magnitude(float f)
     /* normal f16 (>= 2^-14): keep 10 mantissa bits, half-even; 65520 and up round to 2^16 */
     uint32_t nrm = (a + 0xFFFu + ((a >> 13) & 1u)) & ~0x1FFFu;
     nrm = nrm >= 0x47800000u ? 0x7F800000u : nrm;
-    /* subnormal f16: a multiple of 2^-24, the ulp of 0.5 (both steps exact but the rounding) */
+    /* subnormal f16: a multiple of 2^-24, the ulp of 0.5 (the add rounds, the subtraction is
+     * exact) */
     uint32_t sub = qfs_f32_bits((f + 0.5f) - 0.5f);
     return qfs_f32_from_bits(a >= 0x38800000u ? nrm : sub);
 }
@@ -244,8 +249,9 @@ static int report_nonfinite(const void *src, qfs_dtype dt, uint64_t rows, uint64
 #define LUT_SIZE 65536u
 #define LUT_PART 4096u                /* table entries made per work item */
 /* Making the table costs about as much as computing 65536 elements (35 us for fp8 from bf16,
- * 70 us from f16, one core of the bench machine); a look-up costs about 0.27 ns an element. From 2^18
- * elements on, the table path is the faster one for every case it is used for. */
+ * plus 15 us to derive and check its formula; 70 us from f16; one core of the bench machine);
+ * a look-up costs about 0.27 ns an element, the bf16 formula 0.13 ns. From 2^18 elements on,
+ * the table path is the faster one for every case it is used for. */
 #define LUT_MIN_N ((size_t)1 << 18)
 
 /* Whether per_tensor_elements looks codes up rather than computing them: for fp8 (0.45 ns an
@@ -282,23 +288,164 @@ static void lut_lookup(const uint16_t *restrict x, size_t n, const uint8_t *rest
     for (; i < n; i++) q[i] = t[x[i]];
 }
 
+#ifdef QFS_FP8_FORMULA
+/* ---- fp8 from bf16 at one scale: the table as a formula, evaluated 32 elements at a time ----
+ *
+ * The scalar look-ups cost about one cycle an element (two loads and a share of a store each).
+ * The table of fp8 codes for a bf16 source has a structure that byte shuffles (vpshufb, which C
+ * cannot express) evaluate in a few instructions per 32 elements. With u = bits & 0x7FFF =
+ * 128 E + m (E the exponent field, m the 7 mantissa bits), every step x -> code (divide by the
+ * scale, round to bf16, clamp, round to e4m3) is monotone and odd, and where x / s is a normal
+ * e4m3 value, doubling x adds 8 to the code. So, read from the table:
+ *   - binades E < zlim hold only code 0 (zeros and values that round to 0);
+ *   - binades E >= en follow code = min(c0 + 8 (E - en) + B[m], 126), B monotone in 0..8, with
+ *     B[16 a + b] = base[a] + [b >= t1[a]] + [b >= t2[a]] + [b >= t3[a]] (a = m >> 4);
+ *   - the few binades in between (codes below 8, e4m3 subnormals) are looked up in the table.
+ * The formula is only used when it reproduces the whole table exactly: it is derived from the
+ * table, then evaluated over all 65536 inputs and compared (fp8_formula_make). Otherwise the
+ * look-ups are used. */
+typedef struct fp8_formula {
+    uint8_t base[16], t1[16], t2[16], t3[16];   /* per segment a: B at b = 0, thresholds - 1 */
+    uint8_t en, c0, zlim, nspecial;             /* nspecial = en - zlim where en > zlim, else 0 */
+} fp8_formula;
+
+/* q[i] for n bf16 elements by the formula; lanes in the in-between binades, and the last n % 32
+ * elements, from the table t. */
+__attribute__((target("avx2"))) static void fp8_formula_run(const uint16_t *x, size_t n,
+                                                            const fp8_formula *f,
+                                                            const uint8_t *t, uint8_t *q)
+{
+    const __m256i base = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)f->base));
+    const __m256i t1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)f->t1));
+    const __m256i t2 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)f->t2));
+    const __m256i t3 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)f->t3));
+    const __m256i low = _mm256_set1_epi16(0xFF), k7f = _mm256_set1_epi8(0x7F);
+    const __m256i k0f = _mm256_set1_epi8(0x0F), k80 = _mm256_set1_epi8((char)0x80);
+    const __m256i k1 = _mm256_set1_epi8(1), k16 = _mm256_set1_epi8(16);
+    const __m256i k126 = _mm256_set1_epi8(126), zero = _mm256_setzero_si256();
+    const __m256i en = _mm256_set1_epi8((char)f->en), c0 = _mm256_set1_epi8((char)f->c0);
+    const __m256i zlim = _mm256_set1_epi8((char)f->zlim);
+    const __m256i nspecial = _mm256_set1_epi8((char)f->nspecial);
+    size_t i = 0, nv = n & ~(size_t)31;
+    for (; i < nv; i += 32) {
+        __m256i v0 = _mm256_loadu_si256((const __m256i *)(x + i));
+        __m256i v1 = _mm256_loadu_si256((const __m256i *)(x + i + 16));
+        /* bytes in the order 0-7, 16-23 | 8-15, 24-31 (undone by the vpermq at the end) */
+        __m256i lo = _mm256_packus_epi16(_mm256_and_si256(v0, low), _mm256_and_si256(v1, low));
+        __m256i hi = _mm256_packus_epi16(_mm256_srli_epi16(v0, 8), _mm256_srli_epi16(v1, 8));
+        __m256i m = _mm256_and_si256(lo, k7f);
+        __m256i a = _mm256_and_si256(_mm256_srli_epi16(m, 4), k0f);
+        __m256i b = _mm256_and_si256(m, k0f);
+        __m256i bm = _mm256_shuffle_epi8(base, a);   /* B[m]: compare results are -1 */
+        bm = _mm256_sub_epi8(bm, _mm256_cmpgt_epi8(b, _mm256_shuffle_epi8(t1, a)));
+        bm = _mm256_sub_epi8(bm, _mm256_cmpgt_epi8(b, _mm256_shuffle_epi8(t2, a)));
+        bm = _mm256_sub_epi8(bm, _mm256_cmpgt_epi8(b, _mm256_shuffle_epi8(t3, a)));
+        __m256i h7 = _mm256_and_si256(hi, k7f);
+        __m256i e = _mm256_or_si256(_mm256_add_epi8(h7, h7),
+                                    _mm256_and_si256(_mm256_srli_epi16(lo, 7), k1));
+        __m256i d = _mm256_min_epu8(_mm256_subs_epu8(e, en), k16);   /* 8 d <= 128: no carry */
+        __m256i code = _mm256_adds_epu8(_mm256_adds_epu8(_mm256_slli_epi16(d, 3), c0), bm);
+        code = _mm256_min_epu8(code, k126);
+        __m256i ez = _mm256_subs_epu8(e, zlim);
+        __m256i in = _mm256_cmpeq_epi8(_mm256_max_epu8(e, zlim), e);    /* E >= zlim */
+        code = _mm256_and_si256(code, in);
+        __m256i between = _mm256_andnot_si256(
+            _mm256_cmpeq_epi8(_mm256_subs_epu8(nspecial, ez), zero), in);  /* E - zlim < nsp */
+        code = _mm256_or_si256(code, _mm256_and_si256(hi, k80));
+        _mm256_storeu_si256((__m256i *)(q + i), _mm256_permute4x64_epi64(code, 0xD8));
+        if (!_mm256_testz_si256(between, between))
+            for (size_t k = i; k < i + 32; k++) q[k] = t[x[k]];
+    }
+    for (; i < n; i++) q[i] = t[x[i]];
+}
+
+/* Fills f from the fp8 table t of a bf16 source; true if it reproduces t for every finite
+ * input. (The inner loops have no early exit, so they vectorize: this costs a few tens of
+ * microseconds, like making the table.) */
+static bool fp8_formula_make(const uint8_t *t, fp8_formula *f)
+{
+    unsigned zlim = 0, en = 254;
+    for (; zlim < 255; zlim++) {   /* leading binades of code 0 */
+        unsigned any = 0;
+        for (unsigned m = 0; m < 128; m++) any |= t[128 * zlim + m];
+        if (any) break;
+    }
+    for (; en > 0; en--) {         /* trailing binades where doubling x adds 8 to the code */
+        unsigned bad = 0;
+        for (unsigned m = 0; m < 128; m++) {
+            unsigned next = t[128 * (en - 1) + m] + 8u;
+            bad |= t[128 * en + m] != (next < 126 ? next : 126);
+        }
+        if (bad) break;
+    }
+    memset(f, 0, sizeof *f);
+    f->en = (uint8_t)en;
+    f->c0 = t[128 * en];
+    f->zlim = (uint8_t)zlim;
+    f->nspecial = (uint8_t)(en > zlim ? en - zlim : 0);
+    for (unsigned a = 0; a < 8; a++) {   /* B on the 8 segments of 16 mantissas of binade en */
+        unsigned prev = t[128 * en + 16 * a], steps = 0;
+        uint8_t *th[3] = {f->t1, f->t2, f->t3};
+        if (prev < f->c0 || prev - f->c0 > 8) return false;
+        f->base[a] = (uint8_t)(prev - f->c0);
+        for (unsigned k = 0; k < 3; k++) th[k][a] = 15;   /* b > 15: never */
+        for (unsigned b = 1; b < 16; b++) {
+            unsigned c = t[128 * en + 16 * a + b];
+            if (c == prev + 1 && steps < 3) th[steps++][a] = (uint8_t)(b - 1);
+            else if (c != prev) return false;
+            prev = c;
+        }
+    }
+    /* the check: the formula over every input equals the table (but for NaN/Inf inputs, which
+     * never reach it: the values were proven finite), signs and all */
+    uint16_t pat[LUT_PART];
+    uint8_t got[LUT_PART];
+    for (unsigned lo = 0; lo < LUT_SIZE; lo += LUT_PART) {
+        for (unsigned k = 0; k < LUT_PART; k++) pat[k] = (uint16_t)(lo + k);
+        fp8_formula_run(pat, LUT_PART, f, t, got);
+        if (memcmp(got, t + lo, LUT_PART) == 0) continue;
+        for (unsigned k = 0; k < LUT_PART; k++)
+            if ((pat[k] & 0x7F80u) != 0x7F80u && got[k] != t[lo + k]) return false;
+    }
+    return true;
+}
+#endif
+
 /* n elements of a per-tensor spec at scale sc, with the whole team. */
 static void per_tensor_elements(const qfs_spec *s, qfs_dtype dt, const void *src, size_t n,
                                 float sc, void *q, int threads)
 {
     size_t chunks = (n + CHUNK - 1) / CHUNK, es = elem_size(dt);
     uint8_t *t = lut_pays(s, dt, n) ? aligned_alloc(64, LUT_SIZE) : NULL;
+#ifdef QFS_FP8_FORMULA
+    bool formula = false;
+    fp8_formula f;
+    bool try_formula = t && s->wtype == QFS_W_FP8_E4M3 && dt == QFS_DT_BF16 &&
+                       __builtin_cpu_supports("avx2");
+#endif
     #pragma omp parallel num_threads(team_size(threads))
     {
         if (t) {
             #pragma omp for schedule(static)
             for (unsigned p = 0; p < LUT_SIZE / LUT_PART; p++) lut_part(s, dt, sc, p * LUT_PART, t);
         }   /* the implied barrier: the table is whole before any look-up */
+#ifdef QFS_FP8_FORMULA
+        if (try_formula) {
+            #pragma omp single
+            formula = fp8_formula_make(t, &f);
+        }   /* and again */
+#endif
         #pragma omp for schedule(static)
         for (size_t c = 0; c < chunks; c++) {
             size_t lo = c * CHUNK, len = n - lo < CHUNK ? n - lo : CHUNK;
-            if (t) lut_lookup((const uint16_t *)src + lo, len, t, (uint8_t *)q + lo);
-            else quantize_span(s, (const uint8_t *)src + lo * es, dt, len, sc, (uint8_t *)q + lo);
+            const uint16_t *x = (const uint16_t *)src + lo;
+            uint8_t *out = (uint8_t *)q + lo;
+#ifdef QFS_FP8_FORMULA
+            if (formula) fp8_formula_run(x, len, &f, t, out);
+            else
+#endif
+            if (t) lut_lookup(x, len, t, out);
+            else quantize_span(s, (const uint8_t *)src + lo * es, dt, len, sc, out);
         }
     }
     free(t);

@@ -851,6 +851,42 @@ static void test_per_tensor_all_16bit_inputs(void **state)
     free(expect);
 }
 
+static void test_per_tensor_fp8_bf16_scales(void **state)
+{
+    (void)state;
+    /* fp8 per tensor from bf16 at 2^18 elements takes the table, evaluated as a formula where
+     * it reproduces the table (on AVX2). Across the scale range (every 97th positive finite bf16
+     * scale, all exponents), every finite input must give the row kernel's code. */
+    enum { ROWS = 256, COLS = 1024, N = ROWS * COLS };
+    uint16_t *src = malloc(N * sizeof *src);
+    uint8_t *q = malloc(N), *r = malloc(N);
+    assert_true(src && q && r);
+    size_t np = 0;
+    for (unsigned h = 0; h < 65536; h++)
+        if ((h & 0x7F80) != 0x7F80) src[np++] = (uint16_t)h;
+    for (size_t i = np; i < N; i++) src[i] = src[(i * 7919) % np];
+    const qfs_spec *s = unit_spec("fp8");
+    qfs_layout l;
+    assert_int_equal(qfs_layout_for(s, QFS_FMT_QUARK, QFS_DT_BF16, ROWS, COLS, &l, NULL, 0), 0);
+    uint8_t *scales = calloc(1, l.scales_bytes);
+    assert_true(scales != NULL);
+    for (unsigned h = 1; h < 0x7F80; h += 97) {
+        float sc = qfs_bf16_to_f32((uint16_t)h);
+        qfs_store_as(scales + l.out[1].offset, QFS_DT_BF16, 0, sc);
+        assert_int_equal(qfs_quantize_layout_rows(s, QFS_DT_BF16, src, ROWS, COLS, &l, scales, 0,
+                                                  ROWS, q, 2), 0);
+        qfs_quant_fp8_row(src, QFS_DT_BF16, N, sc, r);
+        for (size_t i = 0; i < N; i++)
+            if (q[i] != r[i])
+                fail_msg("scale %a: x = 0x%04x: 0x%02x, row kernel 0x%02x", (double)sc, src[i],
+                         q[i], r[i]);
+    }
+    free(scales);
+    free(src);
+    free(q);
+    free(r);
+}
+
 static void test_quantize_nan_edom(void **state)
 {
     (void)state;
@@ -1049,6 +1085,7 @@ int main(void)
         cmocka_unit_test(test_quantize_scales_only),
         cmocka_unit_test(test_quantize_large_per_tensor_threads),
         cmocka_unit_test(test_per_tensor_all_16bit_inputs),
+        cmocka_unit_test(test_per_tensor_fp8_bf16_scales),
         cmocka_unit_test(test_quantize_nan_edom),
         cmocka_unit_test(test_quantize_inf_edom),
         cmocka_unit_test(test_quantize_rejects_non_float),

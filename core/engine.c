@@ -16,6 +16,7 @@
 #define WARM_LOG_SECONDS 10.0
 #define SCRATCH_IDLE_SECONDS 2    /* the source buffer is given back after this long idle */
 #define HUGE_ALLOC (4u << 20)     /* buffers this large ask for transparent huge pages */
+#define POOL_MAX 16               /* evicted weight buffers kept for reuse, at most */
 #define BAND_SOURCE_BYTES (8u << 20)  /* source bytes per published band of a big weight */
 #define BAND_MIN_WEIGHT (16u << 20)   /* smaller weights are produced in one go */
 
@@ -29,6 +30,12 @@ struct qfs_engine {
     int stopping;
     int threads;
     pthread_t worker;
+    /* Evicted weight buffers kept for the next weight of the same size (tensor shapes repeat
+     * layer after layer): a fresh buffer costs the kernel a zeroing pass on first touch, a
+     * quarter of a cold read's CPU here. They count against cache_mem with the cache. */
+    struct pooled_buf { void *data; size_t size; } pool[POOL_MAX];
+    unsigned pool_n;
+    size_t pool_bytes;
     uint8_t *scratch;              /* the worker's source buffer (pread mode) */
     size_t scratch_cap;
     qfs_map_guard *guard;          /* mmap mode when set */
@@ -90,13 +97,50 @@ static void queue_remove(qfs_engine *e, qfs_job_slot *s)
     s->queue = QFS_Q_NONE;
 }
 
-/* Cache eviction: the weight is dropped (a later reader recomputes it); its scales stay. */
+/* Cache eviction: the weight is dropped (a later reader recomputes it); its scales stay. Its
+ * buffer goes to the pool if it is a big one (lock held). */
 static void evict_slot(void *ctx, qfs_cache_entry *entry)
 {
-    (void)ctx;
-    free(entry->data);
+    qfs_engine *e = ctx;
+    if (entry->size >= HUGE_ALLOC && e->pool_n == POOL_MAX) {   /* drop the oldest */
+        e->pool_bytes -= e->pool[0].size;
+        free(e->pool[0].data);
+        memmove(&e->pool[0], &e->pool[1], --e->pool_n * sizeof e->pool[0]);
+    }
+    if (entry->size >= HUGE_ALLOC) {
+        e->pool[e->pool_n++] = (struct pooled_buf){entry->data, entry->size};
+        e->pool_bytes += entry->size;
+    } else {
+        free(entry->data);
+    }
     entry->data = NULL;
     entry->size = 0;
+}
+
+/* Frees pooled buffers, oldest first, until the cache, the pool and `extra` bytes fit the
+ * budget; all of them if `all` (lock held). */
+static void pool_trim(qfs_engine *e, size_t extra, bool all)
+{
+    unsigned k = 0;
+    while (k < e->pool_n && (all || e->cache.used + e->pool_bytes + extra > e->cache.budget)) {
+        e->pool_bytes -= e->pool[k].size;
+        free(e->pool[k++].data);
+    }
+    memmove(&e->pool[0], &e->pool[k], (e->pool_n - k) * sizeof e->pool[0]);
+    e->pool_n -= k;
+}
+
+/* A pooled buffer of exactly `size` bytes, or NULL (lock held). */
+static void *pool_take(qfs_engine *e, size_t size)
+{
+    for (unsigned k = e->pool_n; k-- > 0;) {
+        if (e->pool[k].size != size) continue;
+        void *p = e->pool[k].data;
+        e->pool_bytes -= size;
+        memmove(&e->pool[k], &e->pool[k + 1], (--e->pool_n - k) * sizeof e->pool[0]);
+        return p;
+    }
+    return NULL;
 }
 
 static double now_seconds(void)
@@ -317,14 +361,15 @@ static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, qfs_job_slot
 }
 
 /* Reads the source tensor and produces what `mode` asks for, from the disk cache if it has the
- * entry, else by quantizing (then storing it). Runs unlocked; `disk` is the cache at the start
+ * entry, else by quantizing (then storing it); the weight goes into `reuse` when given (a
+ * pooled buffer of its size, owned by the job from now on). Runs unlocked; `disk` is the cache at the start
  * of the job (closing it waits for the lock, which this job does not hold). A weight produced
  * in bands is visible to readers (slot->entry.data) before the job ends, also on failure:
  * then *weight still receives it and the caller frees it once no reader holds it. Scales
  * published early are the slot's, and *scales is NULL. */
 static int compute_job(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *src,
-                       qfs_job_slot *slot, job_mode mode, uint8_t **weight, uint8_t **scales,
-                       bool *disk_hit, int *disk_error, qfs_error *err)
+                       qfs_job_slot *slot, job_mode mode, uint8_t *reuse, uint8_t **weight,
+                       uint8_t **scales, bool *disk_hit, int *disk_error, qfs_error *err)
 {
     const qfs_plan_job *j = &src->plan->jobs[slot->job];
     const qfs_st_tensor *t = &src->st->tensors[j->src];
@@ -334,9 +379,12 @@ static int compute_job(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *sr
     *disk_error = 0;
     *weight = *scales = NULL;
     int rc = check_unchanged(src, err);
-    if (rc) return rc;
+    if (rc) {
+        free(reuse);
+        return rc;
+    }
     uint8_t *sc = malloc(sc_bytes ? sc_bytes : 1);
-    uint8_t *w = mode != MODE_SCALES ? alloc_big(w_bytes) : NULL;
+    uint8_t *w = mode == MODE_SCALES ? NULL : reuse ? reuse : alloc_big(w_bytes);
     if (!sc || (mode != MODE_SCALES && !w)) {
         free(sc);
         free(w);
@@ -432,7 +480,13 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
     slot->want_weight = 0;
     slot->warm_only = 0;
     slot->running = 1;
-    if (mode == MODE_FULL) qfs_cache_make_room(&e->cache, (size_t)j->layout.weight_bytes);
+    uint8_t *reuse = NULL;
+    if (mode != MODE_SCALES) {
+        size_t bytes = (size_t)j->layout.weight_bytes;
+        if (mode == MODE_FULL) qfs_cache_make_room(&e->cache, bytes);
+        reuse = pool_take(e, bytes);
+        pool_trim(e, mode == MODE_FULL ? bytes : 0, false);
+    }
     qfs_diskcache *disk = e->disk;
     pthread_mutex_unlock(&e->lock);
 
@@ -441,8 +495,8 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
     bool disk_hit;
     int disk_error;
     double t0 = now_seconds();
-    int rc = compute_job(e, disk, src, slot, mode, &weight, &scales, &disk_hit, &disk_error,
-                         &err);
+    int rc = compute_job(e, disk, src, slot, mode, reuse, &weight, &scales, &disk_hit,
+                         &disk_error, &err);
     double dt = now_seconds() - t0;
 
     pthread_mutex_lock(&e->lock);
@@ -527,6 +581,7 @@ static void *worker_main(void *arg)
                 free(e->scratch);    /* idle for a while: give the source buffer back */
                 e->scratch = NULL;
                 e->scratch_cap = 0;
+                pool_trim(e, 0, true);   /* and the pooled buffers */
                 pthread_cond_wait(&e->work, &e->lock);
             }
             continue;
@@ -580,6 +635,7 @@ void qfs_engine_destroy(qfs_engine *e)
     pthread_mutex_unlock(&e->lock);
     pthread_join(e->worker, NULL);
     qfs_cache_clear(&e->cache);
+    pool_trim(e, 0, true);
     qfs_diskcache_close(e->disk);
     free(e->scratch);
     pthread_mutex_destroy(&e->lock);

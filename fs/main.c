@@ -848,7 +848,8 @@ static int cmd_mount(int argc, char **argv)
     qfs_model *m = NULL;
     qfs_engine *engine = NULL;
     struct fuse_session *se = NULL;
-    qfs_fs fs = {.log = log_msg, .timeout = ATTR_TIMEOUT, .readahead_done = ATOMIC_FLAG_INIT};
+    qfs_fs fs = {.log = log_msg, .timeout = ATTR_TIMEOUT, .readahead_done = ATOMIC_FLAG_INIT,
+                 .read_bufs_lock = PTHREAD_MUTEX_INITIALIZER};
     rc = EXIT_USAGE;
     if (fuse_opt_parse(&args, &c, mount_opts, mount_arg) != 0) {
         if (!c.refused) fprintf(stderr, "quarkfs: invalid option (see the message above and "
@@ -995,6 +996,7 @@ out:
     if (se) fuse_session_destroy(se);
     qfs_engine_destroy(engine);
     qfs_model_close(m);
+    qfs_fs_free_read_buffers(&fs);
     free(fs.read_error_logged);
     free(fs.refusal_logged);
     free(opts.mountpoint);

@@ -234,6 +234,38 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (fuse_reply_open(req, fi) == -ENOENT) qfs_view_close(fd);  /* the opener was interrupted */
 }
 
+static uint8_t *read_buf_get(qfs_fs *fs, size_t size)
+{
+    void *b = NULL;
+    if (size <= QFS_READ_BUF_SIZE) {
+        pthread_mutex_lock(&fs->read_bufs_lock);
+        if (fs->n_read_bufs) b = fs->read_bufs[--fs->n_read_bufs];
+        pthread_mutex_unlock(&fs->read_bufs_lock);
+        if (!b) b = malloc(QFS_READ_BUF_SIZE);
+    } else {
+        b = malloc(size);
+    }
+    return b;
+}
+
+static void read_buf_put(qfs_fs *fs, uint8_t *b, size_t size)
+{
+    if (size <= QFS_READ_BUF_SIZE) {
+        pthread_mutex_lock(&fs->read_bufs_lock);
+        if (fs->n_read_bufs < QFS_READ_BUFS) {
+            fs->read_bufs[fs->n_read_bufs++] = b;
+            b = NULL;
+        }
+        pthread_mutex_unlock(&fs->read_bufs_lock);
+    }
+    free(b);
+}
+
+void qfs_fs_free_read_buffers(qfs_fs *fs)
+{
+    while (fs->n_read_bufs) free(fs->read_bufs[--fs->n_read_bufs]);
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
@@ -243,7 +275,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         fuse_reply_err(req, ENOENT);
         return;
     }
-    uint8_t *buf = malloc(size ? size : 1);
+    uint8_t *buf = read_buf_get(fs, size);
     if (!buf) {
         fuse_reply_err(req, ENOMEM);
         return;
@@ -260,7 +292,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         atomic_fetch_add(&fs->bytes_served, got);
         fuse_reply_buf(req, (const char *)buf, got);
     }
-    free(buf);
+    read_buf_put(fs, buf, size);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

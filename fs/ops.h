@@ -4,6 +4,7 @@
 
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "quarkfs/engine.h"
@@ -12,6 +13,9 @@
 typedef void (*qfs_log_fn)(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Everything the operations need: the userdata of the FUSE session. */
+#define QFS_READ_BUFS 16          /* kept reply buffers: one per FUSE thread (max_threads) */
+#define QFS_READ_BUF_SIZE (1u << 20)  /* the kernel's largest read request (256 pages) */
+
 typedef struct qfs_fs {
     qfs_model *model;
     qfs_engine *engine;         /* created after daemonizing, before the loop starts */
@@ -24,7 +28,15 @@ typedef struct qfs_fs {
     unsigned readahead_kb;
     atomic_flag readahead_done; /* applied at the first open: FUSE INIT resets it before that */
     atomic_uint_fast64_t bytes_served;   /* bytes answered to read requests */
+    /* Reply buffers of read requests, kept for the next request: a fresh 1 MiB buffer is
+     * mapped and zeroed by the kernel on first touch, on every request. */
+    pthread_mutex_t read_bufs_lock;
+    void *read_bufs[QFS_READ_BUFS];
+    unsigned n_read_bufs;
 } qfs_fs;
+
+/* Frees the kept reply buffers (after the session loop). */
+void qfs_fs_free_read_buffers(qfs_fs *fs);
 
 /* Extended attributes of the mount's root that `quarkfs status` and `quarkfs warm` read: the
  * counters as JSON, and (with a side effect) the start of a warm-up. Nothing shows in the view. */

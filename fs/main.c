@@ -32,7 +32,7 @@
 #endif
 
 #define EXIT_USAGE 2
-#define DEFAULT_CACHE_MEM ((size_t)256 << 20)   /* the page cache keeps what was read */
+#define DEFAULT_CACHE_MEM ((size_t)1 << 30)
 #define DEFAULT_CACHE_SIZE ((uint64_t)64 << 30)
 #define DEFAULT_READAHEAD_KB 16384
 #define DEFAULT_MAX_BACKGROUND 64
@@ -143,8 +143,7 @@ static void usage(FILE *out)
 "\n"
 "Cache options (mount: -o only; export: --cache-mem, --cache-dir, --cache-size, --no-cache):\n"
 "  -o cache_mem=SIZE    memory for quantized tensors, least recently used evicted\n"
-"                       (default 256M; suffixes K, M, G, T); the kernel page cache\n"
-"                       keeps what was read, this only what is being made and reused\n"
+"                       (default 1G; suffixes K, M, G, T); evicted buffers are reused\n"
 "  -o cache_dir=DIR     persistent cache, keyed by content, shareable between machines\n"
 "                       (default /var/cache/quarkfs for root, else $XDG_CACHE_HOME/quarkfs)\n"
 "  -o cache_size=SIZE   its budget, least recently used removed (default 64G)\n"

@@ -28,21 +28,29 @@ static void push_front(qfs_cache *c, qfs_cache_entry *e)
     if (!c->tail) c->tail = e;
 }
 
+static void evict_one(qfs_cache *c, qfs_cache_entry *e)
+{
+    unlink_entry(c, e);
+    e->cached = 0;
+    c->used -= e->size;
+    c->n_entries--;
+    c->evictions++;
+    if (c->evict) c->evict(c->evict_ctx, e);
+}
+
 static void evict_until(qfs_cache *c, size_t limit, const qfs_cache_entry *keep)
 {
     qfs_cache_entry *e = c->tail;
     while (c->used > limit && e) {
         qfs_cache_entry *prev = e->prev;
-        if (e != keep && e->pins == 0) {
-            unlink_entry(c, e);
-            e->cached = 0;
-            c->used -= e->size;
-            c->n_entries--;
-            c->evictions++;
-            if (c->evict) c->evict(c->evict_ctx, e);
-        }
+        if (e != keep && e->pins == 0) evict_one(c, e);
         e = prev;
     }
+}
+
+void qfs_cache_evict(qfs_cache *c, qfs_cache_entry *e)
+{
+    if (e->cached && e->pins == 0) evict_one(c, e);
 }
 
 void qfs_cache_insert(qfs_cache *c, qfs_cache_entry *e)

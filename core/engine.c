@@ -130,6 +130,22 @@ static void pool_trim(qfs_engine *e, size_t extra, bool all)
     e->pool_n -= k;
 }
 
+/* A cached weight of exactly `size` bytes that readers have had in full (as many bytes as it
+ * has) goes to the pool, least recently used first: its bytes live on in the kernel's page
+ * cache, and reusing its buffer spares the next tensor of that shape a fresh one (lock held). */
+static void recycle_served(qfs_engine *e, size_t size)
+{
+    for (unsigned k = 0; k < e->pool_n; k++)
+        if (e->pool[k].size == size) return;   /* one is there already */
+    for (qfs_cache_entry *c = e->cache.tail; c; c = c->prev) {
+        qfs_job_slot *slot = (qfs_job_slot *)c;   /* the entry is the slot's first member */
+        if (c->size == size && c->pins == 0 && slot->served >= size) {
+            qfs_cache_evict(&e->cache, c);
+            return;
+        }
+    }
+}
+
 /* A pooled buffer of exactly `size` bytes, or NULL (lock held). */
 static void *pool_take(qfs_engine *e, size_t size)
 {
@@ -483,7 +499,9 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
     uint8_t *reuse = NULL;
     if (mode != MODE_SCALES) {
         size_t bytes = (size_t)j->layout.weight_bytes;
+        if (bytes >= HUGE_ALLOC) recycle_served(e, bytes);
         if (mode == MODE_FULL) qfs_cache_make_room(&e->cache, bytes);
+        slot->served = 0;
         reuse = pool_take(e, bytes);
         pool_trim(e, mode == MODE_FULL ? bytes : 0, false);
     }
@@ -710,6 +728,7 @@ int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_pa
         /* Otherwise it completed (the worker pinned it for us) or failed. */
     }
     if (partial) e->stats.early_reads++;
+    if (slot->entry.cached || partial) slot->served += need_end - need_begin;
     if (slot->entry.cached || partial) *data = slot->entry.data;
     else rc = slot_error(slot, err);
     pthread_mutex_unlock(&e->lock);

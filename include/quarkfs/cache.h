@@ -35,6 +35,8 @@ void qfs_cache_insert(qfs_cache *c, qfs_cache_entry *e);
 void qfs_cache_touch(qfs_cache *c, qfs_cache_entry *e);
 /* Evicts unpinned least-recent entries until used + extra <= budget (room for a new entry). */
 void qfs_cache_make_room(qfs_cache *c, size_t extra);
+/* Evicts this one entry now (it must be cached and unpinned), as make_room would. */
+void qfs_cache_evict(qfs_cache *c, qfs_cache_entry *e);
 /* Removes every unpinned entry (teardown). */
 void qfs_cache_clear(qfs_cache *c);
 

@@ -42,6 +42,7 @@ typedef struct qfs_job_slot {
     unsigned warm_only : 1;      /* only warm wants it: with a disk cache, keep it on disk only */
     unsigned waiters;            /* readers waiting for the weight; on completion each gets a pin */
     unsigned gen;                /* counts completions and failures of the weight (waiters' token) */
+    uint64_t served;             /* weight bytes handed to readers since it was made */
     /* While a weight is produced in bands (entry.data set, running): which bands are final, and
      * a band some reader waits for, made next (UINT32_MAX: none; else bands go in order). */
     uint8_t *band_done;

@@ -239,6 +239,30 @@ static void test_make_room(void **state)
     CHECK_EVICTED(&f.log, &f.e[0], &f.e[1], &f.e[3], &f.e[2]);
 }
 
+/* qfs_cache_evict takes exactly the entry named, from anywhere in the list (the engine picks a
+ * fully read weight of the right size), counts it and calls back; a pinned or uncached entry is
+ * left alone. */
+static void test_evict_one(void **state)
+{
+    (void)state;
+    fixture f;
+    setup_cache(&f, 100);
+    for (int i = 0; i < 4; i++) qfs_cache_insert(&f.c, &f.e[i]);   /* 40: e3 e2 e1 e0 */
+    qfs_cache_evict(&f.c, &f.e[2]);                                   /* from the middle */
+    CHECK_EVICTED(&f.log, &f.e[2]);
+    CHECK_LIST(&f.c, &f.e[3], &f.e[1], &f.e[0]);
+    assert_int_equal(f.log.used_seen[0], 30);
+    assert_int_equal(f.c.evictions, 1);
+    f.e[0].pins = 1;
+    qfs_cache_evict(&f.c, &f.e[0]);                                   /* pinned: stays */
+    qfs_cache_evict(&f.c, &f.e[2]);                                   /* not cached: no-op */
+    CHECK_EVICTED(&f.log, &f.e[2]);
+    CHECK_LIST(&f.c, &f.e[3], &f.e[1], &f.e[0]);
+    qfs_cache_evict(&f.c, &f.e[3]);                                   /* the head */
+    CHECK_LIST(&f.c, &f.e[1], &f.e[0]);
+    assert_int_equal(f.c.evictions, 2);
+}
+
 static void test_clear(void **state)
 {
     (void)state;
@@ -297,6 +321,7 @@ int main(void)
         cmocka_unit_test(test_pinned_never_evicted),
         cmocka_unit_test(test_inserted_entry_never_evicted_by_its_insert),
         cmocka_unit_test(test_zero_budget),
+        cmocka_unit_test(test_evict_one),
         cmocka_unit_test(test_make_room),
         cmocka_unit_test(test_clear),
         cmocka_unit_test(test_reinsert_after_eviction),

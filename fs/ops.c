@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,11 +200,11 @@ static void apply_readahead(qfs_fs *fs)
 {
     if (!fs->readahead_path[0] || atomic_flag_test_and_set(&fs->readahead_done)) return;
     FILE *f = fopen(fs->readahead_path, "w");
-    if (!f || fprintf(f, "%u\n", fs->readahead_kb) < 0 || fclose(f) != 0) {
+    bool ok = f && fprintf(f, "%u\n", fs->readahead_kb) >= 0;
+    if (f && fclose(f) != 0) ok = false;   /* the write happens here; f is closed either way */
+    if (!ok)
         fs->log(LOG_INFO, "readahead left at the kernel default (%s: %s)", fs->readahead_path,
                 strerror(errno));
-        if (f) fclose(f);
-    }
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

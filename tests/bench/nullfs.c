@@ -232,11 +232,11 @@ static void apply_readahead(void)
 {
     if (!g.readahead_path[0] || atomic_flag_test_and_set(&g.readahead_done)) return;
     FILE *f = fopen(g.readahead_path, "w");
-    if (!f || fprintf(f, "%u\n", g.readahead_kb) < 0 || fclose(f) != 0) {
+    bool ok = f && fprintf(f, "%u\n", g.readahead_kb) >= 0;
+    if (f && fclose(f) != 0) ok = false;   /* the write happens here; f is closed either way */
+    if (!ok)
         fprintf(stderr, "nullfs: readahead left at the kernel default (%s: %s)\n",
                 g.readahead_path, strerror(errno));
-        if (f) fclose(f);
-    }
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -97,17 +97,22 @@ static void queue_remove(qfs_engine *e, qfs_job_slot *s)
     s->queue = QFS_Q_NONE;
 }
 
+/* Takes entry k out of the pool; returns its buffer (lock held). */
+static void *pool_remove(qfs_engine *e, unsigned k)
+{
+    void *p = e->pool[k].data;
+    e->pool_bytes -= e->pool[k].size;
+    memmove(&e->pool[k], &e->pool[k + 1], (--e->pool_n - k) * sizeof e->pool[0]);
+    return p;
+}
+
 /* Cache eviction: the weight is dropped (a later reader recomputes it); its scales stay. Its
- * buffer goes to the pool if it is a big one (lock held). */
+ * buffer goes to the pool if it is a big one, the oldest pooled one out if full (lock held). */
 static void evict_slot(void *ctx, qfs_cache_entry *entry)
 {
     qfs_engine *e = ctx;
-    if (entry->size >= HUGE_ALLOC && e->pool_n == POOL_MAX) {   /* drop the oldest */
-        e->pool_bytes -= e->pool[0].size;
-        free(e->pool[0].data);
-        memmove(&e->pool[0], &e->pool[1], --e->pool_n * sizeof e->pool[0]);
-    }
     if (entry->size >= HUGE_ALLOC) {
+        if (e->pool_n == POOL_MAX) free(pool_remove(e, 0));
         e->pool[e->pool_n++] = (struct pooled_buf){entry->data, entry->size};
         e->pool_bytes += entry->size;
     } else {
@@ -121,13 +126,8 @@ static void evict_slot(void *ctx, qfs_cache_entry *entry)
  * budget; all of them if `all` (lock held). */
 static void pool_trim(qfs_engine *e, size_t extra, bool all)
 {
-    unsigned k = 0;
-    while (k < e->pool_n && (all || e->cache.used + e->pool_bytes + extra > e->cache.budget)) {
-        e->pool_bytes -= e->pool[k].size;
-        free(e->pool[k++].data);
-    }
-    memmove(&e->pool[0], &e->pool[k], (e->pool_n - k) * sizeof e->pool[0]);
-    e->pool_n -= k;
+    while (e->pool_n && (all || e->cache.used + e->pool_bytes + extra > e->cache.budget))
+        free(pool_remove(e, 0));
 }
 
 /* A cached weight of exactly `size` bytes that readers have had in full (as many bytes as it
@@ -149,13 +149,8 @@ static void recycle_served(qfs_engine *e, size_t size)
 /* A pooled buffer of exactly `size` bytes, or NULL (lock held). */
 static void *pool_take(qfs_engine *e, size_t size)
 {
-    for (unsigned k = e->pool_n; k-- > 0;) {
-        if (e->pool[k].size != size) continue;
-        void *p = e->pool[k].data;
-        e->pool_bytes -= size;
-        memmove(&e->pool[k], &e->pool[k + 1], (--e->pool_n - k) * sizeof e->pool[0]);
-        return p;
-    }
+    for (unsigned k = e->pool_n; k-- > 0;)
+        if (e->pool[k].size == size) return pool_remove(e, k);
     return NULL;
 }
 
@@ -244,14 +239,12 @@ static int source_open(qfs_engine *e, const qfs_tensor_source *src, const qfs_st
     memset(v, 0, sizeof *v);
     /* The kernels load whole elements: a tensor whose bytes are not aligned to its element
      * size in the file (safetensors does not promise it) is read into the aligned scratch. */
-    bool aligned = off % (qfs_dtype_bits(t->dtype) / 8 ? qfs_dtype_bits(t->dtype) / 8 : 1) == 0;
-    if (e->guard && len > 0 && aligned) {
+    size_t es = qfs_dtype_bits(t->dtype) / 8;
+    if (e->guard && len > 0 && es > 0 && off % es == 0) {
         uint64_t start = off & ~(uint64_t)(e->guard->page - 1);
         v->map_len = len + (size_t)(off - start);
-        v->map = mmap(NULL, v->map_len, PROT_READ, MAP_SHARED, src->fd,
-                      (off_t)start);
+        v->map = mmap(NULL, v->map_len, PROT_READ, MAP_SHARED, src->fd, (off_t)start);
         if (v->map != MAP_FAILED) {
-            madvise(v->map, v->map_len, MADV_HUGEPAGE);   /* large folios map with fewer faults */
             qfs_map_guard_arm(e->guard, v->map, v->map_len);
             v->bytes = (const uint8_t *)v->map + (off - start);
             return 0;
@@ -381,8 +374,8 @@ static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, qfs_job_slot
 
 /* Reads the source tensor and produces what `mode` asks for, from the disk cache if it has the
  * entry, else by quantizing (then storing it); the weight goes into `reuse` when given (a
- * pooled buffer of its size, owned by the job from now on). Runs unlocked; `disk` is the cache at the start
- * of the job (closing it waits for the lock, which this job does not hold). A weight produced
+ * pooled buffer of its size, owned by the job from now on). Runs unlocked; `disk` is the cache
+ * at the start of the job (closing it waits for the lock, which this job does not hold). A weight produced
  * in bands is visible to readers (slot->entry.data) before the job ends, also on failure:
  * then *weight still receives it and the caller frees it once no reader holds it. Scales
  * published early are the slot's, and *scales is NULL. */

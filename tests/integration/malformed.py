@@ -198,17 +198,21 @@ def duplicate_key_same_offsets(d):
     write_st(p, b"{" + first + raw[1:], data)
 
 
+def overlap_first_two(h):
+    """Header h with its second tensor (by offset) starting where the first starts; sizes
+    stay consistent with the shapes. Also used by test_errors.py."""
+    ks = by_offset(h)
+    a, b = ks[0], ks[1]
+    sa = h[a]["data_offsets"][1] - h[a]["data_offsets"][0]
+    sb = h[b]["data_offsets"][1] - h[b]["data_offsets"][0]
+    h[b]["data_offsets"] = [h[a]["data_offsets"][0], h[a]["data_offsets"][0] + sb]
+    if sb > sa:
+        h[a]["data_offsets"] = [h[b]["data_offsets"][0], h[b]["data_offsets"][0] + sa]
+    return h
+
+
 def overlapping_offsets(d):
-    def fn(h):
-        ks = by_offset(h)
-        a, b = ks[0], ks[1]
-        sa = h[a]["data_offsets"][1] - h[a]["data_offsets"][0]
-        sb = h[b]["data_offsets"][1] - h[b]["data_offsets"][0]
-        h[b]["data_offsets"] = [h[a]["data_offsets"][0], h[a]["data_offsets"][0] + sb]
-        if sb > sa:
-            h[a]["data_offsets"] = [h[b]["data_offsets"][0], h[b]["data_offsets"][0] + sa]
-        return h
-    edit_header(os.path.join(d, SHARD_A), fn)
+    edit_header(os.path.join(d, SHARD_A), overlap_first_two)
 
 
 def gapped_offsets(d):

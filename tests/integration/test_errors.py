@@ -12,6 +12,7 @@ import signal
 import struct
 import time
 
+import malformed
 import qfstest as q
 
 VALID_SPECS = q.SPECS
@@ -146,17 +147,6 @@ def _wrong_size(h):
     return h
 
 
-def _overlap(h):
-    ks = sorted((k for k in h if k != "__metadata__"), key=lambda k: h[k]["data_offsets"][0])
-    a, b = ks[0], ks[1]                   # b starts inside a; sizes stay consistent
-    sa = h[a]["data_offsets"][1] - h[a]["data_offsets"][0]
-    sb = h[b]["data_offsets"][1] - h[b]["data_offsets"][0]
-    h[b]["data_offsets"] = [h[a]["data_offsets"][0], h[a]["data_offsets"][0] + sb]
-    if sb > sa:
-        h[a]["data_offsets"] = [h[b]["data_offsets"][0], h[b]["data_offsets"][0] + sa]
-    return h
-
-
 def _unknown_dtype(h):
     h[_first_weight(h)]["dtype"] = "F7_E3M3"
     return h
@@ -205,7 +195,7 @@ def _five_bytes(path):
 
 HEADER_DAMAGE = [
     ("wrong_size", lambda p: rewrite_header(p, _wrong_size)),
-    ("overlapping_tensors", lambda p: rewrite_header(p, _overlap)),
+    ("overlapping_tensors", lambda p: rewrite_header(p, malformed.overlap_first_two)),
     ("unknown_dtype", lambda p: rewrite_header(p, _unknown_dtype)),
     ("negative_shape", lambda p: rewrite_header(p, _negative_shape)),
     ("offsets_not_a_pair", lambda p: rewrite_header(p, _offsets_not_pair)),

@@ -61,11 +61,12 @@ def need_namespace():
 
 
 def source():
-    """A small real model: stories260K-bf16 if present, else a generated one."""
+    """A small real model: stories260K-bf16 if present, else a generated one of the same form
+    (one model.safetensors, 5 layers), which the tests below name."""
     try:
         return q.shared_model("bf16")
     except q.Skip:
-        return q.gen_model("demo", "bf16")
+        return q.gen_model("demo", "bf16", "--shards", "1", "--layers", "5")
 
 
 def mount_entries(mnt):

@@ -1,11 +1,27 @@
 #!/usr/bin/env bash
 # Installs what quarkfs needs to build, run and test on Debian 12 (bookworm) or newer.
+#   bash scripts/install-deps.sh            Debian packages (build, plain tests, fuzzing)
+#   bash scripts/install-deps.sh --loaders  also build-venv/: a Python virtualenv with the real
+#                                           loaders pinned in tests/loaders/requirements.txt
+#                                           (PyPI; about 5 GB; remade only when that file or the
+#                                           interpreter changes)
 set -euo pipefail
+cd "$(dirname "$0")/.."
+loaders=0
+for arg in "$@"; do
+  case "$arg" in
+    --loaders) loaders=1 ;;
+    *) echo "install-deps.sh: unknown argument '$arg' (use --loaders or nothing)" >&2; exit 2 ;;
+  esac
+done
 # groff-base and man-db: the tests render the man page (man -l fs/quarkfs.1). clang,
 # libclang-rt-dev (libFuzzer and the sanitizer runtimes: not a dependency of clang since
 # Debian 12) and libomp-dev (OpenMP for clang) build the fuzz targets (tests/fuzz/run.sh).
+# python3-venv, python3-dev and g++: the loader virtualenv; amd-quark compiles a C++ extension
+# against Python.h when it is first imported.
 pkgs=(gcc meson ninja-build pkg-config libfuse3-dev fuse3 libjansson-dev libxxhash-dev libcmocka-dev
       python3 python3-numpy groff-base man-db clang libclang-rt-dev libomp-dev)
+[ "$loaders" = 1 ] && pkgs+=(python3-venv python3-dev g++)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -15,3 +31,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+[ "$loaders" = 1 ] || exit 0
+
+# The virtualenv uses Debian's interpreter (python3-dev gives it Python.h), not whichever
+# python3 comes first on PATH. A stamp of the interpreter and the requirements decides whether
+# an existing build-venv/ is still the one they describe.
+py=${QUARKFS_PYTHON:-/usr/bin/python3}
+req=tests/loaders/requirements.txt
+stamp="$("$py" -c 'import sys; print(sys.version)' | head -1) $(sha256sum "$req" | cut -d' ' -f1)"
+if [ -x build-venv/bin/python3 ] && [ "$(cat build-venv/.quarkfs-stamp 2>/dev/null)" = "$stamp" ]; then
+  echo "install-deps: build-venv is up to date"
+  exit 0
+fi
+rm -rf build-venv
+start=$(date +%s)
+"$py" -m venv build-venv
+build-venv/bin/python3 -m pip install -q --disable-pip-version-check -r "$req"
+echo "$stamp" > build-venv/.quarkfs-stamp
+echo "install-deps: build-venv made in $(( $(date +%s) - start )) s ($(du -sh build-venv | cut -f1))"

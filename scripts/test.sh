@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
-# The test command: installs the dependencies, builds from scratch (warnings are errors) and runs
-# the whole test suite, then the unit and integration suites again under ASan + UBSan, the
+# The test command: installs the dependencies (Debian packages, and the real loaders from PyPI
+# into build-venv/), builds from scratch (warnings are errors) and runs the whole test suite:
+# unit, integration (real mounts), fuzz replays and the loader tests (real loaders reading real
+# mounts); then the unit, integration and fuzz-replay suites again under ASan + UBSan, the
 # concurrency tests under ThreadSanitizer, then each libFuzzer target (tests/fuzz) for
-# FUZZ_SECONDS (default 60) on its seed corpus.
+# FUZZ_SECONDS (default 60) on its seed corpus. Each skipped test's reason is printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --loaders
 rm -rf build-test build-asan build-tsan build-fuzz
+# What was skipped and why: the SKIP lines the test scripts printed (a skip is not a pass).
+skip_summary() {
+  local log=$1/meson-logs/testlog.txt n
+  n=$(grep -c '^SKIP ' "$log" || true)
+  echo "== $1: $n test case(s) skipped"
+  grep '^SKIP ' "$log" | sed 's/^/  /' || true
+}
 meson setup build-test -Dwerror=true --buildtype=release
 ninja -C build-test
 meson test -C build-test --print-errorlogs
+skip_summary build-test
 if [ "${QUARKFS_SKIP_SANITIZERS:-0}" != 1 ]; then
   meson setup build-asan -Dwerror=true --buildtype=debugoptimized -Db_sanitize=address,undefined \
     -Db_lundef=false
   ninja -C build-asan
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    meson test -C build-asan --print-errorlogs
+    meson test -C build-asan --print-errorlogs --suite unit --suite integration --suite fuzz
   # ThreadSanitizer: the concurrent read tests, the load test (10 s) and the fault tests.
   # OMP_NUM_THREADS=1: libgomp is not built with TSan, so any OpenMP team gives false reports;
   # with one thread there is no team, and TSan checks the daemon's own threads.

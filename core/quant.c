@@ -511,13 +511,17 @@ int qfs_quantize(const qfs_spec *s, qfs_dtype dt, const void *src, uint64_t rows
 
 /* ==== Per-group 4-bit integers (Quark Uint4/Int4PerGroupSpec, §4.1) ==== */
 
-/* q[i] = clamp(rne(fl32(fl32(x * inv) + zp)), qmin, qmax) for one group. */
+/* q[i] = clamp(rne(fl32(x * inv)) + zp, qmin, qmax) for one group. The zero point is added
+ * after rounding, as in Quark's export: freeze() stores the fake-quantized weight, made with
+ * PyTorch's rule round(x * inv) + zp, and the export re-quantizes that exactly. Adding zp before
+ * rounding differs on ties when zp is odd (x * inv = 2.5, zp 7: 9 here, 10 the other way). */
 QFS_INLINE void int4_impl(const void *restrict src, qfs_dtype dt, size_t n, float inv, float zp,
                           int qmin, int qmax, int8_t *restrict q)
 {
+    int32_t z = (int32_t)zp;
     for (size_t i = 0; i < n; i++) {
-        float v = qfs_load_f32(src, dt, i) * inv + zp;   /* two roundings: no contraction */
-        int32_t r = (int32_t)((v + ROUND_MAGIC) - ROUND_MAGIC);
+        float v = qfs_load_f32(src, dt, i) * inv;
+        int32_t r = (int32_t)((v + ROUND_MAGIC) - ROUND_MAGIC) + z;
         r = r < qmin ? qmin : r;
         r = r > qmax ? qmax : r;
         q[i] = (int8_t)r;

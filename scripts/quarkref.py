@@ -120,7 +120,7 @@ BLOCK = 128                           # fp8-block block edge
 MX_BLOCK = 32                         # mxfp4 block along the input dim
 CT_VERSION = "0.12.0"
 EMBED_COMPONENTS = ("wte", "wpe", "word_embeddings", "position_embeddings", "shared")
-QUARK_VERSION = "0.11"
+QUARK_VERSION = "0.13"                # the amd-quark release whose export is matched
 COPY_CHUNK = 64 << 20                 # bytes per read when copying/comparing passthrough data
 MAX_REPORT_EXAMPLES = 5
 
@@ -321,13 +321,17 @@ def int4_params(x, group, signed, dtype):
 
 
 def int4_quantize(x, scale, zp, group, signed):
-    """q = clamp(rne(fl32(fl32(x * fl32(1/s)) + zp)), qmin, qmax) per group; int8 [O, I]."""
+    """q = clamp(rne(fl32(x * fl32(1/s))) + zp, qmin, qmax) per group; int8 [O, I].
+
+    The zero point is added after rounding: Quark's freeze() keeps the fake-quantized weight,
+    made by PyTorch's rule round(x * inv) + zp, and its export re-quantizes that weight exactly
+    (checked against amd-quark 0.13's export by tests/loaders/test_quark_export.py)."""
     rows, cols = x.shape
     inv = np.divide(F32_ONE, scale, dtype=np.float32)
     xg = x.reshape(rows, cols // group, group)
     y = np.multiply(xg, inv[:, :, None], dtype=np.float32)
-    y = np.add(y, zp.astype(np.float32)[:, :, None], dtype=np.float32)
     np.rint(y, out=y)
+    y = np.add(y, zp.astype(np.float32)[:, :, None], dtype=np.float32)
     lo, hi = (-8, 7) if signed else (0, 15)
     np.clip(y, lo, hi, out=y)
     return y.astype(np.int8).reshape(rows, cols)
@@ -780,13 +784,13 @@ def plan_view(src, spec, excludes=(), includes=(), fmt="quark"):
 
 def tensor_spec(dtype, qscheme, ch_axis, observer, dynamic, group_size=None, symmetric=True,
                 scale_calculation_mode=None, scale_format=None):
-    """One Quark tensor spec dict (QTensorConfig.to_dict, recent main)."""
+    """One Quark tensor spec dict (QTensorConfig.to_dict of amd-quark 0.13)."""
     return {"block_size": None, "ch_axis": ch_axis, "dtype": dtype, "enable_buffer_reuse": False,
             "group_size": group_size, "is_dynamic": dynamic, "is_scale_quant": False,
             "max_input_numel": 4194304, "mx_element_dtype": None, "observer_cls": observer,
             "qscheme": qscheme, "round_method": "half_even",
             "scale_calculation_mode": scale_calculation_mode, "scale_format": scale_format,
-            "scale_type": "float", "symmetric": symmetric}
+            "scale_type": "float", "symmetric": symmetric, "zero_point_type": "int32"}
 
 
 def exclude_list(plan):
@@ -1545,6 +1549,13 @@ def selftest_new_kernels(log=print):
     s, zp, _ = int4_params(x, 32, False, "F32")
     expect("uint4 tie scale/zp", [float(s[0, 0]), int(zp[0, 0])], [0.0625, 8])
     expect("uint4 tie q", int4_quantize(x, s, zp, 32, False)[0, :5], [0, 14, 8, 10, 2])
+    # uint4, F32, ties with an odd zero point (the rounding comes before + zp): span 0.9375 ->
+    # s = 1/16; mn = -0.4375 -> zp 7; x*16 = 2.5 -> 2+7 = 9 (rne(9.5) would give 10),
+    # -3.5 -> -4+7 = 3 (not 4), 1.5 -> 2+7 = 9 (not 8); -7 -> 0, 8 -> 15
+    x = group([-0.4375, 0.5, 0.15625, -0.21875, 0.09375])[None, :]
+    s, zp, _ = int4_params(x, 32, False, "F32")
+    expect("uint4 odd-zp tie scale/zp", [float(s[0, 0]), int(zp[0, 0])], [0.0625, 7])
+    expect("uint4 odd-zp tie q", int4_quantize(x, s, zp, 32, False)[0, :5], [0, 15, 9, 3, 9])
     # uint4 one-signed groups: all >= 0 -> zp 0; all <= 0 -> zp 15; all zero -> s = 2^-23, zp 0;
     # s = bf16(0.1) = 0.10009765625: 0.75 / s = 7.49 -> 7; mn / s = -14.985 -> bf16 -15 -> zp 15
     x = np.stack([group([0.0, 1.5, 0.75]), group([-1.5, -0.75, 0.0]), group([])])

@@ -8,7 +8,7 @@
  *   (compressed-tensors); shared/design/SPECS.md.
  * Notation: weight [O, I]; D = source dtype; rD = round to D; G = group size.
  *   uint4: mn = min(min x, 0), mx = max(max x, 0); s = max(rD(rD(mx - mn) / 15), 2^-23);
- *          zp = clamp(-rne(rD(mn / s)), 0, 15); q = clamp(rne(fl32(fl32(x * fl32(1/s)) + zp)), 0, 15)
+ *          zp = clamp(-rne(rD(mn / s)), 0, 15); q = clamp(rne(fl32(x * fl32(1/s))) + zp, 0, 15)
  *   int4:  s = max(rD(amax / 7.5), 2^-23); q = clamp(rne(x * (1/s)), -8, 7)
  *   AWQ / quark packing: q transposed to [I, O]; word c of row i holds channels 8c..8c+7,
  *          channel 8c+j at bit offset [0,16,4,20,8,24,12,28][j] (nibble slot k holds channel
@@ -765,9 +765,9 @@ static void test_awq_nibble_order(void **state)
  *  row 1: all -3; row 2: all +3; rows 3..7: all zero.
  * BF16, row 0: mn = -1, mx = 2: rD(3) / 15 = 0.2 -> bf16 1.6 * 2^-3, mantissa 0.6 * 128 = 76.8
  *   -> 77: s = 1.6015625 / 8 = 0.2001953125 (0x3E4D). mn / s = -4.99512 -> bf16 (ulp 2^-5 at
- *   4): -5.0 -> zp = 5. inv = fl32(1/s) = 4.9951220; q = rne(x * inv + 5):
- *   -1 -> 0.0049 -> 0; -0.5 -> 2.5024 -> 3; 0 -> 5; 0.5 -> 7.4976 -> 7; 1 -> 9.9951 -> 10;
- *   1.5 -> 12.4927 -> 12; 2 -> 14.9902 -> 15.
+ *   4): -5.0 -> zp = 5. inv = fl32(1/s) = 4.9951220; q = rne(x * inv) + 5 (no ties; shown:
+ *   x * inv + 5): -1 -> 0.0049 -> 0; -0.5 -> 2.5024 -> 3; 0 -> 5; 0.5 -> 7.4976 -> 7;
+ *   1 -> 9.9951 -> 10; 1.5 -> 12.4927 -> 12; 2 -> 14.9902 -> 15.
  * row 1: mn = -3, mx = 0: s = rD(3/15) = 0x3E4D again; -3 / s = -14.985 -> bf16 (ulp 2^-4 at
  *   8): -15.0 -> zp = 15; q = rne(-14.985 + 15) = 0.
  * row 2: mn = 0, mx = 3: same s, zp = -rne(0) = 0, q = rne(14.985) = 15.
@@ -788,6 +788,27 @@ static void *u4_source(qfs_dtype dt)
     assert_non_null(h);
     for (int i = 0; i < 8 * 32; i++) h[i] = qfs_f32_to_f16(x[i]);   /* all exact in f16 */
     return h;
+}
+
+/* uint4-g32 quark, F32 [8, 32], row 0 = {-0.4375, 0.5, 0.15625, -0.21875, 0.09375, 0...}, the
+ * other rows zero. mn = -0.4375, mx = 0.5: s = 0.9375 / 15 = 1/16 exactly, mn / s = -7 -> zp 7.
+ * x * 16 = -7, 8, 2.5, -3.5, 1.5, 0: the zero point is added after rounding (Quark's export),
+ * so the ties give rne(2.5) + 7 = 9, rne(-3.5) + 7 = 3, rne(1.5) + 7 = 9 -- not rne(9.5) = 10,
+ * rne(3.5) = 4, rne(8.5) = 8; -7 -> 0, 8 -> 15, 0 -> 7. */
+static void test_uint4_odd_zero_point_ties(void **state)
+{
+    (void)state;
+    float x[8 * 32] = {0};
+    static const float v[5] = {-0.4375f, 0.5f, 0.15625f, -0.21875f, 0.09375f};
+    static const uint32_t q[5] = {0, 15, 9, 3, 9};
+    memcpy(x, v, sizeof v);
+    qres r;
+    quant_run(&r, "uint4-g32", FQ, QFS_DT_F32, x, 8, 32);
+    const uint8_t *s = r.s + r.l.out[1].offset, *z = r.s + r.l.out[2].offset;
+    assert_f32_bits(rd_f32(s, 0), 0.0625f);
+    assert_word(z, 0, 7u);                           /* channel 0 at bits 0..3 */
+    for (size_t i = 0; i < 32; i++) assert_word(r.w, i, i < 5 ? q[i] : 7u);
+    qres_free(&r);
 }
 
 static void test_uint4_scale_and_zero_point(void **state)
@@ -893,8 +914,8 @@ static void test_uint4_double_rounding(void **state)
      *   bf16 mantissa 42.67 -> 43: s = 1.3359375 * 2^-5 = 0.041748046875 (0x3D2B).
      *   mn / s = -1.4970760 -> rD (bf16 ulp 2^-7 at 1): 191.625 ulps -> 192 = -1.5 -> rne -2
      *   -> zp = 2. (Without the rounding to D: rne(-1.497) = -1, zp = 1.)
-     *   inv = fl32(4096/171) = 23.953217: q = rne(x * inv + 2): -0.0625 -> 0.5029 -> 1;
-     *   0.5625 -> 15.4737 -> 15; 0.25 -> 7.9883 -> 8; 0 -> 2.
+     *   inv = fl32(4096/171) = 23.953217: q = rne(x * inv) + 2 (shown: x * inv + 2):
+     *   -0.0625 -> 0.5029 -> 1; 0.5625 -> 15.4737 -> 15; 0.25 -> 7.9883 -> 8; 0 -> 2.
      * row 1: -0.015625, 4.25, 2, then 0: mx - mn = 4.265625 -> rD (bf16 ulp 2^-5 at 4):
      *   136.5 ulps, a tie -> 136 = 4.25; 4.25 / 15 = 0.28333 = 1.1333 * 2^-2 -> mantissa 17.07
      *   -> 17: s = 1.1328125 / 4 = 0.283203125 (0x3E91). (Without rD(mx - mn): 4.265625 / 15
@@ -1801,7 +1822,7 @@ static void expect_quark_spec(const json_t *t, const char *dtype, const char *qs
                               bool mx)
 {
     assert_true(json_is_object(t));
-    assert_int_equal(json_object_size(t), 16);
+    assert_int_equal(json_object_size(t), 17);
     expect_null(t, "block_size");
     expect_int(t, "ch_axis", -1);
     expect_str(t, "dtype", dtype);
@@ -1824,6 +1845,7 @@ static void expect_quark_spec(const json_t *t, const char *dtype, const char *qs
     expect_str(t, "scale_type", "float");
     if (symmetric < 0) expect_null(t, "symmetric");
     else expect_bool(t, "symmetric", symmetric);
+    expect_str(t, "zero_point_type", "int32");
 }
 
 static const json_t *expect_quark_config(const json_t *qc)
@@ -2066,6 +2088,7 @@ int main(void)
         cmocka_unit_test(test_layout_shape_refusals),
         cmocka_unit_test(test_awq_nibble_order),
         cmocka_unit_test(test_uint4_scale_and_zero_point),
+        cmocka_unit_test(test_uint4_odd_zero_point_ties),
         cmocka_unit_test(test_uint4_all_zero_group),
         cmocka_unit_test(test_uint4_double_rounding),
         cmocka_unit_test(test_int4_amax_clamp),

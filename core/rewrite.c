@@ -4,7 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One Quark QTensorConfig.to_dict() (shared/reference/quark-format.md §2-3). */
+/* One Quark QTensorConfig.to_dict() (shared/reference/quark-format.md §2-3), key for key as
+ * amd-quark 0.13 writes it (tests/loaders/test_quark_export.py compares with its export). */
 typedef struct quark_tensor_spec {
     const char *dtype, *qscheme, *observer;
     int ch_axis;              /* used for per_channel / per_group */
@@ -33,6 +34,7 @@ static json_t *quark_tensor(const quark_tensor_spec *t)
     json_object_set_new(o, "scale_format", t->mx ? json_string("e8m0") : json_null());
     json_object_set_new(o, "scale_type", json_string("float"));
     json_object_set_new(o, "symmetric", t->symmetric < 0 ? json_null() : json_boolean(t->symmetric));
+    json_object_set_new(o, "zero_point_type", json_string("int32"));   /* Quark's default */
     return o;
 }
 
@@ -126,7 +128,7 @@ static json_t *quark_config(const qfs_spec *spec, json_t *excl)
     json_object_set_new(qc, "quant_method", json_string("quark"));
     json_object_set_new(qc, "quant_mode", json_string("eager_mode"));
     json_object_set_new(qc, "softmax_quant_spec", json_null());
-    json_object_set_new(qc, "version", json_string("0.11"));
+    json_object_set_new(qc, "version", json_string("0.13"));    /* the amd-quark the tests run */
     return qc;
 }
 

@@ -193,6 +193,7 @@ static const char *const SPEC_KEYS[] = {
     "block_size", "ch_axis", "dtype", "enable_buffer_reuse", "group_size", "is_dynamic",
     "is_scale_quant", "max_input_numel", "mx_element_dtype", "observer_cls", "qscheme",
     "round_method", "scale_calculation_mode", "scale_format", "scale_type", "symmetric",
+    "zero_point_type",
 };
 
 /* Checks one QTensorConfig.to_dict(); ch_axis < 0 means null. */
@@ -222,6 +223,7 @@ static void check_tensor_spec(const json_t *t, const char *dtype, const char *qs
                         strcmp(qscheme, "per_tensor") == 0 ? "PerTensorMinMaxObserver"
                                                            : "PerChannelMinMaxObserver");
     assert_int_equal(json_integer_value(json_object_get(t, "max_input_numel")), 4194304);
+    assert_string_equal(json_string_value(json_object_get(t, "zero_point_type")), "int32");
 }
 
 /* The parts every spec shares; returns global_quant_config. */

@@ -12,7 +12,7 @@
 #include "quarkfs/io.h"
 #include "quarkfs/quant.h"
 
-#define QFS_QUANTIZER_VERSION "1"   /* bump when any kernel's output changes: disk keys change */
+#define QFS_QUANTIZER_VERSION "2"   /* bump when any kernel's output changes: disk keys change */
 #define WARM_LOG_SECONDS 10.0
 #define SCRATCH_IDLE_SECONDS 2    /* the source buffer is given back after this long idle */
 #define HUGE_ALLOC (4u << 20)     /* buffers this large ask for transparent huge pages */

@@ -539,9 +539,8 @@ def ref_quantize(x, spec):
             r = torch.round((mn_neg.float() / sf).to(dt).float())
             zp = torch.clamp(qmin - r, qmin, qmax).to(torch.int32)
         inv = torch.ones_like(sf) / sf
-        y = xg.float() * inv[:, :, None]
-        y = y + zp.float()[:, :, None]
-        q = torch.clamp(torch.round(y), qmin, qmax).to(torch.int32).reshape(O, I)
+        y = torch.round(xg.float() * inv[:, :, None])               # Quark: round, then + zp
+        q = torch.clamp(y + zp.float()[:, :, None], qmin, qmax).to(torch.int32).reshape(O, I)
         return dict(codes=q, scale=s, zp=zp)
     if k == "mxfp4":                                                 # §4.5
         xb = x.float().reshape(O, I // 32, 32)

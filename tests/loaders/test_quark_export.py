@@ -20,9 +20,9 @@ and a generated model whose Linear dims are multiples of 128, so that g128 quant
 
 Every difference Quark's export shows is either fixed in quarkfs or listed in ALLOWED below with
 its cause in the amd-quark 0.13 source; the allowance is applied narrowly (a name mapping, one
-file layout) and the bytes behind it are still compared. The allowances themselves are checked:
-explained_* cases assert that Quark still behaves as each entry says, so an entry that no longer
-applies fails instead of hiding a difference.
+file layout) and the bytes behind it are still compared. The explained_* cases assert that Quark
+still pads, refuses and renames as ALLOWED says, so those entries fail once they no longer apply
+instead of hiding a difference.
 
 Run: QUARKFS=build/quarkfs build-venv/bin/python tests/loaders/test_quark_export.py [filter]
 """

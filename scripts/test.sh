@@ -10,6 +10,8 @@ rm -rf build-test build-asan build-tsan build-fuzz
 meson setup build-test -Dwerror=true --buildtype=release
 ninja -C build-test
 meson test -C build-test --print-errorlogs
+# meson counts skips; each test file lists its own with the reason (e.g. no ../shared models)
+grep -h "^  SKIP " build-test/meson-logs/testlog.txt || true
 if [ "${QUARKFS_SKIP_SANITIZERS:-0}" != 1 ]; then
   meson setup build-asan -Dwerror=true --buildtype=debugoptimized -Db_sanitize=address,undefined \
     -Db_lundef=false

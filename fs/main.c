@@ -369,7 +369,11 @@ static int inspect_all_specs(cli *c, const char *src, const qfs_inspect_options 
         c->spec = all[i].name;
         c->format = qfs_format_name(f);
         qfs_model *m;
-        if ((rc = build_model(c, src, false, &m))) return rc;
+        if ((rc = build_model(c, src, false, &m))) {
+            if (o->error) qfs_progress_abort(&pr);
+            json_decref(rows);
+            return rc;
+        }
         qfs_inspect_totals t;
         char note[400];
         qfs_inspect_totals_of(m, &oo, &t);

@@ -368,9 +368,10 @@ static int o_proc(void *data, const char *arg, int key, struct fuse_args *outarg
     (void)outargs;
     oparse *op = data;
     qfs_cli *c = op->c;
-    if (op->rc) return -1;
-    char shown[80];
-    snprintf(shown, sizeof shown, "-o %.*s", (int)strcspn(arg, "="), arg);
+    if (op->rc || !arg) return -1;
+    char name[64], shown[80];
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(arg, "="), arg);
+    snprintf(shown, sizeof shown, "-o %s", name);
     if (key >= O_SPEC && key < K_FSTAB) {
         const optdef *d = NULL;
         for (size_t i = 0; i < N_TABLE && !d; i++) if (table[i].id == key) d = &table[i];
@@ -379,20 +380,21 @@ static int o_proc(void *data, const char *arg, int key, struct fuse_args *outarg
         op->rc = apply(c, d, val, shown);
         return op->rc ? -1 : 0;
     }
-    if (key == K_FSTAB || key == K_FIXED || key == K_REMOUNT || key == FUSE_OPT_KEY_OPT) {
-        if (c->cmd != QFS_CMD_MOUNT) {
-            const char *near = key == FUSE_OPT_KEY_OPT ? NULL : "";
-            char name[64];
-            snprintf(name, sizeof name, "%.*s", (int)strcspn(arg, "="), arg);
-            if (key == FUSE_OPT_KEY_OPT) near = near_option(name, true);
-            fprintf(stderr, "quarkfs: %s: %s%s%s%s\n", shown,
-                    near && *near ? "unknown option; did you mean -o " : near ? "a mount option; "
-                    : "unknown option", near && *near ? near : "",
-                    near && *near ? "?" : "", near && !*near ? "this command does not take it"
-                    : " (see --help)");
-            op->rc = EXIT_USAGE;
-            return -1;
-        }
+    /* not one of ours: a misspelling of one of ours is named as such */
+    const char *near = key == FUSE_OPT_KEY_OPT ? near_option(name, true) : NULL;
+    if (near) {
+        fprintf(stderr, "quarkfs: -o %s: unknown option; did you mean -o %s?\n", arg, near);
+        op->rc = EXIT_USAGE;
+        return -1;
+    }
+    if (c->cmd != QFS_CMD_MOUNT) {
+        if (key == FUSE_OPT_KEY_OPT)
+            fprintf(stderr, "quarkfs: -o %s: unknown option (see --help)\n", arg);
+        else
+            fprintf(stderr, "quarkfs: -o %s: a mount option; %s does not take it\n", arg,
+                    cmd_name(c->cmd));
+        op->rc = EXIT_USAGE;
+        return -1;
     }
     switch (key) {
     case K_FSTAB:
@@ -404,23 +406,14 @@ static int o_proc(void *data, const char *arg, int key, struct fuse_args *outarg
                 "when it is mounted; unmount it and mount it again\n");
         op->rc = EXIT_USAGE;
         return -1;
-    case FUSE_OPT_KEY_OPT: {
+    case FUSE_OPT_KEY_OPT:
         if (strncmp(arg, "x-", 2) == 0) {   /* x-systemd.*, x-gvfs-*, ...: for userspace */
             note_ignored(c, arg);
             return 0;
         }
-        char name[64];
-        snprintf(name, sizeof name, "%.*s", (int)strcspn(arg, "="), arg);
-        const char *near = near_option(name, true);
-        if (near) {
-            fprintf(stderr, "quarkfs: -o %s: unknown option; did you mean -o %s?\n", arg, near);
-            op->rc = EXIT_USAGE;
-            return -1;
-        }
         if (strncmp(arg, "fsname=", 7) == 0) c->has_fsname = true;
         if (strcmp(arg, "ro") == 0) c->has_ro = true;
         return 1;   /* for libfuse, which refuses what it does not know either */
-    }
     default:
         return 1;
     }

@@ -35,15 +35,13 @@ def one_shard():
 
 @contextlib.contextmanager
 def refused_mount(*args):
-    """Runs `quarkfs ARGS... MNT` on a fresh mountpoint (yielding (mnt, result) after the run
-    through a list); whatever got mounted is unmounted afterwards and the test fails."""
+    """Runs `quarkfs ARGS... MNT` on a fresh mountpoint and yields (mnt, result); whatever got
+    mounted is unmounted afterwards, and the test fails."""
     mnt = q.tmpdir("mnt")
     m = q.Mount(mnt, None, None, [])
     q._active_mounts.append(m)
-    out = []
     try:
         res = q.quarkfs(*(list(args) + [mnt]), timeout=60)
-        out.append(res)
         yield mnt, res
         assert not q.is_mounted(mnt), "%s got mounted: %r" % (mnt, res)
     finally:
@@ -382,8 +380,6 @@ def missing_syslog_is_said_once():
     finally:
         s.close()
     src = model()
-    with q.mounted(src, "int8", foreground=False) as m:
-        pass
     mnt = q.tmpdir("mnt")
     mm = q.Mount(mnt, None, None, [])
     q._active_mounts.append(mm)
@@ -395,7 +391,6 @@ def missing_syslog_is_said_once():
     finally:
         mm.daemon_pids = q.pids_serving(mnt)
         mm.close()
-    del m
 
 
 class NotifyListener:

@@ -155,6 +155,8 @@ static void remove_stale_tmp(const qfs_diskcache *c)
     closedir(d);
 }
 
+static void trim(qfs_diskcache *c);
+
 int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out, qfs_error *err)
 {
     qfs_diskcache *c = calloc(1, sizeof *c);
@@ -187,6 +189,8 @@ int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out,
     }
     if (!c->readonly) remove_stale_tmp(c);
     scan(c, NULL, NULL, &c->used);
+    /* A budget lowered since the last run applies now, not after the next write. */
+    if (!c->readonly && c->used > c->max_bytes) trim(c);
     *out = c;
     return 0;
 }

@@ -44,6 +44,7 @@ struct qfs_engine {
     qfs_engine_log_fn log;
     void *log_ctx;
     double warm_started, warm_logged;
+    unsigned warm_round;           /* the current warm-up round, counted from 1 */
     qfs_engine_stats stats;
 };
 
@@ -767,18 +768,20 @@ void qfs_engine_warm(qfs_engine *e, qfs_tensor_source *const *srcs, size_t n)
         e->stats.warm_jobs = e->stats.warm_done = 0;
         e->stats.warm_bytes = e->stats.warm_bytes_done = 0;
         e->warm_started = now_seconds();
+        e->warm_round++;
     }
     for (size_t i = 0; i < n; i++) {
         qfs_tensor_source *src = srcs[i];
         for (size_t k = 0; k < src->plan->n_jobs; k++) {
             qfs_job_slot *slot = &src->slots[k];
             if (slot->entry.cached || slot->queue != QFS_Q_NONE || slot->running ||
-                slot->failed)
+                slot->failed || slot->warm_round == e->warm_round)
                 continue;
             slot->source = src;
             slot->job = k;
             slot->want_weight = 1;
             slot->warm = 1;
+            slot->warm_round = e->warm_round;
             slot->warm_only = 1;
             queue_push(e, QFS_Q_WARM, slot);
             const qfs_st_tensor *t = &src->st->tensors[src->plan->jobs[k].src];
@@ -799,5 +802,13 @@ void qfs_engine_get_stats(qfs_engine *e, qfs_engine_stats *out)
     pthread_mutex_lock(&e->lock);
     *out = e->stats;
     out->evictions = e->cache.evictions;
+    out->memory_used = e->cache.used + e->pool_bytes;
+    out->memory_budget = e->cache.budget;
     pthread_mutex_unlock(&e->lock);
+    if (e->disk) {   /* set once at creation; its own lock */
+        qfs_diskcache_stats ds;
+        qfs_diskcache_get_stats(e->disk, &ds);
+        out->disk_bytes = ds.bytes;
+        out->disk_dir = qfs_diskcache_dir(e->disk);
+    }
 }

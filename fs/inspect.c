@@ -9,6 +9,14 @@
 #include "quarkfs/io.h"
 #include "quarkfs/layout.h"
 
+static json_t *shape_json(const qfs_st_tensor *t)
+{
+    json_t *a = json_array();
+    for (unsigned d = 0; a && d < t->ndim; d++)
+        json_array_append_new(a, json_integer((json_int_t)t->shape[d]));
+    return a;
+}
+
 static void shape_str(const qfs_st_tensor *t, char *buf, size_t len)
 {
     size_t n = (size_t)snprintf(buf, len, "[");
@@ -100,6 +108,17 @@ static int walk(const qfs_model *m, const qfs_inspect_options *o, FILE *out, jso
     tot->src_bytes = m->src_bytes;
     tot->view_bytes = m->view_bytes;
     bool table = out && !o->json;
+    uint64_t err_total = 0, err_done = 0;
+    if (o->error && o->progress) {
+        for (size_t i = 0; i < m->n_entries; i++) {
+            const qfs_entry *e = &m->entries[i];
+            if (e->kind != QFS_ENTRY_QUANTIZED || e->error) continue;
+            for (size_t t = 0; t < e->st_file.n_tensors; t++)
+                if (e->plan.decisions[t] == QFS_SELECT_QUANTIZE)
+                    err_total += e->st_file.tensors[t].end - e->st_file.tensors[t].begin;
+        }
+        qfs_progress_start(o->progress, "inspect", err_total, 0, NULL);
+    }
     if (table)
         fprintf(out, "%-56s %-14s %-24s %11s %11s  %s%s\n", "TENSOR", "SHAPE", "DTYPE",
                 "SRC BYTES", "VIEW BYTES", o->error ? " REL RMS   SNR dB   MAX ABS  " : "",
@@ -124,9 +143,13 @@ static int walk(const qfs_model *m, const qfs_inspect_options *o, FILE *out, jso
             outputs_of(&e->plan, t, dtypes, sizeof dtypes, &vb);
             snprintf(why, sizeof why, "%s", qfs_select_reason(d));
             qfs_layout l;
-            if (d == QFS_SKIP_SHAPE)   /* say which dimension the spec cannot take */
+            if (d == QFS_SKIP_SHAPE) {   /* say which dimension the spec cannot take */
                 qfs_layout_for(m->opts.spec, m->opts.format, s->dtype, s->shape[0], s->shape[1],
                                &l, why, sizeof why);
+                if (!tot->shape_skipped++)
+                    snprintf(tot->first_skip, sizeof tot->first_skip, "%.120s: %.120s", s->name,
+                             why);
+            }
             tot->tensors++;
             qfs_quant_error_stats st = {0};
             bool have_err = false;
@@ -137,18 +160,20 @@ static int walk(const qfs_model *m, const qfs_inspect_options *o, FILE *out, jso
                     if (tensor_error(m, e, t, o->threads, &st, &err) == 0) {
                         have_err = true;
                         add_stats(&tot->error, &st);
-                        snprintf(errcol, sizeof errcol, " %8.2e %7.2f %9.3g  ",
+                        snprintf(errcol, sizeof errcol, " %8.2e %7.2f %9.3e  ",
                                  qfs_inspect_rel_rms(&st), qfs_inspect_snr_db(&st), st.max_abs);
                     } else {
                         tot->failed++;
                         snprintf(why, sizeof why, "error: %s", err.msg);
                     }
+                    err_done += s->end - s->begin;
+                    if (o->progress) qfs_progress_update(o->progress, err_done, 0, s->name);
                 }
             }
             if (o->error && !have_err && !errcol[0]) snprintf(errcol, sizeof errcol, "%30s", "");
             if (rows) {
-                json_t *row = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:b,s:s}", "file", e->path,
-                    "name", s->name, "shape", shape, "dtype", qfs_dtype_name(s->dtype),
+                json_t *row = json_pack("{s:s,s:s,s:o,s:s,s:s,s:I,s:I,s:b,s:s}", "file", e->path,
+                    "name", s->name, "shape", shape_json(s), "dtype", qfs_dtype_name(s->dtype),
                     "out_dtypes", dtypes, "src_bytes", (json_int_t)(s->end - s->begin),
                     "view_bytes", (json_int_t)vb, "quantized", d == QFS_SELECT_QUANTIZE,
                     "reason", why);
@@ -164,6 +189,12 @@ static int walk(const qfs_model *m, const qfs_inspect_options *o, FILE *out, jso
                         why);
             }
         }
+    }
+    if (o->error && o->progress) {
+        char b[32];
+        qfs_format_bytes(err_done, b, sizeof b);
+        qfs_progress_finish(o->progress, err_done, "quantized and compared %zu tensors, %s of "
+                            "source", tot->quantized, b);
     }
     return 0;
 }
@@ -196,14 +227,15 @@ int qfs_inspect_print(const qfs_model *m, const qfs_inspect_options *o, FILE *ou
         json_decref(doc);
         return tot.failed ? -EIO : 0;
     }
-    fprintf(out, "\nspec %s, format %s: %zu files, %zu tensors, %zu quantized; %llu bytes -> %llu "
-            "bytes (%.1f%%)\n", m->opts.spec->name, qfs_format_name(m->opts.format), tot.files,
-            tot.tensors, tot.quantized, (unsigned long long)tot.src_bytes,
+    fprintf(out, "\nspec %s, format %s: %zu file%s, %zu tensor%s, %zu quantized; %llu bytes -> "
+            "%llu bytes (%.1f%%)\n", m->opts.spec->name, qfs_format_name(m->opts.format),
+            tot.files, tot.files == 1 ? "" : "s", tot.tensors, tot.tensors == 1 ? "" : "s",
+            tot.quantized, (unsigned long long)tot.src_bytes,
             (unsigned long long)tot.view_bytes,
             tot.src_bytes ? 100.0 * (double)tot.view_bytes / (double)tot.src_bytes : 0.0);
     if (o->error)
         fprintf(out, "error over the quantized tensors: relative RMS %.3e, SNR %.2f dB, max abs "
-                "%.3g%s\n", qfs_inspect_rel_rms(&tot.error), qfs_inspect_snr_db(&tot.error),
+                "%.3e%s\n", qfs_inspect_rel_rms(&tot.error), qfs_inspect_snr_db(&tot.error),
                 tot.error.max_abs, tot.failed ? " (some tensors failed, see above)" : "");
     return tot.failed ? -EIO : 0;
 }

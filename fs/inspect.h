@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "progress.h"
 #include "quarkfs/model.h"
 #include "quarkfs/quant.h"
 
@@ -14,10 +15,13 @@ typedef struct qfs_inspect_options {
     bool json;
     bool error;      /* quantize every tensor and compare its dequantized values with the source */
     int threads;     /* OpenMP threads for that (0 = all) */
+    qfs_progress *progress;   /* with .error: started and finished here, updated per tensor */
 } qfs_inspect_options;
 
 typedef struct qfs_inspect_totals {
     size_t files, tensors, quantized, failed;
+    size_t shape_skipped;          /* weights selected that the spec cannot take (their shape) */
+    char first_skip[256];          /* the first of them: "NAME: why" */
     uint64_t src_bytes, view_bytes;
     qfs_quant_error_stats error;   /* summed over the quantized tensors (with .error) */
 } qfs_inspect_totals;

@@ -348,6 +348,28 @@ static char *status_json(qfs_fs *fs)
         "disk_cache", st.disk_cache,
         "warm", "tensors", (json_int_t)st.warm_jobs, "tensors_done", (json_int_t)st.warm_done,
         "bytes", (json_int_t)st.warm_bytes, "bytes_done", (json_int_t)st.warm_bytes_done);
+    /* What a health check needs beyond the counters: the build, the uptime, memory against
+     * its budget, the disk cache, and the files that answer EIO. */
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    json_t *broken = json_array();
+    for (size_t i = 0; doc && broken && i < fs->model->n_entries; i++) {
+        const qfs_entry *e = &fs->model->entries[i];
+        if (e->error)
+            json_array_append_new(broken, json_pack("{s:s,s:s}", "file", e->path, "error",
+                                                    e->error_msg ? e->error_msg : ""));
+    }
+    if (doc && broken)
+        json_object_update_new(doc, json_pack("{s:s,s:f,s:I,s:I,s:s?,s:I,s:o}",
+            "version", fs->version ? fs->version : "unknown",
+            "uptime_seconds", (double)(now.tv_sec - fs->started.tv_sec) +
+                              (double)(now.tv_nsec - fs->started.tv_nsec) * 1e-9,
+            "memory_bytes", (json_int_t)st.memory_used,
+            "cache_mem", (json_int_t)st.memory_budget,
+            "cache_dir", st.disk_dir, "cache_dir_bytes", (json_int_t)st.disk_bytes,
+            "broken_files", broken));
+    else
+        json_decref(broken);
     char *s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     return s;

@@ -6,6 +6,7 @@
 #include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #include "quarkfs/engine.h"
 #include "quarkfs/model.h"
@@ -28,6 +29,8 @@ typedef struct qfs_fs {
     unsigned readahead_kb;
     atomic_flag readahead_done; /* applied at the first open: FUSE INIT resets it before that */
     atomic_uint_fast64_t bytes_served;   /* bytes answered to read requests */
+    const char *version;        /* for `quarkfs status` */
+    struct timespec started;    /* CLOCK_MONOTONIC at mount, for the uptime */
     /* Reply buffers of read requests, kept for the next request: a fresh 1 MiB buffer is
      * mapped and zeroed by the kernel on first touch, on every request. */
     pthread_mutex_t read_bufs_lock;

@@ -30,7 +30,8 @@ typedef struct qfs_diskcache_stats {
 void qfs_cache_key_compute(const char *recipe, const void *src, size_t len, qfs_cache_key *out);
 
 /* Opens (creating) the cache under dir with a byte budget; removes leftovers of writers that
- * died (temporary files older than a few minutes). A directory with entries that takes no
+ * died (temporary files older than a few minutes) and, when it holds more than max_bytes, trims
+ * it as a write would. A directory with entries that takes no
  * writes opens read-only (hits only; 0 with a note in err). Else 0, or -errno with err set. */
 int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out, qfs_error *err);
 /* Closes the cache (the files stay). */

@@ -40,6 +40,8 @@ typedef struct qfs_job_slot {
     unsigned running : 1, want_weight : 1, failed : 1;
     unsigned warm : 1;           /* counts toward the warm-up progress when it completes */
     unsigned warm_only : 1;      /* only warm wants it: with a disk cache, keep it on disk only */
+    unsigned warm_round;         /* the warm-up round that counted it (a second `warm` during a
+                                  * round must not count a tensor it already finished) */
     unsigned waiters;            /* readers waiting for the weight; on completion each gets a pin */
     unsigned gen;                /* counts completions and failures of the weight (waiters' token) */
     uint64_t served;             /* weight bytes handed to readers since it was made */
@@ -78,6 +80,10 @@ typedef struct qfs_engine_stats {
     double seconds_quantizing;
     uint64_t warm_jobs, warm_done, warm_bytes, warm_bytes_done;   /* `quarkfs warm` progress */
     int disk_cache;              /* 1 while the disk cache is in use */
+    uint64_t memory_used;        /* quantized weights and kept buffers in memory, bytes */
+    uint64_t memory_budget;      /* their budget (cache_mem) */
+    uint64_t disk_bytes;         /* bytes in the disk cache directory (0 without one) */
+    const char *disk_dir;        /* that directory, or NULL; valid while the engine lives */
 } qfs_engine_stats;
 
 /* Log levels (syslog's numbers). */

@@ -604,6 +604,7 @@ def main(skip_exit=True):
     """
     only = sys.argv[1:]
     passed = failed = skipped = 0
+    skips = []          # (test, reason), repeated at the end where a reader looks
     t0 = time.monotonic()
     print("quarkfs %s, temporary root %s" % (QUARKFS, TMP), flush=True)
     try:
@@ -619,6 +620,7 @@ def main(skip_exit=True):
                 fn()
             except Skip as exc:
                 skipped += 1
+                skips.append((name, str(exc)))
                 print("SKIP %s (%s)" % (name, exc), flush=True)
             except KeyboardInterrupt:
                 failed += 1
@@ -641,7 +643,9 @@ def main(skip_exit=True):
             with contextlib.suppress(Exception):
                 m.close()
         if skipped:
-            print("%d skipped" % skipped)
+            print("%d skipped:" % skipped)
+            for name, why in skips:
+                print("  SKIP %s: %s" % (name, why))
         print("total %.1f s" % (time.monotonic() - t0))
         print("%d passed, %d failed" % (passed, failed), flush=True)
     sys.exit(1 if failed else 77 if skipped and skip_exit else 0)

@@ -399,8 +399,9 @@ def many_files_deep_and_empty_dirs():
 
 @q.test
 def without_config_or_model_files():
-    """No config.json: the rest of the view is still right. No model files: all passes through
-    except config.json, which still gains its quantization_config."""
+    """No config.json: the rest of the view is still right. No model files: refused (nothing to
+    quantize), and with -o allow_empty all passes through except config.json, which still
+    gains its quantization_config."""
     src = q.copy_model(q.gen_model("awkward", "bf16"))
     os.unlink(os.path.join(src, "config.json"))
     with q.mounted(src, "int8") as m:
@@ -414,7 +415,12 @@ def without_config_or_model_files():
         os.makedirs(os.path.dirname(os.path.join(src, rel)), exist_ok=True)
         with open(os.path.join(src, rel), "wb") as f:
             f.write(q.read_bytes(os.path.join(orig, rel)))
-    with q.mounted(src, "fp8") as m:
+    mnt = q.tmpdir("mnt")
+    res = q.quarkfs("-o", "cache=off", "--spec", "fp8", src, mnt)
+    assert res.returncode == 1 and "nothing to quantize" in res.stderr, res
+    assert not q.is_mounted(mnt), res
+    os.rmdir(mnt)
+    with q.mounted(src, "fp8", opts=["allow_empty"]) as m:
         q.quarkref_check(src, m.path, "fp8")
         assert sorted(os.listdir(m.path)) == sorted(os.listdir(src))
 

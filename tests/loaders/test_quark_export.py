@@ -138,8 +138,47 @@ def fitting_model():
                        "2", "--heads", "4", "--kv-heads", "2", "--vocab", "512")
 
 
+def ties_model():
+    """The fitting model with every Linear weight on a rounding-tie grid (one file): per group
+    of 32 inputs, s = 2^k, elements (m - a) * s with m, a half-integers in 0..15.5, the first
+    two -a * s and (15 - a) * s. uint4-g32 then has s exact, mn / s = -a a tie for the zero
+    point, and x / s a tie for most elements, with odd and even zero points alike."""
+    key = "ties-model"
+    if key in q._model_cache:
+        return q._model_cache[key]
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+    fit = fitting_model()
+    tensors = {}
+    for f in q.model_files(fit):
+        for name, (dtype, shape, raw) in read_st(os.path.join(fit, f))[1].items():
+            t = torch.frombuffer(bytearray(raw), dtype=torch.bfloat16).reshape(shape)
+            tensors[name] = t.clone()
+    rng = np.random.default_rng(11)
+    for name, t in tensors.items():
+        if t.dim() != 2 or "embed" in name or not name.endswith("proj.weight"):
+            continue
+        rows, cols = t.shape
+        s = np.exp2(rng.integers(-9, -2, (rows, cols // 32, 1)).astype(np.float64))
+        a = rng.integers(0, 31, (rows, cols // 32, 1)) / 2.0
+        m = rng.integers(0, 31, (rows, cols // 32, 32)) / 2.0
+        x = (m - a) * s
+        x[..., 0], x[..., 1] = -a[..., 0] * s[..., 0], (15 - a[..., 0]) * s[..., 0]
+        tensors[name] = torch.from_numpy(x.reshape(rows, cols).astype(np.float32)).to(
+            torch.bfloat16)          # exact: at most 5 significant bits
+    out = q.tmpdir("ties")
+    save_file(tensors, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+    for f in ("config.json", "generation_config.json"):
+        with open(os.path.join(fit, f), "rb") as src, open(os.path.join(out, f), "wb") as dst:
+            dst.write(src.read())
+    q._model_cache[key] = out
+    return out
+
+
 MODELS = {
     "fit": fitting_model,
+    "ties": ties_model,
     "stories-bf16": lambda: q.shared_model("bf16"),
     "stories-f16": lambda: q.shared_model("f16"),
     "stories-f32": lambda: q.shared_model("f32"),
@@ -331,6 +370,8 @@ for _model in MODELS:
     for _spec, _fmt in qo.PAIRS:
         if _model in ("stories-f16", "stories-f32") and (
                 _fmt != "quark" or group_of(_spec) in (64, 128)):
+            continue
+        if _model == "ties" and (_spec not in ("int8", "fp8", "mxfp4") and group_of(_spec) != 32):
             continue
         add_pair(_model, _spec, _fmt)
 

@@ -53,7 +53,7 @@ bool qfs_spec_format_ok(const qfs_spec *s, qfs_format f);
 int qfs_spec_check_format(const qfs_spec *s, qfs_format f, qfs_error *err);
 /* All specs, in the order --list-specs prints them; *n receives the count. */
 const qfs_spec *qfs_spec_all(size_t *n);
-/* Prints the spec x format matrix with the loaders known to accept each pair. */
+/* Prints the spec x format matrix with what the real loaders did with each pair when run on it. */
 void qfs_spec_print_table(FILE *out);
 
 #endif

@@ -419,6 +419,26 @@ static void test_spec_format_matrix(void **state)
     assert_int_equal(n_valid, 33);   /* 14 + 8 + 2 + 9 */
 }
 
+/* --list-specs names, for every valid pair, what the real loaders did with it: a pair added
+ * without a loader row would print the fallback. */
+static void test_list_specs_every_pair_has_loaders(void **state)
+{
+    (void)state;
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    qfs_spec_print_table(f);
+    rewind(f);
+    char line[512];
+    unsigned rows = 0;
+    while (fgets(line, sizeof line, f) && line[0] != '\n') {
+        if (strncmp(line, "SPEC ", 5) == 0) continue;
+        if (strstr(line, "no loader run yet")) fail_msg("no loader row: %s", line);
+        rows++;
+    }
+    fclose(f);
+    assert_int_equal(rows, 33);
+}
+
 static void test_spec_check_format_messages(void **state)
 {
     (void)state;
@@ -2082,6 +2102,7 @@ int main(void)
         cmocka_unit_test(test_format_lookup),
         cmocka_unit_test(test_spec_format_matrix),
         cmocka_unit_test(test_spec_check_format_messages),
+        cmocka_unit_test(test_list_specs_every_pair_has_loaders),
         cmocka_unit_test(test_layout_every_valid_pair),
         cmocka_unit_test(test_layout_source_dtypes),
         cmocka_unit_test(test_layout_shapes_accepted),

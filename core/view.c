@@ -20,22 +20,11 @@ int qfs_view_open(const qfs_model *m, size_t entry, int *fd, qfs_error *err)
         return e->error;
     }
     if (e->kind != QFS_ENTRY_PASSTHROUGH) return 0;
-    *fd = open(e->src_path, O_RDONLY | O_CLOEXEC);
-    if (*fd < 0) {
-        int en = errno;
-        qfs_error_set(err, "%s: %s", e->src_path, strerror(en));
-        return -en;
-    }
-    /* The same file as at mount (a file replaced or rewritten since is refused): a path
-     * swapped for a symlink to another file must not leak that file through the view. */
-    struct stat sb;
-    int rc = fstat(*fd, &sb) != 0 ? -errno : 0;
-    if (rc == 0 && (sb.st_dev != e->src_dev || sb.st_ino != e->src_ino)) {
-        qfs_error_set(err, "%s: replaced under the mount (another file is there now); refused: "
-                      "remount to serve the new one", e->src_path);
-        rc = -EIO;
-    }
-    if (rc == 0) rc = qfs_fd_unchanged(*fd, e->st.st_size, &e->st.st_mtim, e->src_path, err);
+    /* Never blocks (a FIFO put in its place) and never opens another file (a symlink put in
+     * its place, an allowed symlink retargeted): see qfs_open_regular. */
+    int rc = qfs_open_regular(e->src_path, !e->src_link, e->src_dev, e->src_ino, fd, err);
+    if (rc) return rc;
+    rc = qfs_fd_unchanged(*fd, e->st.st_size, &e->st.st_mtim, e->src_path, err);
     if (rc) {
         close(*fd);
         *fd = -1;

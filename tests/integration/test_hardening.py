@@ -7,11 +7,16 @@ Another user is a throw-away uid (ATTACKER) through setpriv; files it creates ar
 the test's temporary root.
 """
 
+import ctypes
+import ctypes.util
 import errno
-import fcntl
+import hashlib
 import json
 import os
+import shutil
+import signal
 import stat
+import struct
 import subprocess
 import threading
 import time
@@ -108,6 +113,306 @@ def fifo_in_place_of_source_files():
             assert out[p] == ["EIO"] * 20, (p, out[p])
         assert "not a regular file" in m.log(), m.log()
         assert m.proc.poll() is None, m.log()
+
+
+# ---------------------------------------------------------------------------------------------
+# The disk cache
+# ---------------------------------------------------------------------------------------------
+
+HEADER = struct.Struct("<8sII16sQQQQ")   # an entry's header (core/diskcache.c)
+_xxh = []
+
+
+def xxh3_64(data):
+    """XXH3-64 (seed 0) by libxxhash: what a forger recomputes for a rewritten entry."""
+    if not _xxh:
+        lib = ctypes.CDLL(ctypes.util.find_library("xxhash") or "libxxhash.so.0")
+        lib.XXH3_64bits.restype = ctypes.c_uint64
+        lib.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        _xxh.append(lib)
+    return _xxh[0].XXH3_64bits(data, len(data))
+
+
+def entries(cache):
+    """Sorted paths of the entry files cache/v1/XX/KEY.qfs (regular files only)."""
+    out = []
+    v1 = os.path.join(cache, "v1")
+    for sub in sorted(os.listdir(v1)) if os.path.isdir(v1) else ():
+        d = os.path.join(v1, sub)
+        if os.path.isdir(d) and not os.path.islink(d):
+            out += [os.path.join(d, f) for f in sorted(os.listdir(d))
+                    if f.endswith(".qfs") and os.path.isfile(os.path.join(d, f))
+                    and not os.path.islink(os.path.join(d, f))]
+    return out
+
+
+_expected = {}
+
+
+def expected_view():
+    """(src, {rel: sha256}) of the demo model's int8 view, from a no-cache export that
+    scripts/quarkref.py confirms."""
+    if not _expected:
+        src = q.gen_model("demo")
+        out = q.export(src, "int8")
+        q.quarkref_check(src, out, "int8")
+        _expected["v"] = (src, {rel: q.sha256(os.path.join(out, rel)) for rel in q.tree_files(out)})
+    return _expected["v"]
+
+
+# Reads every file named on the command line in a child, so that a hang is a timeout, not a
+# hung test; prints {path: sha256 or errno name}.
+READER = r"""
+import errno, hashlib, json, sys
+out = {}
+for p in sys.argv[1:]:
+    try:
+        with open(p, "rb") as f: out[p] = hashlib.sha256(f.read()).hexdigest()
+    except OSError as e:
+        out[p] = errno.errorcode.get(e.errno, str(e.errno))
+print(json.dumps(out))
+"""
+
+
+def read_view_in_child(m, files, timeout):
+    """{rel: sha256} of the view's files read by a child; fails if it takes over timeout s."""
+    t0 = time.monotonic()
+    try:
+        res = q.run([q.PY, "-c", READER] + [m.p(rel) for rel in sorted(files)], timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("reading the view took more than %d s (a reader hangs)" % timeout)
+    assert res.returncode == 0, res
+    got = json.loads(res.stdout)
+    return {rel: got[m.p(rel)] for rel in files}, time.monotonic() - t0
+
+
+def assert_view(got, files, what):
+    bad = sorted(rel for rel in files if got.get(rel) != files[rel])
+    assert not bad, "%s: wrong bytes in %s" % (what, bad)
+
+
+def filled_cache(src, files):
+    """A fresh cache directory (0755, root's) filled by a mount that read the whole view."""
+    cache = q.tmpdir("cache")
+    with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+        got, _ = read_view_in_child(m, files, 120)
+        assert_view(got, files, "filling the cache")
+    assert entries(cache), "no entry written"
+    return cache
+
+
+# Holds LOCK_EX on every file named, prints how many it could open, then sleeps until killed.
+HOLDER = r"""
+import fcntl, os, sys, time
+held = []
+for p in sys.argv[1:]:
+    try:
+        fd = os.open(p, os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); held.append(fd)
+    except OSError:
+        pass
+print(len(held), flush=True)
+time.sleep(3600)
+"""
+
+
+def start_holder(paths, wrapper=()):
+    p = subprocess.Popen(list(wrapper) + [q.PY, "-c", HOLDER] + paths, stdout=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL)
+    n = int(p.stdout.readline() or b"-1")
+    return p, n
+
+
+def stop(p):
+    p.kill()
+    p.wait()
+
+
+@q.test
+def lock_files_private():
+    """Lock files are 0600 in a 0700 locks/: another user can open none of them, so it cannot
+    hold one and make every quantized read wait. The attack is tried for real: uid 12345 locks
+    every lock file it can open, and a mount on the emptied cache reads the whole view."""
+    src, files = expected_view()
+    cache = filled_cache(src, files)
+    os.chmod(q.TMP, 0o755)
+    os.chmod(cache, 0o755)          # as a cache made by an older quarkfs would be
+    locks = os.path.join(cache, "locks")
+    names = sorted(os.listdir(locks))
+    assert names, "no lock file"
+    for sub in os.listdir(os.path.join(cache, "v1")):
+        shutil.rmtree(os.path.join(cache, "v1", sub))
+    with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+        assert stat.S_IMODE(os.stat(locks).st_mode) == 0o700, oct(os.stat(locks).st_mode)
+        holder, n = start_holder([os.path.join(locks, f) for f in names], AS_ATTACKER)
+        try:
+            got, took = read_view_in_child(m, files, 60)
+        finally:
+            stop(holder)
+        assert_view(got, files, "with another user trying to hold the locks")
+        st = status_of(m.path)
+    assert n == 0, "uid %d opened and locked %d of %d lock files" % (ATTACKER, n, len(names))
+    for f in os.listdir(locks):
+        mode = stat.S_IMODE(os.stat(os.path.join(locks, f)).st_mode)
+        assert mode == 0o600, "%s: mode %o" % (f, mode)
+    assert st["disk_cache"] is True, st
+    print("    read in %.2f s; %d lock files, none opened by uid %d" % (took, len(names), ATTACKER))
+
+
+@q.test
+def lock_wait_has_a_deadline():
+    """A process of the same user holds every lock file forever (as a `quarkfs export` stopped
+    with Ctrl-Z does): a mount on the emptied cache still reads the whole view, right, in
+    seconds (the tensors are computed anyway), and unmounts."""
+    src, files = expected_view()
+    cache = filled_cache(src, files)
+    locks = os.path.join(cache, "locks")
+    names = sorted(os.listdir(locks))
+    for sub in os.listdir(os.path.join(cache, "v1")):
+        shutil.rmtree(os.path.join(cache, "v1", sub))
+    holder, n = start_holder([os.path.join(locks, f) for f in names])
+    try:
+        assert n == len(names), (n, len(names))
+        with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+            got, took = read_view_in_child(m, files, 60)
+            st = status_of(m.path)
+    finally:
+        stop(holder)
+    assert_view(got, files, "with every lock held")
+    assert took < 30, "reading took %.1f s with the locks held" % took
+    assert st["tensors_quantized"] == len(names), st
+    print("    %d locks held elsewhere; whole view read in %.1f s" % (n, took))
+
+
+@q.test
+def non_regular_cache_entries():
+    """Entries replaced by a directory (with a file in it), a FIFO and a symlink to a valid
+    entry outside the cache: a mount reads the whole view right without waiting, keeps the
+    disk cache on, and rewrites those entries as regular files; nothing outside is touched."""
+    src, files = expected_view()
+    cache = filled_cache(src, files)
+    paths = entries(cache)
+    assert len(paths) >= 3
+    outside = q.tmpdir("outside")
+    d, f, l = paths[0], paths[1], paths[2]
+    keep = os.path.join(outside, "copy.qfs")
+    shutil.copy(l, keep)
+    before = q.sha256(keep)
+    os.remove(d)
+    os.mkdir(d)
+    with open(os.path.join(d, "x"), "w") as fh:
+        fh.write("x")
+    os.remove(f)
+    os.mkfifo(f)
+    os.remove(l)
+    os.symlink(keep, l)
+    try:
+        with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+            got, took = read_view_in_child(m, files, 60)
+            st = status_of(m.path)
+    finally:
+        release_fifo(f)
+    assert_view(got, files, "entries replaced by a directory, a FIFO and a symlink")
+    assert st["disk_cache"] is True, st
+    assert st["tensors_quantized"] == 3, st
+    for p in (d, f, l):
+        assert os.path.isfile(p) and not os.path.islink(p), "%s was not rewritten" % p
+    assert q.sha256(keep) == before and os.listdir(outside) == ["copy.qfs"]
+    with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+        got, _ = read_view_in_child(m, files, 60)
+        st = status_of(m.path)
+    assert_view(got, files, "after the repair")
+    assert st["tensors_quantized"] == 0 and st["disk_cache"] is True, st
+    print("    read in %.2f s; the three entries rewritten" % took)
+
+
+def warning_lines(log):
+    return [l for l in log.splitlines() if "warning:" in l]
+
+
+@q.test
+def untrusted_cache_dir_refused():
+    """A cache directory other users can write (1777, or 0775 with a group), or one owned by
+    another user: one warning naming it, no disk cache (memory only), nothing written into it,
+    every byte right."""
+    src, files = expected_view()
+    for mode, owner in ((0o1777, 0), (0o775, 0), (0o700, ATTACKER)):
+        cache = q.tmpdir("shared-cache")
+        os.chmod(cache, mode)
+        os.chown(cache, owner, owner)
+        with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+            got, _ = read_view_in_child(m, files, 60)
+            st = status_of(m.path)
+            log = m.log()
+        assert_view(got, files, "cache dir mode %o" % mode)
+        assert st["disk_cache"] is False, (oct(mode), st)
+        w = warning_lines(log)
+        assert len(w) == 1 and cache in w[0] and "forge" in w[0], (oct(mode), log)
+        assert os.listdir(cache) == [], (oct(mode), os.listdir(cache))
+
+
+@q.test
+def forged_entries_not_served():
+    """Entries rewritten with other weights and valid checksums, as another user could: one
+    owned by that user, one of ours left writable by everyone (0666). Neither is served: the
+    view equals the reference export, and those two tensors are computed again."""
+    src, files = expected_view()
+    cache = filled_cache(src, files)
+    paths = entries(cache)
+    for p, (uid, mode) in zip(paths[:2], ((ATTACKER, 0o644), (0, 0o666))):
+        data = bytearray(q.read_bytes(p))
+        magic, version, res, key, sl, wl, ssum, wsum = HEADER.unpack_from(data)
+        assert wl > 0
+        w0 = HEADER.size + sl
+        for i in range(w0, w0 + wl):
+            data[i] ^= 0x5A                               # other weights ...
+        HEADER.pack_into(data, 0, magic, version, res, key, sl, wl, ssum,
+                         xxh3_64(bytes(data[w0:])))       # ... with a checksum that matches
+        tmp = p + ".forged"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chown(tmp, uid, uid)
+        os.chmod(tmp, mode)
+        os.rename(tmp, p)
+    with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+        got, _ = read_view_in_child(m, files, 60)
+        st = status_of(m.path)
+    assert_view(got, files, "with two forged entries")
+    assert st["tensors_quantized"] == 2 and st["disk_cache"] is True, st
+
+
+@q.test
+def planted_symlinks_never_followed():
+    """Symlinks planted for locks/, tmp/ and a fan-out directory v1/XX, pointing to directories
+    outside the cache that hold a file named like an entry: a mount with a cache_size so small
+    that every write trims reads the view right, creates nothing outside and deletes nothing
+    there; the cache ends up with real directories."""
+    src, files = expected_view()
+    cache = filled_cache(src, files)
+    paths = entries(cache)
+    xx = os.path.dirname(paths[0])
+    victims = {}
+    for name in ("locks", "tmp", "xx"):
+        d = q.tmpdir("outside-" + name)
+        victim = os.path.join(d, os.path.basename(paths[0]))
+        shutil.copy(paths[0], victim)
+        old = time.time() - 10 ** 6
+        os.utime(victim, (old, old))                # the oldest "entry": trimmed first
+        victims[name] = (d, victim, q.sha256(victim))
+    shutil.rmtree(xx)
+    os.symlink(victims["xx"][0], xx)
+    for name in ("locks", "tmp"):
+        shutil.rmtree(os.path.join(cache, name))
+        os.symlink(victims[name][0], os.path.join(cache, name))
+    with q.mounted(src, opts=["cache_dir=" + cache, "cache_size=100K"]) as m:
+        got, _ = read_view_in_child(m, files, 60)
+        st = status_of(m.path)
+    assert_view(got, files, "with planted symlinks")
+    assert st["disk_cache"] is True, st
+    for name, (d, victim, digest) in victims.items():
+        assert os.listdir(d) == [os.path.basename(victim)], (name, os.listdir(d))
+        assert q.sha256(victim) == digest, name
+    for p in (os.path.join(cache, "locks"), os.path.join(cache, "tmp"), xx):
+        assert os.path.isdir(p) and not os.path.islink(p), p
 
 
 if __name__ == "__main__":

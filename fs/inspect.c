@@ -133,10 +133,15 @@ static int walk(const qfs_model *m, const qfs_inspect_options *o, FILE *out, jso
         if (e->error) {
             if (rows) json_array_append_new(broken, json_pack("{s:s,s:s}", "file", e->path,
                                                               "error", e->error_msg));
-            else if (table) fprintf(out, "%s: ERROR %s\n", e->path, e->error_msg);
+            else if (table) {
+                char p1[1024], p2[4096];
+                fprintf(out, "%s: ERROR %s\n", qfs_escape_ctl(e->path, p1, sizeof p1),
+                        qfs_escape_ctl(e->error_msg ? e->error_msg : "", p2, sizeof p2));
+            }
             continue;
         }
-        if (table) fprintf(out, "# %s\n", e->path);
+        char safe_path[1024];
+        if (table) fprintf(out, "# %s\n", qfs_escape_ctl(e->path, safe_path, sizeof safe_path));
         outputs_index ix;
         if (outputs_index_build(&e->plan, e->st_file.n_tensors, &ix)) {
             outputs_index_free(&ix);
@@ -193,9 +198,12 @@ static int walk(const qfs_model *m, const qfs_inspect_options *o, FILE *out, jso
                 json_array_append_new(rows, row);
             } else if (table) {
                 snprintf(dt, sizeof dt, "%s -> %s", qfs_dtype_name(s->dtype), dtypes);
-                fprintf(out, "%-56s %-14s %-24s %11llu %11llu  %s%s\n", s->name, shape, dt,
+                /* Names and reasons (which quote names) are data: no raw control bytes. */
+                char safe_name[4096], safe_why[4400];
+                fprintf(out, "%-56s %-14s %-24s %11llu %11llu  %s%s\n",
+                        qfs_escape_ctl(s->name, safe_name, sizeof safe_name), shape, dt,
                         (unsigned long long)(s->end - s->begin), (unsigned long long)vb, errcol,
-                        why);
+                        qfs_escape_ctl(why, safe_why, sizeof safe_why));
             }
         }
         outputs_index_free(&ix);

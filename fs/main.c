@@ -72,14 +72,18 @@ static void log_msg(int priority, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (priority <= LOG_WARNING && logged_before(msg)) return;
+    /* Messages carry tensor and file names: their control characters must not reach a
+     * terminal or split a log line (qfs_escape_ctl). */
+    char safe[4 * sizeof msg];
+    qfs_escape_ctl(msg, safe, sizeof safe);
     if (log_syslog) {
-        syslog(priority, "%s", msg);
+        syslog(priority, "%s", safe);
         return;
     }
     char prefix[8] = "";
     if (log_journal) snprintf(prefix, sizeof prefix, "<%d>", priority);
     fprintf(stderr, "%squarkfs: %s%s\n", prefix, priority <= LOG_ERR ? "error: " :
-            priority == LOG_WARNING ? "warning: " : priority == LOG_DEBUG ? "debug: " : "", msg);
+            priority == LOG_WARNING ? "warning: " : priority == LOG_DEBUG ? "debug: " : "", safe);
 }
 
 /* "error", "warning", "info", "debug" (and the syslog spellings err, warn): a syslog priority,
@@ -596,8 +600,10 @@ static void export_progress(void *ctx, uint64_t done, uint64_t total, const char
     double t = now_s();
     if (!p->tty || (t - p->last < 0.2 && done < total)) return;
     p->last = t;
+    char safe[1024];
     fprintf(stderr, "\r\033[Kexport: %6.1f%%  %llu / %llu MiB  %s", total ? 100.0 * (double)done / (double)total : 100.0,
-            (unsigned long long)(done >> 20), (unsigned long long)(total >> 20), file);
+            (unsigned long long)(done >> 20), (unsigned long long)(total >> 20),
+            qfs_escape_ctl(file, safe, sizeof safe));
     if (done >= total) fputc('\n', stderr);
 }
 
@@ -1062,8 +1068,12 @@ static int cmd_status(int argc, char **argv)
         json_dumpf(st, stdout, JSON_INDENT(2));
         putchar('\n');
     } else {
-        printf("%s: %s (spec %s, format %s), disk cache %s\n", mnt,
-               json_string_value(json_object_get(st, "source")),
+        const char *source = json_string_value(json_object_get(st, "source"));
+        char safe_mnt[PATH_MAX * 4], safe_src[PATH_MAX * 4];
+        printf("%s: %s (spec %s, format %s), disk cache %s\n",
+               qfs_escape_ctl(mnt, safe_mnt, sizeof safe_mnt),
+               source ? qfs_escape_ctl(source, safe_src, sizeof safe_src)
+                      : "(source shown to the mount's owner only)",
                json_string_value(json_object_get(st, "spec")),
                json_string_value(json_object_get(st, "format")),
                json_is_true(json_object_get(st, "disk_cache")) ? "on" : "off");

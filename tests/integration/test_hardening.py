@@ -465,5 +465,61 @@ def many_tensors_mount_fast():
     print("    %d tensors: mounted in %.1f s, %d tensors in the view" % (n, took, len(header) - 1))
 
 
+# ---------------------------------------------------------------------------------------------
+# Names are data
+# ---------------------------------------------------------------------------------------------
+
+EVIL_Q = "model.layers.0.\x1b[31mred\x1b[0m\x9b2J.weight"             # quantized (int8)
+EVIL_P = "norm\nquarkfs: error: forged line\r\x07.weight"             # 1-D: stays as is
+EVIL_FILE = "tok\nquarkfs: error: forged file line\x1b]0;title\x07"   # a FIFO: left out
+
+
+def evil_names_model():
+    out = q.tmpdir("evil")
+    hdr = {EVIL_Q: {"dtype": "BF16", "shape": [16, 32], "data_offsets": [0, 1024]},
+           EVIL_P: {"dtype": "F32", "shape": [4], "data_offsets": [1024, 1040]}}
+    h = json.dumps(hdr, separators=(",", ":")).encode()    # \u escapes: valid JSON
+    h += b" " * (-len(h) % 8)
+    data = bytes((i * 37) % 251 for i in range(1024)) + struct.pack("<4f", 1, 2, 3, 4)
+    with open(os.path.join(out, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + data)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump({"model_type": "llama"}, f)
+    os.mkfifo(os.path.join(out, EVIL_FILE))
+    return out
+
+
+def assert_no_control(text, what):
+    """No control character but the line ends, no forged line, no C1 CSI."""
+    bad = sorted({"%r" % c for c in text if (ord(c) < 0x20 and c != "\n") or 0x7f <= ord(c) < 0xa0})
+    assert not bad, "%s holds control characters %s:\n%r" % (what, bad, text[-3000:])
+    forged = [l for l in text.splitlines() if l.startswith("quarkfs: error: forged")]
+    assert not forged, "%s: forged lines %r" % (what, forged)
+
+
+@q.test
+def control_characters_in_names_escaped():
+    """Tensor and file names holding ESC/CSI sequences, BEL, CR and newlines: the inspect table
+    and the mount's log (log=debug names every tensor) show them escaped, on one line; the
+    JSON of inspect and the view's own header keep them exactly."""
+    src = evil_names_model()
+    res = q.quarkfs("inspect", "--spec", "int8", src)
+    assert res.returncode == 0, res
+    assert_no_control(res.stdout + res.stderr, "inspect's table")
+    assert "\\x1b[31mred" in res.stdout and "\\u009b2J" in res.stdout, res.stdout
+    res = q.quarkfs("inspect", "--spec", "int8", src, "--json")
+    assert res.returncode == 0, res
+    names = {t["name"] for t in json.loads(res.stdout)["tensors"]}
+    assert names == {EVIL_Q, EVIL_P}, names
+    with q.mounted(src, "int8", opts=["log=debug"]) as m:
+        with open(m.p("model.safetensors"), "rb") as f:
+            hlen = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(hlen))
+        log = m.log()
+    assert EVIL_P in header and EVIL_Q in header, sorted(header)
+    assert_no_control(log, "the mount's log")
+    assert "tok\\x0aquarkfs: error: forged file line" in log, log
+
+
 if __name__ == "__main__":
     q.main()

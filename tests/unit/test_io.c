@@ -145,12 +145,31 @@ static void test_open_regular(void **state)
     rmdir(dir);
 }
 
+/* qfs_escape_ctl: control bytes, DEL, C1 controls in UTF-8 and invalid bytes escaped; valid
+ * UTF-8 kept; never writes past out_len nor cuts an escape in half. */
+static void test_escape_ctl(void **state)
+{
+    (void)state;
+    char out[64];
+    assert_string_equal(qfs_escape_ctl("a\nb\rc", out, sizeof out), "a\\x0ab\\x0dc");
+    assert_string_equal(qfs_escape_ctl("\x1b[31mred\x7f", out, sizeof out), "\\x1b[31mred\\x7f");
+    assert_string_equal(qfs_escape_ctl("\xc3\xa9t\xc3\xa9 \xe2\x98\x83", out, sizeof out),
+                        "\xc3\xa9t\xc3\xa9 \xe2\x98\x83");
+    assert_string_equal(qfs_escape_ctl("x\xc2\x9by\xc2\xa0", out, sizeof out), "x\\u009by\xc2\xa0");
+    assert_string_equal(qfs_escape_ctl("\xff\xc3(\xed\xa0\x80", out, sizeof out),
+                        "\\xff\\xc3(\\xed\\xa0\\x80");
+    assert_string_equal(qfs_escape_ctl("abcdef", out, 4), "abc");
+    assert_string_equal(qfs_escape_ctl("ab\n", out, 5), "ab");
+    assert_string_equal(qfs_escape_ctl("", out, 1), "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_guard_truncated_file),
         cmocka_unit_test(test_guard_ignores_other_addresses),
         cmocka_unit_test(test_open_regular),
+        cmocka_unit_test(test_escape_ctl),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1031,8 +1031,15 @@ static int read_mount_json(const char *mnt, const char *attr, json_t **out)
     char buf[65536];
     ssize_t n = getxattr(mnt, attr, buf, sizeof buf - 1);
     if (n < 0) {
-        fprintf(stderr, "quarkfs: %s: %s (is it a quarkfs mountpoint?)\n", mnt,
-                errno == ENODATA || errno == ENOTSUP ? "no quarkfs counters" : strerror(errno));
+        int e = errno;
+        char safe[PATH_MAX * 4];
+        qfs_escape_ctl(mnt, safe, sizeof safe);
+        if (e == EPERM)
+            fprintf(stderr, "quarkfs: %s: %s: only the mount's owner or root may do this\n", safe,
+                    strerror(e));
+        else
+            fprintf(stderr, "quarkfs: %s: %s (is it a quarkfs mountpoint?)\n", safe,
+                    e == ENODATA || e == ENOTSUP ? "no quarkfs counters" : strerror(e));
         return 1;
     }
     buf[n] = '\0';

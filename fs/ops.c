@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/statvfs.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -328,7 +329,7 @@ static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 }
 
 /* The counters of `quarkfs status` (keys named as the issue asks). */
-static char *status_json(qfs_fs *fs)
+static char *status_json(qfs_fs *fs, bool with_source)
 {
     qfs_engine_stats st;
     qfs_engine_get_stats(fs->engine, &st);
@@ -348,6 +349,7 @@ static char *status_json(qfs_fs *fs)
         "disk_cache", st.disk_cache,
         "warm", "tensors", (json_int_t)st.warm_jobs, "tensors_done", (json_int_t)st.warm_done,
         "bytes", (json_int_t)st.warm_bytes, "bytes_done", (json_int_t)st.warm_bytes_done);
+    if (doc && !with_source) json_object_del(doc, "source");
     char *s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     return s;
@@ -374,8 +376,17 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
         fuse_reply_err(req, ENODATA);
         return;
     }
+    /* With allow_other, any user reaches these: a warm-up spends the owner's CPU and cache,
+     * and the source path is the owner's business. Only the mount's owner (the daemon's
+     * user) and root start one or see SRC; others get the counters. */
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    bool owner = ctx->uid == 0 || ctx->uid == getuid();
+    if (warm && !owner) {
+        fuse_reply_err(req, EPERM);
+        return;
+    }
     if (warm && size) start_warm(fs);   /* not on the size probe: once per real request */
-    char *s = status_json(fs);
+    char *s = status_json(fs, owner);
     if (!s) {
         fuse_reply_err(req, ENOMEM);
         return;

@@ -521,5 +521,48 @@ def control_characters_in_names_escaped():
     assert "tok\\x0aquarkfs: error: forged file line" in log, log
 
 
+# ---------------------------------------------------------------------------------------------
+# The control xattrs of an allow_other mount
+# ---------------------------------------------------------------------------------------------
+
+XATTR_PROBE = r"""
+import errno, json, os, sys
+out = {}
+for name in ("user.quarkfs.status", "user.quarkfs.warm"):
+    try:
+        out[name] = json.loads(os.getxattr(sys.argv[1], name))
+    except OSError as e:
+        out[name] = errno.errorcode.get(e.errno, str(e.errno))
+print(json.dumps(out))
+"""
+
+
+def xattrs_as(mnt, wrapper=()):
+    res = q.run(list(wrapper) + [q.PY, "-c", XATTR_PROBE, mnt], timeout=60)
+    assert res.returncode == 0, res
+    return json.loads(res.stdout)
+
+
+@q.test
+def control_xattrs_owner_only():
+    """On an allow_other mount made by root, another user asking for user.quarkfs.warm gets
+    EPERM and starts nothing; its status has the counters but not the source path. Root gets
+    both, and its warm-up runs."""
+    src, files = expected_view()
+    os.chmod(q.TMP, 0o755)
+    with q.mounted(src, "int8", opts=["allow_other"]) as m:
+        other = xattrs_as(m.path, AS_ATTACKER)
+        st = status_of(m.path)
+        assert other["user.quarkfs.warm"] == "EPERM", other
+        status = other["user.quarkfs.status"]
+        assert isinstance(status, dict) and "source" not in status, status
+        assert status["spec"] == "int8" and "tensors_quantized" in status, status
+        assert st["warm"]["tensors"] == 0 and st["tensors_quantized"] == 0, st
+        assert st["source"] == os.path.realpath(src), st
+        mine = xattrs_as(m.path)
+        assert mine["user.quarkfs.status"]["source"] == os.path.realpath(src), mine
+        assert mine["user.quarkfs.warm"]["warm"]["tensors"] > 0, mine
+
+
 if __name__ == "__main__":
     q.main()

@@ -564,5 +564,88 @@ def control_xattrs_owner_only():
         assert mine["user.quarkfs.warm"]["warm"]["tensors"] > 0, mine
 
 
+# ---------------------------------------------------------------------------------------------
+# allow_other: the source's permissions now, ACLs included
+# ---------------------------------------------------------------------------------------------
+
+def deny_acl(path, uid):
+    """A POSIX access ACL on path (mode 0644 otherwise) that gives uid nothing; raises Skip
+    where the filesystem has no ACLs. Written as the kernel's xattr (no setfacl needed)."""
+    ent = struct.Struct("<HHI")
+    none = 0xFFFFFFFF
+    blob = struct.pack("<I", 2) + b"".join(ent.pack(*e) for e in (
+        (0x01, 6, none), (0x02, 0, uid), (0x04, 4, none), (0x10, 4, none), (0x20, 4, none)))
+    try:
+        os.setxattr(path, "system.posix_acl_access", blob)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
+            raise q.Skip("no POSIX ACLs on %s's filesystem" % path)
+        raise
+
+
+READ_AS = r"""
+import errno, hashlib, json, os, sys
+out = {}
+for p in sys.argv[1:]:
+    try:
+        if os.path.isdir(p):
+            out[p] = sorted(os.listdir(p))
+        else:
+            with open(p, "rb") as f: out[p] = hashlib.sha256(f.read()).hexdigest()
+    except OSError as e:
+        out[p] = errno.errorcode.get(e.errno, str(e.errno))
+print(json.dumps(out))
+"""
+
+
+def read_as_attacker(*paths):
+    res = q.run(AS_ATTACKER + [q.PY, "-c", READ_AS] + list(paths), timeout=60)
+    assert res.returncode == 0, res
+    return json.loads(res.stdout)
+
+
+@q.test
+def allow_other_follows_source_permissions_now():
+    """An allow_other view gives another user a file only if the source gives it now: a
+    passthrough file and a shard whose ACL denies uid 12345 answer EACCES to it (mode bits
+    0644 say yes); a file chmod'ed 0600 and a directory chmod'ed 0700 after the mount answer
+    EACCES from then on; the rest reads right, and root reads everything."""
+    src = demo_copy()
+    os.chmod(q.TMP, 0o755)
+    os.chmod(src, 0o755)
+    for name in ("shared.txt", "acl.txt", "later.txt"):
+        with open(os.path.join(src, name), "w") as f:
+            f.write("%s: bytes\n" % name)
+        os.chmod(os.path.join(src, name), 0o644)
+    os.mkdir(os.path.join(src, "sub"), 0o755)
+    with open(os.path.join(src, "sub", "f.txt"), "w") as f:
+        f.write("in sub\n")
+    os.chmod(os.path.join(src, "sub", "f.txt"), 0o644)
+    shard = "model-00001-of-00002.safetensors"
+    os.chmod(os.path.join(src, shard), 0o644)
+    deny_acl(os.path.join(src, "acl.txt"), ATTACKER)
+    deny_acl(os.path.join(src, shard), ATTACKER)
+    with q.mounted(src, "int8", opts=["allow_other"]) as m:
+        want = {rel: q.sha256(os.path.join(src, rel)) for rel in ("shared.txt", "later.txt")}
+        got = read_as_attacker(m.p("shared.txt"), m.p("later.txt"), m.p("acl.txt"), m.p(shard),
+                               m.p("sub", "f.txt"), m.p("config.json"))
+        assert got[m.p("shared.txt")] == want["shared.txt"], got
+        assert got[m.p("later.txt")] == want["later.txt"], got
+        assert got[m.p("acl.txt")] == "EACCES", got
+        assert got[m.p(shard)] == "EACCES", got
+        assert len(got[m.p("config.json")]) == 64, got
+        os.chmod(os.path.join(src, "later.txt"), 0o600)
+        os.chmod(os.path.join(src, "sub"), 0o700)
+        got = read_as_attacker(m.p("later.txt"), m.p("sub", "f.txt"), m.p("sub"),
+                               m.p("shared.txt"))
+        assert got[m.p("later.txt")] == "EACCES", got
+        assert got[m.p("sub", "f.txt")] == "EACCES", got
+        assert got[m.p("sub")] == "EACCES", got
+        assert got[m.p("shared.txt")] == want["shared.txt"], got
+        for rel in ("acl.txt", "later.txt", shard, "sub/f.txt"):   # root: everything
+            q.read_bytes(m.p(rel))
+        assert m.proc.poll() is None, m.log()
+
+
 if __name__ == "__main__":
     q.main()

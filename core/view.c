@@ -67,17 +67,16 @@ static int read_tensors(qfs_entry *e, qfs_engine *eng, uint8_t *buf, size_t len,
             if (rc == 0)
                 rc = read_source(e->source.fd, e->src_path, buf, n,
                                  e->st_file.data_start + s->begin + in, err);
+        } else if (t->role != QFS_ROLE_WEIGHT) {
+            rc = qfs_engine_read_scales(eng, &e->source, t->job, t->job_offset + in, n, buf, err);
         } else {
             const uint8_t *data;
-            qfs_part part = t->role == QFS_ROLE_WEIGHT ? QFS_PART_WEIGHT : QFS_PART_SCALES;
-            rc = qfs_engine_acquire(eng, &e->source, t->job, part, t->job_offset + in,
+            rc = qfs_engine_acquire(eng, &e->source, t->job, QFS_PART_WEIGHT, t->job_offset + in,
                                     t->job_offset + in + n, &data, err);
             if (rc == 0) {
                 memcpy(buf, data + t->job_offset + in, n);
-                if (part == QFS_PART_WEIGHT) {
-                    qfs_engine_release(eng, &e->source, t->job);
-                    last_job = t->job;
-                }
+                qfs_engine_release(eng, &e->source, t->job);
+                last_job = t->job;
             }
         }
         if (rc) return rc;

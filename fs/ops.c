@@ -401,7 +401,7 @@ static char *status_json(qfs_fs *fs, bool with_source)
     qfs_engine_stats st;
     qfs_engine_get_stats(fs->engine, &st);
     json_t *doc = json_pack(
-        "{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:b,s:{s:I,s:I,s:I,s:I}}",
+        "{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:{s:I,s:I,s:I,s:I}}",
         "source", fs->model->src_root, "spec", fs->model->opts.spec->name,
         "format", qfs_format_name(fs->model->opts.format),
         "tensors_quantized", (json_int_t)st.tensors_quantized,
@@ -413,6 +413,8 @@ static char *status_json(qfs_fs *fs, bool with_source)
         "disk_writes", (json_int_t)st.disk_writes, "evictions", (json_int_t)st.evictions,
         "weights_in_bands", (json_int_t)st.weights_in_bands,
         "early_reads", (json_int_t)st.early_reads,
+        "scales_bytes", (json_int_t)st.scales_bytes,
+        "scales_evictions", (json_int_t)st.scales_evictions,
         "disk_cache", st.disk_cache,
         "warm", "tensors", (json_int_t)st.warm_jobs, "tensors_done", (json_int_t)st.warm_done,
         "bytes", (json_int_t)st.warm_bytes, "bytes_done", (json_int_t)st.warm_bytes_done);

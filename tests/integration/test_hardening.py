@@ -706,8 +706,35 @@ def scales_within_cache_mem():
     src = llama_shapes_model()
     with q.mounted(src, "uint4-g32") as m:          # default cache_mem: nothing dropped
         want = read_sha(m.p("model.safetensors"))
+        with open(m.p("model.safetensors"), "rb") as f:
+            head = f.read(48 << 20)                  # every scale and the first weights
         st = status_of(m.path)
         assert st["scales_evictions"] == 0, st
+    # 8 threads read random ranges of the scales while they are dropped and made again.
+    with q.mounted(src, "uint4-g32", opts=["cache_mem=16M"]) as m:
+        fd = os.open(m.p("model.safetensors"), os.O_RDONLY | os.O_DIRECT)
+        wrong, errors = [], []
+
+        def reader(seed):
+            import mmap
+            import random
+            rng = random.Random(seed)
+            buf = mmap.mmap(-1, 1 << 20)
+            try:
+                for _ in range(40):
+                    off = rng.randrange(0, len(head) - (1 << 20)) & ~4095
+                    n = os.preadv(fd, [buf], off)
+                    if buf[:n] != head[off:off + n]:
+                        wrong.append(off)
+            except OSError as exc:
+                errors.append(exc)
+        ts = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        os.close(fd)
+        st = status_of(m.path)
+    assert not wrong and not errors, (wrong[:5], errors[:5])
+    assert st["scales_evictions"] > 0, st
     # Without meson's MALLOC_PERTURB_, which makes freed heap pages resident (test_cache.py).
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_PERTURB_"}
     with q.mounted(src, "uint4-g32", opts=["cache_mem=16M"], env=env) as m:

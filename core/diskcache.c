@@ -21,6 +21,8 @@
 #define ENTRY_VERSION 1u
 #define STALE_TMP_SECONDS 600     /* a temporary file this old belongs to a dead writer */
 #define TRIM_TO 0.9               /* trimming goes 10% below the budget, not to the edge */
+#define LOCK_WAIT_SECONDS 5.0     /* longest wait for another process computing the same tensor */
+#define LOCK_TRY_ONLY_SECONDS 60.0   /* after a wait ran out: try locks, do not wait */
 
 /* On-disk header, little-endian, followed by the scales part then the weight part. */
 typedef struct entry_header {
@@ -33,6 +35,8 @@ typedef struct entry_header {
 
 struct qfs_diskcache {
     char *dir;
+    int dfd, tfd, lfd, vfd;            /* the directory, tmp/, locks/, v1/ (opened, checked) */
+    struct timespec lock_gave_up;      /* the last lock wait that ran out (0: none) */
     uint64_t max_bytes;
     pthread_mutex_t lock;
     uint64_t used;                     /* this process's estimate; trimming rescans */
@@ -57,13 +61,103 @@ static void key_hex(const qfs_cache_key *k, char out[33])
     for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", k->bytes[i]);
 }
 
-static int entry_path(const qfs_diskcache *c, const qfs_cache_key *k, const char *ext, char *buf,
-                      size_t len)
+static void entry_name(const qfs_cache_key *k, char sub[3], char name[40])
 {
     char hex[33];
     key_hex(k, hex);
-    int n = snprintf(buf, len, "%s/v%u/%.2s/%s%s", c->dir, ENTRY_VERSION, hex, hex, ext);
-    return n > 0 && (size_t)n < len ? 0 : -ENAMETOOLONG;
+    memcpy(sub, hex, 2);
+    sub[2] = '\0';
+    snprintf(name, 40, "%s.qfs", hex);
+}
+
+/* Who may have written a file or directory of the cache: this process's user, or root (a
+ * cache baked into an image). Anyone else could forge an entry and recompute its checksums. */
+static bool trusted_owner(const struct stat *sb)
+{
+    return sb->st_uid == geteuid() || sb->st_uid == 0;
+}
+
+/* A directory of the cache (the top one, tmp, locks, v1, v1/XX): a real directory, trusted
+ * owner, and no one else may create, rename or delete in it. */
+static bool trusted_dir(const struct stat *sb)
+{
+    return S_ISDIR(sb->st_mode) && trusted_owner(sb) && !(sb->st_mode & (S_IWGRP | S_IWOTH));
+}
+
+/* Removes name under dirfd whatever it is (a directory with its contents), never following a
+ * symlink, so nothing outside dirfd is touched. */
+static void remove_tree_at(int dirfd, const char *name, int depth)
+{
+    if (unlinkat(dirfd, name, 0) == 0 || (errno != EISDIR && errno != EPERM) || depth > 16)
+        return;
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            remove_tree_at(fd, de->d_name, depth + 1);
+    closedir(d);
+    unlinkat(dirfd, name, AT_REMOVEDIR);
+}
+
+/* Opens the subdirectory name of dirfd (creating it with mode 0700 if create), without
+ * following a symlink. Something else in its place (a symlink, a file, a FIFO) is removed and
+ * the directory made; a directory that is not trusted_dir is refused (-EPERM). fd or -errno. */
+static int open_subdir(int dirfd, const char *name, bool create)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (create && mkdirat(dirfd, name, 0700) != 0 && errno != EEXIST) return -errno;
+        int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            if ((e == ELOOP || e == ENOTDIR) && create && attempt == 0) {
+                remove_tree_at(dirfd, name, 0);   /* not a directory: never followed */
+                continue;
+            }
+            return -e;
+        }
+        struct stat sb;
+        if (fstat(fd, &sb) != 0 || !trusted_dir(&sb)) {
+            close(fd);
+            return -EPERM;
+        }
+        return fd;
+    }
+    return -ELOOP;
+}
+
+/* Opens name in dirfd without blocking and without following a symlink: O_PATH first, and the
+ * file itself (flags: O_RDONLY or O_RDWR) only if it is a regular file with a trusted owner
+ * that no one else may write. *sb receives what was found. fd; -EPERM for anything else (the
+ * caller removes it), -errno otherwise. */
+static int open_entry_file(int dirfd, const char *name, int flags, struct stat *sb)
+{
+    int pfd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (pfd < 0) return -errno;
+    if (fstat(pfd, sb) != 0 || !S_ISREG(sb->st_mode) || !trusted_owner(sb) ||
+        (sb->st_mode & (S_IWGRP | S_IWOTH))) {
+        close(pfd);
+        return -EPERM;
+    }
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", pfd);
+    int fd = open(proc, flags | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0 && (errno == ENOENT || errno == ENOTDIR))
+        fd = openat(dirfd, name, flags | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+    int e = errno;
+    close(pfd);
+    if (fd < 0) return -e;
+    struct stat now;
+    if (fstat(fd, &now) != 0 || now.st_dev != sb->st_dev || now.st_ino != sb->st_ino) {
+        close(fd);
+        return -EPERM;
+    }
+    return fd;
 }
 
 static int mkdir_p(const char *path)
@@ -73,14 +167,48 @@ static int mkdir_p(const char *path)
     for (char *p = tmp + 1; *p; p++) {
         if (*p != '/') continue;
         *p = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -errno;
+        if (mkdir(tmp, 0700) != 0 && errno != EEXIST) return -errno;
         *p = '/';
     }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -errno;
+    if (mkdir(tmp, 0700) != 0 && errno != EEXIST) return -errno;
     return 0;
 }
 
-typedef struct cached_file { char *path; time_t mtime; off_t size; } cached_file;
+/* The cache directory is trusted as ssh and ccache trust a home directory: every directory
+ * from / down to it is owned by root or this user and, unless sticky, writable by no one
+ * else; the directory itself is a trusted_dir. 0, or -EPERM with err saying which level. */
+static int check_path_trusted(const char *real, qfs_error *err)
+{
+    char prefix[PATH_MAX];
+    size_t n = strlen(real);
+    for (size_t len = 1; len <= n; len++) {   /* "/", "/a", "/a/b", ..., real */
+        if (len != 1 && len != n && real[len] != '/') continue;
+        memcpy(prefix, real, len);
+        prefix[len] = '\0';
+        struct stat sb;
+        if (lstat(prefix, &sb) != 0) {
+            int e = errno;
+            qfs_error_set(err, "cache directory %s: %s: %s", real, prefix, strerror(e));
+            return -e;
+        }
+        bool last = len == n;
+        bool others_write = sb.st_mode & (S_IWGRP | S_IWOTH);
+        if (!S_ISDIR(sb.st_mode) || !trusted_owner(&sb) ||
+            (others_write && (last || !(sb.st_mode & S_ISVTX)))) {
+            qfs_error_set(err, "cache directory %s: %s is %s (owner uid %u, mode %04o): another "
+                          "user could forge its entries; not used (make every level owned by "
+                          "uid %u or root and writable by no one else, e.g. chmod 0700)",
+                          real, prefix, !S_ISDIR(sb.st_mode) ? "not a directory"
+                          : !trusted_owner(&sb) ? "owned by another user" : "writable by others",
+                          (unsigned)sb.st_uid, (unsigned)(sb.st_mode & 07777),
+                          (unsigned)geteuid());
+            return -EPERM;
+        }
+    }
+    return 0;
+}
+
+typedef struct cached_file { char sub[3]; char name[40]; time_t mtime; off_t size; } cached_file;
 
 static int cmp_mtime(const void *a, const void *b)
 {
@@ -88,31 +216,36 @@ static int cmp_mtime(const void *a, const void *b)
     return x->mtime < y->mtime ? -1 : x->mtime > y->mtime;
 }
 
-/* Lists every entry file (v1/XX/KEY.qfs) with its mtime and size, and their total size. */
+/* Lists every entry file (v1/XX/KEY.qfs: regular files only, found without following a
+ * symlink) with its mtime and size, and their total size. */
 static int scan(qfs_diskcache *c, cached_file **out, size_t *n_out, uint64_t *total)
 {
-    char vdir[PATH_MAX];
-    snprintf(vdir, sizeof vdir, "%s/v%u", c->dir, ENTRY_VERSION);
     size_t n = 0, cap = 0;
     cached_file *files = NULL;
     *total = 0;
-    DIR *d = opendir(vdir);
-    if (!d) return -errno;
+    int vfd = openat(c->vfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);   /* own offset */
+    if (vfd < 0) return -errno;
+    DIR *d = fdopendir(vfd);
+    if (!d) {
+        close(vfd);
+        return -errno;
+    }
     struct dirent *sub;
     while ((sub = readdir(d))) {
         if (sub->d_name[0] == '.' || strlen(sub->d_name) != 2) continue;
-        char sdir[PATH_MAX];
-        if (snprintf(sdir, sizeof sdir, "%s/%s", vdir, sub->d_name) >= (int)sizeof sdir) continue;
-        DIR *s = opendir(sdir);
-        if (!s) continue;
+        int sfd = open_subdir(c->vfd, sub->d_name, false);
+        if (sfd < 0) continue;
+        DIR *s = fdopendir(sfd);
+        if (!s) {
+            close(sfd);
+            continue;
+        }
         struct dirent *de;
         while ((de = readdir(s))) {
             size_t l = strlen(de->d_name);
-            if (l < 5 || strcmp(de->d_name + l - 4, ".qfs") != 0) continue;
-            char path[PATH_MAX];
             struct stat sb;
-            if (snprintf(path, sizeof path, "%s/%s", sdir, de->d_name) >= (int)sizeof path ||
-                stat(path, &sb) != 0)
+            if (l != 36 || strcmp(de->d_name + l - 4, ".qfs") != 0 ||
+                fstatat(sfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode))
                 continue;
             *total += (uint64_t)sb.st_size;
             if (!out) continue;
@@ -121,10 +254,11 @@ static int scan(qfs_diskcache *c, cached_file **out, size_t *n_out, uint64_t *to
                 if (!nf) break;
                 files = nf;
             }
-            files[n].path = strdup(path);
+            memcpy(files[n].sub, sub->d_name, 3);
+            memcpy(files[n].name, de->d_name, l + 1);
             files[n].mtime = sb.st_mtime;
             files[n].size = sb.st_size;
-            if (files[n].path) n++;
+            n++;
         }
         closedir(s);
     }
@@ -138,19 +272,20 @@ static int scan(qfs_diskcache *c, cached_file **out, size_t *n_out, uint64_t *to
 
 static void remove_stale_tmp(const qfs_diskcache *c)
 {
-    char tdir[PATH_MAX];
-    snprintf(tdir, sizeof tdir, "%s/tmp", c->dir);
-    DIR *d = opendir(tdir);
-    if (!d) return;
+    int tfd = openat(c->tfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = tfd >= 0 ? fdopendir(tfd) : NULL;
+    if (!d) {
+        if (tfd >= 0) close(tfd);
+        return;
+    }
     time_t now = time(NULL);
     struct dirent *de;
     while ((de = readdir(d))) {
-        char path[PATH_MAX];
         struct stat sb;
-        if (de->d_name[0] == '.' ||
-            snprintf(path, sizeof path, "%s/%s", tdir, de->d_name) >= (int)sizeof path)
-            continue;
-        if (stat(path, &sb) == 0 && now - sb.st_mtime > STALE_TMP_SECONDS) unlink(path);
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+        if (fstatat(c->tfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+            (!S_ISREG(sb.st_mode) || now - sb.st_mtime > STALE_TMP_SECONDS))
+            remove_tree_at(c->tfd, de->d_name, 0);
     }
     closedir(d);
 }
@@ -165,20 +300,49 @@ int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out,
         return -ENOMEM;
     }
     c->max_bytes = max_bytes;
+    c->dfd = c->tfd = c->lfd = c->vfd = -1;
     pthread_mutex_init(&c->lock, NULL);
-    char sub[PATH_MAX];
-    int rc = 0;
-    const char *subs[] = {"tmp", "locks", "v1"};
-    for (size_t i = 0; i < 3 && rc == 0; i++) {
-        snprintf(sub, sizeof sub, "%s/%s", dir, subs[i]);
-        rc = mkdir_p(sub);
+    int rc = mkdir_p(dir);
+    char real[PATH_MAX];
+    if (!realpath(dir, real)) {
+        int e = errno;
+        qfs_error_set(err, "cache directory %s: %s", dir, strerror(rc ? -rc : e));
+        qfs_diskcache_close(c);
+        return rc ? rc : -e;
     }
-    snprintf(sub, sizeof sub, "%s/tmp", dir);
-    if (rc == 0 && access(sub, W_OK) != 0) rc = -errno;
+    int trc = check_path_trusted(real, err);
+    if (trc == 0) {
+        c->dfd = open(real, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        struct stat sb;
+        if (c->dfd < 0) trc = -errno;
+        else if (fstat(c->dfd, &sb) != 0 || !trusted_dir(&sb)) trc = -EPERM;
+        if (trc) qfs_error_set(err, "cache directory %s: %s", dir, strerror(-trc));
+    }
+    if (trc) {
+        qfs_diskcache_close(c);
+        return trc;
+    }
+    rc = 0;
+    const char *subs[] = {"tmp", "locks", "v1"};
+    int *fds[] = {&c->tfd, &c->lfd, &c->vfd};
+    for (size_t i = 0; i < 3; i++) {
+        int fd = open_subdir(c->dfd, subs[i], true);
+        if (fd < 0) fd = open_subdir(c->dfd, subs[i], false);   /* a read-only directory */
+        if (fd == -EPERM) {
+            qfs_error_set(err, "cache directory %s: %s/ is not a directory owned by uid %u and "
+                          "writable by no one else: another user could forge its entries; "
+                          "not used", dir, subs[i], (unsigned)geteuid());
+            qfs_diskcache_close(c);
+            return -EPERM;
+        }
+        *fds[i] = fd;
+        if (fd < 0 && !rc) rc = fd;
+    }
+    if (c->lfd >= 0) fchmod(c->lfd, 0700);   /* lock files private, also in an older cache */
+    if (rc == 0 && faccessat(c->dfd, "tmp", W_OK, 0) != 0) rc = -errno;
     if (rc) {
         /* A cache that takes no writes (read-only NFS, baked into an image) still serves hits. */
-        snprintf(sub, sizeof sub, "%s/v%u", dir, ENTRY_VERSION);
-        if (access(sub, R_OK | X_OK) != 0) {
+        if (c->vfd < 0) {
             qfs_error_set(err, "cache directory %s: %s", dir, strerror(-rc));
             qfs_diskcache_close(c);
             return rc;
@@ -198,6 +362,9 @@ int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out,
 void qfs_diskcache_close(qfs_diskcache *c)
 {
     if (!c) return;
+    int *fds[] = {&c->dfd, &c->tfd, &c->lfd, &c->vfd};
+    for (size_t i = 0; i < 4; i++)
+        if (*fds[i] >= 0) close(*fds[i]);
     pthread_mutex_destroy(&c->lock);
     free(c->dir);
     free(c);
@@ -223,13 +390,29 @@ static void count(qfs_diskcache *c, uint64_t *field)
 int qfs_diskcache_get(qfs_diskcache *c, const qfs_cache_key *key, void *scales,
                       size_t scales_len, void *weight, size_t weight_len)
 {
-    char path[PATH_MAX];
-    int rc = entry_path(c, key, ".qfs", path, sizeof path);
-    if (rc) return rc;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    char sub[3], name[40];
+    entry_name(key, sub, name);
+    int sfd = open_subdir(c->vfd, sub, false);
+    if (sfd < 0) {
         count(c, &c->stats.misses);
-        return errno == ENOENT ? -ENOENT : -errno;
+        return sfd == -ENOENT || sfd == -EPERM || sfd == -ELOOP || sfd == -ENOTDIR ? -ENOENT
+                                                                                   : sfd;
+    }
+    struct stat sb;
+    int fd = open_entry_file(sfd, name, O_RDONLY, &sb);
+    if (fd == -EPERM) {
+        /* Not a regular file of ours (a directory, FIFO, symlink, another user's file): never
+         * read or waited on, removed so that the entry can be written again. */
+        if (!c->readonly) remove_tree_at(sfd, name, 0);
+        close(sfd);
+        count(c, &c->stats.corrupt);
+        count(c, &c->stats.misses);
+        return -ENOENT;
+    }
+    if (fd < 0) {
+        close(sfd);
+        count(c, &c->stats.misses);
+        return fd;
     }
     entry_header h;
     bool bad = qfs_pread_full(fd, &h, sizeof h, 0) != 0 ||
@@ -246,11 +429,13 @@ int qfs_diskcache_get(qfs_diskcache *c, const qfs_cache_key *key, void *scales,
     close(fd);
     if (bad) {
         /* Truncated, corrupt or foreign (another key, layout or version): never served. */
-        if (!c->readonly) unlink(path);
+        if (!c->readonly) unlinkat(sfd, name, 0);
+        close(sfd);
         count(c, &c->stats.corrupt);
         count(c, &c->stats.misses);
         return -ENOENT;
     }
+    close(sfd);
     count(c, &c->stats.hits);
     return 0;
 }
@@ -264,12 +449,14 @@ static void trim(qfs_diskcache *c)
     if (scan(c, &files, &n, &total) != 0) return;
     qsort(files, n, sizeof *files, cmp_mtime);
     uint64_t goal = (uint64_t)((double)c->max_bytes * TRIM_TO), removed = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (total > goal && unlink(files[i].path) == 0) {
+    for (size_t i = 0; i < n && total > goal; i++) {
+        int sfd = open_subdir(c->vfd, files[i].sub, false);   /* never leaves the directory */
+        if (sfd < 0) continue;
+        if (unlinkat(sfd, files[i].name, 0) == 0) {
             total -= (uint64_t)files[i].size;
             removed++;
         }
-        free(files[i].path);
+        close(sfd);
     }
     free(files);
     pthread_mutex_lock(&c->lock);
@@ -297,17 +484,12 @@ int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *sc
                       size_t scales_len, const void *weight, size_t weight_len)
 {
     if (qfs_diskcache_readonly(c)) return -EROFS;
-    char final[PATH_MAX], tmp[PATH_MAX], hex[33];
-    int rc = entry_path(c, key, ".qfs", final, sizeof final);
-    if (rc) return rc;
+    char sub[3], name[40], tmp[96], hex[33];
+    entry_name(key, sub, name);
     key_hex(key, hex);
-    snprintf(tmp, sizeof tmp, "%s/tmp/%s.%d.%lx", c->dir, hex, (int)getpid(),
-             (unsigned long)pthread_self());
-    char *slash = strrchr(final, '/');
-    *slash = '\0';
-    rc = mkdir_p(final);                  /* the two-hex-digit fan-out directory */
-    *slash = '/';
-    if (rc) return rc;
+    snprintf(tmp, sizeof tmp, "%s.%d.%lx", hex, (int)getpid(), (unsigned long)pthread_self());
+    int sfd = open_subdir(c->vfd, sub, true);   /* the two-hex-digit fan-out directory */
+    if (sfd < 0) return sfd;
     entry_header h;
     memset(&h, 0, sizeof h);
     memcpy(h.magic, ENTRY_MAGIC, 8);
@@ -317,15 +499,28 @@ int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *sc
     h.weight_len = weight_len;
     h.scales_sum = XXH3_64bits(scales, scales_len);
     h.weight_sum = XXH3_64bits(weight, weight_len);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return -errno;
-    rc = qfs_write_full(fd, &h, sizeof h);
+    unlinkat(c->tfd, tmp, 0);   /* a leftover of this pid and thread, or a planted name */
+    int fd = openat(c->tfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int e = errno;
+        close(sfd);
+        return -e;
+    }
+    int rc = qfs_write_full(fd, &h, sizeof h);
     if (!rc) rc = qfs_write_full(fd, scales, scales_len);
     if (!rc) rc = qfs_write_full(fd, weight, weight_len);
     if (close(fd) != 0 && !rc) rc = -errno;
-    if (!rc && rename(tmp, final) != 0) rc = -errno;   /* atomic: readers see all or nothing */
+    if (!rc) {
+        /* A directory in the entry's place would make every rename fail: remove it first. */
+        struct stat sb;
+        if (fstatat(sfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode))
+            remove_tree_at(sfd, name, 0);
+        /* atomic: readers see all or nothing; a symlink there is replaced, never followed */
+        if (renameat(c->tfd, tmp, sfd, name) != 0) rc = -errno;
+    }
+    close(sfd);
     if (rc) {
-        unlink(tmp);
+        unlinkat(c->tfd, tmp, 0);
         return rc;
     }
     uint64_t size = sizeof h + scales_len + weight_len;
@@ -338,23 +533,60 @@ int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *sc
     return 0;
 }
 
+static double since(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
 int qfs_diskcache_lock(qfs_diskcache *c, const qfs_cache_key *key, int *fd)
 {
+    *fd = -1;
     if (qfs_diskcache_readonly(c)) return -EROFS;   /* nothing will be written: no lock */
-    char path[PATH_MAX], hex[33];
+    char hex[33];
     key_hex(key, hex);
-    if (snprintf(path, sizeof path, "%s/locks/%s", c->dir, hex) >= (int)sizeof path)
-        return -ENAMETOOLONG;
-    /* Lock files are never removed: unlinking one while another process waits on it would let
-     * a third process lock a new file with the same name. They are empty. */
-    int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (f < 0) return -errno;
-    while (flock(f, LOCK_EX) != 0) {
-        if (errno != EINTR) {
-            int e = errno;
+    /* Lock files are never removed while in use: unlinking one while another process waits on
+     * it would let a third process lock a new file with the same name. They are empty and
+     * private (0600 in a 0700 directory): no other user can hold one. */
+    int f = -1;
+    struct stat sb;
+    for (int attempt = 0; attempt < 2 && f < 0; attempt++) {
+        f = openat(c->lfd, hex, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+        if (f < 0 && errno != ELOOP) return -errno;
+        if (f >= 0 && fstat(f, &sb) == 0 && S_ISREG(sb.st_mode) && trusted_owner(&sb)) break;
+        if (f >= 0) close(f);
+        f = -1;
+        remove_tree_at(c->lfd, hex, 0);   /* a symlink, FIFO or foreign file: not a lock */
+    }
+    if (f < 0) return -EPERM;
+    if ((sb.st_mode & 07777) != 0600) fchmod(f, 0600);
+    /* Never wait without a deadline: a holder may be stopped (Ctrl-Z) or hostile. Past it, the
+     * tensor is computed anyway (entries are renamed into place atomically, so doing the work
+     * twice is harmless); after a wait ran out, locks are only tried for a while, so that one
+     * stuck holder costs one wait, not one per tensor. */
+    pthread_mutex_lock(&c->lock);
+    bool recent = c->lock_gave_up.tv_sec && since(&c->lock_gave_up) < LOCK_TRY_ONLY_SECONDS;
+    pthread_mutex_unlock(&c->lock);
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    long nap_ms = 1;
+    while (flock(f, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        if (e != EWOULDBLOCK && e != EINTR) {
             close(f);
             return -e;
         }
+        if (recent || since(&start) >= LOCK_WAIT_SECONDS) {
+            close(f);
+            pthread_mutex_lock(&c->lock);
+            clock_gettime(CLOCK_MONOTONIC, &c->lock_gave_up);
+            pthread_mutex_unlock(&c->lock);
+            return -ETIMEDOUT;
+        }
+        struct timespec nap = {0, nap_ms * 1000000L};
+        nanosleep(&nap, NULL);
+        if (nap_ms < 50) nap_ms *= 2;
     }
     *fd = f;
     return 0;

@@ -39,7 +39,10 @@ struct qfs_engine {
     uint8_t *scratch;              /* the worker's source buffer (pread mode) */
     size_t scratch_cap;
     qfs_map_guard *guard;          /* mmap mode when set */
-    qfs_cache cache;
+    qfs_cache cache;               /* its budget: cache_mem minus the scales held */
+    size_t cache_mem;
+    qfs_job_slot *sc_head, *sc_tail;   /* slots holding scales, most recently read first */
+    size_t scales_bytes;
     qfs_diskcache *disk;           /* NULL when off or after it failed */
     qfs_engine_log_fn log;
     void *log_ctx;
@@ -145,6 +148,65 @@ static void recycle_served(qfs_engine *e, size_t size)
             return;
         }
     }
+}
+
+/* Scales count in cache_mem: the weights get what the scales leave (lock held). */
+static void set_weight_budget(qfs_engine *e)
+{
+    e->cache.budget = e->cache_mem > e->scales_bytes ? e->cache_mem - e->scales_bytes : 0;
+    e->stats.scales_bytes = e->scales_bytes;
+}
+
+static size_t scales_size(const qfs_job_slot *slot)
+{
+    return (size_t)slot->source->plan->jobs[slot->job].layout.scales_bytes;
+}
+
+static void scales_unlink(qfs_engine *e, qfs_job_slot *slot)
+{
+    if (slot->sc_prev) slot->sc_prev->sc_next = slot->sc_next;
+    else e->sc_head = slot->sc_next;
+    if (slot->sc_next) slot->sc_next->sc_prev = slot->sc_prev;
+    else e->sc_tail = slot->sc_prev;
+    slot->sc_prev = slot->sc_next = NULL;
+}
+
+static void scales_push(qfs_engine *e, qfs_job_slot *slot)
+{
+    slot->sc_prev = NULL;
+    slot->sc_next = e->sc_head;
+    if (e->sc_head) e->sc_head->sc_prev = slot;
+    else e->sc_tail = slot;
+    e->sc_head = slot;
+}
+
+/* Drops the least recently read scales (never those of a running job, which reads them, nor
+ * `keep`) while they take more than half of cache_mem; then shrinks the weights to what is
+ * left (lock held). */
+static void scales_trim(qfs_engine *e, const qfs_job_slot *keep)
+{
+    for (qfs_job_slot *s = e->sc_tail; s && e->scales_bytes > e->cache_mem / 2;) {
+        qfs_job_slot *prev = s->sc_prev;
+        if (s != keep && !s->running) {
+            scales_unlink(e, s);
+            e->scales_bytes -= scales_size(s);
+            free(s->scales);
+            s->scales = NULL;
+            e->stats.scales_evictions++;
+        }
+        s = prev;
+    }
+    set_weight_budget(e);
+    qfs_cache_make_room(&e->cache, 0);
+    pool_trim(e, 0, false);
+}
+
+/* The slot now holds scales (lock held). */
+static void scales_added(qfs_engine *e, qfs_job_slot *slot)
+{
+    e->scales_bytes += scales_size(slot);
+    scales_push(e, slot);
+    scales_trim(e, slot);
 }
 
 /* A pooled buffer of exactly `size` bytes, or NULL (lock held). */
@@ -339,6 +401,7 @@ static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, qfs_job_slot
     pthread_mutex_lock(&e->lock);
     if (!known) {
         slot->scales = sc;   /* the readers of the file's first bytes go on now */
+        scales_added(e, slot);
         *sc_published = true;
     }
     slot->want_band = UINT32_MAX;
@@ -536,7 +599,10 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
     end_bands(slot);
     if (!scales) {}                 /* published by the job itself */
     else if (slot->scales) free(scales);
-    else slot->scales = scales;
+    else {
+        slot->scales = scales;
+        scales_added(e, slot);
+    }
     if (disk_hit) {
         e->stats.disk_hits++;
     } else if (mode != MODE_SCALES) {
@@ -631,6 +697,7 @@ int qfs_engine_create(const qfs_engine_options *o, qfs_engine **out, qfs_error *
     e->log = o->log;
     e->log_ctx = o->log_ctx;
     qfs_cache_init(&e->cache, o->cache_mem, evict_slot, e);
+    e->cache_mem = o->cache_mem;
     int rc = pthread_create(&e->worker, NULL, worker_main, e);
     if (rc) {
         qfs_error_set(err, "cannot start the quantization thread: %s", strerror(rc));
@@ -682,18 +749,12 @@ int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_pa
 {
     qfs_job_slot *slot = &src->slots[job];
     int rc = 0;
-    pthread_mutex_lock(&e->lock);
-    if (part == QFS_PART_SCALES) {
-        if (!slot->scales && !slot->failed) {
-            demand(e, src, job, slot);
-            e->stats.waits++;
-            while (!slot->scales && !slot->failed) pthread_cond_wait(&e->done, &e->lock);
-        }
-        if (slot->scales) *data = slot->scales;   /* valid for the engine's life */
-        else rc = slot_error(slot, err);
-        pthread_mutex_unlock(&e->lock);
-        return rc;
+    if (part != QFS_PART_WEIGHT) {
+        qfs_error_set(err, "%s: internal error: scales are read with qfs_engine_read_scales",
+                      src->path);
+        return -EINVAL;
     }
+    pthread_mutex_lock(&e->lock);
     bool partial = false;
     if (slot->entry.cached) {
         slot->entry.pins++;
@@ -728,6 +789,32 @@ int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_pa
     if (slot->entry.cached || partial) slot->served += need_end - need_begin;
     if (slot->entry.cached || partial) *data = slot->entry.data;
     else rc = slot_error(slot, err);
+    pthread_mutex_unlock(&e->lock);
+    return rc;
+}
+
+int qfs_engine_read_scales(qfs_engine *e, qfs_tensor_source *src, size_t job, uint64_t off,
+                           size_t len, uint8_t *dst, qfs_error *err)
+{
+    qfs_job_slot *slot = &src->slots[job];
+    int rc = 0;
+    pthread_mutex_lock(&e->lock);
+    if (!slot->scales && !slot->failed) e->stats.waits++;
+    /* Asked again at each wake-up: scales made and then dropped before this reader woke up
+     * are simply made again. */
+    while (!slot->scales && !slot->failed) {
+        demand(e, src, job, slot);
+        pthread_cond_wait(&e->done, &e->lock);
+    }
+    if (slot->scales) {
+        memcpy(dst, slot->scales + off, len);
+        if (slot->sc_prev) {   /* most recently read first (the head has no prev) */
+            scales_unlink(e, slot);
+            scales_push(e, slot);
+        }
+    } else {
+        rc = slot_error(slot, err);
+    }
     pthread_mutex_unlock(&e->lock);
     return rc;
 }

@@ -1,6 +1,8 @@
 #include "quarkfs/io.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -51,6 +53,70 @@ int qfs_fd_unchanged(int fd, off_t size, const struct timespec *mtime, const cha
                   "when it was mounted); refused rather than mixed with the old version: "
                   "remount to serve the new one", path);
     return -EIO;
+}
+
+static int check_identity(const struct stat *sb, dev_t want_dev, ino_t want_ino,
+                          const char *path, qfs_error *err)
+{
+    if (!S_ISREG(sb->st_mode)) {
+        qfs_error_set(err, "%s: not a regular file (a FIFO, device, socket or directory is "
+                      "there now); refused, never opened", path);
+        return -EIO;
+    }
+    if (want_ino && (sb->st_dev != want_dev || sb->st_ino != want_ino)) {
+        qfs_error_set(err, "%s: replaced under the mount (another file is there now); refused: "
+                      "remount to serve the new one", path);
+        return -EIO;
+    }
+    return 0;
+}
+
+int qfs_open_regular(const char *path, bool nofollow, dev_t want_dev, ino_t want_ino, int *fd,
+                     qfs_error *err)
+{
+    *fd = -1;
+    int nf = nofollow ? O_NOFOLLOW : 0;
+    int pfd = open(path, O_PATH | O_CLOEXEC | nf);
+    if (pfd < 0) {
+        int en = errno;
+        qfs_error_set(err, "%s: %s", path, strerror(en));
+        return -en;
+    }
+    struct stat sb;
+    int rc = fstat(pfd, &sb) != 0 ? -errno : 0;
+    if (rc) qfs_error_set(err, "%s: %s", path, strerror(-rc));
+    /* O_PATH | O_NOFOLLOW on a symlink gives the link itself: not regular, refused here. */
+    if (!rc) rc = check_identity(&sb, want_dev, want_ino, path, err);
+    if (rc) {
+        close(pfd);
+        return rc;
+    }
+    /* Reopening the checked inode itself leaves no window for the path to change. Without
+     * /proc the path is opened again, non-blocking, and checked once more. */
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", pfd);
+    int f = open(proc, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (f < 0 && (errno == ENOENT || errno == ENOTDIR))
+        f = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | nf);
+    int en = errno;
+    close(pfd);
+    if (f < 0) {
+        qfs_error_set(err, "%s: %s", path, strerror(en));
+        return -en;
+    }
+    rc = fstat(f, &sb) != 0 ? -errno : 0;
+    if (rc) qfs_error_set(err, "%s: %s", path, strerror(-rc));
+    if (!rc) rc = check_identity(&sb, want_dev, want_ino, path, err);
+    if (!rc) {
+        int fl = fcntl(f, F_GETFL);   /* plain blocking reads from here on */
+        if (fl >= 0) fcntl(f, F_SETFL, fl & ~O_NONBLOCK);
+    }
+    if (rc) {
+        close(f);
+        return rc;
+    }
+    *fd = f;
+    return 0;
 }
 
 void qfs_map_guard_init(qfs_map_guard *g)

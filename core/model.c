@@ -145,7 +145,8 @@ static int scan_dir(qfs_model *m, size_t *cap, size_t parent, const char *src_di
             add_warning(m, "%s/%s: path too long (left out)", src_dir, de->d_name);
             continue;
         }
-        struct stat sb;
+        struct stat sb, lsb;
+        bool is_link = lstat(src, &lsb) == 0 && S_ISLNK(lsb.st_mode);
         if (stat(src, &sb) != 0) {     /* follows symlinks: the view shows their targets */
             add_warning(m, "%s: %s (left out of the view)", src, strerror(errno));
             continue;
@@ -174,6 +175,7 @@ static int scan_dir(qfs_model *m, size_t *cap, size_t parent, const char *src_di
             qfs_entry_kind kind = QFS_ENTRY_PASSTHROUGH;
             if (parent == 0 && is_quantized_name(de->d_name)) kind = QFS_ENTRY_QUANTIZED;
             rc = new_entry(m, cap, parent, rel, src, &sb, kind, &idx);
+            if (rc == 0) m->entries[idx].src_link = is_link;
         } else {
             add_warning(m, "%s: not a regular file or directory (left out of the view)", src);
         }
@@ -258,13 +260,13 @@ static int scan_nonfinite(qfs_model *m, qfs_entry *e, bool **out, qfs_error *err
 static int plan_quantized(qfs_model *m, qfs_entry *e)
 {
     qfs_error err = {{0}};
-    e->source.fd = open(e->src_path, O_RDONLY | O_CLOEXEC);
-    if (e->source.fd < 0) {
-        qfs_error_set(&err, "%s: %s", e->src_path, strerror(errno));
+    int rc = qfs_open_regular(e->src_path, !e->src_link, e->src_dev, e->src_ino, &e->source.fd,
+                              &err);
+    if (rc) {
         set_entry_error(m, e, err.msg);
         return 0;
     }
-    int rc = qfs_st_read_fd(e->source.fd, e->src_path, &e->st_file, &err);
+    rc = qfs_st_read_fd(e->source.fd, e->src_path, &e->st_file, &err);
     bool *nonfinite = NULL;
     if (rc == 0 && m->opts.check_finite) rc = scan_nonfinite(m, e, &nonfinite, &err);
     qfs_plan_options po = {m->opts.spec, m->opts.format, &m->opts.rules, nonfinite};
@@ -336,14 +338,13 @@ nomem:
     return -ENOMEM;
 }
 
-static int read_small_file(const char *path, char **out, size_t *len, qfs_error *err)
+/* Reads the whole source file of entry e (config.json, the index): the file scanned, nothing
+ * else (qfs_open_regular). */
+static int read_small_file(const qfs_entry *e, char **out, size_t *len, qfs_error *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        qfs_error_set(err, "%s: %s", path, strerror(e));
-        return -e;
-    }
+    const char *path = e->src_path;
+    int fd, orc = qfs_open_regular(path, !e->src_link, e->src_dev, e->src_ino, &fd, err);
+    if (orc) return orc;
     struct stat sb;
     int rc = fstat(fd, &sb) ? -errno : 0;
     if (!rc && (uint64_t)sb.st_size > MAX_JSON_BYTES) {
@@ -392,7 +393,7 @@ static int generate_config(qfs_model *m, qfs_entry *e, qfs_error *err)
 {
     char *text, *out;
     size_t len, out_len;
-    int rc = read_small_file(e->src_path, &text, &len, err);
+    int rc = read_small_file(e, &text, &len, err);
     if (rc) return rc;
     char **excl = NULL;
     size_t n_excl = 0;
@@ -447,7 +448,7 @@ static int generate_index(qfs_model *m, qfs_entry *e)
     qfs_error err = {{0}};
     char *text, *out;
     size_t len, out_len;
-    int rc = read_small_file(e->src_path, &text, &len, &err);
+    int rc = read_small_file(e, &text, &len, &err);
     if (rc == 0) {
         rc = qfs_index_rewrite(text, len, plan_for_file, m, e->src_path, &out, &out_len, &err);
         if (rc == 0) warn_index_mismatches(m, e->src_path, text, len);

@@ -1,6 +1,7 @@
 #include "quarkfs/plan.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,58 +50,118 @@ static int add_output(qfs_plan *p, char *name, qfs_dtype dt, unsigned ndim, cons
     return 0;
 }
 
-static json_t *tensor_info(const qfs_plan_tensor *t)
+/* A growing byte buffer for the header text. */
+typedef struct text_buf {
+    char *s;
+    size_t len, cap;
+    bool failed;
+} text_buf;
+
+static void put(text_buf *b, const char *s, size_t n)
 {
-    json_t *shape = json_array();
-    for (unsigned d = 0; d < t->ndim; d++) json_array_append_new(shape, json_integer((json_int_t)t->shape[d]));
-    json_t *offs = json_array();
-    json_array_append_new(offs, json_integer((json_int_t)t->offset));
-    json_array_append_new(offs, json_integer((json_int_t)(t->offset + t->size)));
-    json_t *o = json_object();
-    json_object_set_new(o, "dtype", json_string(qfs_dtype_name(t->dtype)));
-    json_object_set_new(o, "shape", shape);
-    json_object_set_new(o, "data_offsets", offs);
-    return o;
+    if (b->failed) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (b->len + n + 1 > cap) cap *= 2;
+        char *ns = realloc(b->s, cap);
+        if (!ns) {
+            b->failed = true;
+            return;
+        }
+        b->s = ns;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+}
+
+static void put_str(text_buf *b, const char *s) { put(b, s, strlen(s)); }
+
+/* A JSON string exactly as jansson's compact dump writes it (the bytes of the header are
+ * those of Quark/transformers' export, which goes through the same rules): '"' and '\\'
+ * escaped, \b \f \n \r \t short, other bytes below 0x20 as \u00XX, the rest (UTF-8) as is. */
+static void put_json_string(text_buf *b, const char *s)
+{
+    put(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        put(b, run, (size_t)(s - run));
+        char esc[8];
+        switch (c) {
+        case '"': put(b, "\\\"", 2); break;
+        case '\\': put(b, "\\\\", 2); break;
+        case '\b': put(b, "\\b", 2); break;
+        case '\f': put(b, "\\f", 2); break;
+        case '\n': put(b, "\\n", 2); break;
+        case '\r': put(b, "\\r", 2); break;
+        case '\t': put(b, "\\t", 2); break;
+        default:
+            snprintf(esc, sizeof esc, "\\u%04X", c);
+            put(b, esc, 6);
+        }
+        run = s + 1;
+    }
+    put(b, run, (size_t)(s - run));
+    put(b, "\"", 1);
+}
+
+static void put_u64(text_buf *b, uint64_t v)
+{
+    char num[24];
+    put(b, num, (size_t)snprintf(num, sizeof num, "%llu", (unsigned long long)v));
 }
 
 /* Header bytes: 8-byte LE length, compact JSON with __metadata__ first ("format":"pt", then the
- * source's other keys in their order), tensors in file order, spaces up to a multiple of 8. */
+ * source's other keys in their order), tensors in file order, spaces up to a multiple of 8.
+ * Written directly (a JSON object per tensor costs ~10 us each in jansson: seconds for a
+ * header of a million tensors); tests/unit/test_plan.c checks it against jansson's dump. */
 static int build_header(qfs_plan *p, const qfs_st_file *src, const char *path, qfs_error *err)
 {
-    json_t *root = json_object(), *meta = json_object();
-    if (!root || !meta) {
-        json_decref(root);
-        json_decref(meta);
-        return -ENOMEM;
-    }
-    json_object_set_new(meta, "format", json_string("pt"));
+    text_buf b = {0};
+    put(&b, "\x00\x00\x00\x00\x00\x00\x00\x00", 8);   /* the length, filled in below */
+    put_str(&b, "{\"__metadata__\":{\"format\":\"pt\"");
     if (src->metadata) {
         const char *k;
         json_t *v;
-        json_object_foreach(src->metadata, k, v)
-            if (strcmp(k, "format") != 0) json_object_set(meta, k, v);
+        json_object_foreach(src->metadata, k, v) {
+            if (strcmp(k, "format") == 0 || !json_is_string(v)) continue;
+            put(&b, ",", 1);
+            put_json_string(&b, k);
+            put(&b, ":", 1);
+            put_json_string(&b, json_string_value(v));
+        }
     }
-    json_object_set_new(root, "__metadata__", meta);
-    for (size_t i = 0; i < p->n_tensors; i++)
-        json_object_set_new(root, p->tensors[i].name, tensor_info(&p->tensors[i]));
-    char *js = json_dumps(root, JSON_COMPACT);
-    json_decref(root);
-    if (!js) {
+    put(&b, "}", 1);
+    for (size_t i = 0; i < p->n_tensors; i++) {
+        const qfs_plan_tensor *t = &p->tensors[i];
+        put(&b, ",", 1);
+        put_json_string(&b, t->name);
+        put_str(&b, ":{\"dtype\":");
+        put_json_string(&b, qfs_dtype_name(t->dtype));
+        put_str(&b, ",\"shape\":[");
+        for (unsigned d = 0; d < t->ndim; d++) {
+            if (d) put(&b, ",", 1);
+            put_u64(&b, t->shape[d]);
+        }
+        put_str(&b, "],\"data_offsets\":[");
+        put_u64(&b, t->offset);
+        put(&b, ",", 1);
+        put_u64(&b, t->offset + t->size);
+        put_str(&b, "]}");
+    }
+    put(&b, "}", 1);
+    while (!b.failed && (b.len - 8) % 8) put(&b, " ", 1);
+    if (b.failed) {
+        free(b.s);
         qfs_error_set(err, "%s: cannot serialize the output header", path);
         return -ENOMEM;
     }
-    size_t len = strlen(js), padded = (len + 7) & ~(size_t)7;
-    p->header = malloc(8 + padded);
-    if (!p->header) {
-        free(js);
-        return -ENOMEM;
-    }
-    uint64_t n = padded;
-    for (int i = 0; i < 8; i++) p->header[i] = (uint8_t)(n >> (8 * i));
-    memcpy(p->header + 8, js, len);
-    memset(p->header + 8 + len, ' ', padded - len);
-    p->header_size = 8 + padded;
-    free(js);
+    uint64_t n = b.len - 8;
+    for (int i = 0; i < 8; i++) b.s[i] = (char)(uint8_t)(n >> (8 * i));
+    p->header = (uint8_t *)b.s;
+    p->header_size = b.len;
     return 0;
 }
 

@@ -17,6 +17,18 @@ uint64_t qfs_st_numel(const qfs_st_tensor *t)
 
 const qfs_st_tensor *qfs_st_find(const qfs_st_file *f, const char *name)
 {
+    if (f->by_name) {
+        size_t lo = 0, hi = f->n_tensors;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            const qfs_st_tensor *t = &f->tensors[f->by_name[mid]];
+            int c = strcmp(t->name, name);
+            if (c == 0) return t;
+            if (c < 0) lo = mid + 1;
+            else hi = mid;
+        }
+        return NULL;
+    }
     for (size_t i = 0; i < f->n_tensors; i++)
         if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
     return NULL;
@@ -27,6 +39,7 @@ void qfs_st_file_free(qfs_st_file *f)
     if (!f) return;
     for (size_t i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
     free(f->tensors);
+    free(f->by_name);
     json_decref(f->metadata);
     memset(f, 0, sizeof *f);
 }
@@ -89,6 +102,21 @@ static int cmp_offsets(const void *a, const void *b)
     const qfs_st_tensor *x = *(qfs_st_tensor *const *)a, *y = *(qfs_st_tensor *const *)b;
     if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
     if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return 0;
+}
+
+static int cmp_by_name(const void *a, const void *b, void *ctx)
+{
+    const qfs_st_tensor *t = ctx;
+    return strcmp(t[*(const size_t *)a].name, t[*(const size_t *)b].name);
+}
+
+static int index_names(qfs_st_file *f)
+{
+    f->by_name = malloc((f->n_tensors ? f->n_tensors : 1) * sizeof *f->by_name);
+    if (!f->by_name) return -ENOMEM;
+    for (size_t i = 0; i < f->n_tensors; i++) f->by_name[i] = i;
+    qsort_r(f->by_name, f->n_tensors, sizeof *f->by_name, cmp_by_name, f->tensors);
     return 0;
 }
 
@@ -230,6 +258,7 @@ int qfs_st_parse(const uint8_t *prefix, size_t prefix_len, uint64_t file_size, c
         out->n_tensors++;
     }
     rc = validate_layout(out, path, err);
+    if (rc == 0) rc = index_names(out);
 out:
     json_decref(root);
     if (rc) qfs_st_file_free(out);

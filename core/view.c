@@ -20,22 +20,11 @@ int qfs_view_open(const qfs_model *m, size_t entry, int *fd, qfs_error *err)
         return e->error;
     }
     if (e->kind != QFS_ENTRY_PASSTHROUGH) return 0;
-    *fd = open(e->src_path, O_RDONLY | O_CLOEXEC);
-    if (*fd < 0) {
-        int en = errno;
-        qfs_error_set(err, "%s: %s", e->src_path, strerror(en));
-        return -en;
-    }
-    /* The same file as at mount (a file replaced or rewritten since is refused): a path
-     * swapped for a symlink to another file must not leak that file through the view. */
-    struct stat sb;
-    int rc = fstat(*fd, &sb) != 0 ? -errno : 0;
-    if (rc == 0 && (sb.st_dev != e->src_dev || sb.st_ino != e->src_ino)) {
-        qfs_error_set(err, "%s: replaced under the mount (another file is there now); refused: "
-                      "remount to serve the new one", e->src_path);
-        rc = -EIO;
-    }
-    if (rc == 0) rc = qfs_fd_unchanged(*fd, e->st.st_size, &e->st.st_mtim, e->src_path, err);
+    /* Never blocks (a FIFO put in its place) and never opens another file (a symlink put in
+     * its place, an allowed symlink retargeted): see qfs_open_regular. */
+    int rc = qfs_open_regular(e->src_path, !e->src_link, e->src_dev, e->src_ino, fd, err);
+    if (rc) return rc;
+    rc = qfs_fd_unchanged(*fd, e->st.st_size, &e->st.st_mtim, e->src_path, err);
     if (rc) {
         close(*fd);
         *fd = -1;
@@ -78,17 +67,16 @@ static int read_tensors(qfs_entry *e, qfs_engine *eng, uint8_t *buf, size_t len,
             if (rc == 0)
                 rc = read_source(e->source.fd, e->src_path, buf, n,
                                  e->st_file.data_start + s->begin + in, err);
+        } else if (t->role != QFS_ROLE_WEIGHT) {
+            rc = qfs_engine_read_scales(eng, &e->source, t->job, t->job_offset + in, n, buf, err);
         } else {
             const uint8_t *data;
-            qfs_part part = t->role == QFS_ROLE_WEIGHT ? QFS_PART_WEIGHT : QFS_PART_SCALES;
-            rc = qfs_engine_acquire(eng, &e->source, t->job, part, t->job_offset + in,
+            rc = qfs_engine_acquire(eng, &e->source, t->job, QFS_PART_WEIGHT, t->job_offset + in,
                                     t->job_offset + in + n, &data, err);
             if (rc == 0) {
                 memcpy(buf, data + t->job_offset + in, n);
-                if (part == QFS_PART_WEIGHT) {
-                    qfs_engine_release(eng, &e->source, t->job);
-                    last_job = t->job;
-                }
+                qfs_engine_release(eng, &e->source, t->job);
+                last_job = t->job;
             }
         }
         if (rc) return rc;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,14 +27,37 @@ static void shape_str(const qfs_st_tensor *t, char *buf, size_t len)
     if (n < len) snprintf(buf + n, len - n, "]");
 }
 
+/* The plan's outputs grouped by source tensor: outputs of src are order[start[src] ..
+ * start[src + 1]) (a counting sort, so that listing n tensors stays linear). */
+typedef struct outputs_index {
+    size_t *start, *order;
+} outputs_index;
+
+static int outputs_index_build(const qfs_plan *p, size_t n_src, outputs_index *ix)
+{
+    ix->start = calloc(n_src + 2, sizeof *ix->start);
+    ix->order = malloc((p->n_tensors ? p->n_tensors : 1) * sizeof *ix->order);
+    if (!ix->start || !ix->order) return -ENOMEM;
+    for (size_t k = 0; k < p->n_tensors; k++) ix->start[p->tensors[k].src + 2]++;
+    for (size_t i = 2; i < n_src + 2; i++) ix->start[i] += ix->start[i - 1];
+    for (size_t k = 0; k < p->n_tensors; k++) ix->order[ix->start[p->tensors[k].src + 1]++] = k;
+    return 0;
+}
+
+static void outputs_index_free(outputs_index *ix)
+{
+    free(ix->start);
+    free(ix->order);
+}
+
 /* Output dtypes and bytes of source tensor src: "I32+BF16+I32" for a quantized weight. */
-static void outputs_of(const qfs_plan *p, size_t src, char *dtypes, size_t len, uint64_t *bytes)
+static void outputs_of(const qfs_plan *p, const outputs_index *ix, size_t src, char *dtypes,
+                       size_t len, uint64_t *bytes)
 {
     const qfs_plan_tensor *parts[4] = {NULL, NULL, NULL, NULL};
     *bytes = 0;
-    for (size_t k = 0; k < p->n_tensors; k++) {
-        const qfs_plan_tensor *t = &p->tensors[k];
-        if (t->src != src) continue;
+    for (size_t k = ix->start[src]; k < ix->start[src + 1]; k++) {
+        const qfs_plan_tensor *t = &p->tensors[ix->order[k]];
         parts[t->role == QFS_ROLE_SCALE ? 1 : t->role == QFS_ROLE_ZERO_POINT ? 2
               : t->role == QFS_ROLE_SHAPE ? 3 : 0] = t;
         *bytes += t->size;
@@ -59,13 +83,11 @@ double qfs_inspect_snr_db(const qfs_quant_error_stats *s)
 
 /* Quantizes source tensor `src` of file e exactly as the view does, dequantizes it and
  * measures the error against the source values. */
-static int tensor_error(const qfs_model *m, const qfs_entry *e, size_t src, int threads,
-                        qfs_quant_error_stats *st, qfs_error *err)
+static int tensor_error(const qfs_model *m, const qfs_entry *e, size_t src, size_t job,
+                        int threads, qfs_quant_error_stats *st, qfs_error *err)
 {
-    const qfs_plan_job *j = NULL;
-    for (size_t k = 0; k < e->plan.n_jobs && !j; k++)
-        if (e->plan.jobs[k].src == src) j = &e->plan.jobs[k];
-    if (!j) return -ENOENT;
+    if (job >= e->plan.n_jobs || e->plan.jobs[job].src != src) return -ENOENT;
+    const qfs_plan_job *j = &e->plan.jobs[job];
     const qfs_st_tensor *t = &e->st_file.tensors[src];
     size_t in_bytes = (size_t)(t->end - t->begin), n = (size_t)(j->rows * j->cols);
     uint8_t *in = malloc(in_bytes ? in_bytes : 1);
@@ -130,17 +152,34 @@ static int walk(const qfs_model *m, const qfs_inspect_options *o, FILE *out, jso
         if (e->error) {
             if (rows) json_array_append_new(broken, json_pack("{s:s,s:s}", "file", e->path,
                                                               "error", e->error_msg));
-            else if (table) fprintf(out, "%s: ERROR %s\n", e->path, e->error_msg);
+            else if (table) {
+                char p1[1024], p2[4096];
+                fprintf(out, "%s: ERROR %s\n", qfs_escape_ctl(e->path, p1, sizeof p1),
+                        qfs_escape_ctl(e->error_msg ? e->error_msg : "", p2, sizeof p2));
+            }
             continue;
         }
-        if (table) fprintf(out, "# %s\n", e->path);
+        char safe_path[1024];
+        if (table) fprintf(out, "# %s\n", qfs_escape_ctl(e->path, safe_path, sizeof safe_path));
+        outputs_index ix;
+        if (outputs_index_build(&e->plan, e->st_file.n_tensors, &ix)) {
+            outputs_index_free(&ix);
+            return -ENOMEM;
+        }
+        size_t *job_of = malloc((e->st_file.n_tensors + 1) * sizeof *job_of);
+        if (!job_of) {
+            outputs_index_free(&ix);
+            return -ENOMEM;
+        }
+        for (size_t k = 0; k < e->st_file.n_tensors; k++) job_of[k] = SIZE_MAX;
+        for (size_t k = 0; k < e->plan.n_jobs; k++) job_of[e->plan.jobs[k].src] = k;
         for (size_t t = 0; t < e->st_file.n_tensors; t++) {
             const qfs_st_tensor *s = &e->st_file.tensors[t];
             qfs_select_result d = e->plan.decisions[t];
             char shape[128], dtypes[64], dt[96], why[1100], errcol[64] = "";
             uint64_t vb;
             shape_str(s, shape, sizeof shape);
-            outputs_of(&e->plan, t, dtypes, sizeof dtypes, &vb);
+            outputs_of(&e->plan, &ix, t, dtypes, sizeof dtypes, &vb);
             snprintf(why, sizeof why, "%s", qfs_select_reason(d));
             qfs_layout l;
             if (d == QFS_SKIP_SHAPE) {   /* say which dimension the spec cannot take */
@@ -157,7 +196,7 @@ static int walk(const qfs_model *m, const qfs_inspect_options *o, FILE *out, jso
                 tot->quantized++;
                 if (o->error) {
                     qfs_error err = {{0}};
-                    if (tensor_error(m, e, t, o->threads, &st, &err) == 0) {
+                    if (tensor_error(m, e, t, job_of[t], o->threads, &st, &err) == 0) {
                         have_err = true;
                         add_stats(&tot->error, &st);
                         snprintf(errcol, sizeof errcol, " %8.2e %7.2f %9.3e  ",
@@ -184,11 +223,16 @@ static int walk(const qfs_model *m, const qfs_inspect_options *o, FILE *out, jso
                 json_array_append_new(rows, row);
             } else if (table) {
                 snprintf(dt, sizeof dt, "%s -> %s", qfs_dtype_name(s->dtype), dtypes);
-                fprintf(out, "%-56s %-14s %-24s %11llu %11llu  %s%s\n", s->name, shape, dt,
+                /* Names and reasons (which quote names) are data: no raw control bytes. */
+                char safe_name[4096], safe_why[4400];
+                fprintf(out, "%-56s %-14s %-24s %11llu %11llu  %s%s\n",
+                        qfs_escape_ctl(s->name, safe_name, sizeof safe_name), shape, dt,
                         (unsigned long long)(s->end - s->begin), (unsigned long long)vb, errcol,
-                        why);
+                        qfs_escape_ctl(why, safe_why, sizeof safe_why));
             }
         }
+        outputs_index_free(&ix);
+        free(job_of);
     }
     if (o->error && o->progress) {
         char b[32];

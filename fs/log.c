@@ -1,6 +1,8 @@
 /* quarkfs — the front end's log; see log.h. */
 #include "log.h"
 
+#include "quarkfs/error.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -65,17 +67,21 @@ void qfs_log_msg(int priority, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (priority <= LOG_WARNING && logged_before(msg)) return;
+    /* Messages carry tensor and file names: their control characters must not reach a
+     * terminal or split a log line (qfs_escape_ctl). */
+    char safe[4 * sizeof msg];
+    qfs_escape_ctl(msg, safe, sizeof safe);
     char when[40];
     if (file_fd >= 0) {
-        char line[2200];
+        char line[sizeof safe + 128];
         now_text(when, sizeof when);
         int n = snprintf(line, sizeof line, "%s quarkfs[%d]: %s%s\n", when, (int)getpid(),
-                         level_word(priority), msg);
+                         level_word(priority), safe);
         if (n > (int)sizeof line - 1) n = (int)sizeof line - 1;
         if (write(file_fd, line, (size_t)n) < 0) { /* nowhere left to report it */ }
         if (detached || priority > LOG_ERR) return;   /* errors also reach the starter */
     } else if (to_syslog) {
-        syslog(priority, "%s", msg);
+        syslog(priority, "%s", safe);
         return;
     }
     char prefix[48] = "";
@@ -85,7 +91,7 @@ void qfs_log_msg(int priority, const char *fmt, ...)
         now_text(when, sizeof when);
         snprintf(prefix, sizeof prefix, "%s ", when);
     }
-    fprintf(stderr, "%squarkfs: %s%s\n", prefix, level_word(priority), msg);
+    fprintf(stderr, "%squarkfs: %s%s\n", prefix, level_word(priority), safe);
 }
 
 int qfs_log_parse_level(const char *s)

@@ -835,13 +835,18 @@ static int read_mount_json(const char *mnt, const char *attr, json_t **out)
     char buf[65536];
     ssize_t n = getxattr(mnt, attr, buf, sizeof buf - 1);
     if (n < 0) {
-        if (errno == ENOTCONN)
+        int e = errno;
+        char safe[PATH_MAX * 4];
+        qfs_escape_ctl(mnt, safe, sizeof safe);
+        if (e == ENOTCONN)
             fprintf(stderr, "quarkfs: %s: the daemon of this mount is gone (killed or crashed): "
-                    "fusermount3 -uz %s removes it, then mount again\n", mnt, mnt);
+                    "fusermount3 -uz %s removes it, then mount again\n", safe, safe);
+        else if (e == EPERM)
+            fprintf(stderr, "quarkfs: %s: %s: only the mount's owner or root may do this\n", safe,
+                    strerror(e));
         else
-            fprintf(stderr, "quarkfs: %s: %s (is it a quarkfs mountpoint?)\n", mnt,
-                    errno == ENODATA || errno == ENOTSUP ? "no quarkfs counters"
-                    : strerror(errno));
+            fprintf(stderr, "quarkfs: %s: %s (is it a quarkfs mountpoint?)\n", safe,
+                    e == ENODATA || e == ENOTSUP ? "no quarkfs counters" : strerror(e));
         return 1;
     }
     buf[n] = '\0';
@@ -881,13 +886,17 @@ static int cmd_status(int argc, char **argv)
         putchar('\n');
     } else {
         const char *dir = json_string_value(json_object_get(st, "cache_dir"));
+        const char *source = json_string_value(json_object_get(st, "source"));
         char used[32], mem[32], budget[32];
+        char safe_mnt[PATH_MAX * 4], safe_src[PATH_MAX * 4];
         qfs_format_bytes((uint64_t)jint(st, "cache_dir_bytes", NULL), used, sizeof used);
         qfs_format_bytes((uint64_t)jint(st, "memory_bytes", NULL), mem, sizeof mem);
         qfs_format_bytes((uint64_t)jint(st, "cache_mem", NULL), budget, sizeof budget);
         double up = json_real_value(json_object_get(st, "uptime_seconds"));
-        printf("%s: %s (spec %s, format %s), quarkfs %s, up %.0f s\n", mnt,
-               json_string_value(json_object_get(st, "source")),
+        printf("%s: %s (spec %s, format %s), quarkfs %s, up %.0f s\n",
+               qfs_escape_ctl(mnt, safe_mnt, sizeof safe_mnt),
+               source ? qfs_escape_ctl(source, safe_src, sizeof safe_src)
+                      : "(source shown to the mount's owner only)",
                json_string_value(json_object_get(st, "spec")),
                json_string_value(json_object_get(st, "format")),
                json_string_value(json_object_get(st, "version")), up);

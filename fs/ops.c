@@ -6,14 +6,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <sys/fsuid.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
 #include "quarkfs/view.h"
 
 static qfs_fs *fs_of(fuse_req_t req) { return fuse_req_userdata(req); }
+
+static int check_requester(qfs_fs *fs, fuse_req_t req, size_t idx, int mode);
 
 /* FUSE inode numbers are entry index + 1 (the root, entry 0, is FUSE_ROOT_ID = 1). */
 static int entry_of(const qfs_fs *fs, fuse_ino_t ino, size_t *idx)
@@ -158,6 +166,11 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_err(req, ENOTDIR);
         return;
     }
+    int arc = check_requester(fs, req, idx, R_OK);
+    if (arc) {
+        fuse_reply_err(req, -arc);
+        return;
+    }
     fi->keep_cache = 1;
     fi->cache_readdir = 1;
     fuse_reply_open(req, fi);
@@ -207,6 +220,56 @@ static void apply_readahead(qfs_fs *fs)
                 strerror(errno));
 }
 
+/* Another user of an allow_other view gets a file only if the source would give it to them
+ * now: the permission bits the kernel checks (default_permissions) are a snapshot of mount
+ * time and know nothing of ACLs. A root daemon asks the kernel itself, as that user: this
+ * thread's filesystem ids and supplementary groups are switched (setfsuid/setfsgid and the raw
+ * setgroups system call are per thread; glibc's setgroups would change every thread), the
+ * path is checked with faccessat(AT_EACCESS) (mode bits, ACLs, every directory on the way, as
+ * of now), and the ids are put back. A daemon of another user cannot switch ids: it checks the
+ * current mode bits of the file itself and refuses a file that has an ACL. 0 or -errno. */
+static int source_access_as(const char *path, int mode, uid_t uid, gid_t gid,
+                            const gid_t *groups, int n_groups)
+{
+    if (geteuid() != 0) {
+        struct stat sb;
+        if (stat(path, &sb) != 0) return -errno;
+        if (getxattr(path, "system.posix_acl_access", NULL, 0) > 0) return -EACCES;
+        mode_t bits = sb.st_mode;
+        bool in_group = sb.st_gid == gid;
+        for (int i = 0; i < n_groups && !in_group; i++) in_group = groups[i] == sb.st_gid;
+        int shift = sb.st_uid == uid ? 6 : in_group ? 3 : 0;
+        return ((bits >> shift) & (mode_t)mode) == (mode_t)mode ? 0 : -EACCES;
+    }
+    gid_t saved[256];
+    int n_saved = getgroups(256, saved);
+    if (n_saved < 0) return -errno;
+    if (syscall(SYS_setgroups, (size_t)n_groups, groups) != 0) return -errno;
+    uid_t old_uid = (uid_t)setfsuid((uid_t)-1);
+    gid_t old_gid = (gid_t)setfsgid((gid_t)-1);
+    setfsgid(gid);
+    setfsuid(uid);
+    int rc = faccessat(AT_FDCWD, path, mode, AT_EACCESS) == 0 ? 0 : -errno;
+    setfsuid(old_uid);
+    setfsgid(old_gid);
+    syscall(SYS_setgroups, (size_t)n_saved, saved);
+    return rc;
+}
+
+/* 0 if the requester may have entry idx's bytes now (see source_access_as), else -errno. The
+ * mount's owner and root are not checked: the daemon reads as them. */
+static int check_requester(qfs_fs *fs, fuse_req_t req, size_t idx, int mode)
+{
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    if (ctx->uid == 0 || ctx->uid == getuid()) return 0;
+    gid_t groups[256];
+    int n = fuse_req_getgroups(req, 256, groups);
+    if (n < 0) n = 0;                   /* unknown: the primary group only (stricter) */
+    if (n > 256) n = 256;
+    return source_access_as(fs->model->entries[idx].src_path, mode, ctx->uid, ctx->gid, groups,
+                            n);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     qfs_fs *fs = fs_of(req);
@@ -218,6 +281,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
         refuse(req, ino, NULL, "open for writing");
+        return;
+    }
+    int arc = check_requester(fs, req, idx, R_OK);
+    if (arc) {
+        fuse_reply_err(req, -arc);
         return;
     }
     qfs_error err = {{0}};
@@ -328,12 +396,12 @@ static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 }
 
 /* The counters of `quarkfs status` (keys named as the issue asks). */
-static char *status_json(qfs_fs *fs)
+static char *status_json(qfs_fs *fs, bool with_source)
 {
     qfs_engine_stats st;
     qfs_engine_get_stats(fs->engine, &st);
     json_t *doc = json_pack(
-        "{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:b,s:{s:I,s:I,s:I,s:I}}",
+        "{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:{s:I,s:I,s:I,s:I}}",
         "source", fs->model->src_root, "spec", fs->model->opts.spec->name,
         "format", qfs_format_name(fs->model->opts.format),
         "tensors_quantized", (json_int_t)st.tensors_quantized,
@@ -345,6 +413,8 @@ static char *status_json(qfs_fs *fs)
         "disk_writes", (json_int_t)st.disk_writes, "evictions", (json_int_t)st.evictions,
         "weights_in_bands", (json_int_t)st.weights_in_bands,
         "early_reads", (json_int_t)st.early_reads,
+        "scales_bytes", (json_int_t)st.scales_bytes,
+        "scales_evictions", (json_int_t)st.scales_evictions,
         "disk_cache", st.disk_cache,
         "warm", "tensors", (json_int_t)st.warm_jobs, "tensors_done", (json_int_t)st.warm_done,
         "bytes", (json_int_t)st.warm_bytes, "bytes_done", (json_int_t)st.warm_bytes_done);
@@ -370,6 +440,7 @@ static char *status_json(qfs_fs *fs)
             "broken_files", broken));
     else
         json_decref(broken);
+    if (doc && !with_source) json_object_del(doc, "source");
     char *s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     return s;
@@ -396,8 +467,17 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
         fuse_reply_err(req, ENODATA);
         return;
     }
+    /* With allow_other, any user reaches these: a warm-up spends the owner's CPU and cache,
+     * and the source path is the owner's business. Only the mount's owner (the daemon's
+     * user) and root start one or see SRC; others get the counters. */
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    bool owner = ctx->uid == 0 || ctx->uid == getuid();
+    if (warm && !owner) {
+        fuse_reply_err(req, EPERM);
+        return;
+    }
     if (warm && size) start_warm(fs);   /* not on the size probe: once per real request */
-    char *s = status_json(fs);
+    char *s = status_json(fs, owner);
     if (!s) {
         fuse_reply_err(req, ENOMEM);
         return;

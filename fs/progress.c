@@ -1,6 +1,8 @@
 /* quarkfs — the progress printer; see progress.h. */
 #include "progress.h"
 
+#include "quarkfs/error.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,8 +85,10 @@ void qfs_progress_update(qfs_progress *p, uint64_t done, uint64_t items_done,
         duration(el * (1 - f) / f, dur, sizeof dur);
         n += snprintf(line + n, sizeof line - (size_t)n, ", about %s left", dur);
     }
+    char safe[256];   /* a file or tensor name: no control characters to the terminal */
     if (current && n > 0 && (size_t)n < sizeof line)
-        snprintf(line + n, sizeof line - (size_t)n, " -- %s", current);
+        snprintf(line + n, sizeof line - (size_t)n, " -- %s",
+                 qfs_escape_ctl(current, safe, sizeof safe));
     fprintf(stderr, "%s%s%s", p->tty ? "\r\033[K" : "", line, p->tty ? "" : "\n");
     p->drawn = p->tty;
     fflush(stderr);

@@ -29,17 +29,25 @@ typedef struct qfs_diskcache_stats {
 /* The key of a tensor: recipe text (see engine.c) then the source bytes. */
 void qfs_cache_key_compute(const char *recipe, const void *src, size_t len, qfs_cache_key *out);
 
-/* Opens (creating) the cache under dir with a byte budget; removes leftovers of writers that
- * died (temporary files older than a few minutes) and, when it holds more than max_bytes, trims
- * it as a write would. A directory with entries that takes no
- * writes opens read-only (hits only; 0 with a note in err). Else 0, or -errno with err set. */
+/* Opens (creating, mode 0700) the cache under dir with a byte budget; removes leftovers of
+ * writers that died (temporary files older than a few minutes) and, when it holds more than
+ * max_bytes, trims it as a write would. The directory must be one no
+ * other user can write: every level from / owned by root or this user and writable by no one
+ * else (sticky directories such as /tmp allowed above it), and the same for tmp/, locks/ and
+ * v1/ (a symlink or file in their place is removed, never followed): else -EPERM with err
+ * saying which level, and the caller goes on without a disk cache. A directory with entries
+ * that takes no writes opens read-only (hits only; 0 with a note in err). Else 0, or -errno
+ * with err set. Every later access goes through the directories opened here, component by
+ * component without following symlinks: nothing outside dir is read, written or removed. */
 int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out, qfs_error *err);
 /* Closes the cache (the files stay). */
 void qfs_diskcache_close(qfs_diskcache *c);
 
 /* Looks up key. On a hit fills scales (exactly scales_len bytes) and, if weight is non-NULL,
- * weight (weight_len); only the parts read are checksummed. 0 on a hit, -ENOENT on a miss or a
- * bad entry (removed), another -errno on an I/O error. */
+ * weight (weight_len); only the parts read are checksummed. Only a regular file owned by this
+ * user (or root) and writable by no one else is read; anything else in its place (a directory,
+ * FIFO, symlink, another user's file) is never opened for reading, and is removed. 0 on a hit,
+ * -ENOENT on a miss or a bad entry (removed), another -errno on an I/O error. */
 int qfs_diskcache_get(qfs_diskcache *c, const qfs_cache_key *key, void *scales,
                       size_t scales_len, void *weight, size_t weight_len);
 
@@ -52,8 +60,11 @@ int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *sc
 bool qfs_diskcache_readonly(qfs_diskcache *c);
 void qfs_diskcache_set_readonly(qfs_diskcache *c);
 
-/* Takes an exclusive lock on key shared by every process using this directory (flock), so only
- * one of them computes a given tensor; *fd receives the lock (release with _unlock). */
+/* Takes an exclusive lock on key shared by every process using this directory (flock), so
+ * usually only one of them computes a given tensor; *fd receives the lock (release with
+ * _unlock). Waits at most a few seconds, and not at all for a while after a wait ran out:
+ * -ETIMEDOUT then, and the caller computes the tensor anyway. Lock files are 0600 in a 0700
+ * directory. */
 int qfs_diskcache_lock(qfs_diskcache *c, const qfs_cache_key *key, int *fd);
 void qfs_diskcache_unlock(int fd);
 

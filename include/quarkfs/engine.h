@@ -25,8 +25,9 @@
 
 /* A job has two products (qfs_part, layout.h): the quantized weight (large, in the LRU cache)
  * and its scales and zero points (small, computed by a cheaper scales-only pass when a reader
- * needs only them, and kept for the mount's life: they sit at the start of every file, before
- * all weights). */
+ * needs only them: they sit at the start of every file, before all weights). Both count in
+ * cache_mem: the scales held shrink the weights' share, and past half of cache_mem the least
+ * recently read scales are dropped (a later reader computes them again). */
 
 /* Which queue a slot waits in: a reader waits (demand), a reader will probably want it next
  * (prefetch: only while the memory cache has room), or `quarkfs warm` asked for everything. */
@@ -35,7 +36,9 @@ typedef enum qfs_queue_id { QFS_Q_NONE, QFS_Q_DEMAND, QFS_Q_PREFETCH, QFS_Q_WARM
 /* Runtime state of one job (one quantized tensor of one file). Zero-initialized = nothing yet. */
 typedef struct qfs_job_slot {
     qfs_cache_entry entry;       /* the weight bytes while cached; must stay first */
-    uint8_t *scales;             /* scale then zero point bytes, once computed */
+    uint8_t *scales;             /* scale then zero point bytes, once computed (evictable) */
+    struct qfs_job_slot *sc_prev, *sc_next;   /* the engine's list of slots holding scales,
+                                               * most recently used first */
     qfs_queue_id queue;
     unsigned running : 1, want_weight : 1, failed : 1;
     unsigned warm : 1;           /* counts toward the warm-up progress when it completes */
@@ -76,6 +79,8 @@ typedef struct qfs_engine_stats {
     uint64_t scales_computed;    /* scales-only passes */
     uint64_t memory_hits, disk_hits, disk_writes, waits, evictions;
     uint64_t weights_in_bands;   /* weights produced band by band (big int8/fp8 ones) */
+    uint64_t scales_bytes;       /* scale + zero point bytes held now (inside cache_mem) */
+    uint64_t scales_evictions;   /* scales dropped to stay within cache_mem */
     uint64_t early_reads;        /* reads served from a weight still being produced */
     double seconds_quantizing;
     uint64_t warm_jobs, warm_done, warm_bytes, warm_bytes_done;   /* `quarkfs warm` progress */
@@ -107,14 +112,19 @@ int qfs_engine_create(const qfs_engine_options *o, qfs_engine **out, qfs_error *
 /* Stops the worker (finishing the job in progress) and frees every cached result. */
 void qfs_engine_destroy(qfs_engine *e);
 
-/* Returns one part of job `job` of src (the weight, or scale + zero point bytes), computing it or
- * waiting for the computation in progress; for the weight, only its bytes [need_begin,
- * need_end) are guaranteed final (the rest may still be in production). A weight stays pinned until
- * qfs_engine_release; scales stay valid for the engine's life. 0, or negative errno with err
- * set (the tensor could not be read or holds NaN/Inf: the same error for every later reader). */
+/* Returns the weight of job `job` of src (part must be QFS_PART_WEIGHT), computing it or
+ * waiting for the computation in progress; only its bytes [need_begin, need_end) are
+ * guaranteed final (the rest may still be in production). It stays pinned until
+ * qfs_engine_release. 0, or negative errno with err set (the tensor could not be read or holds
+ * NaN/Inf: the same error for every later reader). */
 int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_part part,
                        uint64_t need_begin, uint64_t need_end, const uint8_t **data,
                        qfs_error *err);
+/* Copies len bytes at off of job `job`'s scale + zero point bytes into dst, computing them or
+ * waiting for them (they may be evicted at any time, so they are copied under the engine's
+ * lock). 0, or negative errno with err set as for qfs_engine_acquire. */
+int qfs_engine_read_scales(qfs_engine *e, qfs_tensor_source *src, size_t job, uint64_t off,
+                           size_t len, uint8_t *dst, qfs_error *err);
 /* Unpins a weight obtained from qfs_engine_acquire. */
 void qfs_engine_release(qfs_engine *e, qfs_tensor_source *src, size_t job);
 /* Queues the weight of job for background computation if it is not cached or queued and the

@@ -22,6 +22,17 @@ int qfs_write_full(int fd, const void *buf, size_t len);
 int qfs_fd_unchanged(int fd, off_t size, const struct timespec *mtime, const char *path,
                      qfs_error *err);
 
+/* Opens path for reading only if it is the regular file expected, without ever blocking or
+ * opening anything else: the path is first opened with O_PATH (which neither blocks on a FIFO
+ * nor runs a device's open), its type checked (regular), and its device/inode compared with
+ * want_dev/want_ino when want_ino != 0; only then is that same inode opened for reading
+ * (through /proc/self/fd, else with O_NONBLOCK and a second check). nofollow: a symlink as the
+ * last component is refused (O_NOFOLLOW). *fd receives an O_RDONLY | O_CLOEXEC descriptor.
+ * 0, or -errno with err set naming path: -EIO for "not a regular file" and "replaced",
+ * the open's own errno (ENOENT, EACCES, ELOOP, ...) otherwise. */
+int qfs_open_regular(const char *path, bool nofollow, dev_t want_dev, ino_t want_ino, int *fd,
+                     qfs_error *err);
+
 /* Reading a source through mmap without trusting it to keep its size: a file truncated under a
  * mapping raises SIGBUS on the first access past its new end, which would kill the daemon. The
  * front end owns one guard and calls qfs_map_guard_fault from its SIGBUS handler; the engine

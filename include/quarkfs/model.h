@@ -32,6 +32,8 @@ typedef struct qfs_entry {
     char *src_path;          /* absolute path of the source (symlinks resolved by the kernel) */
     dev_t src_dev;           /* the source file found at mount (through symlinks): a different */
     ino_t src_ino;           /* file at src_path later is refused, never served */
+    bool src_link;           /* src_path was a symlink (allowed by the policy) at mount; else
+                              * a symlink found there later is refused (O_NOFOLLOW) */
     size_t *children;        /* DIR: child indices, sorted by name */
     size_t n_children;
     uint8_t *data;           /* GENERATED */

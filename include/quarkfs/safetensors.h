@@ -25,6 +25,7 @@ typedef struct qfs_st_tensor {
 typedef struct qfs_st_file {
     qfs_st_tensor *tensors;   /* in header (JSON) order */
     size_t n_tensors;
+    size_t *by_name;          /* tensor indices sorted by name (qfs_st_find), or NULL */
     json_t *metadata;         /* the __metadata__ object (string values only), or NULL */
     uint64_t header_len;      /* N, the JSON length including padding */
     uint64_t data_start;      /* 8 + N */
@@ -47,7 +48,8 @@ void qfs_st_file_free(qfs_st_file *f);
 /* Number of elements of a tensor (product of its shape; 1 for a scalar). */
 uint64_t qfs_st_numel(const qfs_st_tensor *t);
 
-/* Finds a tensor by name (linear scan is fine at mount; callers index it if they need to). */
+/* Finds a tensor by name: a binary search over by_name (built by qfs_st_parse) so that a mount
+ * of n tensors stays O(n log n); a linear scan when by_name is NULL (a hand-built file). */
 const qfs_st_tensor *qfs_st_find(const qfs_st_file *f, const char *name);
 
 #endif

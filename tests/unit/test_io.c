@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "quarkfs/io.h"
 
@@ -86,11 +87,89 @@ static void test_guard_ignores_other_addresses(void **state)
     assert_true(g.page >= 4096 && (g.page & (g.page - 1)) == 0);
 }
 
+/* qfs_open_regular: a FIFO (nobody writing) is refused at once, never waited on; a symlink is
+ * refused where the policy says O_NOFOLLOW and followed otherwise; a file other than the one
+ * expected (device/inode) is refused; the expected one is opened for reading. alarm() turns
+ * a blocking open into a failure instead of a hung test. */
+static void test_open_regular(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/quarkfs-test-open-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char file[256], other[256], fifo[256], link[256];
+    snprintf(file, sizeof file, "%s/file", dir);
+    snprintf(other, sizeof other, "%s/other", dir);
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    snprintf(link, sizeof link, "%s/link", dir);
+    int w = open(file, O_WRONLY | O_CREAT, 0600);
+    assert_true(w >= 0);
+    assert_int_equal(write(w, "abc", 3), 3);
+    close(w);
+    close(open(other, O_WRONLY | O_CREAT, 0600));
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(symlink("file", link), 0);
+    struct stat sb, fsb;
+    assert_int_equal(stat(file, &sb), 0);
+    assert_int_equal(stat(fifo, &fsb), 0);
+
+    alarm(10);
+    qfs_error err = {{0}};
+    int fd = -2;
+    assert_int_equal(qfs_open_regular(fifo, true, 0, 0, &fd, &err), -EIO);
+    assert_int_equal(fd, -1);
+    assert_non_null(strstr(err.msg, "not a regular file"));
+    /* even when the FIFO is the very inode the caller expects */
+    assert_int_equal(qfs_open_regular(fifo, true, fsb.st_dev, fsb.st_ino, &fd, &err), -EIO);
+    assert_int_equal(qfs_open_regular(link, true, sb.st_dev, sb.st_ino, &fd, &err), -EIO);
+    assert_int_equal(qfs_open_regular(other, true, sb.st_dev, sb.st_ino, &fd, &err), -EIO);
+    assert_non_null(strstr(err.msg, "replaced"));
+    assert_int_equal(qfs_open_regular(dir, true, 0, 0, &fd, &err), -EIO);
+    assert_int_equal(qfs_open_regular("/dev/null", true, 0, 0, &fd, &err), -EIO);
+    char missing[300];
+    snprintf(missing, sizeof missing, "%s/missing", dir);
+    assert_int_equal(qfs_open_regular(missing, true, 0, 0, &fd, &err), -ENOENT);
+    alarm(0);
+
+    char buf[4] = {0};
+    assert_int_equal(qfs_open_regular(link, false, sb.st_dev, sb.st_ino, &fd, &err), 0);
+    assert_int_equal(read(fd, buf, 3), 3);
+    assert_int_equal(fcntl(fd, F_GETFL) & (O_ACCMODE | O_NONBLOCK), O_RDONLY);
+    close(fd);
+    assert_int_equal(qfs_open_regular(file, true, sb.st_dev, sb.st_ino, &fd, &err), 0);
+    close(fd);
+    assert_string_equal(buf, "abc");
+    unlink(file);
+    unlink(other);
+    unlink(fifo);
+    unlink(link);
+    rmdir(dir);
+}
+
+/* qfs_escape_ctl: control bytes, DEL, C1 controls in UTF-8 and invalid bytes escaped; valid
+ * UTF-8 kept; never writes past out_len nor cuts an escape in half. */
+static void test_escape_ctl(void **state)
+{
+    (void)state;
+    char out[64];
+    assert_string_equal(qfs_escape_ctl("a\nb\rc", out, sizeof out), "a\\x0ab\\x0dc");
+    assert_string_equal(qfs_escape_ctl("\x1b[31mred\x7f", out, sizeof out), "\\x1b[31mred\\x7f");
+    assert_string_equal(qfs_escape_ctl("\xc3\xa9t\xc3\xa9 \xe2\x98\x83", out, sizeof out),
+                        "\xc3\xa9t\xc3\xa9 \xe2\x98\x83");
+    assert_string_equal(qfs_escape_ctl("x\xc2\x9by\xc2\xa0", out, sizeof out), "x\\u009by\xc2\xa0");
+    assert_string_equal(qfs_escape_ctl("\xff\xc3(\xed\xa0\x80", out, sizeof out),
+                        "\\xff\\xc3(\\xed\\xa0\\x80");
+    assert_string_equal(qfs_escape_ctl("abcdef", out, 4), "abc");
+    assert_string_equal(qfs_escape_ctl("ab\n", out, 5), "ab");
+    assert_string_equal(qfs_escape_ctl("", out, 1), "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_guard_truncated_file),
         cmocka_unit_test(test_guard_ignores_other_addresses),
+        cmocka_unit_test(test_open_regular),
+        cmocka_unit_test(test_escape_ctl),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

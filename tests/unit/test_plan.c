@@ -207,6 +207,42 @@ static const expect_tensor FP8CH_LAYOUT[] = {
 
 /* ---- plan tests ---- */
 
+/* The header is written by hand (not through jansson, for speed): its JSON must be byte for
+ * byte what jansson's compact dump of the same document gives, with names and metadata that
+ * need escaping (quote, backslash, control characters, DEL, UTF-8) and with the source's
+ * order of metadata keys. */
+static void test_plan_header_matches_jansson(void **state)
+{
+    (void)state;
+    static const char src[] =
+        "{\"__metadata__\":{\"z\\\"q\":\"a\\\\b\\u0001\\n\\t\\u007f\",\"format\":\"x\","
+        "\"\\u00e9t\\u00e9\":\"\\u2603 /\"},"
+        "\"a\\\"b\\\\c\\u001b[31m.weight\":{\"dtype\":\"BF16\",\"shape\":[2,8],"
+        "\"data_offsets\":[0,32]},"
+        "\"l\\u00e9\\nx.bias\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[32,44]}}";
+    qfs_st_file f;
+    qfs_plan p;
+    parse_source(src, 44, &f);
+    build_plan(&f, "int8", NULL, &p);
+    size_t n = (size_t)p.header_size - 8;
+    while (n && p.header[8 + n - 1] == ' ') n--;
+    json_error_t je;
+    json_t *doc = json_loadb((const char *)p.header + 8, n, JSON_REJECT_DUPLICATES, &je);
+    if (!doc) fail_msg("header does not parse: %s", je.text);
+    char *again = json_dumps(doc, JSON_COMPACT);
+    assert_non_null(again);
+    assert_int_equal(strlen(again), n);
+    assert_memory_equal(again, p.header + 8, n);
+    assert_non_null(json_object_get(doc, "a\"b\\c\x1b[31m.weight"));
+    assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "__metadata__"),
+                                                          "format")), "pt");
+    free(again);
+    json_decref(doc);
+    qfs_plan_free(&p);
+    qfs_st_file_free(&f);
+}
+
+
 static void test_plan_int8_layout(void **state)
 {
     (void)state;
@@ -727,6 +763,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan_int8_layout),
+        cmocka_unit_test(test_plan_header_matches_jansson),
         cmocka_unit_test(test_plan_fp8_channel_layout),
         cmocka_unit_test(test_plan_decisions),
         cmocka_unit_test(test_plan_jobs),

@@ -889,8 +889,9 @@ void qfs_engine_get_stats(qfs_engine *e, qfs_engine_stats *out)
     pthread_mutex_lock(&e->lock);
     *out = e->stats;
     out->evictions = e->cache.evictions;
-    out->memory_used = e->cache.used + e->pool_bytes;
-    out->memory_budget = e->cache.budget;
+    /* Scales and zero points count inside cache_mem, so both numbers include them. */
+    out->memory_used = e->cache.used + e->pool_bytes + e->scales_bytes;
+    out->memory_budget = e->cache_mem;
     pthread_mutex_unlock(&e->lock);
     if (e->disk) {   /* set once at creation; its own lock */
         qfs_diskcache_stats ds;

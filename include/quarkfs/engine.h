@@ -85,7 +85,7 @@ typedef struct qfs_engine_stats {
     double seconds_quantizing;
     uint64_t warm_jobs, warm_done, warm_bytes, warm_bytes_done;   /* `quarkfs warm` progress */
     int disk_cache;              /* 1 while the disk cache is in use */
-    uint64_t memory_used;        /* quantized weights and kept buffers in memory, bytes */
+    uint64_t memory_used;        /* quantized weights, kept buffers, scales in memory, bytes */
     uint64_t memory_budget;      /* their budget (cache_mem) */
     uint64_t disk_bytes;         /* bytes in the disk cache directory (0 without one) */
     const char *disk_dir;        /* that directory, or NULL; valid while the engine lives */

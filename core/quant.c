@@ -509,7 +509,7 @@ int qfs_quantize(const qfs_spec *s, qfs_dtype dt, const void *src, uint64_t rows
                                 err);
 }
 
-/* ==== Per-group 4-bit integers (Quark Uint4/Int4PerGroupSpec, §4.1) ==== */
+/* ==== Per-group 4-bit integers (Quark Uint4/Int4PerGroupSpec, FORMAT.md §4.5) ==== */
 
 /* q[i] = clamp(rne(fl32(x * inv)) + zp, qmin, qmax) for one group. The zero point is added
  * after rounding, as in Quark's export: freeze() stores the fake-quantized weight, made with
@@ -657,7 +657,7 @@ static int quantize_int4(const qfs_spec *s, qfs_format f, qfs_dtype dt, const vo
     return rc;
 }
 
-/* ==== OCP MXFP4 (§4.5): e2m1 codes, one e8m0 scale per 32 input elements ==== */
+/* ==== OCP MXFP4 (FORMAT.md §4.6): e2m1 codes, one e8m0 scale per 32 input elements ==== */
 
 /* Quark's "even" shared exponent of a block: round amax up to a power of two when its mantissa
  * is >= 0.75, then subtract E2M1's emax (2); clamped to [-127, 127]. */

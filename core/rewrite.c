@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One Quark QTensorConfig.to_dict() (shared/reference/quark-format.md §2-3), key for key as
- * amd-quark 0.13 writes it (tests/loaders/test_quark_export.py compares with its export). */
+/* One Quark QTensorConfig.to_dict() (doc/FORMAT.md §6.1), key for key as amd-quark 0.13
+ * writes it (tests/loaders/test_quark_export.py compares with its export). */
 typedef struct quark_tensor_spec {
     const char *dtype, *qscheme, *observer;
     int ch_axis;              /* used for per_channel / per_group */
@@ -132,7 +132,7 @@ static json_t *quark_config(const qfs_spec *spec, json_t *excl)
     return qc;
 }
 
-/* Quark custom_mode="awq" (quark-format.md §5). */
+/* Quark custom_mode="awq" (doc/FORMAT.md §6.2). */
 static json_t *awq_config(const qfs_spec *spec, json_t *excl)
 {
     return json_pack("{s:i,s:o,s:i,s:o,s:s,s:s,s:s,s:b}", "bits", 4,
@@ -142,8 +142,8 @@ static json_t *awq_config(const qfs_spec *spec, json_t *excl)
                      "zero_point", spec->wtype == QFS_W_UINT4);
 }
 
-/* Quark custom_mode="fp8" (§6) for per-tensor; the FineGrainedFP8 / DeepSeek-V3 block config
- * that vLLM and transformers both read (loaders.md, recommendation 1) for fp8-block. */
+/* Quark custom_mode="fp8" for per-tensor; the FineGrainedFP8 / DeepSeek-V3 block config that
+ * vLLM and transformers both read for fp8-block (doc/FORMAT.md §6.3, §9). */
 static json_t *fp8_config(const qfs_spec *spec, json_t *excl)
 {
     if (spec->gran == QFS_PER_BLOCK)
@@ -173,7 +173,7 @@ static json_t *ct_args(unsigned bits, const char *type, const char *strategy, un
     return o;
 }
 
-/* compressed-tensors (loaders.md §D): pack-quantized int weight-only, int-quantized W8A8,
+/* compressed-tensors (doc/FORMAT.md §6.4): pack-quantized int weight-only, int-quantized W8A8,
  * float-quantized fp8. */
 static json_t *ct_config(const qfs_spec *spec, json_t *excl)
 {

@@ -84,7 +84,7 @@ const char *qfs_format_name(qfs_format f)
     return (unsigned)f < QFS_FMT_COUNT ? format_names[f] : "?";
 }
 
-/* The pairs with a defined layout (shared/reference/quark-format.md §3-6, loaders.md §C-D). */
+/* The pairs with a defined layout (doc/FORMAT.md §5.5). */
 bool qfs_spec_format_ok(const qfs_spec *s, qfs_format f)
 {
     bool int4 = s->wtype == QFS_W_UINT4 || s->wtype == QFS_W_INT4;

@@ -395,7 +395,7 @@ static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
     fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
 }
 
-/* The counters of `quarkfs status` (keys named as the issue asks). */
+/* The counters of `quarkfs status` (their key names are an interface: scripts read them). */
 static char *status_json(qfs_fs *fs, bool with_source)
 {
     qfs_engine_stats st;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""quarkfs benchmark on the GPU machine (issue 5, item 3): cold/warm sequential reads of a
+"""quarkfs benchmark on the GPU machine: cold/warm sequential reads of a
 quarkfs view against its exported files, and transformers' `from_pretrained` of the mount
 against the bf16 source (on-the-fly FP8) and against the exported directory.
 

@@ -5,17 +5,16 @@
 #   scripts/gpu-check.sh bundle    here: build quarkfs and fill .gpu/ (git-ignored) with
 #                                  bin/quarkfs, bin/fusermount3, lib/<the shared libraries the
 #                                  GPU image lacks, named by soname>, models/stories260K-{bf16,f16,f32}
-#   scripts/gpu-check.sh command   print the device `run` call that runs the check there
-#   scripts/gpu-check.sh stage DIR for a helper working in another worktree: the `run` tool sends
-#                                  the session's own checkout, not the helper's worktree, so copy
-#                                  this script, gpu_check.py, genmodel.py and .gpu/ into DIR, a
-#                                  git-ignored folder of that checkout, and print the `run` call
-#                                  (carry that folder, cd into it, run `remote` there)
-#   scripts/gpu-check.sh bench     on the GPU machine (through `run`, carry [".gpu"], after
-#                                  `bundle` here): scripts/gpu-bench.py, the cold/warm read and
+#   scripts/gpu-check.sh command   print the commands that run the check on the GPU machine
+#   scripts/gpu-check.sh stage DIR copy this script, gpu_check.py, genmodel.py and .gpu/ into DIR,
+#                                  a git-ignored folder of another checkout (when the remote
+#                                  runner ships that checkout, not this worktree), and print the
+#                                  command to run there
+#   scripts/gpu-check.sh bench     on the GPU machine (.gpu/ from `bundle` copied there, OUT
+#                                  set): scripts/gpu-bench.py, the cold/warm read and
 #                                  from_pretrained benchmark (BENCHMARKS.md "GPU machine"); writes
 #                                  gpu-bench.{md,json,log}, load-*.log, quarkfs.log, env.txt to $OUT
-#   scripts/gpu-check.sh remote    on the GPU machine (through `run`, carry [".gpu"]): generate the
+#   scripts/gpu-check.sh remote    on the GPU machine (.gpu/ there, OUT set): generate the
 #                                  synthetic models on local disk, run scripts/gpu_check.py, write
 #                                  gpu-check-report.{md,json}, run.log, quarkfs.log, env.txt,
 #                                  genmodel.log to $OUT
@@ -37,7 +36,7 @@ GPU=$ROOT/.gpu
 MODELS_SRC=${QUARKFS_MODELS:-$ROOT/../shared/models}
 LIBS="libfuse3.so.3 libjansson.so.4 libgomp.so.1 libxxhash.so.0"
 STORIES="stories260K-bf16 stories260K-f16 stories260K-f32"
-RUN_TIMEOUT=${GPU_CHECK_TIMEOUT:-420}     # inside the run tool's 480 s limit
+RUN_TIMEOUT=${GPU_CHECK_TIMEOUT:-420}     # inside a 480 s limit per remote command
 DEADLINE=${GPU_CHECK_DEADLINE:-330}       # no new row after this many seconds of gpu_check.py
 # GPU_CHECK_ARGS: extra gpu_check.py arguments for `remote` (e.g. "--specs int8,fp8")
 
@@ -61,18 +60,19 @@ bundle() {
     size=$(du -sm "$GPU" | cut -f1)
     echo "gpu-check: bundle $GPU ready (${size} MiB):"
     (cd "$GPU" && find . -type f | sort | sed 's/^/  /')
-    [ "$size" -lt 60 ] || { echo "gpu-check: bundle too large for carry (64 MiB)" >&2; exit 1; }
+    [ "$size" -lt 60 ] || { echo "gpu-check: bundle too large to ship (64 MiB limit)" >&2; exit 1; }
 }
 
 command_line() {
-    echo 'run(command="bash scripts/gpu-check.sh remote", carry=[".gpu"], timeout_s=480)'
-    echo 'run(command="bash scripts/gpu-check.sh bench", carry=[".gpu"], timeout_s=480)   # benchmark'
+    echo 'on the GPU machine, in a checkout with .gpu/ copied in and OUT set to an output folder:'
+    echo '  bash scripts/gpu-check.sh remote    # the check'
+    echo '  bash scripts/gpu-check.sh bench     # the benchmark'
 }
 
 # The benchmark (scripts/gpu-bench.py) on the GPU machine. GPU_BENCH_ARGS: extra arguments
 # (e.g. "--reps 5"); GPU_BENCH_DEADLINE: no new measurement after this many seconds.
 bench() {
-    : "${OUT:?bench needs OUT, the output folder of the device machine}"
+    : "${OUT:?bench needs OUT, the folder for its results}"
     cd "$ROOT"
     local work=${GPU_BENCH_WORK:-/tmp/quarkfs-gpu-bench}
     rm -rf "$work" && mkdir -p "$work"
@@ -99,7 +99,7 @@ bench() {
 }
 
 remote() {
-    : "${OUT:?remote needs OUT, the output folder of the device machine}"
+    : "${OUT:?remote needs OUT, the folder for its results}"
     cd "$ROOT"
     local work=${GPU_CHECK_WORK:-/tmp/quarkfs-gpu-check}
     rm -rf "$work" && mkdir -p "$work"
@@ -147,7 +147,7 @@ remote() {
 }
 
 stage() {
-    local dest=${1:?stage needs DIR, a git-ignored folder of the session checkout}
+    local dest=${1:?stage needs DIR, a git-ignored folder of the checkout the remote runner ships}
     [ -d "$GPU" ] || { echo "gpu-check: run \`$0 bundle\` first" >&2; exit 1; }
     local top rel
     top=$(git -C "$(dirname "$dest")" rev-parse --show-toplevel)
@@ -159,7 +159,7 @@ stage() {
     cp -r "$GPU" "$dest/.gpu"
     rel=$(realpath --relative-to="$top" "$dest")
     echo "gpu-check: staged into $dest ($(du -sm "$dest" | cut -f1) MiB)"
-    echo "run(command=\"cd $rel && bash scripts/gpu-check.sh remote\", carry=[\"$rel\"], timeout_s=480)"
+    echo "on the GPU machine ($rel shipped, OUT set): cd $rel && bash scripts/gpu-check.sh remote"
 }
 
 case "${1:-}" in

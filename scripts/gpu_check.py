@@ -10,14 +10,14 @@ the --specs list in format quark) it:
     into quarkfs.log; unmounted in `finally`), plus once in daemon mode;
   * opens every view *.safetensors with safetensors' `safe_open(path, "pt")` (mmap of the
     FUSE file) and loads every tensor;
-  * contract: tensor names/dtypes/shapes of every layout (quark-format.md §3, §5, §6,
-    loaders.md §B1, §D, shared/design/SPECS.md), which modules are quantized (shape rules of
+  * contract: tensor names/dtypes/shapes of every layout (doc/FORMAT.md §5, the loaders'
+    needs in §9), which modules are quantized (doc/FORMAT.md §3 and §5.5: shape rules of
     each spec), header order and metadata;
   * values: decodes each quantized module of the view (its own layout: AWQ nibble order
     [0,2,4,6,1,3,5,7] in the transposed [I, O/8] words; compressed-tensors plain packing with
     the +8/+128 offset; mxfp4 e2m1 codes + e8m0 bytes; fp8-block weight_scale_inv) into
     canonical codes/scales/zero points and compares them bit for bit with an independent torch
-    implementation of the arithmetic (quark-format.md §4.1, §4.3, §4.5; SPECS.md fp8-block):
+    implementation of the arithmetic (doc/FORMAT.md §4.2-§4.6):
     `ref_quantize` below;
   * dequant: dequantizes every quantized weight and measures its relative RMS error against the
     source (8-bit specs < 3 %, 4-bit < 15 %); xformat: the same spec must dequantize to
@@ -78,7 +78,7 @@ except ImportError:  # pragma: no cover - local runs without transformers
 
 
 def _spec_table():
-    """spec -> parameters (SPECS.md 'Specs'; quark-format.md §3)."""
+    """spec -> parameters (doc/FORMAT.md §4.1, §5)."""
     t = {
         "int8": dict(kind="int8", per="tensor", bits=8, inp=None),
         "int8-channel": dict(kind="int8", per="channel", bits=8, inp=None),
@@ -302,7 +302,7 @@ class Check:
 # ---------------------------------------------------------------------------------------------
 
 def is_embedding(module):
-    """Embedding by name (SPECS.md 'Which tensors are quantized')."""
+    """Embedding by name (doc/FORMAT.md §3.1, rule 4)."""
     return "embed" in module or any(c in EMBED_COMPONENTS for c in module.split("."))
 
 
@@ -325,8 +325,8 @@ def linear_like(name, dtype, shape):
 def layout(spec, fmt, O, I, D):
     """The tensors a quantized module [O, I] of source dtype D becomes: {suffix: (dtype, shape)}.
 
-    quark: quark-format.md §3(a)-(f); awq: §5; fp8: §6 and loaders.md §B1 (block:
-    weight_scale_inv F32 [O/128, I/128], SPECS.md); compressed-tensors: loaders.md §D
+    quark: doc/FORMAT.md §5.1; awq: §5.2; fp8: §5.3 (block:
+    weight_scale_inv F32 [O/128, I/128]); compressed-tensors: §5.4
     (pack-quantized weight_packed I32 [O, ceil(I*bits/32)] + weight_scale + weight_shape I64 [2];
     int-/float-quantized weight + weight_scale; scales [O,1] channel, [O, I/G] group, [1] tensor,
     [O/128, I/128] block).
@@ -486,7 +486,7 @@ def ref_quantize(x, spec):
     O, I = x.shape
     zero = torch.zeros((), dtype=dt)
     eps32 = torch.tensor(EPS, dtype=torch.float32)
-    if k in ("int8", "fp8") and per in ("tensor", "channel"):      # §4.1 / §4.3
+    if k in ("int8", "fp8") and per in ("tensor", "channel"):      # FORMAT.md §4.2 / §4.3
         if per == "channel":
             mn, mx = x.amin(dim=1), x.amax(dim=1)                   # exact in D
         else:
@@ -510,7 +510,7 @@ def ref_quantize(x, spec):
         sf = s.float()[:, None] if per == "channel" else s.float()
         y = (xf / sf).to(dt).float().clamp(-448, 448)                # rD(x / s), clamped (exact)
         return dict(codes=e4m3_encode(y), scale=s, zp=None)
-    if k == "fp8" and per == "block":                                # SPECS.md fp8-block
+    if k == "fp8" and per == "block":                                # FORMAT.md §4.4
         B = p["block"]
         xb = x.float().reshape(O // B, B, I // B, B)
         amax = xb.abs().amax(dim=3).amax(dim=1)                      # exact, float32
@@ -518,7 +518,7 @@ def ref_quantize(x, spec):
         s = torch.where(s == 0, eps32, s)
         y = torch.clamp(xb / s[:, None, :, None], -448, 448)         # fl32(x / s), not rD
         return dict(codes=e4m3_encode(y).reshape(O, I), scale=s, zp=None)
-    if k == "int4":                                                  # §4.1 per-group
+    if k == "int4":                                                  # FORMAT.md §4.5
         G = p["group"]
         xg = x.reshape(O, I // G, G)
         mn, mx = xg.amin(dim=2), xg.amax(dim=2)                      # exact in D
@@ -542,7 +542,7 @@ def ref_quantize(x, spec):
         y = torch.round(xg.float() * inv[:, :, None])               # Quark: round, then + zp
         q = torch.clamp(y + zp.float()[:, :, None], qmin, qmax).to(torch.int32).reshape(O, I)
         return dict(codes=q, scale=s, zp=zp)
-    if k == "mxfp4":                                                 # §4.5
+    if k == "mxfp4":                                                 # FORMAT.md §4.6
         xb = x.float().reshape(O, I // 32, 32)
         amax = xb.abs().amax(dim=2)
         vb = (amax.view(torch.int32) + (1 << 21)) & ~0x7FFFFF        # even_round: v = 2^k
@@ -573,7 +573,7 @@ def _u32(words):
 
 
 def unpack_awq(words, signed):
-    """I32 [R, C] -> int32 [R, 8C]: element j of word c is at bit AWQ_SHIFTS[j] (quark §4.6)."""
+    """I32 [R, C] -> int32 [R, 8C]: element j of word c at bit AWQ_SHIFTS[j] (FORMAT.md §4.9)."""
     u = _u32(words)
     R, C = u.shape
     out = torch.stack([(u >> sh) & 0xF for sh in AWQ_SHIFTS], dim=-1).reshape(R, C * 8)
@@ -584,7 +584,7 @@ def unpack_awq(words, signed):
 
 def unpack_plain(words, bits):
     """I32 [R, C] -> int32 [R, C*32/bits]: element e at bits*(e % per) of word e // per,
-    unsigned (compressed-tensors pack_to_int32, loaders.md §D)."""
+    unsigned (compressed-tensors pack_to_int32, doc/FORMAT.md §4.9)."""
     u = _u32(words)
     per = 32 // bits
     R, C = u.shape
@@ -1230,7 +1230,7 @@ def check_qconfig(c, qc, spec, fmt, quantized, unquant):
                "compressed-tensors": "compressed-tensors"}[fmt]
     if qc.get("quant_method") != want_qm:
         c.fail("quant_method %r, expected %r" % (qc.get("quant_method"), want_qm))
-    if fmt == "quark":                                       # quark-format.md §2, §3
+    if fmt == "quark":                                       # FORMAT.md §6.1
         g = qc.get("global_quant_config") or {}
         w = g.get("weight") or {}
         want_dt = {"int8": "int8", "fp8": "fp8_e4m3", "mxfp4": "fp4",
@@ -1274,14 +1274,14 @@ def check_qconfig(c, qc, spec, fmt, quantized, unquant):
         elif k == "int4" and exp.get("pack_method") != "reorder":
             c.fail("export.pack_method %r, expected reorder" % exp.get("pack_method"))
         check_exclusion(c, qc.get("exclude") or [], unquant, quantized, "exclude")
-    elif fmt == "awq":                                       # quark-format.md §5
+    elif fmt == "awq":                                       # FORMAT.md §6.2
         for key, want in (("bits", 4), ("group_size", p["group"]), ("version", "gemm"),
                           ("zero_point", not p["signed"]), ("pack_method", "reorder")):
             if qc.get(key) != want:
                 c.fail("%s %r, expected %r" % (key, qc.get(key), want))
         check_exclusion(c, qc.get("modules_to_not_convert") or [], unquant, quantized,
                         "modules_to_not_convert")
-    elif fmt == "fp8":                                       # quark-format.md §6, loaders.md §B1
+    elif fmt == "fp8":                                       # FORMAT.md §6.3, §9
         if qc.get("activation_scheme") != "dynamic":
             c.fail("activation_scheme %r, expected dynamic" % qc.get("activation_scheme"))
         if per == "block":
@@ -1291,13 +1291,13 @@ def check_qconfig(c, qc, spec, fmt, quantized, unquant):
             if qc.get("weight_block_size") is not None:
                 c.fail("weight_block_size %r in a per-tensor config" % qc.get("weight_block_size"))
             c.note("no weight_block_size (Quark custom_mode fp8 writes none; transformers then "
-                   "defaults to [128, 128], loaders.md §B1)")
+                   "defaults to [128, 128], doc/FORMAT.md §9)")
         lists = [key for key in ("modules_to_not_convert", "ignored_layers") if key in qc]
         if not lists:
             c.fail("neither modules_to_not_convert nor ignored_layers")
         for key in lists:
             check_exclusion(c, qc.get(key) or [], unquant, quantized, key)
-    else:                                                    # loaders.md §D
+    else:                                                    # FORMAT.md §6.4
         if qc.get("quantization_status") != "compressed":
             c.fail("quantization_status %r" % qc.get("quantization_status"))
         want_fmt = ("int-quantized" if spec == "w8a8-int8" else
@@ -1440,7 +1440,7 @@ def loader_check(args, name, mnt, src, spec, fmt, state, quantized, deq, info):
             low = str(exc).lower()
             missing_pkg = isinstance(exc, ImportError) or "install" in low
             return c.done(NOTRUN if missing_pkg else FAIL)
-    # format fp8: FineGrainedFP8 with dequantize=True (loaders.md §B1)
+    # format fp8: FineGrainedFP8 with dequantize=True (doc/FORMAT.md §9)
     from transformers import FineGrainedFP8Config
     cap = _LogCapture()
     lg = logging.getLogger("transformers")
@@ -1497,7 +1497,7 @@ def loader_check(args, name, mnt, src, spec, fmt, state, quantized, deq, info):
         if problems:
             c.note("; ".join(problems))
             if per_tensor:
-                c.note("per-tensor fp8 is not a transformers layout (loaders.md §B1: it wants "
+                c.note("per-tensor fp8 is not a transformers layout (doc/FORMAT.md §9: it wants "
                        "weight_scale_inv; `quarkfs --list-specs` names only vLLM for fp8/fp8)")
                 return c.done(INCOMPAT)
             for pr in problems:
@@ -1558,7 +1558,7 @@ def selftest():
     def expect(what, got, want):
         if got != want:
             c.fail("%s: got %s, expected %s" % (what, got, want))
-    # mxfp4 (§4.5): amax 6 -> even_round keeps 4 -> e = 0, byte 127; ties to the even code
+    # mxfp4 (FORMAT.md §4.6): amax 6 -> even_round keeps 4 -> e = 0, byte 127; ties -> even code
     row = [6.0, 0.25, 0.75, 2.5, 5.0, -0.0, -0.1, 1.25, 1.75, 3.5, -6.0, -7.0] + [0.0] * 20
     r = ref_quantize(torch.tensor([row], dtype=torch.bfloat16), "mxfp4")
     expect("mxfp4 byte, amax 7", r["scale"].tolist(), [[128]])   # 7 = 1.75*4 rounds up to 8: e = 1

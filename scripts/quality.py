@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Quality of quarkfs's quantized views on a real model (stories260K), measured end to end.
 
-    python3 scripts/quality.py [--quarkfs build/quarkfs] [--models /work/shared/models]
-        [--corpus /work/shared/corpus/tinystories.tok512.u16] [--seqs 50]
+    python3 scripts/quality.py [--quarkfs build/quarkfs] [--models ../shared/models]
+        [--corpus ../shared/corpus/tinystories.tok512.u16] [--seqs 50]
         [--out scripts/quality-results.md] [--no-selftest] [--keep DIR]
 
 What it does (numpy only, no torch; independent of the C sources):
@@ -54,7 +54,7 @@ except ImportError:  # pragma: no cover - depends on the interpreter used
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Published in /work/shared/models/README.md (first 50 sequences, 5,003 predicted tokens).
+# Published with the shared stories260K models (first 50 sequences, 5,003 predicted tokens).
 REF_PPL = {"f32": 4.3942, "f16": 4.3939, "bf16": 4.3940}
 REF_TOP1_VS_F32 = {"f16": 0.9986, "bf16": 0.9934}
 REF_NPRED = 5003
@@ -671,8 +671,9 @@ def fmt_pct(x):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quarkfs", default=os.path.join(REPO, "build", "quarkfs"))
-    ap.add_argument("--models", default="/work/shared/models")
-    ap.add_argument("--corpus", default="/work/shared/corpus/tinystories.tok512.u16")
+    ap.add_argument("--models", default=os.path.join(REPO, "..", "shared", "models"))
+    ap.add_argument("--corpus", default=os.path.join(REPO, "..", "shared", "corpus",
+                                                     "tinystories.tok512.u16"))
     ap.add_argument("--seqs", type=int, default=50)
     ap.add_argument("--out", default=os.path.join(REPO, "scripts", "quality-results.md"))
     ap.add_argument("--no-selftest", action="store_true",

@@ -111,7 +111,7 @@ def job(args, model, spec, fmt):
 
 
 def edge_tensors(dtype, seed=7):
-    """Weights built to hit the new kernels' corner cases (ties, zero groups/blocks, one-signed
+    """Weights built to hit the kernels' corner cases (ties, zero groups/blocks, one-signed
     groups, subnormal magnitudes, odd shapes). Values are representable in dtype."""
     np = quarkref.np
     rng = np.random.default_rng(seed)

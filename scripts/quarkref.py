@@ -20,8 +20,8 @@ Formats (default quark) and the specs they take (FORMATS):
   fp8                 fp8, fp8-block (weight_scale_inv)
   compressed-tensors  int8-channel, w8a8-int8, fp8, fp8-channel, fp8-block, int4*
 
-Written from quark-format.md §1, §3a-f, §4.1, §4.3, §4.5, §4.6, §5, §6, loaders.md §B1, §C,
-§D, SPECS.md and the quarkfs briefs, without looking at the C implementation. Library use:
+Written from notes on Quark's export code and the loaders' source (the contract they give is
+restated in doc/FORMAT.md §1-§8), without looking at the C implementation. Library use:
 plan_view(src, spec, excludes, includes, fmt) builds a ViewPlan; write_view(plan, out) writes
 it; check_view(plan, view) compares. The tensors written per quantized weight are in layout(),
 the shape rule in shape_reason(), the configs in quantization_config().

@@ -1,5 +1,5 @@
 /* quarkfs — quantization kernels, bit-exact with AMD Quark's real_quantize arithmetic
- * (shared/reference/quark-format.md §4.1, §4.3). Loops are written to vectorize; parallel
+ * (doc/FORMAT.md §4). Loops are written to vectorize; parallel
  * loops use OpenMP with the team size given by `threads` (0 = OpenMP's default). */
 #ifndef QUARKFS_QUANT_H
 #define QUARKFS_QUANT_H

@@ -1,6 +1,7 @@
 /* quarkfs — safetensors header parser and validator.
- * Accepts exactly what the Rust safetensors reader (0.8) accepts and rejects the rest, with a
- * message naming the file and the problem (see shared/reference/loaders.md §A). */
+ * Accepts what the Rust safetensors reader (0.8) accepts, but for duplicate tensor names and
+ * more than 16 dimensions, and rejects the rest with a message naming the file and the
+ * problem (doc/FORMAT.md §2.1). */
 #ifndef QUARKFS_SAFETENSORS_H
 #define QUARKFS_SAFETENSORS_H
 

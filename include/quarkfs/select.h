@@ -1,4 +1,4 @@
-/* quarkfs — which tensors are quantized (shared/design/SPECS.md "Which tensors are quantized"). */
+/* quarkfs — which tensors are quantized (doc/FORMAT.md §3). */
 #ifndef QUARKFS_SELECT_H
 #define QUARKFS_SELECT_H
 

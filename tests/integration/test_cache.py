@@ -1,5 +1,5 @@
 """Persistent disk cache, `quarkfs warm`, `quarkfs status`, the source-change policy and
-bounded memory (issue 4).
+bounded memory.
 
 Expected bytes always come from `quarkfs export --no-cache` of the same source and spec (the
 demo model's export is also checked against scripts/quarkref.py): whatever the cache holds, a
@@ -48,7 +48,7 @@ import qfstest as q
 
 CHUNK = 128 << 10                     # O_DIRECT read size: one FUSE request per read
 HEADER = struct.Struct("<8sII16sQQQQ")  # the entry header (64 bytes)
-STRICT = os.environ.get("QUARKFS_TEST_STRICT", "1") == "1"   # the bugs these guarded are fixed
+STRICT = os.environ.get("QUARKFS_TEST_STRICT", "1") == "1"   # on by default here
 STATUS_KEYS = ("tensors_quantized", "memory_hits", "disk_hits", "bytes_quantized",
                "bytes_served", "seconds_quantizing", "scales_computed", "disk_writes",
                "evictions", "disk_cache", "warm", "spec", "format", "source")

@@ -420,7 +420,7 @@ def nan_weight_export_fails():
 @q.test
 def check_finite_leaves_nan_tensor_unquantized():
     """--check-finite: the NaN tensor passes through, listed in the config's exclude, and the
-    whole view equals the reference's view with that module excluded (SPECS.md's rule)."""
+    whole view equals the reference's view with that module excluded (doc/FORMAT.md §4.8)."""
     src = q.copy_model(q.gen_model("demo", "bf16"))
     tensor = "model.layers.1.mlp.gate_proj.weight"
     module = tensor[: -len(".weight")]

@@ -326,7 +326,7 @@ def cache_dir_full_under_concurrent_readers():
     """The disk cache on a 1 MiB tmpfs fills up (ENOSPC) while 8 threads read the whole view
     with O_DIRECT: exactly one warning (naming the directory and the error, saying the memory
     cache goes on), the disk cache is off in `quarkfs status`, every byte is right.
-    (issue 4's test_cache.py full_cache_dir checks the sequential case and the entries.)"""
+    (test_cache.py's full_cache_dir checks the sequential case and the entries.)"""
     src, out, big = model()
     files = {rel: q.read_bytes(os.path.join(out, rel)) for rel in q.tree_files(out)}
     with tmpfs("1M") as t:

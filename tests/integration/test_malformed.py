@@ -38,8 +38,7 @@ STRICT = os.environ.get("QUARKFS_TEST_STRICT") == "1"
 NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
 AS_NOBODY = ["setpriv", "--reuid=%d" % mf.NOBODY, "--regid=%d" % mf.NOBODY, "--clear-groups"]
 
-# Gaps the corpus found that are not fixed yet (none now: the index cases above were fixed by
-# warn_index_mismatches in core/model.c).
+# Known gaps: cases expected to fail until quarkfs handles them (none: every case passes).
 KNOWN_BUGS = {}
 
 _setup = {}
@@ -278,8 +277,8 @@ for _case in mf.CASES:
 
 
 @q.test
-def corpus_covers_the_issue():
-    """Every kind of damage the issue lists has a case (so the list above cannot shrink)."""
+def corpus_covers_every_damage():
+    """Every kind of damage named here has a case in malformed.py (so the corpus cannot shrink)."""
     need = ["truncated_data", "header_length_past_eof", "header_over_100mb", "invalid_utf8",
             "invalid_json", "duplicate_key", "overlapping_offsets", "gapped_offsets",
             "shape_size_mismatch", "shape_product_overflow", "unknown_dtype", "nan_weight",

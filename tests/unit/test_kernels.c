@@ -1,6 +1,6 @@
 /* Unit tests of the dtype conversions (include/quarkfs/dtype.h, core/dtype.c) and the
  * quantization kernels (core/quant.c). Every expected value is worked out by hand in the
- * comments from the formats' definitions and shared/reference/quark-format.md §4.1/§4.3:
+ * comments from the formats' definitions and the contract, doc/FORMAT.md §4.2/§4.3:
  *   int8:  s = max(rD(amax / 127.5), 2^-23); q = clamp(rne(fl32(x * fl32(1/s))), -128, 127)
  *   fp8:   s = rD(amax / 448) (rD(2^-23) if 0); q = e4m3(clamp(rD(fl32(x / s)), +-448))
  * bf16 = 1+8+7 bits (ulp at 1: 2^-7), f16 = 1+5+10 (ulp at 1: 2^-10, min normal 2^-14, min

@@ -1,11 +1,10 @@
-/* Unit tests of the specs and formats added for 4-bit, MXFP4 and block FP8 (core/spec.c,
+/* Unit tests of the 4-bit, MXFP4 and block FP8 specs and of the formats (core/spec.c,
  * core/layout.c, the per-group / MX / block kernels of core/quant.c, the dequantizer, the
  * configs of core/rewrite.c and the planner with a format). Every expected value is worked out
  * by hand in the comments from the contract, not taken from the code's output:
- *   shared/reference/quark-format.md §3(e) (int4/uint4 tensors), §3(f) (MXFP4), §4.1 (integer
- *   arithmetic), §4.5 (MXFP4 arithmetic), §4.6 (packing), §5 (awq), §6 (fp8);
- *   shared/reference/loaders.md §B1 (FineGrainedFP8 block layout), §C4 (awq), §D
- *   (compressed-tensors); shared/design/SPECS.md.
+ *   doc/FORMAT.md §5.1 (int4/uint4 and MXFP4 tensors), §4.5 (integer arithmetic), §4.6
+ *   (MXFP4 arithmetic), §4.9 (packing), §5.2/§6.2 (awq), §5.3/§6.3 (fp8, with the
+ *   FineGrainedFP8 block layout), §5.4/§6.4 (compressed-tensors), §5.5 (the matrix).
  * Notation: weight [O, I]; D = source dtype; rD = round to D; G = group size.
  *   uint4: mn = min(min x, 0), mx = max(max x, 0); s = max(rD(rD(mx - mn) / 15), 2^-23);
  *          zp = clamp(-rne(rD(mn / s)), 0, 15); q = clamp(rne(fl32(x * fl32(1/s))) + zp, 0, 15)
@@ -97,7 +96,7 @@ static bool has_token(const char *msg, const char *name)
     return false;
 }
 
-/* ---- the contract's spec x format matrix (SPECS.md, written out by hand) ---- */
+/* ---- the contract's spec x format matrix (doc/FORMAT.md §5.5, written out by hand) ---- */
 
 static const char *const ALL_SPECS[] = {
     "int8", "int8-channel", "w8a8-int8", "fp8", "fp8-channel", "fp8-block",
@@ -503,7 +502,7 @@ static void test_spec_check_format_messages(void **state)
                    {".weight_shape", OH, QFS_DT_I64, 1, 2, 0, 16}}}
 
 static const exp_layout ALL_LAYOUTS[] = {
-    /* quark (§3) */
+    /* quark (FORMAT.md §5.1) */
     {"int8", FQ, 3, {W_I8, {".weight_scale", OS, QFS_DT_F32, 0, 0, 0, 4},
                      {".weight_zero_point", OZ, QFS_DT_I8, 0, 0, 0, 1}}},
     {"int8-channel", FQ, 3, {W_I8, {".weight_scale", OS, QFS_DT_BF16, 1, 256, 0, 512},
@@ -515,16 +514,16 @@ static const exp_layout ALL_LAYOUTS[] = {
     QUARK4("uint4", 128), QUARK4("uint4-g32", 32), QUARK4("uint4-g64", 64),
     QUARK4("uint4-g128", 128), QUARK4("int4", 128), QUARK4("int4-g32", 32),
     QUARK4("int4-g64", 64), QUARK4("int4-g128", 128),
-    /* §3(f): weight U8 [O, I/2], scale U8 [O, I/32] */
+    /* FORMAT.md §5.1, mxfp4: weight U8 [O, I/2], scale U8 [O, I/32] */
     {"mxfp4", FQ, 2, {{".weight", OW, QFS_DT_U8, 2, 256, 256, 65536},
                       {".weight_scale", OS, QFS_DT_U8, 2, 256, 16, 4096}}},
-    /* awq (§5): the same bytes renamed */
+    /* awq (FORMAT.md §5.2): the same bytes renamed */
     AWQ4("uint4", 128), AWQ4("uint4-g32", 32), AWQ4("uint4-g64", 64), AWQ4("uint4-g128", 128),
     AWQ4("int4", 128), AWQ4("int4-g32", 32), AWQ4("int4-g64", 64), AWQ4("int4-g128", 128),
-    /* fp8 (§6: per-tensor weight_scale D []; B1: block weight_scale_inv F32 [O/128, I/128]) */
+    /* fp8 (FORMAT.md §5.3): weight_scale D [] per tensor, weight_scale_inv F32 [O/128, I/128] */
     {"fp8", F8, 2, {W_F8, {".weight_scale", OS, QFS_DT_BF16, 0, 0, 0, 2}}},
     {"fp8-block", F8, 2, {W_F8, {".weight_scale_inv", OS, QFS_DT_F32, 2, 2, 4, 32}}},
-    /* compressed-tensors (loaders.md §D: tensor [1], channel [O,1], block [O/128, I/128]) */
+    /* compressed-tensors (FORMAT.md §5.4: tensor [1], channel [O,1], block [O/128, I/128]) */
     {"int8-channel", FC, 3, {{".weight_packed", OW, QFS_DT_I32, 2, 256, 128, 131072},
                              {".weight_scale", OS, QFS_DT_BF16, 2, 256, 1, 512},
                              {".weight_shape", OH, QFS_DT_I64, 1, 2, 0, 16}}},
@@ -677,7 +676,7 @@ static void test_layout_shape_refusals(void **state)
 /* 4-bit integer kernels and packing                                                         */
 /* ======================================================================================== */
 
-/* An independent packer written from §4.6's "nibble slot k holds element 8c + ORDER[k]"
+/* An independent packer written from FORMAT.md §4.9's "nibble slot k holds 8c + ORDER[k]"
  * (not from the bit-offset table the code uses). */
 static uint32_t awq_word(const int *vals8)
 {
@@ -1670,7 +1669,7 @@ static void expect_keys_within(const json_t *o, const char *const *allowed, size
     }
 }
 
-/* Quark's JsonExporterConfig: exactly its five fields (§2). */
+/* Quark's JsonExporterConfig: exactly its five fields (FORMAT.md §6.1). */
 static void expect_export(const json_t *o)
 {
     const json_t *e = obj_get(o, "export");
@@ -1687,7 +1686,8 @@ static const char *const EXCL[] = {"lm_head", "model.layers.0.mlp.down_proj"};
 static void test_quant_config_awq(void **state)
 {
     (void)state;
-    /* §5: bits 4, group_size G, zero_point = not symmetric, version gemm, pack_method reorder,
+    /* FORMAT.md §6.2: bits 4, group_size G, zero_point = not symmetric, version gemm,
+     * pack_method reorder,
      * modules_to_not_convert = the exclusion list */
     static const struct { const char *spec; int group; bool zp; } cases[] = {
         {"uint4", 128, true}, {"uint4-g32", 32, true}, {"uint4-g64", 64, true},
@@ -1712,8 +1712,8 @@ static void test_quant_config_awq(void **state)
 static void test_quant_config_fp8_format(void **state)
 {
     (void)state;
-    /* per tensor, §6 (dynamic activations, no KV cache): exactly activation_scheme, export,
-     * ignored_layers, kv_cache_scheme (null), quant_method */
+    /* per tensor, FORMAT.md §6.3 (dynamic activations, no KV cache): exactly
+     * activation_scheme, export, ignored_layers, kv_cache_scheme (null), quant_method */
     json_t *qc = qfs_quant_config_build(unit_spec("fp8"), F8, EXCL, 2);
     assert_non_null(qc);
     assert_int_equal(json_object_size(qc), 5);
@@ -1723,7 +1723,7 @@ static void test_quant_config_fp8_format(void **state)
     expect_null(qc, "kv_cache_scheme");
     expect_str(qc, "quant_method", "fp8");
     json_decref(qc);
-    /* block (loaders.md §B1 / recommendation 1): the config both transformers and vLLM accept */
+    /* block (FORMAT.md §6.3, §9): the config both transformers and vLLM accept */
     qc = qfs_quant_config_build(unit_spec("fp8-block"), F8, EXCL, 1);
     assert_non_null(qc);
     assert_int_equal(json_object_size(qc), 4);
@@ -1768,7 +1768,7 @@ static void expect_ct_args(const json_t *a, int bits, const char *type, const ch
     }
 }
 
-/* The config of one spec in compressed-tensors (loaders.md §D); returns group_0. */
+/* The config of one spec in compressed-tensors (FORMAT.md §6.4); returns group_0. */
 static const json_t *expect_ct_config(const json_t *qc, const char *format)
 {
     assert_non_null(qc);
@@ -1836,7 +1836,7 @@ static void test_quant_config_compressed_tensors(void **state)
     }
 }
 
-/* One Quark tensor spec, all 16 keys (§2, §3(e), §3(f)); symmetric -1 = null. */
+/* One Quark tensor spec, all 16 keys (FORMAT.md §6.1); symmetric -1 = null. */
 static void expect_quark_spec(const json_t *t, const char *dtype, const char *qscheme,
                               int group, int symmetric, bool dynamic, const char *observer,
                               bool mx)

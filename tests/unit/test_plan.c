@@ -1,5 +1,5 @@
 /* Unit tests of the output planner (core/plan.c) and tensor selection (core/select.c).
- * Expected layout: shared/reference/quark-format.md §1.2 and §3 — tensors sorted by dtype
+ * Expected layout: doc/FORMAT.md §2 and §5 — tensors sorted by dtype
  * descending in safetensors' enum order (... I64 > F64 > F32 > I32 > BF16 > F16 > ... >
  * F8_E4M3 > ... > I8 > U8 ...), then by name bytewise, back to back from offset 0; header =
  * 8-byte LE length + compact JSON with __metadata__ first ({"format":"pt"} + source keys),
@@ -750,7 +750,7 @@ static void test_select_module_name(void **state)
         assert_string_equal(m, cases[i][1]);
         free(m);
     }
-    /* no length limit (a fixed buffer once cut names at 1023 bytes, see tests/fuzz) */
+    /* no length limit: a 2000-byte name survives (a fixed 1024-byte buffer would cut it) */
     char longname[3000];
     memset(longname, 'x', 2000);
     strcpy(longname + 2000, ".weight");

@@ -1,6 +1,6 @@
 /* Unit tests of the generated JSON files (core/rewrite.c): config.json with a
- * quantization_config (shared/design/SPECS.md "Files of the view": the source text kept, plus the
- * member), the quantization_config itself (shared/reference/quark-format.md §2-3), and the
+ * quantization_config (doc/FORMAT.md §7: the source text kept, plus the
+ * member), the quantization_config itself (doc/FORMAT.md §6), and the
  * safetensors index (printed like transformers: json.dumps(indent=2, sort_keys=True) + "\n"). */
 #include "unit_util.c"
 

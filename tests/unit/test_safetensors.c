@@ -1,6 +1,6 @@
 /* Unit tests of the safetensors header parser (core/safetensors.c).
- * Expected behaviour: shared/reference/loaders.md §A, "Reader validation, in order" — what the
- * Rust safetensors 0.8 reader accepts and rejects. JSON below is written with ' for ". */
+ * Expected behaviour: doc/FORMAT.md §2.1 — what the Rust safetensors 0.8 reader accepts and
+ * rejects, and quarkfs's two stricter rules. JSON below is written with ' for ". */
 #include "unit_util.c"
 
 #include <fcntl.h>

@@ -296,6 +296,7 @@ int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out,
     qfs_diskcache *c = calloc(1, sizeof *c);
     if (!c || !(c->dir = strdup(dir))) {
         free(c);
+        qfs_error_set(err, "cache directory %s: out of memory", dir);
         return -ENOMEM;
     }
     c->max_bytes = max_bytes;

@@ -695,7 +695,10 @@ static void *worker_main(void *arg)
 int qfs_engine_create(const qfs_engine_options *o, qfs_engine **out, qfs_error *err)
 {
     qfs_engine *e = calloc(1, sizeof *e);
-    if (!e) return -ENOMEM;
+    if (!e) {
+        qfs_error_set(err, "cannot start the engine: out of memory");
+        return -ENOMEM;
+    }
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->work, NULL);
     pthread_cond_init(&e->done, NULL);

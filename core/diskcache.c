@@ -41,7 +41,6 @@ struct qfs_diskcache {
     pthread_mutex_t lock;
     uint64_t used;                     /* this process's estimate; trimming rescans */
     bool readonly;                     /* hits only: the directory takes no writes */
-    qfs_diskcache_stats stats;
 };
 
 void qfs_cache_key_compute(const char *recipe, const void *src, size_t len, qfs_cache_key *out)
@@ -297,6 +296,7 @@ int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out,
     qfs_diskcache *c = calloc(1, sizeof *c);
     if (!c || !(c->dir = strdup(dir))) {
         free(c);
+        qfs_error_set(err, "cache directory %s: out of memory", dir);
         return -ENOMEM;
     }
     c->max_bytes = max_bytes;
@@ -372,19 +372,12 @@ void qfs_diskcache_close(qfs_diskcache *c)
 
 const char *qfs_diskcache_dir(const qfs_diskcache *c) { return c->dir; }
 
-void qfs_diskcache_get_stats(qfs_diskcache *c, qfs_diskcache_stats *out)
+uint64_t qfs_diskcache_bytes(qfs_diskcache *c)
 {
     pthread_mutex_lock(&c->lock);
-    *out = c->stats;
-    out->bytes = c->used;
+    uint64_t used = c->used;
     pthread_mutex_unlock(&c->lock);
-}
-
-static void count(qfs_diskcache *c, uint64_t *field)
-{
-    pthread_mutex_lock(&c->lock);
-    (*field)++;
-    pthread_mutex_unlock(&c->lock);
+    return used;
 }
 
 int qfs_diskcache_get(qfs_diskcache *c, const qfs_cache_key *key, void *scales,
@@ -393,11 +386,9 @@ int qfs_diskcache_get(qfs_diskcache *c, const qfs_cache_key *key, void *scales,
     char sub[3], name[40];
     entry_name(key, sub, name);
     int sfd = open_subdir(c->vfd, sub, false);
-    if (sfd < 0) {
-        count(c, &c->stats.misses);
+    if (sfd < 0)
         return sfd == -ENOENT || sfd == -EPERM || sfd == -ELOOP || sfd == -ENOTDIR ? -ENOENT
                                                                                    : sfd;
-    }
     struct stat sb;
     int fd = open_entry_file(sfd, name, O_RDONLY, &sb);
     if (fd == -EPERM) {
@@ -405,13 +396,10 @@ int qfs_diskcache_get(qfs_diskcache *c, const qfs_cache_key *key, void *scales,
          * read or waited on, removed so that the entry can be written again. */
         if (!c->readonly) remove_tree_at(sfd, name, 0);
         close(sfd);
-        count(c, &c->stats.corrupt);
-        count(c, &c->stats.misses);
         return -ENOENT;
     }
     if (fd < 0) {
         close(sfd);
-        count(c, &c->stats.misses);
         return fd;
     }
     entry_header h;
@@ -431,12 +419,9 @@ int qfs_diskcache_get(qfs_diskcache *c, const qfs_cache_key *key, void *scales,
         /* Truncated, corrupt or foreign (another key, layout or version): never served. */
         if (!c->readonly) unlinkat(sfd, name, 0);
         close(sfd);
-        count(c, &c->stats.corrupt);
-        count(c, &c->stats.misses);
         return -ENOENT;
     }
     close(sfd);
-    count(c, &c->stats.hits);
     return 0;
 }
 
@@ -448,20 +433,16 @@ static void trim(qfs_diskcache *c)
     uint64_t total;
     if (scan(c, &files, &n, &total) != 0) return;
     qsort(files, n, sizeof *files, cmp_mtime);
-    uint64_t goal = (uint64_t)((double)c->max_bytes * TRIM_TO), removed = 0;
+    uint64_t goal = (uint64_t)((double)c->max_bytes * TRIM_TO);
     for (size_t i = 0; i < n && total > goal; i++) {
         int sfd = open_subdir(c->vfd, files[i].sub, false);   /* never leaves the directory */
         if (sfd < 0) continue;
-        if (unlinkat(sfd, files[i].name, 0) == 0) {
-            total -= (uint64_t)files[i].size;
-            removed++;
-        }
+        if (unlinkat(sfd, files[i].name, 0) == 0) total -= (uint64_t)files[i].size;
         close(sfd);
     }
     free(files);
     pthread_mutex_lock(&c->lock);
     c->used = total;
-    c->stats.evictions += removed;
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -526,7 +507,6 @@ int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *sc
     uint64_t size = sizeof h + scales_len + weight_len;
     pthread_mutex_lock(&c->lock);
     c->used += size;
-    c->stats.writes++;
     bool over = c->used > c->max_bytes;
     pthread_mutex_unlock(&c->lock);
     if (over) trim(c);

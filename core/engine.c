@@ -288,6 +288,14 @@ typedef struct source_view {
     size_t map_len;
 } source_view;
 
+/* The one place where a kernel's failure becomes the error readers see: -EDOM (a NaN or Inf
+ * in the source) and any other refusal make the file unreadable, which read(2) and export
+ * report as an I/O error; err keeps the kernel's message. */
+static int kernel_failed(int rc)
+{
+    return rc ? -EIO : 0;
+}
+
 static const char *shrunk_hint(int rc)
 {
     return rc == -EIO ? " (the file is shorter than its header says: was it changed under the "
@@ -390,8 +398,9 @@ static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, qfs_job_slot
     if (known) {
         memcpy(sc, known, sc_bytes);
     } else {
-        rc = qfs_quantize_layout(src->spec, src->format, t->dtype, v->bytes, j->rows, j->cols,
-                                 &j->layout, NULL, sc, e->threads, what, err) ? -EIO : 0;
+        rc = kernel_failed(qfs_quantize_layout(src->spec, src->format, t->dtype, v->bytes,
+                                               j->rows, j->cols, &j->layout, NULL, sc,
+                                               e->threads, what, err));
         if (!rc) rc = source_intact(e, src, v, t, err);
         if (rc) {
             free(done);
@@ -420,12 +429,12 @@ static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, qfs_job_slot
         }
         pthread_mutex_unlock(&e->lock);
         uint64_t r0 = (uint64_t)b * band, r1 = j->rows - r0 < band ? j->rows : r0 + band;
-        if (qfs_quantize_layout_rows(src->spec, t->dtype, v->bytes, j->rows, j->cols,
-                                     &j->layout, sc, r0, r1, w, e->threads)) {
+        rc = kernel_failed(qfs_quantize_layout_rows(src->spec, t->dtype, v->bytes, j->rows,
+                                                    j->cols, &j->layout, sc, r0, r1, w,
+                                                    e->threads));
+        if (rc)
             qfs_error_set(err, "%s: internal error: band [%llu, %llu) refused", what,
                           (unsigned long long)r0, (unsigned long long)r1);
-            rc = -EIO;
-        }
         if (!rc) rc = source_intact(e, src, v, t, err);
         pthread_mutex_lock(&e->lock);
         if (!rc) done[b] = 1;
@@ -495,9 +504,9 @@ static int compute_job(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *sr
         if (banded) {
             rc = quantize_in_bands(e, src, slot, &v, w, sc, &sc_published, what, err);
         } else {
-            rc = qfs_quantize_layout(src->spec, src->format, t->dtype, v.bytes, j->rows, j->cols,
-                                     &j->layout, w, sc, e->threads, what, err);
-            if (rc) rc = -EIO;
+            rc = kernel_failed(qfs_quantize_layout(src->spec, src->format, t->dtype, v.bytes,
+                                                   j->rows, j->cols, &j->layout, w, sc,
+                                                   e->threads, what, err));
             if (!rc) rc = source_intact(e, src, &v, t, err);
         }
         if (!rc && disk && w) *disk_error = qfs_diskcache_put(disk, &key, sc, sc_bytes, w, w_bytes);
@@ -597,9 +606,9 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
     }
     slot->running = 0;
     end_bands(slot);
-    if (!scales) {}                 /* published by the job itself */
-    else if (slot->scales) free(scales);
-    else {
+    if (scales && slot->scales) {   /* NULL: the job published its own */
+        free(scales);
+    } else if (scales) {
         slot->scales = scales;
         scales_added(e, slot);
     }
@@ -686,7 +695,10 @@ static void *worker_main(void *arg)
 int qfs_engine_create(const qfs_engine_options *o, qfs_engine **out, qfs_error *err)
 {
     qfs_engine *e = calloc(1, sizeof *e);
-    if (!e) return -ENOMEM;
+    if (!e) {
+        qfs_error_set(err, "cannot start the engine: out of memory");
+        return -ENOMEM;
+    }
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->work, NULL);
     pthread_cond_init(&e->done, NULL);
@@ -894,9 +906,7 @@ void qfs_engine_get_stats(qfs_engine *e, qfs_engine_stats *out)
     out->memory_budget = e->cache_mem;
     pthread_mutex_unlock(&e->lock);
     if (e->disk) {   /* set once at creation; its own lock */
-        qfs_diskcache_stats ds;
-        qfs_diskcache_get_stats(e->disk, &ds);
-        out->disk_bytes = ds.bytes;
+        out->disk_bytes = qfs_diskcache_bytes(e->disk);
         out->disk_dir = qfs_diskcache_dir(e->disk);
     }
 }

@@ -117,6 +117,7 @@ int qfs_export(qfs_model *m, qfs_engine *eng, const char *out_dir, qfs_export_pr
     if (!buf || !made) {
         free(buf);
         free(made);
+        qfs_error_set(err, "%s: out of memory", out_dir);
         return -ENOMEM;
     }
     /* Entries are in scan order: a directory always precedes what it holds. */

@@ -26,10 +26,9 @@ static void add(qfs_layout *l, const char *suffix, qfs_out_kind kind, qfs_dtype 
     }
 }
 
-static int refuse(char *why, size_t len, const char *fmt, unsigned long long a,
-                  unsigned long long b)
+static int refuse(qfs_error *err, const char *fmt, unsigned long long a, unsigned long long b)
 {
-    if (why) snprintf(why, len, fmt, a, b);
+    if (err) snprintf(err->msg, sizeof err->msg, fmt, a, b);
     return -EDOM;
 }
 
@@ -46,14 +45,14 @@ static int layout_awq_like(const qfs_spec *s, qfs_format f, qfs_dtype dt, uint64
 }
 
 int qfs_layout_for(const qfs_spec *s, qfs_format f, qfs_dtype dt, uint64_t o, uint64_t i,
-                   qfs_layout *l, char *why, size_t why_len)
+                   qfs_layout *l, qfs_error *err)
 {
     memset(l, 0, sizeof *l);
     bool ct = f == QFS_FMT_COMPRESSED_TENSORS;
     switch (s->wtype) {
     case QFS_W_INT8:
         if (ct && s->act == QFS_ACT_NONE) {          /* pack-quantized W8A16 */
-            if (i % 4) return refuse(why, why_len, "in=%llu is not a multiple of 4 (int32 "
+            if (i % 4) return refuse(err, "in=%llu is not a multiple of 4 (int32 "
                                      "packing)%.0llu", i, 0);
             add(l, ".weight_packed", QFS_OUT_WEIGHT, QFS_DT_I32, 2, o, i / 4);
             add(l, ".weight_scale", QFS_OUT_SCALE, dt, 2, o, 1);
@@ -74,7 +73,7 @@ int qfs_layout_for(const qfs_spec *s, qfs_format f, qfs_dtype dt, uint64_t o, ui
     case QFS_W_FP8_E4M3:
         if (s->gran == QFS_PER_BLOCK) {
             if (o % s->group || i % s->group)
-                return refuse(why, why_len, "[%llu, %llu] is not made of whole 128x128 blocks",
+                return refuse(err, "[%llu, %llu] is not made of whole 128x128 blocks",
                               o, i);
             add(l, ".weight", QFS_OUT_WEIGHT, QFS_DT_F8_E4M3, 2, o, i);
             add(l, ct ? ".weight_scale" : ".weight_scale_inv", QFS_OUT_SCALE, QFS_DT_F32, 2,
@@ -92,7 +91,7 @@ int qfs_layout_for(const qfs_spec *s, qfs_format f, qfs_dtype dt, uint64_t o, ui
     case QFS_W_UINT4:
     case QFS_W_INT4:
         if (i % s->group)
-            return refuse(why, why_len, "in=%llu is not a multiple of the group size %llu", i,
+            return refuse(err, "in=%llu is not a multiple of the group size %llu", i,
                           s->group);
         if (ct) {                                    /* pack-quantized W4A16, plain order */
             add(l, ".weight_packed", QFS_OUT_WEIGHT, QFS_DT_I32, 2, o, i / 8);
@@ -100,16 +99,16 @@ int qfs_layout_for(const qfs_spec *s, qfs_format f, qfs_dtype dt, uint64_t o, ui
             add(l, ".weight_shape", QFS_OUT_SHAPE, QFS_DT_I64, 1, 2, 0);
             return 0;
         }
-        if (o % 8) return refuse(why, why_len, "out=%llu is not a multiple of 8 (int32 packing "
+        if (o % 8) return refuse(err, "out=%llu is not a multiple of 8 (int32 packing "
                                  "along the output dim)%.0llu", o, 0);
         return layout_awq_like(s, f, dt, o, i, l);
     case QFS_W_MXFP4:
         if (i % s->group)
-            return refuse(why, why_len, "in=%llu is not a multiple of the MX block %llu", i,
+            return refuse(err, "in=%llu is not a multiple of the MX block %llu", i,
                           s->group);
         add(l, ".weight", QFS_OUT_WEIGHT, QFS_DT_U8, 2, o, i / 2);
         add(l, ".weight_scale", QFS_OUT_SCALE, QFS_DT_U8, 2, o, i / s->group);
         return 0;
     }
-    return refuse(why, why_len, "unsupported spec%.0llu%.0llu", 0, 0);
+    return refuse(err, "unsupported spec%.0llu%.0llu", 0, 0);
 }

@@ -467,7 +467,10 @@ int qfs_model_open(const char *src, const qfs_model_options *opts, qfs_model **o
                    qfs_error *err)
 {
     qfs_model *m = calloc(1, sizeof *m);
-    if (!m) return -ENOMEM;
+    if (!m) {
+        qfs_error_set(err, "%s: out of memory while scanning", src);
+        return -ENOMEM;
+    }
     m->opts = *opts;
     int rc;
     char root[PATH_MAX];

@@ -187,7 +187,7 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
             d = QFS_SKIP_NONFINITE;
         qfs_layout l;
         if (d == QFS_SELECT_QUANTIZE &&
-            qfs_layout_for(spec, opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL, 0))
+            qfs_layout_for(spec, opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL))
             d = QFS_SKIP_SHAPE;
         if (d == QFS_SELECT_QUANTIZE) {
             /* Every new name must be free: the source would otherwise hold it twice. */
@@ -217,7 +217,7 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
             continue;
         }
         qfs_layout l;
-        qfs_layout_for(spec, opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL, 0);
+        qfs_layout_for(spec, opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL);
         free(module);
         if (!(module = qfs_select_module_dup(t->name))) goto fail;
         for (unsigned k = 0; k < l.n_out; k++) {
@@ -257,7 +257,7 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
         j->src = t->src;
         j->rows = s->shape[0];
         j->cols = s->shape[1];
-        qfs_layout_for(spec, opts->format, s->dtype, j->rows, j->cols, &j->layout, NULL, 0);
+        qfs_layout_for(spec, opts->format, s->dtype, j->rows, j->cols, &j->layout, NULL);
         job_of_src[t->src] = p->n_jobs++;
     }
     for (size_t i = 0; i < p->n_tensors; i++)

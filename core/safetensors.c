@@ -261,6 +261,7 @@ int qfs_st_parse(const uint8_t *prefix, size_t prefix_len, uint64_t file_size, c
     if (rc == 0) rc = index_names(out);
 out:
     json_decref(root);
+    if (rc == -ENOMEM) qfs_error_set(err, "%s: out of memory while reading the header", path);
     if (rc) qfs_st_file_free(out);
     return rc;
 }
@@ -290,7 +291,11 @@ int qfs_st_read_fd(int fd, const char *path, qfs_st_file *out, qfs_error *err)
     for (int i = 7; i >= 0; i--) n = (n << 8) | head[i];
     if (n > QFS_ST_MAX_HEADER || 8 + n > size) return qfs_st_parse(head, 8, size, path, out, err);
     uint8_t *buf = malloc(8 + n);
-    if (!buf) return -ENOMEM;
+    if (!buf) {
+        qfs_error_set(err, "%s: out of memory for its %llu-byte header", path,
+                      (unsigned long long)n);
+        return -ENOMEM;
+    }
     memcpy(buf, head, 8);
     rc = qfs_pread_full(fd, buf + 8, n, 8);
     if (rc) {

@@ -183,8 +183,10 @@ static int walk(const qfs_model *m, const qfs_inspect_options *o, FILE *out, jso
             snprintf(why, sizeof why, "%s", qfs_select_reason(d));
             qfs_layout l;
             if (d == QFS_SKIP_SHAPE) {   /* say which dimension the spec cannot take */
-                qfs_layout_for(m->opts.spec, m->opts.format, s->dtype, s->shape[0], s->shape[1],
-                               &l, why, sizeof why);
+                qfs_error lerr = {{0}};
+                if (qfs_layout_for(m->opts.spec, m->opts.format, s->dtype, s->shape[0],
+                                   s->shape[1], &l, &lerr))
+                    snprintf(why, sizeof why, "%s", lerr.msg);
                 if (!tot->shape_skipped++)
                     snprintf(tot->first_skip, sizeof tot->first_skip, "%.120s: %.120s", s->name,
                              why);

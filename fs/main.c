@@ -88,7 +88,7 @@ static void add_skip(skip_group *g, size_t *n_groups, size_t cap, const char *dt
         else {
             memset(&g[k], 0, sizeof g[k]);
             snprintf(g[k].dtype, sizeof g[k].dtype, "%s", dtype);
-            snprintf(g[k].why, sizeof g[k].why, "%s", why);
+            snprintf(g[k].why, sizeof g[k].why, "%.*s", (int)sizeof g[k].why - 1, why);
             (*n_groups)++;
         }
     }
@@ -120,10 +120,11 @@ static void log_plan(const qfs_model *m)
             if (d == QFS_SELECT_QUANTIZE) {
                 quantized++;
             } else if (d == QFS_SKIP_SHAPE) {
-                char why[256];
+                qfs_error lerr = {{0}};
                 qfs_layout l;
                 qfs_layout_for(m->opts.spec, m->opts.format, s->dtype, s->shape[0], s->shape[1],
-                               &l, why, sizeof why);
+                               &l, &lerr);
+                const char *why = lerr.msg;
                 log_msg(LOG_DEBUG, "%s: tensor '%s' [%llu, %llu] stays %s: spec %s cannot take "
                         "it: %s", e->src_path, s->name, (unsigned long long)s->shape[0],
                         (unsigned long long)s->shape[1], dt, m->opts.spec->name, why);

@@ -356,7 +356,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     if (rc) {
         if (!atomic_flag_test_and_set(&fs->read_error_logged[idx]))
             fs->log(LOG_ERR, "%s", err.msg);
-        fuse_reply_err(req, rc == -EDOM ? EIO : -rc);
+        fuse_reply_err(req, -rc);   /* the engine turned kernel failures into EIO */
     } else {
         atomic_fetch_add(&fs->bytes_served, got);
         fuse_reply_buf(req, (const char *)buf, got);

@@ -22,10 +22,6 @@ typedef struct qfs_cache_key {
 
 typedef struct qfs_diskcache qfs_diskcache;
 
-typedef struct qfs_diskcache_stats {
-    uint64_t hits, misses, writes, corrupt, evictions, bytes;
-} qfs_diskcache_stats;
-
 /* The key of a tensor: recipe text (see engine.c) then the source bytes. */
 void qfs_cache_key_compute(const char *recipe, const void *src, size_t len, qfs_cache_key *out);
 
@@ -68,8 +64,9 @@ void qfs_diskcache_set_readonly(qfs_diskcache *c);
 int qfs_diskcache_lock(qfs_diskcache *c, const qfs_cache_key *key, int *fd);
 void qfs_diskcache_unlock(int fd);
 
-/* Copies the counters. */
-void qfs_diskcache_get_stats(qfs_diskcache *c, qfs_diskcache_stats *out);
+/* Bytes of entries in the directory: counted at open and after each trim, plus this
+ * process's writes since. */
+uint64_t qfs_diskcache_bytes(qfs_diskcache *c);
 /* The directory in use. */
 const char *qfs_diskcache_dir(const qfs_diskcache *c);
 

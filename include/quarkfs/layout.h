@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "quarkfs/dtype.h"
+#include "quarkfs/error.h"
 #include "quarkfs/spec.h"
 
 typedef enum qfs_part { QFS_PART_WEIGHT, QFS_PART_SCALES } qfs_part;
@@ -38,8 +39,9 @@ typedef struct qfs_layout {
 
 /* The layout of a [rows, cols] weight of dtype dt under spec s in format f (a pair accepted by
  * qfs_spec_format_ok). 0, or -EDOM when the spec cannot take this shape, with the reason in
- * `why` (e.g. "in=172 is not a multiple of the group size 128"). */
+ * err if non-NULL (e.g. "in=172 is not a multiple of the group size 128": the shape only, the
+ * caller names the file and tensor). */
 int qfs_layout_for(const qfs_spec *s, qfs_format f, qfs_dtype dt, uint64_t rows, uint64_t cols,
-                   qfs_layout *out, char *why, size_t why_len);
+                   qfs_layout *out, qfs_error *err);
 
 #endif

@@ -163,9 +163,10 @@ int main(int argc, char **argv)
                     slash ? "/" : "", slash ? slash + 1 : "");
             return 2;
         }
-        char why[256];
+        qfs_error lerr = {{0}};
+        const char *why = lerr.msg;
         if (qfs_layout_for(specs[n_specs], fmts[n_specs], QFS_DT_BF16, rows, cols,
-                           &lays[n_specs], why, sizeof why)) {
+                           &lays[n_specs], &lerr)) {
             fprintf(stderr, "kernelbench: %s cannot take [%zu, %zu]: %s\n", tok, rows, cols, why);
             return 2;
         }

@@ -135,7 +135,7 @@ void fuzz_check_plan(const qfs_st_file *src, const qfs_plan_options *opts, const
 {
     const qfs_spec *spec = opts->spec;
     const size_t ns = src->n_tensors;
-    char why[256];
+    qfs_error lerr;
     const char *sn = spec->name, *fn = qfs_format_name(opts->format);
 
     /* Decisions: what qfs_select_tensor and qfs_layout_for say, plus the planner's own rules. */
@@ -145,9 +145,10 @@ void fuzz_check_plan(const qfs_st_file *src, const qfs_plan_options *opts, const
         const qfs_st_tensor *t = &src->tensors[i];
         qfs_select_result d = p->decisions[i], sel = qfs_select_tensor(t, spec, opts->rules);
         qfs_layout l;
+        lerr.msg[0] = '\0';
         int lrc = sel == QFS_SELECT_QUANTIZE
                   ? qfs_layout_for(spec, opts->format, t->dtype, t->shape[0], t->shape[1], &l,
-                                   why, sizeof why)
+                                   &lerr)
                   : 0;
         switch (d) {
         case QFS_SELECT_QUANTIZE:
@@ -166,7 +167,7 @@ void fuzz_check_plan(const qfs_st_file *src, const qfs_plan_options *opts, const
                        "%s/%s: '%s' skipped as non-finite", sn, fn, t->name);
             break;
         case QFS_SKIP_SHAPE:
-            FUZZ_CHECK(sel == QFS_SELECT_QUANTIZE && lrc == -EDOM && why[0],
+            FUZZ_CHECK(sel == QFS_SELECT_QUANTIZE && lrc == -EDOM && lerr.msg[0],
                        "%s/%s: '%s' skipped for its shape but layout says %d", sn, fn, t->name,
                        lrc);
             break;
@@ -262,7 +263,7 @@ void fuzz_check_plan(const qfs_st_file *src, const qfs_plan_options *opts, const
         FUZZ_CHECK(job->rows == s->shape[0] && job->cols == s->shape[1], "%s/%s: job of '%s' is "
                    "[%" PRIu64 ", %" PRIu64 "]", sn, fn, s->name, job->rows, job->cols);
         qfs_layout l;
-        FUZZ_CHECK(qfs_layout_for(spec, opts->format, s->dtype, job->rows, job->cols, &l, NULL, 0)
+        FUZZ_CHECK(qfs_layout_for(spec, opts->format, s->dtype, job->rows, job->cols, &l, NULL)
                    == 0 && layouts_equal(&l, &job->layout), "%s/%s: layout of job '%s' differs "
                    "from qfs_layout_for", sn, fn, s->name);
         check_layout(&job->layout, s->name);

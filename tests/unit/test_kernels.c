@@ -68,7 +68,7 @@ static int run_quantize(const char *spec, qfs_dtype dt, const void *src, uint64_
     memset(o, 0xA5, sizeof *o);
     const qfs_spec *s = unit_spec(spec);
     qfs_layout l;
-    assert_int_equal(qfs_layout_for(s, QFS_FMT_QUARK, dt, rows, cols, &l, NULL, 0), 0);
+    assert_int_equal(qfs_layout_for(s, QFS_FMT_QUARK, dt, rows, cols, &l, NULL), 0);
     bool zp = l.n_out > 2 && l.out[2].kind == QFS_OUT_ZERO_POINT;
     assert_true(l.out[0].bytes <= sizeof o->w && l.out[1].bytes <= sizeof o->s);
     return qfs_quantize(s, dt, src, rows, cols, o->w, o->s, zp ? o->z : NULL, 1,
@@ -806,7 +806,7 @@ static void test_per_tensor_all_16bit_inputs(void **state)
         for (size_t k = 0; k < 2; k++) {
             const qfs_spec *s = unit_spec(specs[k]);
             qfs_layout l;
-            assert_int_equal(qfs_layout_for(s, QFS_FMT_QUARK, dt, ROWS, COLS, &l, NULL, 0), 0);
+            assert_int_equal(qfs_layout_for(s, QFS_FMT_QUARK, dt, ROWS, COLS, &l, NULL), 0);
             uint8_t *scales = calloc(1, l.scales_bytes);
             assert_true(scales != NULL);
             for (size_t j = 0; j < sizeof scale_list / sizeof scale_list[0]; j++) {
@@ -867,7 +867,7 @@ static void test_per_tensor_fp8_bf16_scales(void **state)
     for (size_t i = np; i < N; i++) src[i] = src[(i * 7919) % np];
     const qfs_spec *s = unit_spec("fp8");
     qfs_layout l;
-    assert_int_equal(qfs_layout_for(s, QFS_FMT_QUARK, QFS_DT_BF16, ROWS, COLS, &l, NULL, 0), 0);
+    assert_int_equal(qfs_layout_for(s, QFS_FMT_QUARK, QFS_DT_BF16, ROWS, COLS, &l, NULL), 0);
     uint8_t *scales = calloc(1, l.scales_bytes);
     assert_true(scales != NULL);
     for (unsigned h = 1; h < 0x7F80; h += 97) {
@@ -1012,7 +1012,7 @@ static void check_sizes(const char *spec, qfs_dtype dt, uint64_t rows, uint64_t 
 {
     qfs_layout l;
     memset(&l, 0xFF, sizeof l);
-    assert_int_equal(qfs_layout_for(unit_spec(spec), QFS_FMT_QUARK, dt, rows, cols, &l, NULL, 0),
+    assert_int_equal(qfs_layout_for(unit_spec(spec), QFS_FMT_QUARK, dt, rows, cols, &l, NULL),
                      0);
     bool has_zp = l.n_out > 2 && l.out[2].kind == QFS_OUT_ZERO_POINT;
     assert_int_equal(l.out[0].bytes, w);

@@ -61,6 +61,39 @@ class Skip(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
+# Disk-cache entries, read back without quarkfs (test_cache, test_hardening)
+# ---------------------------------------------------------------------------------------------
+
+CACHE_HEADER = struct.Struct("<8sII16sQQQQ")   # an entry's header (core/diskcache.c)
+_xxh = []
+
+
+def xxh3_64(data):
+    """XXH3-64 (seed 0) of data, by libxxhash (what an entry's checksums are)."""
+    if not _xxh:
+        import ctypes
+        import ctypes.util
+        lib = ctypes.CDLL(ctypes.util.find_library("xxhash") or "libxxhash.so.0")
+        lib.XXH3_64bits.restype = ctypes.c_uint64
+        lib.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        _xxh.append(lib)
+    return _xxh[0].XXH3_64bits(data, len(data))
+
+
+def cache_entries(cache):
+    """Sorted paths of the entry files cache/v1/XX/KEY.qfs (regular files, no symlinks)."""
+    out = []
+    v1 = os.path.join(cache, "v1")
+    for sub in sorted(os.listdir(v1)) if os.path.isdir(v1) else ():
+        d = os.path.join(v1, sub)
+        if os.path.isdir(d) and not os.path.islink(d):
+            out += [os.path.join(d, f) for f in sorted(os.listdir(d))
+                    if f.endswith(".qfs") and os.path.isfile(os.path.join(d, f))
+                    and not os.path.islink(os.path.join(d, f))]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Temporary files and directories
 # ---------------------------------------------------------------------------------------------
 

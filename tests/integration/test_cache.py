@@ -29,8 +29,6 @@ QUARKFS_TEST_STRICT=1 to make those fail.
 """
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import hashlib
 import json
@@ -47,7 +45,7 @@ import time
 import qfstest as q
 
 CHUNK = 128 << 10                     # O_DIRECT read size: one FUSE request per read
-HEADER = struct.Struct("<8sII16sQQQQ")  # the entry header (64 bytes)
+HEADER = q.CACHE_HEADER  # the entry header (64 bytes)
 STRICT = os.environ.get("QUARKFS_TEST_STRICT", "1") == "1"   # on by default here
 STATUS_KEYS = ("tensors_quantized", "memory_hits", "disk_hits", "bytes_quantized",
                "bytes_served", "seconds_quantizing", "scales_computed", "disk_writes",
@@ -66,28 +64,8 @@ def known_bug(msg):
 # Cache entries, read back without quarkfs
 # ---------------------------------------------------------------------------------------------
 
-_xxh = []
-
-
-def xxh3_64(data):
-    """XXH3-64 (seed 0) of data, by libxxhash."""
-    if not _xxh:
-        lib = ctypes.CDLL(ctypes.util.find_library("xxhash") or "libxxhash.so.0")
-        lib.XXH3_64bits.restype = ctypes.c_uint64
-        lib.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-        _xxh.append(lib)
-    return _xxh[0].XXH3_64bits(data, len(data))
-
-
-def entry_paths(cache):
-    """Sorted paths of every entry file (cache/v1/XX/KEY.qfs)."""
-    out = []
-    v1 = os.path.join(cache, "v1")
-    if os.path.isdir(v1):
-        for sub in sorted(os.listdir(v1)):
-            d = os.path.join(v1, sub)
-            out += [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith(".qfs")]
-    return out
+xxh3_64 = q.xxh3_64
+entry_paths = q.cache_entries
 
 
 def check_entry(path):

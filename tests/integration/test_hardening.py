@@ -7,14 +7,11 @@ Another user is a throw-away uid (ATTACKER) through setpriv; files it creates ar
 the test's temporary root.
 """
 
-import ctypes
-import ctypes.util
 import errno
 import hashlib
 import json
 import os
 import shutil
-import signal
 import stat
 import struct
 import subprocess
@@ -119,31 +116,9 @@ def fifo_in_place_of_source_files():
 # The disk cache
 # ---------------------------------------------------------------------------------------------
 
-HEADER = struct.Struct("<8sII16sQQQQ")   # an entry's header (core/diskcache.c)
-_xxh = []
-
-
-def xxh3_64(data):
-    """XXH3-64 (seed 0) by libxxhash: what a forger recomputes for a rewritten entry."""
-    if not _xxh:
-        lib = ctypes.CDLL(ctypes.util.find_library("xxhash") or "libxxhash.so.0")
-        lib.XXH3_64bits.restype = ctypes.c_uint64
-        lib.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-        _xxh.append(lib)
-    return _xxh[0].XXH3_64bits(data, len(data))
-
-
-def entries(cache):
-    """Sorted paths of the entry files cache/v1/XX/KEY.qfs (regular files only)."""
-    out = []
-    v1 = os.path.join(cache, "v1")
-    for sub in sorted(os.listdir(v1)) if os.path.isdir(v1) else ():
-        d = os.path.join(v1, sub)
-        if os.path.isdir(d) and not os.path.islink(d):
-            out += [os.path.join(d, f) for f in sorted(os.listdir(d))
-                    if f.endswith(".qfs") and os.path.isfile(os.path.join(d, f))
-                    and not os.path.islink(os.path.join(d, f))]
-    return out
+HEADER = q.CACHE_HEADER
+xxh3_64 = q.xxh3_64
+entries = q.cache_entries
 
 
 _expected = {}

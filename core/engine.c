@@ -41,8 +41,8 @@ struct qfs_engine {
     qfs_map_guard *guard;          /* mmap mode when set */
     qfs_cache cache;               /* its budget: cache_mem minus the scales held */
     size_t cache_mem;
-    qfs_job_slot *sc_head, *sc_tail;   /* slots holding scales, most recently read first */
-    size_t scales_bytes;
+    qfs_cache scales;              /* the slots' scales: least recently read dropped past
+                                    * half of cache_mem (pinned while their job runs) */
     qfs_diskcache *disk;           /* NULL when off or after it failed */
     qfs_engine_log_fn log;
     void *log_ctx;
@@ -153,60 +153,30 @@ static void recycle_served(qfs_engine *e, size_t size)
 /* Scales count in cache_mem: the weights get what the scales leave (lock held). */
 static void set_weight_budget(qfs_engine *e)
 {
-    e->cache.budget = e->cache_mem > e->scales_bytes ? e->cache_mem - e->scales_bytes : 0;
-    e->stats.scales_bytes = e->scales_bytes;
-}
-
-static size_t scales_size(const qfs_job_slot *slot)
-{
-    return (size_t)slot->source->plan->jobs[slot->job].layout.scales_bytes;
-}
-
-static void scales_unlink(qfs_engine *e, qfs_job_slot *slot)
-{
-    if (slot->sc_prev) slot->sc_prev->sc_next = slot->sc_next;
-    else e->sc_head = slot->sc_next;
-    if (slot->sc_next) slot->sc_next->sc_prev = slot->sc_prev;
-    else e->sc_tail = slot->sc_prev;
-    slot->sc_prev = slot->sc_next = NULL;
-}
-
-static void scales_push(qfs_engine *e, qfs_job_slot *slot)
-{
-    slot->sc_prev = NULL;
-    slot->sc_next = e->sc_head;
-    if (e->sc_head) e->sc_head->sc_prev = slot;
-    else e->sc_tail = slot;
-    e->sc_head = slot;
-}
-
-/* Drops the least recently read scales (never those of a running job, which reads them, nor
- * `keep`) while they take more than half of cache_mem; then shrinks the weights to what is
- * left (lock held). */
-static void scales_trim(qfs_engine *e, const qfs_job_slot *keep)
-{
-    for (qfs_job_slot *s = e->sc_tail; s && e->scales_bytes > e->cache_mem / 2;) {
-        qfs_job_slot *prev = s->sc_prev;
-        if (s != keep && !s->running) {
-            scales_unlink(e, s);
-            e->scales_bytes -= scales_size(s);
-            free(s->scales);
-            s->scales = NULL;
-            e->stats.scales_evictions++;
-        }
-        s = prev;
-    }
-    set_weight_budget(e);
+    e->cache.budget = e->cache_mem > e->scales.used ? e->cache_mem - e->scales.used : 0;
     qfs_cache_make_room(&e->cache, 0);
     pool_trim(e, 0, false);
 }
 
-/* The slot now holds scales (lock held). */
+/* Scales dropped from their cache: a later reader makes them again (lock held). */
+static void evict_scales(void *ctx, qfs_cache_entry *entry)
+{
+    (void)ctx;
+    qfs_job_slot *slot =
+        (qfs_job_slot *)((char *)entry - offsetof(qfs_job_slot, scales_entry));
+    free(slot->scales);
+    slot->scales = NULL;
+    entry->data = NULL;
+}
+
+/* The slot now holds scales: cached as most recently read, which may drop older ones; then
+ * the weights get what is left (lock held). */
 static void scales_added(qfs_engine *e, qfs_job_slot *slot)
 {
-    e->scales_bytes += scales_size(slot);
-    scales_push(e, slot);
-    scales_trim(e, slot);
+    slot->scales_entry.data = slot->scales;
+    slot->scales_entry.size = (size_t)slot->source->plan->jobs[slot->job].layout.scales_bytes;
+    qfs_cache_insert(&e->scales, &slot->scales_entry);
+    set_weight_budget(e);
 }
 
 /* A pooled buffer of exactly `size` bytes, or NULL (lock held). */
@@ -565,6 +535,7 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
     slot->want_weight = 0;
     slot->warm_only = 0;
     slot->running = 1;
+    slot->scales_entry.pins++;   /* the job may read its scales without the lock */
     uint8_t *reuse = NULL;
     if (mode != MODE_SCALES) {
         size_t bytes = (size_t)j->layout.weight_bytes;
@@ -600,11 +571,13 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
         end_bands(slot);
         slot->entry.data = NULL;
         slot->running = 0;
+        slot->scales_entry.pins--;
         free(weight);
         logf_(e, QFS_LOG_ERR, "%s", err.msg);
         return;
     }
     slot->running = 0;
+    slot->scales_entry.pins--;
     end_bands(slot);
     if (scales && slot->scales) {   /* NULL: the job published its own */
         free(scales);
@@ -709,6 +682,7 @@ int qfs_engine_create(const qfs_engine_options *o, qfs_engine **out, qfs_error *
     e->log = o->log;
     e->log_ctx = o->log_ctx;
     qfs_cache_init(&e->cache, o->cache_mem, evict_slot, e);
+    qfs_cache_init(&e->scales, o->cache_mem / 2, evict_scales, e);
     e->cache_mem = o->cache_mem;
     int rc = pthread_create(&e->worker, NULL, worker_main, e);
     if (rc) {
@@ -729,6 +703,7 @@ void qfs_engine_destroy(qfs_engine *e)
     pthread_mutex_unlock(&e->lock);
     pthread_join(e->worker, NULL);
     qfs_cache_clear(&e->cache);
+    qfs_cache_clear(&e->scales);
     pool_trim(e, 0, true);
     qfs_diskcache_close(e->disk);
     free(e->scratch);
@@ -820,10 +795,7 @@ int qfs_engine_read_scales(qfs_engine *e, qfs_tensor_source *src, size_t job, ui
     }
     if (slot->scales) {
         memcpy(dst, slot->scales + off, len);
-        if (slot->sc_prev) {   /* most recently read first (the head has no prev) */
-            scales_unlink(e, slot);
-            scales_push(e, slot);
-        }
+        qfs_cache_touch(&e->scales, &slot->scales_entry);
     } else {
         rc = slot_error(slot, err);
     }
@@ -902,7 +874,9 @@ void qfs_engine_get_stats(qfs_engine *e, qfs_engine_stats *out)
     *out = e->stats;
     out->evictions = e->cache.evictions;
     /* Scales and zero points count inside cache_mem, so both numbers include them. */
-    out->memory_used = e->cache.used + e->pool_bytes + e->scales_bytes;
+    out->memory_used = e->cache.used + e->pool_bytes + e->scales.used;
+    out->scales_bytes = e->scales.used;
+    out->scales_evictions = e->scales.evictions;
     out->memory_budget = e->cache_mem;
     pthread_mutex_unlock(&e->lock);
     if (e->disk) {   /* set once at creation; its own lock */

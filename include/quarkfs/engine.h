@@ -37,8 +37,7 @@ typedef enum qfs_queue_id { QFS_Q_NONE, QFS_Q_DEMAND, QFS_Q_PREFETCH, QFS_Q_WARM
 typedef struct qfs_job_slot {
     qfs_cache_entry entry;       /* the weight bytes while cached; must stay first */
     uint8_t *scales;             /* scale then zero point bytes, once computed (evictable) */
-    struct qfs_job_slot *sc_prev, *sc_next;   /* the engine's list of slots holding scales,
-                                               * most recently used first */
+    qfs_cache_entry scales_entry;   /* the scales in the engine's scales cache */
     qfs_queue_id queue;
     unsigned running : 1, want_weight : 1, failed : 1;
     unsigned warm : 1;           /* counts toward the warm-up progress when it completes */

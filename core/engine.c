@@ -1,6 +1,7 @@
 #include "quarkfs/engine.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "quarkfs/cache.h"
 #include "quarkfs/io.h"
 #include "quarkfs/quant.h"
 
@@ -20,13 +22,61 @@
 #define BAND_SOURCE_BYTES (8u << 20)  /* source bytes per published band of a big weight */
 #define BAND_MIN_WEIGHT (16u << 20)   /* smaller weights are produced in one go */
 
-typedef struct job_queue { qfs_job_slot *head, *tail; } job_queue;
+/* Which queue a slot waits in: a reader waits (demand), a reader will probably want it next
+ * (prefetch: only while the memory cache has room), or `quarkfs warm` asked for everything. */
+typedef enum queue_id { Q_NONE, Q_DEMAND, Q_PREFETCH, Q_WARM } queue_id;
+
+/* Runtime state of one job (one quantized tensor of one file). Zero-initialized = nothing yet,
+ * apart from source and job, set once when the source is made. Every field but those two is
+ * read and written under the engine's lock. */
+typedef struct job_slot {
+    qfs_cache_entry entry;       /* the weight bytes while cached */
+    uint8_t *scales;             /* scale then zero point bytes, once computed (evictable) */
+    qfs_cache_entry scales_entry;   /* the scales in the engine's scales cache */
+    queue_id queue;
+    unsigned running : 1, want_weight : 1, failed : 1;
+    unsigned warm : 1;           /* counts toward the warm-up progress when it completes */
+    unsigned warm_only : 1;      /* only warm wants it: with a disk cache, keep it on disk only */
+    unsigned warm_round;         /* the warm-up round that counted it (a second `warm` during a
+                                  * round must not count a tensor it already finished) */
+    unsigned waiters;            /* readers waiting for the weight; on completion each gets a pin */
+    unsigned gen;                /* completions and failures of the weight (the waiters' token) */
+    uint64_t served;             /* weight bytes handed to readers since it was made */
+    /* While a weight is produced in bands (entry.data set, running): which bands are final, and
+     * a band some reader waits for, made next (UINT32_MAX: none; else bands go in order). */
+    uint8_t *band_done;
+    uint64_t band_bytes;         /* weight bytes per band; the last may be shorter */
+    uint32_t n_bands, want_band;
+    int error;                   /* failed: negative errno, and why */
+    char *error_msg;
+    struct job_slot *queue_next;
+    qfs_tensor_source *source;
+    size_t job;
+} job_slot;
+
+/* The info it was made from, copied, and its jobs' slots. */
+struct qfs_tensor_source {
+    int fd;
+    const char *path;
+    const qfs_st_file *st;
+    const qfs_plan *plan;
+    const qfs_spec *spec;
+    qfs_format format;
+    off_t snap_size;
+    struct timespec snap_mtime;
+    job_slot *slots;             /* plan->n_jobs slots */
+};
+
+/* The slot that holds cache entry `c` as its member `member`. */
+#define SLOT_OF(c, member) ((job_slot *)((char *)(c) - offsetof(job_slot, member)))
+
+typedef struct job_queue { job_slot *head, *tail; } job_queue;
 
 struct qfs_engine {
     pthread_mutex_t lock;
     pthread_cond_t work;           /* the worker waits here for jobs */
     pthread_cond_t done;           /* readers wait here for results */
-    job_queue queues[4];           /* indexed by qfs_queue_id; NONE unused */
+    job_queue queues[4];           /* indexed by queue_id; Q_NONE unused */
     int stopping;
     int threads;
     pthread_t worker;
@@ -44,7 +94,7 @@ struct qfs_engine {
     qfs_cache scales;              /* the slots' scales: least recently read dropped past
                                     * half of cache_mem (pinned while their job runs) */
     qfs_diskcache *disk;           /* NULL when off or after it failed */
-    qfs_engine_log_fn log;
+    qfs_log_callback log;
     void *log_ctx;
     double warm_started, warm_logged;
     unsigned warm_round;           /* the current warm-up round, counted from 1 */
@@ -63,7 +113,7 @@ static void logf_(qfs_engine *e, int level, const char *fmt, ...)
     e->log(e->log_ctx, level, buf);
 }
 
-static void queue_push(qfs_engine *e, qfs_queue_id q, qfs_job_slot *s)
+static void queue_push(qfs_engine *e, queue_id q, job_slot *s)
 {
     job_queue *jq = &e->queues[q];
     s->queue_next = NULL;
@@ -73,24 +123,24 @@ static void queue_push(qfs_engine *e, qfs_queue_id q, qfs_job_slot *s)
     jq->tail = s;
 }
 
-static qfs_job_slot *queue_pop(qfs_engine *e, qfs_queue_id q)
+static job_slot *queue_pop(qfs_engine *e, queue_id q)
 {
     job_queue *jq = &e->queues[q];
-    qfs_job_slot *s = jq->head;
+    job_slot *s = jq->head;
     if (s) {
         jq->head = s->queue_next;
         if (!jq->head) jq->tail = NULL;
         s->queue_next = NULL;
-        s->queue = QFS_Q_NONE;
+        s->queue = Q_NONE;
     }
     return s;
 }
 
-static void queue_remove(qfs_engine *e, qfs_job_slot *s)
+static void queue_remove(qfs_engine *e, job_slot *s)
 {
     job_queue *jq = &e->queues[s->queue];
-    qfs_job_slot *prev = NULL;
-    for (qfs_job_slot *p = jq->head; p; prev = p, p = p->queue_next) {
+    job_slot *prev = NULL;
+    for (job_slot *p = jq->head; p; prev = p, p = p->queue_next) {
         if (p != s) continue;
         if (prev) prev->queue_next = p->queue_next;
         else jq->head = p->queue_next;
@@ -98,7 +148,7 @@ static void queue_remove(qfs_engine *e, qfs_job_slot *s)
         p->queue_next = NULL;
         break;
     }
-    s->queue = QFS_Q_NONE;
+    s->queue = Q_NONE;
 }
 
 /* Takes entry k out of the pool; returns its buffer (lock held). */
@@ -142,8 +192,7 @@ static void recycle_served(qfs_engine *e, size_t size)
     for (unsigned k = 0; k < e->pool_n; k++)
         if (e->pool[k].size == size) return;   /* one is there already */
     for (qfs_cache_entry *c = e->cache.tail; c; c = c->prev) {
-        qfs_job_slot *slot = (qfs_job_slot *)c;   /* the entry is the slot's first member */
-        if (c->size == size && c->pins == 0 && slot->served >= size) {
+        if (c->size == size && c->pins == 0 && SLOT_OF(c, entry)->served >= size) {
             qfs_cache_evict(&e->cache, c);
             return;
         }
@@ -162,8 +211,7 @@ static void set_weight_budget(qfs_engine *e)
 static void evict_scales(void *ctx, qfs_cache_entry *entry)
 {
     (void)ctx;
-    qfs_job_slot *slot =
-        (qfs_job_slot *)((char *)entry - offsetof(qfs_job_slot, scales_entry));
+    job_slot *slot = SLOT_OF(entry, scales_entry);
     free(slot->scales);
     slot->scales = NULL;
     entry->data = NULL;
@@ -171,7 +219,7 @@ static void evict_scales(void *ctx, qfs_cache_entry *entry)
 
 /* The slot now holds scales: cached as most recently read, which may drop older ones; then
  * the weights get what is left (lock held). */
-static void scales_added(qfs_engine *e, qfs_job_slot *slot)
+static void scales_added(qfs_engine *e, job_slot *slot)
 {
     slot->scales_entry.data = slot->scales;
     slot->scales_entry.size = (size_t)slot->source->plan->jobs[slot->job].layout.scales_bytes;
@@ -330,7 +378,7 @@ static void source_close(qfs_engine *e, source_view *v)
 }
 
 /* Whether bytes [begin, end) of a weight in production are final. Lock held. */
-static bool bands_ready(const qfs_job_slot *slot, uint64_t begin, uint64_t end)
+static bool bands_ready(const job_slot *slot, uint64_t begin, uint64_t end)
 {
     if (!slot->running || !slot->band_done || slot->failed) return false;
     if (end <= begin) return true;
@@ -343,7 +391,7 @@ static bool bands_ready(const qfs_job_slot *slot, uint64_t begin, uint64_t end)
  * there are some: the source is reduced once), published at once, then each band is published
  * as soon as it is made and the source is checked to be still intact. A band a reader waits
  * for goes first; otherwise they go in order. */
-static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, qfs_job_slot *slot,
+static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, job_slot *slot,
                              const source_view *v, uint8_t *w, uint8_t *sc, bool *sc_published,
                              const char *what, qfs_error *err)
 {
@@ -415,24 +463,40 @@ static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, qfs_job_slot
     return rc;
 }
 
-/* Reads the source tensor and produces what `mode` asks for, from the disk cache if it has the
- * entry, else by quantizing (then storing it); the weight goes into `reuse` when given (a
- * pooled buffer of its size, owned by the job from now on). Runs unlocked; `disk` is the cache
- * at the start of the job (closing it waits for the lock, which this job does not hold). A weight produced
- * in bands is visible to readers (slot->entry.data) before the job ends, also on failure:
- * then *weight still receives it and the caller frees it once no reader holds it. Scales
- * published early are the slot's, and *scales is NULL. */
-static int compute_job(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *src,
-                       qfs_job_slot *slot, job_mode mode, uint8_t *reuse, uint8_t **weight,
-                       uint8_t **scales, bool *disk_hit, int *disk_error, qfs_error *err)
+/* What the worker asks of one job: which slot, what to produce, a pooled buffer of the weight's
+ * size to produce it in (or NULL; owned by the job from then on), and the disk cache at the
+ * start of the job (closing it waits for the lock, which the job does not hold). */
+typedef struct job_request {
+    job_slot *slot;
+    job_mode mode;
+    uint8_t *reuse;
+    qfs_diskcache *disk;
+} job_request;
+
+/* What one job produced, for the worker to publish under the lock. */
+typedef struct job_result {
+    uint8_t *weight;     /* the weight (NULL for MODE_SCALES and MODE_DISK) */
+    uint8_t *scales;     /* the scales, or NULL when the job published them itself */
+    bool disk_hit;       /* both came from the disk cache */
+    int disk_error;      /* storing into the disk cache failed (negative errno), else 0 */
+} job_result;
+
+/* Reads the source tensor and produces what the request's mode asks for, from the disk cache if
+ * it has the entry, else by quantizing (then storing it). Runs unlocked. A weight produced in
+ * bands is visible to readers (slot->entry.data) before the job ends, also on failure: then
+ * out->weight still receives it and the caller frees it once no reader holds it. */
+static int compute_job(qfs_engine *e, const job_request *rq, job_result *out, qfs_error *err)
 {
+    job_slot *slot = rq->slot;
+    qfs_tensor_source *src = slot->source;
+    job_mode mode = rq->mode;
+    uint8_t *reuse = rq->reuse;
+    qfs_diskcache *disk = rq->disk;
     const qfs_plan_job *j = &src->plan->jobs[slot->job];
     const qfs_st_tensor *t = &src->st->tensors[j->src];
     size_t in_bytes = (size_t)(t->end - t->begin);
     size_t sc_bytes = (size_t)j->layout.scales_bytes, w_bytes = (size_t)j->layout.weight_bytes;
-    *disk_hit = false;
-    *disk_error = 0;
-    *weight = *scales = NULL;
+    *out = (job_result){0};
     int rc = check_unchanged(src, err);
     if (rc) {
         free(reuse);
@@ -457,15 +521,15 @@ static int compute_job(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *sr
         qfs_cache_key_compute(recipe, v.bytes, in_bytes, &key);
         uint8_t *want_w = mode == MODE_FULL ? w : NULL;
         if (qfs_diskcache_get(disk, &key, sc, sc_bytes, want_w, w_bytes) == 0) {
-            *disk_hit = true;
+            out->disk_hit = true;
         } else if (mode != MODE_SCALES && qfs_diskcache_lock(disk, &key, &lock) == 0) {
             /* Another process may have written it while we waited for the lock. */
-            *disk_hit = qfs_diskcache_get(disk, &key, sc, sc_bytes, want_w, w_bytes) == 0;
+            out->disk_hit = qfs_diskcache_get(disk, &key, sc, sc_bytes, want_w, w_bytes) == 0;
         }
     }
     if (!rc) rc = source_intact(e, src, &v, t, err);   /* the bytes read (or hashed) so far */
     bool sc_published = false, banded = false;
-    if (!rc && !*disk_hit) {
+    if (!rc && !out->disk_hit) {
         char what[1024];
         snprintf(what, sizeof what, "%s: tensor '%s'", src->path, t->name);
         uint64_t align;
@@ -479,15 +543,16 @@ static int compute_job(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *sr
                                                    e->threads, what, err));
             if (!rc) rc = source_intact(e, src, &v, t, err);
         }
-        if (!rc && disk && w) *disk_error = qfs_diskcache_put(disk, &key, sc, sc_bytes, w, w_bytes);
+        if (!rc && disk && w)
+            out->disk_error = qfs_diskcache_put(disk, &key, sc, sc_bytes, w, w_bytes);
     }
     qfs_diskcache_unlock(lock);
     source_close(e, &v);
-    if (!sc_published) *scales = sc;
+    if (!sc_published) out->scales = sc;
     if (rc) {
         if (!sc_published) free(sc);
-        *scales = NULL;
-        if (banded) *weight = w;   /* readers may hold it: the caller frees it */
+        out->scales = NULL;
+        if (banded) out->weight = w;   /* readers may hold it: the caller frees it */
         else free(w);
         return rc;
     }
@@ -495,17 +560,17 @@ static int compute_job(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *sr
         free(w);
         w = NULL;
     }
-    *weight = w;
+    out->weight = w;
     return 0;
 }
 
-static void push_demand(qfs_engine *e, qfs_job_slot *slot)
+static void push_demand(qfs_engine *e, job_slot *slot)
 {
-    queue_push(e, QFS_Q_DEMAND, slot);
+    queue_push(e, Q_DEMAND, slot);
     pthread_cond_signal(&e->work);
 }
 
-static void end_bands(qfs_job_slot *slot)
+static void end_bands(job_slot *slot)
 {
     free(slot->band_done);
     slot->band_done = NULL;
@@ -513,11 +578,11 @@ static void end_bands(qfs_job_slot *slot)
     slot->want_band = UINT32_MAX;
 }
 
-static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
+static void run_one(qfs_engine *e, job_slot *slot, queue_id from)
 {
     qfs_tensor_source *src = slot->source;
     const qfs_plan_job *j = &src->plan->jobs[slot->job];
-    if (from == QFS_Q_PREFETCH && slot->waiters == 0 &&
+    if (from == Q_PREFETCH && slot->waiters == 0 &&
         e->cache.used + j->layout.weight_bytes > e->cache.budget) {
         slot->want_weight = 0;  /* the cache filled up since it was queued: drop the prefetch */
         return;
@@ -549,16 +614,14 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
     pthread_mutex_unlock(&e->lock);
 
     qfs_error err = {{0}};
-    uint8_t *weight = NULL, *scales = NULL;
-    bool disk_hit;
-    int disk_error;
+    job_request rq = {slot, mode, reuse, disk};
+    job_result res;
     double t0 = now_seconds();
-    int rc = compute_job(e, disk, src, slot, mode, reuse, &weight, &scales, &disk_hit,
-                         &disk_error, &err);
+    int rc = compute_job(e, &rq, &res, &err);
     double dt = now_seconds() - t0;
 
     pthread_mutex_lock(&e->lock);
-    if (disk_error) disk_failed(e, disk_error);
+    if (res.disk_error) disk_failed(e, res.disk_error);
     if (rc) {
         slot->failed = 1;
         slot->error = rc;
@@ -572,36 +635,36 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
         slot->entry.data = NULL;
         slot->running = 0;
         slot->scales_entry.pins--;
-        free(weight);
+        free(res.weight);
         logf_(e, QFS_LOG_ERR, "%s", err.msg);
         return;
     }
     slot->running = 0;
     slot->scales_entry.pins--;
     end_bands(slot);
-    if (scales && slot->scales) {   /* NULL: the job published its own */
-        free(scales);
-    } else if (scales) {
-        slot->scales = scales;
+    if (res.scales && slot->scales) {   /* NULL: the job published its own */
+        free(res.scales);
+    } else if (res.scales) {
+        slot->scales = res.scales;
         scales_added(e, slot);
     }
-    if (disk_hit) {
+    if (res.disk_hit) {
         e->stats.disk_hits++;
     } else if (mode != MODE_SCALES) {
         e->stats.seconds_quantizing += dt;
         e->stats.tensors_quantized++;
         e->stats.bytes_quantized += src->st->tensors[j->src].end - src->st->tensors[j->src].begin;
-        if (disk && !disk_error && !qfs_diskcache_readonly(disk)) e->stats.disk_writes++;
+        if (disk && !res.disk_error && !qfs_diskcache_readonly(disk)) e->stats.disk_writes++;
     } else {
         e->stats.seconds_quantizing += dt;
         e->stats.scales_computed++;
     }
     logf_(e, QFS_LOG_DEBUG, "%s: tensor '%s': %s in %.2f ms", src->path,
-          src->st->tensors[j->src].name, disk_hit ? "read from the disk cache"
+          src->st->tensors[j->src].name, res.disk_hit ? "read from the disk cache"
           : mode == MODE_SCALES ? "scales computed" : mode == MODE_DISK ? "quantized into the "
           "disk cache" : "quantized", dt * 1e3);
-    if (weight) {
-        slot->entry.data = weight;
+    if (res.weight) {
+        slot->entry.data = res.weight;
         slot->entry.size = (size_t)j->layout.weight_bytes;
         slot->entry.pins += slot->waiters;   /* each waiting reader receives its pin */
         slot->waiters = 0;
@@ -609,7 +672,7 @@ static void run_one(qfs_engine *e, qfs_job_slot *slot, qfs_queue_id from)
         qfs_cache_insert(&e->cache, &slot->entry);
     }
     /* A weight reader arrived while only the scales were computed: go again. */
-    if (slot->want_weight && !slot->entry.cached && slot->queue == QFS_Q_NONE)
+    if (slot->want_weight && !slot->entry.cached && slot->queue == Q_NONE)
         push_demand(e, slot);
 }
 
@@ -633,9 +696,9 @@ static void *worker_main(void *arg)
     qfs_engine *e = arg;
     pthread_mutex_lock(&e->lock);
     while (!e->stopping) {
-        qfs_queue_id from = QFS_Q_DEMAND;
-        qfs_job_slot *slot = NULL;
-        for (; from <= QFS_Q_WARM && !(slot = queue_pop(e, from)); from++) {}
+        queue_id from = Q_DEMAND;
+        job_slot *slot = NULL;
+        for (; from <= Q_WARM && !(slot = queue_pop(e, from)); from++) {}
         if (!slot) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
@@ -663,6 +726,40 @@ static void *worker_main(void *arg)
     }
     pthread_mutex_unlock(&e->lock);
     return NULL;
+}
+
+int qfs_tensor_source_new(const qfs_tensor_source_info *info, qfs_tensor_source **out,
+                          qfs_error *err)
+{
+    size_t n = info->plan->n_jobs;
+    qfs_tensor_source *src = calloc(1, sizeof *src);
+    job_slot *slots = calloc(n ? n : 1, sizeof *slots);
+    if (!src || !slots) {
+        free(src);
+        free(slots);
+        qfs_error_set(err, "%s: out of memory (%zu tensors to quantize)", info->path, n);
+        return -ENOMEM;
+    }
+    *src = (qfs_tensor_source){info->fd, info->path, info->st, info->plan, info->spec,
+                               info->format, info->snap_size, info->snap_mtime, slots};
+    for (size_t k = 0; k < n; k++) {
+        slots[k].source = src;
+        slots[k].job = k;
+    }
+    *out = src;
+    return 0;
+}
+
+void qfs_tensor_source_free(qfs_tensor_source *src)
+{
+    if (!src) return;
+    for (size_t k = 0; k < src->plan->n_jobs; k++) {
+        free(src->slots[k].error_msg);
+        free(src->slots[k].entry.data);
+        free(src->slots[k].scales);
+    }
+    free(src->slots);
+    free(src);
 }
 
 int qfs_engine_create(const qfs_engine_options *o, qfs_engine **out, qfs_error *err)
@@ -713,20 +810,18 @@ void qfs_engine_destroy(qfs_engine *e)
     free(e);
 }
 
-static int slot_error(const qfs_job_slot *slot, qfs_error *err)
+static int slot_error(const job_slot *slot, qfs_error *err)
 {
     qfs_error_set(err, "%s", slot->error_msg ? slot->error_msg : "quantization failed");
     return slot->error ? slot->error : -EIO;
 }
 
 /* Makes sure the slot will run soon: queue it, or move it from a background queue. */
-static void demand(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_job_slot *slot)
+static void demand(qfs_engine *e, job_slot *slot)
 {
     slot->warm_only = 0;
-    if (slot->running || slot->queue == QFS_Q_DEMAND) return;
-    if (slot->queue != QFS_Q_NONE) queue_remove(e, slot);
-    slot->source = src;
-    slot->job = job;
+    if (slot->running || slot->queue == Q_DEMAND) return;
+    if (slot->queue != Q_NONE) queue_remove(e, slot);
     push_demand(e, slot);
 }
 
@@ -734,7 +829,7 @@ int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_pa
                        uint64_t need_begin, uint64_t need_end, const uint8_t **data,
                        qfs_error *err)
 {
-    qfs_job_slot *slot = &src->slots[job];
+    job_slot *slot = &src->slots[job];
     int rc = 0;
     if (part != QFS_PART_WEIGHT) {
         qfs_error_set(err, "%s: internal error: scales are read with qfs_engine_read_scales",
@@ -752,7 +847,7 @@ int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_pa
         partial = true;
     } else if (!slot->failed) {
         slot->want_weight = 1;
-        demand(e, src, job, slot);
+        demand(e, slot);
         slot->waiters++;
         e->stats.waits++;
         unsigned gen = slot->gen;
@@ -783,14 +878,14 @@ int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_pa
 int qfs_engine_read_scales(qfs_engine *e, qfs_tensor_source *src, size_t job, uint64_t off,
                            size_t len, uint8_t *dst, qfs_error *err)
 {
-    qfs_job_slot *slot = &src->slots[job];
+    job_slot *slot = &src->slots[job];
     int rc = 0;
     pthread_mutex_lock(&e->lock);
     if (!slot->scales && !slot->failed) e->stats.waits++;
     /* Asked again at each wake-up: scales made and then dropped before this reader woke up
      * are simply made again. */
     while (!slot->scales && !slot->failed) {
-        demand(e, src, job, slot);
+        demand(e, slot);
         pthread_cond_wait(&e->done, &e->lock);
     }
     if (slot->scales) {
@@ -805,7 +900,7 @@ int qfs_engine_read_scales(qfs_engine *e, qfs_tensor_source *src, size_t job, ui
 
 void qfs_engine_release(qfs_engine *e, qfs_tensor_source *src, size_t job)
 {
-    qfs_job_slot *slot = &src->slots[job];
+    job_slot *slot = &src->slots[job];
     pthread_mutex_lock(&e->lock);
     if (slot->entry.pins > 0) slot->entry.pins--;
     if (slot->entry.pins == 0 && slot->running)
@@ -818,15 +913,13 @@ void qfs_engine_release(qfs_engine *e, qfs_tensor_source *src, size_t job)
 
 void qfs_engine_prefetch(qfs_engine *e, qfs_tensor_source *src, size_t job)
 {
-    qfs_job_slot *slot = &src->slots[job];
+    job_slot *slot = &src->slots[job];
     pthread_mutex_lock(&e->lock);
     uint64_t bytes = src->plan->jobs[job].layout.weight_bytes;
-    if (!slot->entry.cached && slot->queue == QFS_Q_NONE && !slot->running && !slot->failed &&
+    if (!slot->entry.cached && slot->queue == Q_NONE && !slot->running && !slot->failed &&
         e->cache.used + bytes <= e->cache.budget) {
-        slot->source = src;
-        slot->job = job;
         slot->want_weight = 1;
-        queue_push(e, QFS_Q_PREFETCH, slot);
+        queue_push(e, Q_PREFETCH, slot);
         pthread_cond_signal(&e->work);
     }
     pthread_mutex_unlock(&e->lock);
@@ -844,17 +937,15 @@ void qfs_engine_warm(qfs_engine *e, qfs_tensor_source *const *srcs, size_t n)
     for (size_t i = 0; i < n; i++) {
         qfs_tensor_source *src = srcs[i];
         for (size_t k = 0; k < src->plan->n_jobs; k++) {
-            qfs_job_slot *slot = &src->slots[k];
-            if (slot->entry.cached || slot->queue != QFS_Q_NONE || slot->running ||
+            job_slot *slot = &src->slots[k];
+            if (slot->entry.cached || slot->queue != Q_NONE || slot->running ||
                 slot->failed || slot->warm_round == e->warm_round)
                 continue;
-            slot->source = src;
-            slot->job = k;
             slot->want_weight = 1;
             slot->warm = 1;
             slot->warm_round = e->warm_round;
             slot->warm_only = 1;
-            queue_push(e, QFS_Q_WARM, slot);
+            queue_push(e, Q_WARM, slot);
             const qfs_st_tensor *t = &src->st->tensors[src->plan->jobs[k].src];
             e->stats.warm_jobs++;
             e->stats.warm_bytes += t->end - t->begin;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <jansson.h>
 
+#include "quarkfs/engine.h"
 #include "quarkfs/io.h"
 #include "quarkfs/quant.h"
 #include "quarkfs/rewrite.h"
@@ -49,7 +50,7 @@ static int new_entry(qfs_model *m, size_t *cap, size_t parent, const char *rel,
     }
     qfs_entry *e = &m->entries[m->n_entries];
     memset(e, 0, sizeof *e);
-    e->source.fd = -1;
+    e->src_fd = -1;
     e->path = strdup(rel);
     e->src_path = strdup(src_path);
     if (!e->path || !e->src_path) {
@@ -233,7 +234,7 @@ static int scan_nonfinite(qfs_model *m, qfs_entry *e, bool **out, qfs_error *err
         uint64_t step = SCAN_CHUNK / es * es;
         for (uint64_t off = 0; off < t->end - t->begin && !bad[i]; off += step) {
             size_t len = (size_t)(t->end - t->begin - off < step ? t->end - t->begin - off : step);
-            rc = qfs_pread_full(e->source.fd, buf, len, f->data_start + t->begin + off);
+            rc = qfs_pread_full(e->src_fd, buf, len, f->data_start + t->begin + off);
             if (rc) {
                 qfs_error_set(err, "%s: tensor '%s': cannot read: %s", e->src_path, t->name,
                               strerror(-rc));
@@ -260,13 +261,13 @@ static int scan_nonfinite(qfs_model *m, qfs_entry *e, bool **out, qfs_error *err
 static int plan_quantized(qfs_model *m, qfs_entry *e)
 {
     qfs_error err = {{0}};
-    int rc = qfs_open_regular(e->src_path, !e->src_link, e->src_dev, e->src_ino, &e->source.fd,
+    int rc = qfs_open_regular(e->src_path, !e->src_link, e->src_dev, e->src_ino, &e->src_fd,
                               &err);
     if (rc) {
         set_entry_error(m, e, err.msg);
         return 0;
     }
-    rc = qfs_st_read_fd(e->source.fd, e->src_path, &e->st_file, &err);
+    rc = qfs_st_read_fd(e->src_fd, e->src_path, &e->st_file, &err);
     bool *nonfinite = NULL;
     if (rc == 0 && m->opts.check_finite) rc = scan_nonfinite(m, e, &nonfinite, &err);
     qfs_plan_options po = {m->opts.spec, m->opts.format, &m->opts.rules, nonfinite};
@@ -277,18 +278,14 @@ static int plan_quantized(qfs_model *m, qfs_entry *e)
         set_entry_error(m, e, err.msg);
         return 0;
     }
-    e->source.slots = calloc(e->plan.n_jobs ? e->plan.n_jobs : 1, sizeof *e->source.slots);
-    if (!e->source.slots) return -ENOMEM;
-    e->source.path = e->src_path;
-    e->source.st = &e->st_file;
-    e->source.plan = &e->plan;
-    e->source.spec = m->opts.spec;
-    e->source.format = m->opts.format;
     struct stat sb;
-    if (fstat(e->source.fd, &sb) == 0) {   /* the version this view is planned from */
-        e->source.snap_size = sb.st_size;
-        e->source.snap_mtime = sb.st_mtim;
+    if (fstat(e->src_fd, &sb) == 0) {   /* the version this view is planned from */
+        e->src_size = sb.st_size;
+        e->src_mtime = sb.st_mtim;
     }
+    qfs_tensor_source_info si = {e->src_fd, e->src_path, &e->st_file, &e->plan, m->opts.spec,
+                                 m->opts.format, e->src_size, e->src_mtime};
+    if ((rc = qfs_tensor_source_new(&si, &e->source, &err))) return rc;
     m->src_bytes += (uint64_t)e->st.st_size;
     e->st.st_size = (off_t)e->plan.file_size;
     m->view_bytes += e->plan.file_size;
@@ -529,15 +526,8 @@ void qfs_model_close(qfs_model *m)
         free(e->children);
         free(e->data);
         free(e->error_msg);
-        if (e->source.slots) {
-            for (size_t j = 0; j < e->plan.n_jobs; j++) {
-                free(e->source.slots[j].error_msg);
-                free(e->source.slots[j].entry.data);
-                free(e->source.slots[j].scales);
-            }
-            free(e->source.slots);
-        }
-        if (e->source.fd >= 0) close(e->source.fd);
+        qfs_tensor_source_free(e->source);
+        if (e->src_fd >= 0) close(e->src_fd);
         qfs_plan_free(&e->plan);
         qfs_st_file_free(&e->st_file);
     }

@@ -62,20 +62,19 @@ static int read_tensors(qfs_entry *e, qfs_engine *eng, uint8_t *buf, size_t len,
         int rc;
         if (t->role == QFS_ROLE_PASSTHROUGH) {
             const qfs_st_tensor *s = &e->st_file.tensors[t->src];
-            rc = qfs_fd_unchanged(e->source.fd, e->source.snap_size, &e->source.snap_mtime,
-                                  e->src_path, err);
+            rc = qfs_fd_unchanged(e->src_fd, e->src_size, &e->src_mtime, e->src_path, err);
             if (rc == 0)
-                rc = read_source(e->source.fd, e->src_path, buf, n,
+                rc = read_source(e->src_fd, e->src_path, buf, n,
                                  e->st_file.data_start + s->begin + in, err);
         } else if (t->role != QFS_ROLE_WEIGHT) {
-            rc = qfs_engine_read_scales(eng, &e->source, t->job, t->job_offset + in, n, buf, err);
+            rc = qfs_engine_read_scales(eng, e->source, t->job, t->job_offset + in, n, buf, err);
         } else {
             const uint8_t *data;
-            rc = qfs_engine_acquire(eng, &e->source, t->job, QFS_PART_WEIGHT, t->job_offset + in,
+            rc = qfs_engine_acquire(eng, e->source, t->job, QFS_PART_WEIGHT, t->job_offset + in,
                                     t->job_offset + in + n, &data, err);
             if (rc == 0) {
                 memcpy(buf, data + t->job_offset + in, n);
-                qfs_engine_release(eng, &e->source, t->job);
+                qfs_engine_release(eng, e->source, t->job);
                 last_job = t->job;
             }
         }
@@ -86,7 +85,7 @@ static int read_tensors(qfs_entry *e, qfs_engine *eng, uint8_t *buf, size_t len,
     }
     /* Sequential readers come back for the next tensors: start them now. */
     for (size_t k = 1; last_job != (size_t)-1 && k <= PREFETCH_AHEAD; k++)
-        if (last_job + k < p->n_jobs) qfs_engine_prefetch(eng, &e->source, last_job + k);
+        if (last_job + k < p->n_jobs) qfs_engine_prefetch(eng, e->source, last_job + k);
     return 0;
 }
 

@@ -95,7 +95,7 @@ static int tensor_error(const qfs_model *m, const qfs_entry *e, size_t src, size
     uint8_t *sc = malloc(j->layout.scales_bytes ? j->layout.scales_bytes : 1);
     float *deq = malloc((n ? n : 1) * sizeof *deq);
     int rc = in && w && sc && deq ? 0 : -ENOMEM;
-    if (rc == 0) rc = qfs_pread_full(e->source.fd, in, in_bytes, e->st_file.data_start + t->begin);
+    if (rc == 0) rc = qfs_pread_full(e->src_fd, in, in_bytes, e->st_file.data_start + t->begin);
     if (rc && rc != -ENOMEM) qfs_error_set(err, "%s: tensor '%s': cannot read: %s", e->src_path,
                                            t->name, strerror(-rc));
     if (rc == 0) {

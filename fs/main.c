@@ -33,6 +33,7 @@
 #include "quarkfs/export.h"
 #include "quarkfs/io.h"
 #include "quarkfs/layout.h"
+#include "quarkfs/log.h"
 #include "quarkfs/model.h"
 #include "quarkfs/spec.h"
 
@@ -271,6 +272,10 @@ static int check_source(const cli *c, const qfs_model *m)
 }
 
 /* ---- engine and persistent cache ---- */
+
+_Static_assert(QFS_LOG_ERR == LOG_ERR && QFS_LOG_WARNING == LOG_WARNING &&
+               QFS_LOG_INFO == LOG_INFO && QFS_LOG_DEBUG == LOG_DEBUG,
+               "core log levels are passed to syslog unchanged");
 
 static void engine_log(void *ctx, int level, const char *msg)
 {

@@ -454,7 +454,7 @@ static void start_warm(qfs_fs *fs)
     if (!srcs) return;
     for (size_t i = 0; i < m->n_entries; i++)
         if (m->entries[i].kind == QFS_ENTRY_QUANTIZED && !m->entries[i].error)
-            srcs[n++] = &m->entries[i].source;
+            srcs[n++] = m->entries[i].source;
     qfs_engine_warm(fs->engine, srcs, n);
     free(srcs);
 }

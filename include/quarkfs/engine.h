@@ -4,16 +4,15 @@
 #ifndef QUARKFS_ENGINE_H
 #define QUARKFS_ENGINE_H
 
-#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
 
-#include "quarkfs/cache.h"
 #include "quarkfs/diskcache.h"
 #include "quarkfs/error.h"
 #include "quarkfs/layout.h"
+#include "quarkfs/log.h"
 #include "quarkfs/plan.h"
 #include "quarkfs/safetensors.h"
 #include "quarkfs/spec.h"
@@ -29,48 +28,32 @@
  * cache_mem: the scales held shrink the weights' share, and past half of cache_mem the least
  * recently read scales are dropped (a later reader computes them again). */
 
-/* Which queue a slot waits in: a reader waits (demand), a reader will probably want it next
- * (prefetch: only while the memory cache has room), or `quarkfs warm` asked for everything. */
-typedef enum qfs_queue_id { QFS_Q_NONE, QFS_Q_DEMAND, QFS_Q_PREFETCH, QFS_Q_WARM } qfs_queue_id;
+/* The engine's view of one quantized file: what it needs to compute the file's jobs, and the
+ * state of each job (its cached weight and scales, who waits for it). Opaque: only the engine
+ * reads or writes it. Needs no engine to be made, so a model can be built before the process
+ * daemonizes and the engine is started. */
+typedef struct qfs_tensor_source qfs_tensor_source;
 
-/* Runtime state of one job (one quantized tensor of one file). Zero-initialized = nothing yet. */
-typedef struct qfs_job_slot {
-    qfs_cache_entry entry;       /* the weight bytes while cached; must stay first */
-    uint8_t *scales;             /* scale then zero point bytes, once computed (evictable) */
-    qfs_cache_entry scales_entry;   /* the scales in the engine's scales cache */
-    qfs_queue_id queue;
-    unsigned running : 1, want_weight : 1, failed : 1;
-    unsigned warm : 1;           /* counts toward the warm-up progress when it completes */
-    unsigned warm_only : 1;      /* only warm wants it: with a disk cache, keep it on disk only */
-    unsigned warm_round;         /* the warm-up round that counted it (a second `warm` during a
-                                  * round must not count a tensor it already finished) */
-    unsigned waiters;            /* readers waiting for the weight; on completion each gets a pin */
-    unsigned gen;                /* counts completions and failures of the weight (waiters' token) */
-    uint64_t served;             /* weight bytes handed to readers since it was made */
-    /* While a weight is produced in bands (entry.data set, running): which bands are final, and
-     * a band some reader waits for, made next (UINT32_MAX: none; else bands go in order). */
-    uint8_t *band_done;
-    uint64_t band_bytes;         /* weight bytes per band; the last may be shorter */
-    uint32_t n_bands, want_band;
-    int error;                   /* failed: negative errno, and why */
-    char *error_msg;
-    struct qfs_job_slot *queue_next;
-    struct qfs_tensor_source *source;
-    size_t job;
-} qfs_job_slot;
-
-/* What the engine needs to compute the jobs of one quantized file. */
-typedef struct qfs_tensor_source {
+/* What a tensor source is made from. Borrowed: every pointer and the descriptor must stay valid
+ * until qfs_tensor_source_free; the source never closes fd. */
+typedef struct qfs_tensor_source_info {
     int fd;                      /* the source safetensors file, open for reading */
     const char *path;            /* for messages */
     const qfs_st_file *st;
-    const qfs_plan *plan;
+    const qfs_plan *plan;        /* its jobs: the tensors the engine computes */
     const qfs_spec *spec;
     qfs_format format;
     off_t snap_size;             /* the source as it was at mount: a change is refused */
     struct timespec snap_mtime;
-    qfs_job_slot *slots;         /* plan->n_jobs slots */
-} qfs_tensor_source;
+} qfs_tensor_source_info;
+
+/* Makes the source of one quantized file, every job not yet computed. 0, or -ENOMEM with err
+ * naming the file. */
+int qfs_tensor_source_new(const qfs_tensor_source_info *info, qfs_tensor_source **out,
+                          qfs_error *err);
+/* Frees the source and every result it still holds. No engine may use it any more: destroy the
+ * engine first (or never give it this source). NULL is ignored. */
+void qfs_tensor_source_free(qfs_tensor_source *src);
 
 typedef struct qfs_engine_stats {
     uint64_t tensors_quantized;  /* weights computed (not found in any cache) */
@@ -90,17 +73,13 @@ typedef struct qfs_engine_stats {
     const char *disk_dir;        /* that directory, or NULL; valid while the engine lives */
 } qfs_engine_stats;
 
-/* Log levels (syslog's numbers). */
-enum { QFS_LOG_ERR = 3, QFS_LOG_WARNING = 4, QFS_LOG_INFO = 6, QFS_LOG_DEBUG = 7 };
-typedef void (*qfs_engine_log_fn)(void *ctx, int level, const char *msg);
-
 typedef struct qfs_engine_options {
     size_t cache_mem;            /* memory budget for quantized weights, bytes */
     int threads;                 /* OpenMP team size (0 = all cores) */
     struct qfs_diskcache *disk;  /* persistent cache, or NULL; the engine closes it */
     struct qfs_map_guard *map_guard;  /* io.h: when set (the front end handles SIGBUS with it),
                                       * sources are read through mmap, else with pread */
-    qfs_engine_log_fn log;       /* may be NULL */
+    qfs_log_callback log;        /* may be NULL (log.h) */
     void *log_ctx;
 } qfs_engine_options;
 

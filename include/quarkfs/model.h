@@ -8,8 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <time.h>
 
-#include "quarkfs/engine.h"
 #include "quarkfs/error.h"
 #include "quarkfs/plan.h"
 #include "quarkfs/safetensors.h"
@@ -40,7 +40,10 @@ typedef struct qfs_entry {
     size_t data_len;
     qfs_st_file st_file;     /* QUANTIZED */
     qfs_plan plan;
-    qfs_tensor_source source;
+    int src_fd;              /* QUANTIZED: the source, open from the build on (-1 otherwise) */
+    off_t src_size;          /* QUANTIZED: its size and mtime at the build: a change is */
+    struct timespec src_mtime;   /* refused, never served */
+    struct qfs_tensor_source *source;   /* QUANTIZED: its jobs' state, for the engine */
     int error;               /* != 0: this entry cannot be read (negative errno) ... */
     char *error_msg;         /* ... and why, naming the file */
 } qfs_entry;
@@ -69,7 +72,8 @@ typedef struct qfs_model {
  * (not a directory, an already quantized config.json). */
 int qfs_model_open(const char *src, const qfs_model_options *opts, qfs_model **out,
                    qfs_error *err);
-/* Closes source files and frees the model. The engine must no longer use it. */
+/* Closes source files and frees the model, its tensor sources with it: destroy the engine that
+ * used them first. */
 void qfs_model_close(qfs_model *m);
 /* Finds the child `name` of directory entry `dir`; 0 or -ENOENT / -ENOTDIR. */
 int qfs_model_lookup(const qfs_model *m, size_t dir, const char *name, size_t *out);

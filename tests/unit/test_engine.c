@@ -110,6 +110,8 @@ static int teardown(void **state)
 typedef struct view {
     qfs_model *m;
     qfs_tensor_source *src;
+    const qfs_plan *plan;      /* the file's plan and header, as the model holds them */
+    const qfs_st_file *st;
     const qfs_spec *spec;
     qfs_format format;
 } view;
@@ -122,16 +124,20 @@ static view open_view(const char *spec_name, qfs_format f)
     int rc = qfs_model_open(root, &o, &v.m, &err);
     if (rc) fail_msg("qfs_model_open: %d %s", rc, err.msg);
     for (size_t i = 0; i < v.m->n_entries; i++)
-        if (v.m->entries[i].kind == QFS_ENTRY_QUANTIZED) v.src = &v.m->entries[i].source;
+        if (v.m->entries[i].kind == QFS_ENTRY_QUANTIZED) {
+            v.src = v.m->entries[i].source;
+            v.plan = &v.m->entries[i].plan;
+            v.st = &v.m->entries[i].st_file;
+        }
     assert_non_null(v.src);
-    assert_int_equal(v.src->plan->n_jobs, N_TENSORS);
+    assert_int_equal(v.plan->n_jobs, N_TENSORS);
     return v;
 }
 
 static const src_tensor *job_tensor(const view *v, size_t job)
 {
-    const qfs_plan_job *j = &v->src->plan->jobs[job];
-    const char *name = v->src->st->tensors[j->src].name;
+    const qfs_plan_job *j = &v->plan->jobs[job];
+    const char *name = v->st->tensors[j->src].name;
     for (size_t i = 0; i < N_TENSORS; i++)
         if (strcmp(tensors[i].name, name) == 0) return &tensors[i];
     fail_msg("job %zu: unknown tensor %s", job, name);
@@ -141,7 +147,7 @@ static const src_tensor *job_tensor(const view *v, size_t job)
 /* The job's two parts as the kernels make them from the in-memory source. */
 static void expect_parts(const view *v, size_t job, uint8_t **w, uint8_t **sc)
 {
-    const qfs_plan_job *j = &v->src->plan->jobs[job];
+    const qfs_plan_job *j = &v->plan->jobs[job];
     const src_tensor *t = job_tensor(v, job);
     assert_int_equal(j->rows, t->rows);
     *w = malloc(j->layout.weight_bytes);
@@ -168,7 +174,7 @@ static qfs_engine *new_engine(size_t cache_mem, qfs_diskcache *disk)
  * kernels' bytes; releases the weight unless keep (then *held receives it). */
 static void check_job(qfs_engine *e, const view *v, size_t job, bool keep, const uint8_t **held)
 {
-    const qfs_plan_job *j = &v->src->plan->jobs[job];
+    const qfs_plan_job *j = &v->plan->jobs[job];
     uint8_t *w, *sc;
     expect_parts(v, job, &w, &sc);
     const uint8_t *data = NULL;
@@ -192,16 +198,16 @@ static void check_job(qfs_engine *e, const view *v, size_t job, bool keep, const
 static size_t small_job(const view *v, size_t k)
 {
     size_t seen = 0;
-    for (size_t j = 0; j < v->src->plan->n_jobs; j++)
-        if (v->src->plan->jobs[j].rows == 64 && seen++ == k) return j;
+    for (size_t j = 0; j < v->plan->n_jobs; j++)
+        if (v->plan->jobs[j].rows == 64 && seen++ == k) return j;
     fail_msg("no small job %zu", k);
     return 0;
 }
 
 static size_t big_job(const view *v)
 {
-    for (size_t j = 0; j < v->src->plan->n_jobs; j++)
-        if (v->src->plan->jobs[j].rows == 4096) return j;
+    for (size_t j = 0; j < v->plan->n_jobs; j++)
+        if (v->plan->jobs[j].rows == 4096) return j;
     fail_msg("no big job");
     return 0;
 }
@@ -213,14 +219,14 @@ static void test_bytes_every_job(void **state)
     for (size_t s = 0; s < sizeof specs / sizeof *specs; s++) {
         view v = open_view(specs[s], QFS_FMT_QUARK);
         qfs_engine *e = new_engine(64u << 20, NULL);
-        for (size_t j = 0; j < v.src->plan->n_jobs; j++) check_job(e, &v, j, false, NULL);
+        for (size_t j = 0; j < v.plan->n_jobs; j++) check_job(e, &v, j, false, NULL);
         qfs_engine_stats st;
         qfs_engine_get_stats(e, &st);
         assert_int_equal(st.tensors_quantized, N_TENSORS);
         assert_int_equal(st.weights_in_bands, 1);   /* the big one only */
         assert_true(st.memory_used <= st.memory_budget);
         /* Everything fits: a second pass is served from memory. */
-        for (size_t j = 0; j < v.src->plan->n_jobs; j++) check_job(e, &v, j, false, NULL);
+        for (size_t j = 0; j < v.plan->n_jobs; j++) check_job(e, &v, j, false, NULL);
         qfs_engine_get_stats(e, &st);
         assert_int_equal(st.tensors_quantized, N_TENSORS);
         assert_true(st.memory_hits >= N_TENSORS);
@@ -233,7 +239,7 @@ static void test_eviction_and_pins(void **state)
 {
     (void)state;
     view v = open_view("int8-channel", QFS_FMT_QUARK);
-    uint64_t wb = v.src->plan->jobs[small_job(&v, 0)].layout.weight_bytes;
+    uint64_t wb = v.plan->jobs[small_job(&v, 0)].layout.weight_bytes;
     /* Room for two small weights (and their scales), not three. */
     qfs_engine *e = new_engine((size_t)(wb * 5 / 2), NULL);
     for (size_t k = 0; k < N_SMALL; k++) check_job(e, &v, small_job(&v, k), false, NULL);
@@ -279,7 +285,7 @@ static void test_scales_inside_cache_mem(void **state)
 {
     (void)state;
     view v = open_view("int8-channel", QFS_FMT_QUARK);
-    uint64_t sb = v.src->plan->jobs[small_job(&v, 0)].layout.scales_bytes;
+    uint64_t sb = v.plan->jobs[small_job(&v, 0)].layout.scales_bytes;
     assert_true(sb > 0);
     /* cache_mem of five scales parts: past half of it, the least recently read are dropped. */
     qfs_engine *e = new_engine((size_t)(sb * 5), NULL);
@@ -343,7 +349,7 @@ static void test_bands(void **state)
     for (size_t s = 0; s < 2; s++) {
         view v = open_view(specs[s], QFS_FMT_QUARK);
         size_t job = big_job(&v);
-        const qfs_plan_job *j = &v.src->plan->jobs[job];
+        const qfs_plan_job *j = &v.plan->jobs[job];
         uint64_t align = 0;
         assert_true(qfs_quantize_rows_ok(v.spec, &j->layout, &align));
         uint8_t *w, *sc;
@@ -418,7 +424,7 @@ static void test_warm_and_disk(void **state)
     dc = NULL;
     assert_int_equal(qfs_diskcache_open(dir, 1ull << 30, &dc, &err), 0);
     e = new_engine(64u << 20, dc);
-    for (size_t j = 0; j < v.src->plan->n_jobs; j++) check_job(e, &v, j, false, NULL);
+    for (size_t j = 0; j < v.plan->n_jobs; j++) check_job(e, &v, j, false, NULL);
     qfs_engine_get_stats(e, &st);
     assert_int_equal(st.tensors_quantized, 0);
     assert_true(st.disk_hits >= N_TENSORS);

@@ -5,6 +5,7 @@
  * 8-byte LE length + compact JSON with __metadata__ first ({"format":"pt"} + source keys),
  * per-tensor keys dtype, shape, data_offsets, padded with spaces to a multiple of 8. */
 #include "unit_util.c"
+#include "unit_specs.h"
 
 #include "quarkfs/plan.h"
 #include "quarkfs/select.h"
@@ -759,6 +760,194 @@ static void test_select_module_name(void **state)
     free(m);
 }
 
+/* ---- qfs_plan_build with each format ---- */
+
+typedef struct pexp {
+    const char *name;
+    qfs_dtype dtype;
+    unsigned ndim;
+    uint64_t d0, d1, offset, size;
+    qfs_role role;
+    uint64_t job_offset;
+} pexp;
+
+static void plan_with(const char *json, size_t data_len, const char *spec, qfs_format f,
+                      qfs_st_file *sf, qfs_plan *p)
+{
+    qfs_error err = {{0}};
+    int rc = st_parse_json(json, data_len, "/src/model.safetensors", sf, &err);
+    if (rc) fail_msg("source does not parse: %s", err.msg);
+    qfs_plan_options o = {.spec = unit_spec(spec), .format = f};
+    rc = qfs_plan_build(sf, &o, "/src/model.safetensors", p, &err);
+    if (rc) fail_msg("plan fails: %d %s", rc, err.msg);
+}
+
+static void check_plan(const qfs_plan *p, const pexp *e, size_t n, uint64_t data)
+{
+    for (size_t i = 0; i < n && i < p->n_tensors; i++) {
+        const qfs_plan_tensor *t = &p->tensors[i];
+        if (strcmp(t->name, e[i].name) != 0)
+            fail_msg("tensor %zu is '%s', expected '%s'", i, t->name, e[i].name);
+        if (t->dtype != e[i].dtype)
+            fail_msg("'%s': dtype %s, expected %s", t->name, qfs_dtype_name(t->dtype),
+                     qfs_dtype_name(e[i].dtype));
+        assert_int_equal(t->ndim, e[i].ndim);
+        uint64_t d[2] = {e[i].d0, e[i].d1};
+        for (unsigned k = 0; k < e[i].ndim; k++) assert_int_equal(t->shape[k], d[k]);
+        if (t->offset != e[i].offset || t->size != e[i].size)
+            fail_msg("'%s': offset %llu size %llu, expected %llu %llu", t->name,
+                     (unsigned long long)t->offset, (unsigned long long)t->size,
+                     (unsigned long long)e[i].offset, (unsigned long long)e[i].size);
+        if (t->role != e[i].role) fail_msg("'%s': role %d, expected %d", t->name, t->role,
+                                           e[i].role);
+        if (t->role != QFS_ROLE_PASSTHROUGH && t->job_offset != e[i].job_offset)
+            fail_msg("'%s': job_offset %llu, expected %llu", t->name,
+                     (unsigned long long)t->job_offset, (unsigned long long)e[i].job_offset);
+    }
+    assert_int_equal(p->n_tensors, n);
+    assert_int_equal(p->file_size - p->header_size, data);
+    /* the planned file (header + zero data) parses and names the same tensors */
+    uint8_t *buf = calloc(1, p->file_size);
+    assert_non_null(buf);
+    memcpy(buf, p->header, p->header_size);
+    qfs_st_file f;
+    qfs_error err = {{0}};
+    if (qfs_st_parse(buf, p->file_size, p->file_size, "planned", &f, &err))
+        fail_msg("planned file does not parse: %s", err.msg);
+    assert_int_equal(f.n_tensors, n);
+    for (size_t i = 0; i < n; i++) {
+        const qfs_st_tensor *t = qfs_st_find(&f, e[i].name);
+        if (!t) fail_msg("'%s' not in the planned header", e[i].name);
+        assert_int_equal(t->dtype, e[i].dtype);
+        assert_int_equal(t->begin, e[i].offset);
+        assert_int_equal(t->end - t->begin, e[i].size);
+    }
+    qfs_st_file_free(&f);
+    free(buf);
+}
+
+#define PT QFS_ROLE_PASSTHROUGH
+#define RW QFS_ROLE_WEIGHT
+#define RS QFS_ROLE_SCALE
+#define RZ QFS_ROLE_ZERO_POINT
+#define RH QFS_ROLE_SHAPE
+
+static void test_plan_awq_names_and_shape_skip(void **state)
+{
+    (void)state;
+    /* uint4-g32 awq, BF16:
+     *  0 m.l.0.up_proj.weight   [16, 64] 2048 bytes: quantized -> qweight I32 [64, 2] 512,
+     *    scales BF16 [2, 16] 64, qzeros I32 [2, 2] 16
+     *  1 m.l.0.down_proj.weight [12, 64] 1536: out = 12 not a multiple of 8 -> SKIP_SHAPE
+     *  2 lm_head.weight         [16, 64] 2048: excluded by default
+     * File order: I32 (qweight, qzeros by name), then BF16 by name (lm_head, down_proj, scales).
+     * Job parts: weight = qweight (offset 0); scales part = scales (0) then qzeros (64). */
+    const char *json =
+        "{'m.l.0.up_proj.weight':{'dtype':'BF16','shape':[16,64],'data_offsets':[0,2048]},"
+        "'m.l.0.down_proj.weight':{'dtype':'BF16','shape':[12,64],'data_offsets':[2048,3584]},"
+        "'lm_head.weight':{'dtype':'BF16','shape':[16,64],'data_offsets':[3584,5632]}}";
+    qfs_st_file sf;
+    qfs_plan p;
+    plan_with(json, 5632, "uint4-g32", FA, &sf, &p);
+    assert_int_equal(p.decisions[0], QFS_SELECT_QUANTIZE);
+    assert_int_equal(p.decisions[1], QFS_SKIP_SHAPE);
+    assert_int_equal(p.decisions[2], QFS_SKIP_LM_HEAD);
+    assert_contains(qfs_select_reason(QFS_SKIP_SHAPE), "shape");
+    assert_true(qfs_select_is_linear_like(QFS_SKIP_SHAPE));
+    static const pexp e[] = {
+        {"m.l.0.up_proj.qweight", QFS_DT_I32, 2, 64, 2, 0, 512, RW, 0},
+        {"m.l.0.up_proj.qzeros", QFS_DT_I32, 2, 2, 2, 512, 16, RZ, 64},
+        {"lm_head.weight", QFS_DT_BF16, 2, 16, 64, 528, 2048, PT, 0},
+        {"m.l.0.down_proj.weight", QFS_DT_BF16, 2, 12, 64, 2576, 1536, PT, 0},
+        {"m.l.0.up_proj.scales", QFS_DT_BF16, 2, 2, 16, 4112, 64, RS, 0},
+    };
+    check_plan(&p, e, 5, 4176);
+    assert_int_equal(p.n_jobs, 1);
+    assert_int_equal(p.jobs[0].src, 0);
+    assert_int_equal(p.jobs[0].rows, 16);
+    assert_int_equal(p.jobs[0].cols, 64);
+    assert_int_equal(p.jobs[0].layout.weight_bytes, 512);
+    assert_int_equal(p.jobs[0].layout.scales_bytes, 80);
+    qfs_plan_free(&p);
+    qfs_st_file_free(&sf);
+}
+
+static void test_plan_compressed_tensors_int4(void **state)
+{
+    (void)state;
+    /* int4-g32 compressed-tensors, BF16:
+     *  a.weight [12, 64] 1536: quantized (no out % 8 rule) -> weight_packed I32 [12, 8] 384,
+     *    weight_scale BF16 [12, 2] 48, weight_shape I64 [2] 16
+     *  b.weight [8, 48] 768: in = 48 not a multiple of 32 -> SKIP_SHAPE
+     * File order: I64, I32, then BF16 by name. Scales part: scale (0), shape (48). */
+    const char *json =
+        "{'b.weight':{'dtype':'BF16','shape':[8,48],'data_offsets':[0,768]},"
+        "'a.weight':{'dtype':'BF16','shape':[12,64],'data_offsets':[768,2304]}}";
+    qfs_st_file sf;
+    qfs_plan p;
+    plan_with(json, 2304, "int4-g32", FC, &sf, &p);
+    assert_int_equal(p.decisions[0], QFS_SKIP_SHAPE);
+    assert_int_equal(p.decisions[1], QFS_SELECT_QUANTIZE);
+    static const pexp e[] = {
+        {"a.weight_shape", QFS_DT_I64, 1, 2, 0, 0, 16, RH, 48},
+        {"a.weight_packed", QFS_DT_I32, 2, 12, 8, 16, 384, RW, 0},
+        {"a.weight_scale", QFS_DT_BF16, 2, 12, 2, 400, 48, RS, 0},
+        {"b.weight", QFS_DT_BF16, 2, 8, 48, 448, 768, PT, 0},
+    };
+    check_plan(&p, e, 4, 1216);
+    assert_int_equal(p.n_jobs, 1);
+    assert_int_equal(p.jobs[0].src, 1);
+    qfs_plan_free(&p);
+    qfs_st_file_free(&sf);
+}
+
+static void test_plan_fp8_block(void **state)
+{
+    (void)state;
+    /* fp8-block in the fp8 format, BF16:
+     *  c.weight [128, 256] 65536: -> weight F8_E4M3 [128, 256] 32768, weight_scale_inv F32 [1, 2]
+     *  d.weight [128, 200] 51200: 200 is not a multiple of 128 -> SKIP_SHAPE
+     * File order: F32, BF16, F8_E4M3. */
+    const char *json =
+        "{'c.weight':{'dtype':'BF16','shape':[128,256],'data_offsets':[0,65536]},"
+        "'d.weight':{'dtype':'BF16','shape':[128,200],'data_offsets':[65536,116736]}}";
+    qfs_st_file sf;
+    qfs_plan p;
+    plan_with(json, 116736, "fp8-block", F8, &sf, &p);
+    assert_int_equal(p.decisions[0], QFS_SELECT_QUANTIZE);
+    assert_int_equal(p.decisions[1], QFS_SKIP_SHAPE);
+    static const pexp e[] = {
+        {"c.weight_scale_inv", QFS_DT_F32, 2, 1, 2, 0, 8, RS, 0},
+        {"d.weight", QFS_DT_BF16, 2, 128, 200, 8, 51200, PT, 0},
+        {"c.weight", QFS_DT_F8_E4M3, 2, 128, 256, 51208, 32768, RW, 0},
+    };
+    check_plan(&p, e, 3, 83976);
+    qfs_plan_free(&p);
+    qfs_st_file_free(&sf);
+}
+
+static void test_plan_awq_name_clash(void **state)
+{
+    (void)state;
+    /* x.qzeros already in the source: x.weight stays as it is (awq would write x.qzeros) */
+    const char *json =
+        "{'x.weight':{'dtype':'BF16','shape':[8,32],'data_offsets':[0,512]},"
+        "'x.qzeros':{'dtype':'I32','shape':[1,1],'data_offsets':[512,516]}}";
+    qfs_st_file sf;
+    qfs_plan p;
+    plan_with(json, 516, "uint4-g32", FA, &sf, &p);
+    assert_int_equal(p.decisions[0], QFS_SKIP_NAME_CLASH);
+    assert_int_equal(p.n_jobs, 0);
+    qfs_plan_free(&p);
+    /* in the quark format the names differ, so it is quantized */
+    qfs_plan_options o = {.spec = unit_spec("uint4-g32"), .format = FQ};
+    qfs_error err = {{0}};
+    assert_int_equal(qfs_plan_build(&sf, &o, "/src/model.safetensors", &p, &err), 0);
+    assert_int_equal(p.decisions[0], QFS_SELECT_QUANTIZE);
+    qfs_plan_free(&p);
+    qfs_st_file_free(&sf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -786,6 +975,10 @@ int main(void)
         cmocka_unit_test(test_select_user_rules),
         cmocka_unit_test(test_select_reasons_and_linear_like),
         cmocka_unit_test(test_select_module_name),
+        cmocka_unit_test(test_plan_awq_names_and_shape_skip),
+        cmocka_unit_test(test_plan_compressed_tensors_int4),
+        cmocka_unit_test(test_plan_fp8_block),
+        cmocka_unit_test(test_plan_awq_name_clash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

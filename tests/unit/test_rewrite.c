@@ -3,6 +3,7 @@
  * member), the quantization_config itself (doc/FORMAT.md §6), and the
  * safetensors index (printed like transformers: json.dumps(indent=2, sort_keys=True) + "\n"). */
 #include "unit_util.c"
+#include "unit_specs.h"
 
 #include "quarkfs/plan.h"
 #include "quarkfs/rewrite.h"
@@ -551,6 +552,299 @@ static void test_index_errors(void **state)
     index_fails("{\"weight_map\": {\"a.weight\": 3}}", "a.weight");
 }
 
+/* ---- qfs_quant_config_build per format ---- */
+
+static const json_t *obj_get(const json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    if (!v) fail_msg("no key '%s'", key);
+    return v;
+}
+
+static void expect_str(const json_t *o, const char *key, const char *value)
+{
+    const json_t *v = obj_get(o, key);
+    if (!json_is_string(v) || strcmp(json_string_value(v), value) != 0)
+        fail_msg("'%s' is not \"%s\"", key, value);
+}
+
+static void expect_int(const json_t *o, const char *key, long long value)
+{
+    const json_t *v = obj_get(o, key);
+    if (!json_is_integer(v) || json_integer_value(v) != value)
+        fail_msg("'%s' is not %lld", key, value);
+}
+
+static void expect_null(const json_t *o, const char *key)
+{
+    if (!json_is_null(obj_get(o, key))) fail_msg("'%s' is not null", key);
+}
+
+static void expect_bool(const json_t *o, const char *key, bool value)
+{
+    const json_t *v = obj_get(o, key);
+    if (!json_is_boolean(v) || json_is_true(v) != value)
+        fail_msg("'%s' is not %s", key, value ? "true" : "false");
+}
+
+static void expect_str_list(const json_t *o, const char *key, const char *const *items, size_t n)
+{
+    const json_t *a = obj_get(o, key);
+    assert_true(json_is_array(a));
+    assert_int_equal(json_array_size(a), n);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(json_string_value(json_array_get(a, i)), items[i]);
+}
+
+/* Only keys from `allowed` (the reader forbids others). */
+static void expect_keys_within(const json_t *o, const char *const *allowed, size_t n)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)o, key, v) {
+        (void)v;
+        size_t i = 0;
+        while (i < n && strcmp(allowed[i], key) != 0) i++;
+        if (i == n) fail_msg("unexpected key '%s'", key);
+    }
+}
+
+/* Quark's JsonExporterConfig: exactly its five fields (FORMAT.md §6.1). */
+static void expect_export(const json_t *o)
+{
+    const json_t *e = obj_get(o, "export");
+    assert_int_equal(json_object_size(e), 5);
+    assert_int_equal(json_array_size(obj_get(e, "kv_cache_group")), 0);
+    assert_true(json_is_real(obj_get(e, "min_kv_scale")));
+    expect_str(e, "pack_method", "reorder");
+    expect_str(e, "weight_format", "real_quantized");
+    expect_null(e, "weight_merge_groups");
+}
+
+static const char *const EXCL[] = {"lm_head", "model.layers.0.mlp.down_proj"};
+
+static void test_quant_config_awq(void **state)
+{
+    (void)state;
+    /* FORMAT.md §6.2: bits 4, group_size G, zero_point = not symmetric, version gemm,
+     * pack_method reorder,
+     * modules_to_not_convert = the exclusion list */
+    static const struct { const char *spec; int group; bool zp; } cases[] = {
+        {"uint4", 128, true}, {"uint4-g32", 32, true}, {"uint4-g64", 64, true},
+        {"int4", 128, false}, {"int4-g32", 32, false}, {"int4-g128", 128, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *qc = qfs_quant_config_build(unit_spec(cases[i].spec), FA, EXCL, 2);
+        assert_non_null(qc);
+        assert_int_equal(json_object_size(qc), 8);
+        expect_int(qc, "bits", 4);
+        expect_export(qc);
+        expect_int(qc, "group_size", cases[i].group);
+        expect_str_list(qc, "modules_to_not_convert", EXCL, 2);
+        expect_str(qc, "pack_method", "reorder");
+        expect_str(qc, "quant_method", "awq");
+        expect_str(qc, "version", "gemm");
+        expect_bool(qc, "zero_point", cases[i].zp);
+        json_decref(qc);
+    }
+}
+
+static void test_quant_config_fp8_format(void **state)
+{
+    (void)state;
+    /* per tensor, FORMAT.md §6.3 (dynamic activations, no KV cache): exactly
+     * activation_scheme, export, ignored_layers, kv_cache_scheme (null), quant_method */
+    json_t *qc = qfs_quant_config_build(unit_spec("fp8"), F8, EXCL, 2);
+    assert_non_null(qc);
+    assert_int_equal(json_object_size(qc), 5);
+    expect_str(qc, "activation_scheme", "dynamic");
+    expect_export(qc);
+    expect_str_list(qc, "ignored_layers", EXCL, 2);
+    expect_null(qc, "kv_cache_scheme");
+    expect_str(qc, "quant_method", "fp8");
+    json_decref(qc);
+    /* block (FORMAT.md §6.3, §9): the config both transformers and vLLM accept */
+    qc = qfs_quant_config_build(unit_spec("fp8-block"), F8, EXCL, 1);
+    assert_non_null(qc);
+    assert_int_equal(json_object_size(qc), 4);
+    expect_str(qc, "quant_method", "fp8");
+    expect_str(qc, "activation_scheme", "dynamic");
+    expect_str_list(qc, "modules_to_not_convert", EXCL, 1);
+    const json_t *wbs = obj_get(qc, "weight_block_size");
+    assert_int_equal(json_array_size(wbs), 2);
+    assert_int_equal(json_integer_value(json_array_get(wbs, 0)), 128);
+    assert_int_equal(json_integer_value(json_array_get(wbs, 1)), 128);
+    json_decref(qc);
+}
+
+static const char *const CT_ARG_KEYS[] = {
+    "num_bits", "type", "symmetric", "group_size", "strategy", "block_structure", "dynamic",
+    "actorder", "observer", "observer_kwargs", "scale_dtype", "zp_dtype",
+};
+static const char *const CT_SCHEME_KEYS[] = {
+    "targets", "weights", "input_activations", "output_activations", "format",
+};
+
+/* One QuantizationArgs; group 0 = null, block 0 = null. */
+static void expect_ct_args(const json_t *a, int bits, const char *type, const char *strategy,
+                           int group, int block, bool dynamic)
+{
+    assert_true(json_is_object(a));
+    expect_keys_within(a, CT_ARG_KEYS, sizeof CT_ARG_KEYS / sizeof CT_ARG_KEYS[0]);
+    expect_int(a, "num_bits", bits);
+    expect_str(a, "type", type);
+    expect_str(a, "strategy", strategy);
+    expect_bool(a, "symmetric", true);
+    expect_bool(a, "dynamic", dynamic);
+    if (group) expect_int(a, "group_size", group);
+    else if (json_object_get(a, "group_size")) expect_null(a, "group_size");
+    if (block) {
+        const json_t *bs = obj_get(a, "block_structure");
+        assert_int_equal(json_array_size(bs), 2);
+        assert_int_equal(json_integer_value(json_array_get(bs, 0)), block);
+        assert_int_equal(json_integer_value(json_array_get(bs, 1)), block);
+    } else if (json_object_get(a, "block_structure")) {
+        expect_null(a, "block_structure");
+    }
+}
+
+/* The config of one spec in compressed-tensors (FORMAT.md §6.4); returns group_0. */
+static const json_t *expect_ct_config(const json_t *qc, const char *format)
+{
+    assert_non_null(qc);
+    expect_str(qc, "quant_method", "compressed-tensors");
+    expect_str(qc, "format", format);
+    expect_str(qc, "quantization_status", "compressed");
+    expect_str_list(qc, "ignore", EXCL, 2);
+    expect_null(qc, "kv_cache_scheme");
+    const json_t *groups = obj_get(qc, "config_groups");
+    assert_int_equal(json_object_size(groups), 1);
+    const json_t *g = obj_get(groups, "group_0");
+    expect_keys_within(g, CT_SCHEME_KEYS, sizeof CT_SCHEME_KEYS / sizeof CT_SCHEME_KEYS[0]);
+    const char *const linear[] = {"Linear"};
+    expect_str_list(g, "targets", linear, 1);
+    if (json_object_get(g, "format")) expect_str(g, "format", format);
+    if (json_object_get(g, "output_activations")) expect_null(g, "output_activations");
+    return g;
+}
+
+static void test_quant_config_compressed_tensors(void **state)
+{
+    (void)state;
+    json_t *qc;
+    const json_t *g;
+    /* int8-channel: W8A16, pack-quantized, channel, weight-only */
+    qc = qfs_quant_config_build(unit_spec("int8-channel"), FC, EXCL, 2);
+    g = expect_ct_config(qc, "pack-quantized");
+    expect_ct_args(obj_get(g, "weights"), 8, "int", "channel", 0, 0, false);
+    expect_null(g, "input_activations");
+    json_decref(qc);
+    /* w8a8-int8: int-quantized, dynamic per-token int8 inputs */
+    qc = qfs_quant_config_build(unit_spec("w8a8-int8"), FC, EXCL, 2);
+    g = expect_ct_config(qc, "int-quantized");
+    expect_ct_args(obj_get(g, "weights"), 8, "int", "channel", 0, 0, false);
+    expect_ct_args(obj_get(g, "input_activations"), 8, "int", "token", 0, 0, true);
+    json_decref(qc);
+    /* fp8: float-quantized, tensor weights, dynamic per-tensor inputs */
+    qc = qfs_quant_config_build(unit_spec("fp8"), FC, EXCL, 2);
+    g = expect_ct_config(qc, "float-quantized");
+    expect_ct_args(obj_get(g, "weights"), 8, "float", "tensor", 0, 0, false);
+    expect_ct_args(obj_get(g, "input_activations"), 8, "float", "tensor", 0, 0, true);
+    json_decref(qc);
+    /* fp8-channel: FP8_DYNAMIC, channel weights, dynamic per-token inputs */
+    qc = qfs_quant_config_build(unit_spec("fp8-channel"), FC, EXCL, 2);
+    g = expect_ct_config(qc, "float-quantized");
+    expect_ct_args(obj_get(g, "weights"), 8, "float", "channel", 0, 0, false);
+    expect_ct_args(obj_get(g, "input_activations"), 8, "float", "token", 0, 0, true);
+    json_decref(qc);
+    /* fp8-block: FP8_BLOCK, block [128, 128] weights, dynamic group-128 inputs */
+    qc = qfs_quant_config_build(unit_spec("fp8-block"), FC, EXCL, 2);
+    g = expect_ct_config(qc, "float-quantized");
+    expect_ct_args(obj_get(g, "weights"), 8, "float", "block", 0, 128, false);
+    expect_ct_args(obj_get(g, "input_activations"), 8, "float", "group", 128, 0, true);
+    json_decref(qc);
+    /* int4-gG: W4A16, pack-quantized, group G, symmetric, weight-only */
+    static const struct { const char *spec; int group; } g4[] = {
+        {"int4", 128}, {"int4-g32", 32}, {"int4-g64", 64}, {"int4-g128", 128},
+    };
+    for (size_t i = 0; i < 4; i++) {
+        qc = qfs_quant_config_build(unit_spec(g4[i].spec), FC, EXCL, 2);
+        g = expect_ct_config(qc, "pack-quantized");
+        expect_ct_args(obj_get(g, "weights"), 4, "int", "group", g4[i].group, 0, false);
+        expect_null(g, "input_activations");
+        json_decref(qc);
+    }
+}
+
+/* One Quark tensor spec, all 16 keys (FORMAT.md §6.1); symmetric -1 = null. */
+static void expect_quark_spec(const json_t *t, const char *dtype, const char *qscheme,
+                              int group, int symmetric, bool dynamic, const char *observer,
+                              bool mx)
+{
+    assert_true(json_is_object(t));
+    assert_int_equal(json_object_size(t), 17);
+    expect_null(t, "block_size");
+    expect_int(t, "ch_axis", -1);
+    expect_str(t, "dtype", dtype);
+    expect_bool(t, "enable_buffer_reuse", false);
+    expect_int(t, "group_size", group);
+    expect_bool(t, "is_dynamic", dynamic);
+    expect_bool(t, "is_scale_quant", false);
+    expect_int(t, "max_input_numel", 4194304);
+    expect_null(t, "mx_element_dtype");
+    expect_str(t, "observer_cls", observer);
+    expect_str(t, "qscheme", qscheme);
+    expect_str(t, "round_method", "half_even");
+    if (mx) {
+        expect_str(t, "scale_calculation_mode", "even");
+        expect_str(t, "scale_format", "e8m0");
+    } else {
+        expect_null(t, "scale_calculation_mode");
+        expect_null(t, "scale_format");
+    }
+    expect_str(t, "scale_type", "float");
+    if (symmetric < 0) expect_null(t, "symmetric");
+    else expect_bool(t, "symmetric", symmetric);
+    expect_str(t, "zero_point_type", "int32");
+}
+
+static const json_t *expect_quark_config(const json_t *qc)
+{
+    assert_non_null(qc);
+    expect_str(qc, "quant_method", "quark");
+    expect_export(qc);
+    expect_str_list(qc, "exclude", EXCL, 2);
+    const json_t *g = obj_get(qc, "global_quant_config");
+    assert_int_equal(json_object_size(g), 5);
+    expect_null(g, "bias");
+    expect_null(g, "output_tensors");
+    return g;
+}
+
+static void test_quant_config_quark_4bit_and_mx(void **state)
+{
+    (void)state;
+    static const struct { const char *spec, *dtype; int group, sym; } g4[] = {
+        {"uint4", "uint4", 128, 0}, {"uint4-g32", "uint4", 32, 0}, {"uint4-g64", "uint4", 64, 0},
+        {"int4", "int4", 128, 1}, {"int4-g64", "int4", 64, 1}, {"int4-g128", "int4", 128, 1},
+    };
+    for (size_t i = 0; i < sizeof g4 / sizeof g4[0]; i++) {
+        json_t *qc = qfs_quant_config_build(unit_spec(g4[i].spec), FQ, EXCL, 2);
+        const json_t *g = expect_quark_config(qc);
+        expect_quark_spec(obj_get(g, "weight"), g4[i].dtype, "per_group", g4[i].group, g4[i].sym,
+                          false, "PerGroupMinMaxObserver", false);
+        expect_null(g, "input_tensors");   /* weight-only */
+        json_decref(qc);
+    }
+    json_t *qc = qfs_quant_config_build(unit_spec("mxfp4"), FQ, EXCL, 2);
+    const json_t *g = expect_quark_config(qc);
+    expect_quark_spec(obj_get(g, "weight"), "fp4", "per_group", 32, -1, false,
+                      "PerBlockMXObserver", true);
+    expect_quark_spec(obj_get(g, "input_tensors"), "fp4", "per_group", 32, -1, true,
+                      "PerBlockMXObserver", true);
+    json_decref(qc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -573,6 +867,10 @@ int main(void)
         cmocka_unit_test(test_index_weight_map_covers_plan),
         cmocka_unit_test(test_index_non_ascii_like_python),
         cmocka_unit_test(test_index_errors),
+        cmocka_unit_test(test_quant_config_awq),
+        cmocka_unit_test(test_quant_config_fp8_format),
+        cmocka_unit_test(test_quant_config_compressed_tensors),
+        cmocka_unit_test(test_quant_config_quark_4bit_and_mx),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,6 +23,7 @@
 #define TRIM_TO 0.9               /* trimming goes 10% below the budget, not to the edge */
 #define LOCK_WAIT_SECONDS 5.0     /* longest wait for another process computing the same tensor */
 #define LOCK_TRY_ONLY_SECONDS 60.0   /* after a wait ran out: try locks, do not wait */
+#define WRITE_RETRY_SECONDS 10.0     /* after a failed write: hits only, then writes again */
 
 /* On-disk header, little-endian, followed by the scales part then the weight part. */
 typedef struct entry_header {
@@ -41,6 +42,8 @@ struct qfs_diskcache {
     pthread_mutex_t lock;
     uint64_t used;                     /* this process's estimate; trimming rescans */
     bool readonly;                     /* hits only: the directory takes no writes */
+    bool paused;                       /* a write failed: hits only until a write succeeds */
+    struct timespec paused_at;         /* when writes were last paused */
 };
 
 void qfs_cache_key_compute(const char *recipe, const void *src, size_t len, qfs_cache_key *out)
@@ -446,19 +449,26 @@ static void trim(qfs_diskcache *c)
     pthread_mutex_unlock(&c->lock);
 }
 
+static double since(const struct timespec *t);
+
 bool qfs_diskcache_readonly(qfs_diskcache *c)
 {
     pthread_mutex_lock(&c->lock);
-    bool ro = c->readonly;
+    bool ro = c->readonly || (c->paused && since(&c->paused_at) < WRITE_RETRY_SECONDS);
     pthread_mutex_unlock(&c->lock);
     return ro;
 }
 
-void qfs_diskcache_set_readonly(qfs_diskcache *c)
+bool qfs_diskcache_set_readonly(qfs_diskcache *c)
 {
     pthread_mutex_lock(&c->lock);
-    c->readonly = true;
+    bool first = !c->readonly && !c->paused;
+    if (!c->readonly) {
+        c->paused = true;
+        clock_gettime(CLOCK_MONOTONIC, &c->paused_at);
+    }
     pthread_mutex_unlock(&c->lock);
+    return first;
 }
 
 int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *scales,
@@ -506,6 +516,7 @@ int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *sc
     }
     uint64_t size = sizeof h + scales_len + weight_len;
     pthread_mutex_lock(&c->lock);
+    c->paused = false;   /* the store takes writes again */
     c->used += size;
     bool over = c->used > c->max_bytes;
     pthread_mutex_unlock(&c->lock);

@@ -287,14 +287,16 @@ static void recipe_of(const qfs_tensor_source *src, const qfs_plan_job *j, const
              (unsigned long long)j->rows, (unsigned long long)j->cols);
 }
 
-/* A disk cache that cannot take writes (full, read-only) keeps serving what it has, and new
- * tensors stay in memory: one warning, and readers never see an error for it. Lock held. */
+/* A disk cache that cannot take writes (full, read-only, unreachable) keeps serving what it
+ * has, and new tensors stay in memory until a later write succeeds: one warning per outage,
+ * and readers never see an error for it. Lock held. */
 static void disk_failed(qfs_engine *e, int rc)
 {
     if (!e->disk || qfs_diskcache_readonly(e->disk)) return;
-    logf_(e, QFS_LOG_WARNING, "disk cache %s: %s; its entries are still read, new tensors stay "
-          "in memory only", qfs_diskcache_dir(e->disk), strerror(-rc));
-    qfs_diskcache_set_readonly(e->disk);
+    if (qfs_diskcache_set_readonly(e->disk))
+        logf_(e, QFS_LOG_WARNING, "disk cache %s: %s; its entries are still read, new tensors "
+              "stay in memory only (writes are tried again every few seconds)",
+              qfs_diskcache_dir(e->disk), strerror(-rc));
     e->stats.disk_cache = 0;
 }
 
@@ -654,7 +656,10 @@ static void run_one(qfs_engine *e, job_slot *slot, queue_id from)
         e->stats.seconds_quantizing += dt;
         e->stats.tensors_quantized++;
         e->stats.bytes_quantized += src->st->tensors[j->src].end - src->st->tensors[j->src].begin;
-        if (disk && !res.disk_error && !qfs_diskcache_readonly(disk)) e->stats.disk_writes++;
+        if (disk && !res.disk_error && !qfs_diskcache_readonly(disk)) {
+            e->stats.disk_writes++;
+            e->stats.disk_cache = 1;   /* again, after an outage */
+        }
     } else {
         e->stats.seconds_quantizing += dt;
         e->stats.scales_computed++;

@@ -52,9 +52,14 @@ int qfs_diskcache_get(qfs_diskcache *c, const qfs_cache_key *key, void *scales,
 int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *scales,
                       size_t scales_len, const void *weight, size_t weight_len);
 
-/* Read-only: hits are served, nothing is written (put answers -EROFS). */
+/* Read-only: hits are served, nothing is written (put answers -EROFS), no lock is taken. A
+ * directory opened read-only stays so. */
 bool qfs_diskcache_readonly(qfs_diskcache *c);
-void qfs_diskcache_set_readonly(qfs_diskcache *c);
+/* Stops writes after one failed (full, read-only or unreachable store): the cache is
+ * read-only for some seconds, then a write is tried again, and the first that succeeds ends
+ * the pause; a shared store that comes back is used again without a remount. true when
+ * writes were on until now (a new outage: worth one warning), false while one lasts. */
+bool qfs_diskcache_set_readonly(qfs_diskcache *c);
 
 /* Takes an exclusive lock on key shared by every process using this directory (flock), so
  * usually only one of them computes a given tensor; *fd receives the lock (release with

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what quarkfs needs to build, run and test on Debian 12 (bookworm) or newer.
 #   bash scripts/install-deps.sh            Debian packages (build, plain tests, fuzzing)
+#   bash scripts/install-deps.sh --cluster  also GlusterFS (server and FUSE client) for the
+#                                           cluster suite (tests/integration/test_cluster.py)
 #   bash scripts/install-deps.sh --loaders  also build-venv/: a Python virtualenv with the real
 #                                           loaders pinned in tests/loaders/requirements.txt
 #                                           (PyPI; about 5 GB; remade only when that file or the
@@ -8,10 +10,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 loaders=0
+cluster=0
 for arg in "$@"; do
   case "$arg" in
     --loaders) loaders=1 ;;
-    *) echo "install-deps.sh: unknown argument '$arg' (use --loaders or nothing)" >&2; exit 2 ;;
+    --cluster) cluster=1 ;;
+    *) echo "install-deps.sh: unknown argument '$arg' (use --loaders, --cluster or nothing)" >&2
+       exit 2 ;;
   esac
 done
 # groff-base and man-db: the tests render the man page (man -l fs/quarkfs.1). clang,
@@ -22,6 +27,9 @@ done
 pkgs=(gcc meson ninja-build pkg-config libfuse3-dev fuse3 libjansson-dev libxxhash-dev libcmocka-dev
       python3 python3-numpy groff-base man-db clang libclang-rt-dev libomp-dev)
 [ "$loaders" = 1 ] && pkgs+=(python3-venv python3-dev g++)
+# The cluster suite runs its own glusterd per network namespace; on a systemd host the
+# package also enables a glusterd service of its own, which the tests neither use nor need.
+[ "$cluster" = 1 ] && pkgs+=(glusterfs-server glusterfs-client)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

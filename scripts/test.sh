@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The test command: installs the dependencies (Debian packages, and the real loaders from PyPI
-# into build-venv/), builds from scratch (warnings are errors) and runs the whole test suite:
-# unit, integration (real mounts), fuzz replays and the loader tests (real loaders reading real
-# mounts); then the unit, integration and fuzz-replay suites again under ASan + UBSan, the
+# The test command: installs the dependencies (Debian packages, GlusterFS for the cluster suite,
+# and the real loaders from PyPI into build-venv/), builds from scratch (warnings are errors) and
+# runs the whole test suite: unit, integration (real mounts), cluster (the disk cache shared by
+# three GlusterFS nodes), fuzz replays and the loader tests (real loaders reading real mounts);
+# then the unit, integration and fuzz-replay suites again under ASan + UBSan, the
 # concurrency tests under ThreadSanitizer, then each libFuzzer target (tests/fuzz) for
 # FUZZ_SECONDS (default 60) on its seed corpus. Each skipped test's reason is printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh --loaders
+bash scripts/install-deps.sh --loaders --cluster
 rm -rf build-test build-asan build-tsan build-fuzz
 # What was skipped and why: the SKIP lines the test scripts printed (a skip is not a pass).
 skip_summary() {

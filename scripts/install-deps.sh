@@ -48,7 +48,13 @@ py=${QUARKFS_PYTHON:-/usr/bin/python3}
 req=tests/loaders/requirements.txt
 nodeps=tests/loaders/requirements-nodeps.txt    # packages whose declared dependencies fight the pins
 stamp="$("$py" -c 'import sys; print(sys.version)' | head -1) $(cat "$req" "$nodeps" | sha256sum | cut -d' ' -f1)"
+# The manifests' schema validator: small, installed (or found satisfied) on every run, so that
+# adding it does not remake the 5 GB environment.
+deploy_req() {
+  build-venv/bin/python3 -m pip install -q --disable-pip-version-check -r tests/loaders/requirements-deploy.txt
+}
 if [ -x build-venv/bin/python3 ] && [ "$(cat build-venv/.quarkfs-stamp 2>/dev/null)" = "$stamp" ]; then
+  deploy_req
   echo "install-deps: build-venv is up to date"
   exit 0
 fi
@@ -57,5 +63,6 @@ start=$(date +%s)
 "$py" -m venv build-venv
 build-venv/bin/python3 -m pip install -q --disable-pip-version-check -r "$req"
 build-venv/bin/python3 -m pip install -q --disable-pip-version-check --no-deps -r "$nodeps"
+deploy_req
 echo "$stamp" > build-venv/.quarkfs-stamp
 echo "install-deps: build-venv made in $(( $(date +%s) - start )) s ($(du -sh build-venv | cut -f1))"

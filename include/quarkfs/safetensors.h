@@ -26,7 +26,11 @@ typedef struct qfs_st_tensor {
 typedef struct qfs_st_file {
     qfs_st_tensor *tensors;   /* in header (JSON) order */
     size_t n_tensors;
-    size_t *by_name;          /* tensor indices sorted by name (qfs_st_find), or NULL */
+    uint64_t *name_slots;     /* hash table of names for qfs_st_find: the hash's upper 32 bits
+                                 and tensor index + 1, 0 for an empty slot; NULL in a
+                                 hand-built file */
+    size_t name_mask;         /* slots - 1 (a power of two) */
+    uint64_t name_seed;       /* the hash's random seed */
     json_t *metadata;         /* the __metadata__ object (string values only), or NULL */
     uint64_t header_len;      /* N, the JSON length including padding */
     uint64_t data_start;      /* 8 + N */
@@ -49,8 +53,8 @@ void qfs_st_file_free(qfs_st_file *f);
 /* Number of elements of a tensor (product of its shape; 1 for a scalar). */
 uint64_t qfs_st_numel(const qfs_st_tensor *t);
 
-/* Finds a tensor by name: a binary search over by_name (built by qfs_st_parse) so that a mount
- * of n tensors stays O(n log n); a linear scan when by_name is NULL (a hand-built file). */
+/* Finds a tensor by name: a lookup in name_slots (built by qfs_st_parse), O(1) expected, so a
+ * mount of n tensors stays O(n); a linear scan when name_slots is NULL (a hand-built file). */
 const qfs_st_tensor *qfs_st_find(const qfs_st_file *f, const char *name);
 
 #endif

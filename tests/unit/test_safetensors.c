@@ -84,6 +84,43 @@ static void test_two_tensors(void **state)
     assert_int_equal(f.n_tensors, 0);
 }
 
+/* qfs_st_find over a hash table: each of 3000 names is found as its own tensor, in a header
+ * whose tensors are out of offset order; near misses (a prefix, an extra byte, another
+ * case) are not; and the offsets are still validated in offset order. */
+static void test_find_many(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    size_t cap = N * 96 + 16, n = 0;
+    char *js = malloc(cap);
+    n += (size_t)snprintf(js + n, cap - n, "{");
+    for (int i = 0; i < N; i++) {
+        int k = (i * 7) % N;   /* names in a permuted order of their offsets */
+        n += (size_t)snprintf(js + n, cap - n, "%s'layer.%d.w':{'dtype':'U8','shape':[1],"
+                              "'data_offsets':[%d,%d]}", i ? "," : "", k, k, k + 1);
+    }
+    snprintf(js + n, cap - n, "}");
+    qfs_st_file f;
+    expect_accept(js, N, &f);
+    assert_int_equal(f.n_tensors, N);
+    char name[64];
+    for (int k = 0; k < N; k++) {
+        snprintf(name, sizeof name, "layer.%d.w", k);
+        const qfs_st_tensor *t = qfs_st_find(&f, name);
+        if (!t || strcmp(t->name, name) != 0 || t->begin != (uint64_t)k)
+            fail_msg("'%s' not found as itself", name);
+        snprintf(name, sizeof name, "layer.%d.w.", k);
+        assert_null(qfs_st_find(&f, name));
+        snprintf(name, sizeof name, "layer.%d.W", k);
+        assert_null(qfs_st_find(&f, name));
+        snprintf(name, sizeof name, "layer.%d.", k);
+        assert_null(qfs_st_find(&f, name));
+    }
+    assert_null(qfs_st_find(&f, ""));
+    qfs_st_file_free(&f);
+    free(js);
+}
+
 static void test_scalar_shape(void **state)
 {
     (void)state;
@@ -579,6 +616,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_tensors),
+        cmocka_unit_test(test_find_many),
         cmocka_unit_test(test_scalar_shape),
         cmocka_unit_test(test_zero_size_tensors),
         cmocka_unit_test(test_only_zero_size_tensor),

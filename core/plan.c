@@ -9,7 +9,7 @@
 void qfs_plan_free(qfs_plan *p)
 {
     if (!p) return;
-    for (size_t i = 0; i < p->n_tensors; i++) free(p->tensors[i].name);
+    free(p->names);
     free(p->tensors);
     free(p->jobs);
     free(p->decisions);
@@ -17,23 +17,49 @@ void qfs_plan_free(qfs_plan *p)
     memset(p, 0, sizeof *p);
 }
 
+/* What the file order sorts on, kept small so that sorting a million tensors moves 16 bytes
+ * per step and reads a name, not a whole qfs_plan_tensor. */
+typedef struct order_key {
+    const char *name;
+    uint32_t dtype;
+    uint32_t pos;   /* index in the unsorted tensors */
+} order_key;
+
 /* safetensors' order: dtype descending in its enum order, then name ascending (bytewise). */
 static int cmp_file_order(const void *a, const void *b)
 {
-    const qfs_plan_tensor *x = a, *y = b;
+    const order_key *x = a, *y = b;
     if (x->dtype != y->dtype) return x->dtype > y->dtype ? -1 : 1;
     return strcmp(x->name, y->name);
 }
 
-static char *name_with_suffix(const char *module, const char *suffix)
+/* The names of the outputs, written one after another into one block (p->names). */
+typedef struct name_block {
+    char *s;
+    size_t len, cap;
+} name_block;
+
+/* Appends the first m bytes of module and then suffix as one name; NULL when it does not fit
+ * (the block is sized in advance, so only a bug can make it so). */
+static char *block_name(name_block *b, const char *module, size_t m, const char *suffix)
 {
-    size_t n = strlen(module) + strlen(suffix) + 1;
-    char *s = malloc(n);
-    if (s) snprintf(s, n, "%s%s", module, suffix);
+    size_t n = strlen(suffix);
+    if (b->len + m + n + 1 > b->cap) return NULL;
+    char *s = b->s + b->len;
+    memcpy(s, module, m);
+    memcpy(s + m, suffix, n + 1);
+    b->len += m + n + 1;
     return s;
 }
 
-/* Adds one output tensor; takes ownership of name. */
+/* Length of a tensor name without its ".weight" (qfs_select_module_dup's module). */
+static size_t module_len(const char *name)
+{
+    size_t n = strlen(name);
+    return n >= 7 && strcmp(name + n - 7, ".weight") == 0 ? n - 7 : n;
+}
+
+/* Adds one output tensor; its name lives in the plan's name block. */
 static int add_output(qfs_plan *p, char *name, qfs_dtype dt, unsigned ndim, const uint64_t *shape,
                       uint64_t size, qfs_role role, size_t src)
 {
@@ -110,7 +136,9 @@ static void put_json_string(text_buf *b, const char *s)
 static void put_u64(text_buf *b, uint64_t v)
 {
     char num[24];
-    put(b, num, (size_t)snprintf(num, sizeof num, "%llu", (unsigned long long)v));
+    size_t i = sizeof num;
+    do num[--i] = (char)('0' + v % 10); while ((v /= 10));
+    put(b, num + i, sizeof num - i);
 }
 
 /* Header bytes: 8-byte LE length, compact JSON with __metadata__ first ("format":"pt", then the
@@ -174,12 +202,15 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
     size_t n = src->n_tensors;
     int rc = -ENOMEM;
     size_t *job_of_src = NULL;
-    char *module = NULL;        /* the module of the tensor at hand (names have no length limit) */
+    order_key *keys = NULL;
+    name_block nb = {0};
+    char *scratch = NULL;       /* a candidate output name (names have no length limit) */
+    size_t scratch_cap = 0;
     p->decisions = calloc(n ? n : 1, sizeof *p->decisions);
-    p->tensors = calloc(n * QFS_LAYOUT_MAX_OUT + 1, sizeof *p->tensors);
-    if (!p->decisions || !p->tensors) goto fail;
+    if (!p->decisions) goto fail;
 
-    size_t n_jobs = 0;
+    /* The decisions, and how many outputs and name bytes they make. */
+    size_t n_jobs = 0, n_out = 0, name_bytes = 0;
     for (size_t i = 0; i < n; i++) {
         const qfs_st_tensor *t = &src->tensors[i];
         qfs_select_result d = qfs_select_tensor(t, spec, opts->rules);
@@ -189,21 +220,36 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
         if (d == QFS_SELECT_QUANTIZE &&
             qfs_layout_for(spec, opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL))
             d = QFS_SKIP_SHAPE;
-        if (d == QFS_SELECT_QUANTIZE) {
+        size_t m = module_len(t->name), bytes = 0;
+        for (unsigned k = 0; d == QFS_SELECT_QUANTIZE && k < l.n_out; k++) {
             /* Every new name must be free: the source would otherwise hold it twice. */
-            free(module);
-            if (!(module = qfs_select_module_dup(t->name))) goto fail;
-            for (unsigned k = 0; k < l.n_out && d == QFS_SELECT_QUANTIZE; k++) {
-                char *name = name_with_suffix(module, l.out[k].suffix);
-                if (!name) goto fail;
-                if (strcmp(name, t->name) != 0 && qfs_st_find(src, name)) d = QFS_SKIP_NAME_CLASH;
-                free(name);
+            size_t len = m + strlen(l.out[k].suffix) + 1;
+            if (len > scratch_cap) {
+                char *ns = realloc(scratch, len);
+                if (!ns) goto fail;
+                scratch = ns;
+                scratch_cap = len;
             }
+            name_block one = {scratch, 0, scratch_cap};
+            block_name(&one, t->name, m, l.out[k].suffix);
+            if (strcmp(scratch, t->name) != 0 && qfs_st_find(src, scratch)) d = QFS_SKIP_NAME_CLASH;
+            bytes += len;
         }
         p->decisions[i] = d;
-        if (d == QFS_SELECT_QUANTIZE) n_jobs++;
+        if (d == QFS_SELECT_QUANTIZE) {
+            n_jobs++;
+            n_out += l.n_out;
+            name_bytes += bytes;
+        } else {
+            n_out++;
+            name_bytes += strlen(t->name) + 1;
+        }
     }
 
+    p->tensors = malloc((n_out ? n_out : 1) * sizeof *p->tensors);
+    nb.s = p->names = malloc(name_bytes + 1);
+    nb.cap = name_bytes + 1;
+    if (!p->tensors || !p->names) goto fail;
     static const qfs_role role_of[] = {
         [QFS_OUT_WEIGHT] = QFS_ROLE_WEIGHT, [QFS_OUT_SCALE] = QFS_ROLE_SCALE,
         [QFS_OUT_ZERO_POINT] = QFS_ROLE_ZERO_POINT, [QFS_OUT_SHAPE] = QFS_ROLE_SHAPE,
@@ -211,27 +257,46 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
     for (size_t i = 0; i < n; i++) {
         const qfs_st_tensor *t = &src->tensors[i];
         if (p->decisions[i] != QFS_SELECT_QUANTIZE) {
-            rc = add_output(p, strdup(t->name), t->dtype, t->ndim, t->shape, t->end - t->begin,
-                            QFS_ROLE_PASSTHROUGH, i);
+            rc = add_output(p, block_name(&nb, t->name, strlen(t->name), ""), t->dtype, t->ndim,
+                            t->shape, t->end - t->begin, QFS_ROLE_PASSTHROUGH, i);
             if (rc) goto fail;
             continue;
         }
         qfs_layout l;
         qfs_layout_for(spec, opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL);
-        free(module);
-        if (!(module = qfs_select_module_dup(t->name))) goto fail;
+        size_t m = module_len(t->name);
         for (unsigned k = 0; k < l.n_out; k++) {
             const qfs_out_tensor *o = &l.out[k];
-            rc = add_output(p, name_with_suffix(module, o->suffix), o->dtype, o->ndim, o->shape,
-                            o->bytes, role_of[o->kind], i);
+            rc = add_output(p, block_name(&nb, t->name, m, o->suffix), o->dtype, o->ndim,
+                            o->shape, o->bytes, role_of[o->kind], i);
             if (rc) goto fail;
             p->tensors[p->n_tensors - 1].job_offset = o->offset;
         }
     }
 
-    free(module);
-    module = NULL;
-    qsort(p->tensors, p->n_tensors, sizeof *p->tensors, cmp_file_order);
+    /* Sort small keys, then move each tensor once into its place (cycle by cycle). */
+    rc = -ENOMEM;
+    keys = malloc((p->n_tensors ? p->n_tensors : 1) * sizeof *keys);
+    if (!keys) goto fail;
+    for (size_t i = 0; i < p->n_tensors; i++)
+        keys[i] = (order_key){p->tensors[i].name, (uint32_t)p->tensors[i].dtype, i};
+    qsort(keys, p->n_tensors, sizeof *keys, cmp_file_order);
+    for (size_t i = 0; i < p->n_tensors; i++) {
+        if (keys[i].pos == i) continue;
+        qfs_plan_tensor first = p->tensors[i];
+        for (size_t j = i;;) {
+            size_t from = keys[j].pos;   /* the tensor that belongs at j */
+            keys[j].pos = j;
+            if (from == i) {
+                p->tensors[j] = first;
+                break;
+            }
+            p->tensors[j] = p->tensors[from];
+            j = from;
+        }
+    }
+    free(keys);
+    keys = NULL;
     uint64_t off = 0;
     for (size_t i = 0; i < p->n_tensors; i++) {
         p->tensors[i].offset = off;
@@ -268,10 +333,12 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
     rc = build_header(p, src, path, err);
     if (rc) goto fail;
     p->file_size = p->header_size + off;
+    free(scratch);
     return 0;
 fail:
     if (rc == -ENOMEM) qfs_error_set(err, "%s: out of memory while planning", path);
-    free(module);
+    free(scratch);
+    free(keys);
     free(job_of_src);
     qfs_plan_free(p);
     return rc;

@@ -22,7 +22,7 @@ typedef enum qfs_role {
 
 /* One tensor of the output file. */
 typedef struct qfs_plan_tensor {
-    char *name;
+    char *name;                 /* in qfs_plan.names */
     qfs_dtype dtype;
     unsigned ndim;
     uint64_t shape[QFS_ST_MAX_DIMS];
@@ -43,6 +43,7 @@ typedef struct qfs_plan_job {
 
 typedef struct qfs_plan {
     qfs_plan_tensor *tensors;   /* output tensors in file order (offset ascending) */
+    char *names;                /* one block holding every tensors[i].name */
     size_t n_tensors;
     qfs_plan_job *jobs;         /* in the file order of their weights */
     size_t n_jobs;

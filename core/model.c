@@ -412,10 +412,8 @@ static int generate_config(qfs_model *m, qfs_entry *e, qfs_error *err)
 
 /* An index that names files SRC lacks, or tensors a shard lacks, is a broken checkpoint: the
  * view's index keeps what can be served, and the log says what could not. */
-static void warn_index_mismatches(qfs_model *m, const char *path, const char *text, size_t len)
+static void warn_index_mismatches(qfs_model *m, const char *path, json_t *wm)
 {
-    json_t *root = json_loadb(text, len, 0, NULL);
-    json_t *wm = json_object_get(root, "weight_map");
     const char *name;
     json_t *file;
     size_t missing_files = 0, missing_tensors = 0;
@@ -437,7 +435,6 @@ static void warn_index_mismatches(qfs_model *m, const char *path, const char *te
     if (missing_files > 1 || missing_tensors > 1)
         add_warning(m, "%s: %zu entries name missing files, %zu name missing tensors", path,
                     missing_files, missing_tensors);
-    json_decref(root);
 }
 
 static int generate_index(qfs_model *m, qfs_entry *e)
@@ -447,8 +444,11 @@ static int generate_index(qfs_model *m, qfs_entry *e)
     size_t len, out_len;
     int rc = read_small_file(e, &text, &len, &err);
     if (rc == 0) {
-        rc = qfs_index_rewrite(text, len, plan_for_file, m, e->src_path, &out, &out_len, &err);
-        if (rc == 0) warn_index_mismatches(m, e->src_path, text, len);
+        json_t *wm = NULL;
+        rc = qfs_index_rewrite(text, len, plan_for_file, m, e->src_path, &out, &out_len, &wm,
+                               &err);
+        if (rc == 0) warn_index_mismatches(m, e->src_path, wm);
+        json_decref(wm);
         free(text);
     }
     if (rc == -ENOMEM) return rc;

@@ -1,6 +1,7 @@
 #include "quarkfs/rewrite.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -319,8 +320,126 @@ int qfs_config_rewrite(const char *text, size_t len, const json_t *quant_config,
     return 0;
 }
 
+/* A growing output buffer. */
+typedef struct out_buf {
+    char *s;
+    size_t len, cap;
+    bool failed;
+} out_buf;
+
+static void out_put(out_buf *b, const char *s, size_t n)
+{
+    if (b->failed) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (b->len + n + 1 > cap) cap *= 2;
+        char *ns = realloc(b->s, cap);
+        if (!ns) {
+            b->failed = true;
+            return;
+        }
+        b->s = ns;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+/* A JSON string as dump_like_python writes it: jansson's JSON_ENSURE_ASCII escapes with
+ * lowercase hex. The input is valid UTF-8 without NUL (jansson's parser checked it). */
+static void out_json_string(out_buf *b, const char *str)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)str, *run = s;
+    out_put(b, "\"", 1);
+    while (*s) {
+        unsigned c = *s;
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            s++;
+            continue;
+        }
+        out_put(b, (const char *)run, (size_t)(s - run));
+        char esc[16];
+        size_t n = 2;
+        esc[0] = '\\';
+        if (c == '"' || c == '\\') esc[1] = (char)c;
+        else if (c == '\b') esc[1] = 'b';
+        else if (c == '\f') esc[1] = 'f';
+        else if (c == '\n') esc[1] = 'n';
+        else if (c == '\r') esc[1] = 'r';
+        else if (c == '\t') esc[1] = 't';
+        else n = 0;
+        size_t len = 1;
+        if (n == 0) {
+            uint32_t cp = c;
+            if (c >= 0xF0) cp = c & 0x07, len = 4;
+            else if (c >= 0xE0) cp = c & 0x0F, len = 3;
+            else if (c >= 0xC0) cp = c & 0x1F, len = 2;
+            for (size_t i = 1; i < len; i++) cp = (cp << 6) | (s[i] & 0x3F);
+            uint32_t units[2] = {cp, 0};
+            size_t nu = 1;
+            if (cp >= 0x10000) {
+                units[0] = 0xD800 | ((cp - 0x10000) >> 10);
+                units[1] = 0xDC00 | ((cp - 0x10000) & 0x3FF);
+                nu = 2;
+            }
+            for (size_t u = 0; u < nu; u++) {
+                esc[n++] = '\\';
+                esc[n++] = 'u';
+                for (int sh = 12; sh >= 0; sh -= 4) esc[n++] = hex[(units[u] >> sh) & 0xF];
+            }
+        }
+        out_put(b, esc, n);
+        s += len;
+        run = s;
+    }
+    out_put(b, (const char *)run, (size_t)(s - run));
+    out_put(b, "\"", 1);
+}
+
+/* One weight_map member of the view: later members (higher seq) replace earlier ones of the
+ * same name, as json_object_set would. */
+typedef struct wm_member {
+    const char *name, *file;
+    size_t seq;
+} wm_member;
+
+static int cmp_member(const void *a, const void *b)
+{
+    const wm_member *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    if (c) return c;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* A quantized view file the index refers to, at its first mention. */
+typedef struct wm_file {
+    const qfs_plan *plan;
+    const char *name;
+    size_t first;
+} wm_file;
+
+static int cmp_file_plan(const void *a, const void *b)
+{
+    const wm_file *x = a, *y = b;
+    if (x->plan != y->plan) return (uintptr_t)x->plan < (uintptr_t)y->plan ? -1 : 1;
+    return x->first < y->first ? -1 : x->first > y->first;
+}
+
+static int cmp_file_first(const void *a, const void *b)
+{
+    const wm_file *x = a, *y = b;
+    return x->first < y->first ? -1 : x->first > y->first;
+}
+
+/* The new weight_map is written directly, not built as a jansson object and dumped with sorted
+ * keys: with a million tensors that costs seconds and gigabytes (one string, key and hash entry
+ * per tensor). The rest of the document goes through jansson; tests/unit/test_rewrite.c checks
+ * the result against jansson's own dump of the same object. */
 int qfs_index_rewrite(const char *text, size_t len, qfs_index_plan_fn plan_for, void *ctx,
-                      const char *path, char **out, size_t *out_len, qfs_error *err)
+                      const char *path, char **out, size_t *out_len, json_t **source_map,
+                      qfs_error *err)
 {
     json_t *root = parse_json(text, len, path, err);
     if (!root) return -EINVAL;
@@ -330,52 +449,101 @@ int qfs_index_rewrite(const char *text, size_t len, qfs_index_plan_fn plan_for, 
         qfs_error_set(err, "%s: not a safetensors index (no \"weight_map\" object)", path);
         return -EINVAL;
     }
-    json_t *new_wm = json_object(), *files = json_object();
+    json_incref(wm);   /* its keys and file names are used after the document lets it go */
+    size_t n_wm = json_object_size(wm), n_files = 0, n_members = 0, pos = 0;
+    wm_file *files = malloc((n_wm ? n_wm : 1) * sizeof *files);
+    wm_member *members = NULL;
+    char *text_out = NULL;
+    out_buf b = {0};
+    int rc = files ? 0 : -ENOMEM;
     const char *k;
     json_t *v;
-    int rc = 0;
+    const qfs_plan *last = NULL;
     json_object_foreach(wm, k, v) {
+        if (rc) break;
         if (!json_is_string(v)) {
             qfs_error_set(err, "%s: weight_map entry '%s' is not a file name", path, k);
             rc = -EINVAL;
-            goto out;
+            break;
         }
-        if (plan_for(ctx, json_string_value(v))) json_object_set_new(files, json_string_value(v), json_true());
-        else json_object_set(new_wm, k, v);
+        const qfs_plan *p = plan_for(ctx, json_string_value(v));
+        if (p) {
+            if (p != last) files[n_files++] = (wm_file){p, json_string_value(v), pos};
+            last = p;
+        } else {
+            n_members++;
+        }
+        pos++;
     }
+    if (rc) goto out;
+    /* One entry per quantized file, in the order of first mention. */
+    qsort(files, n_files, sizeof *files, cmp_file_plan);
+    size_t u = 0;
+    for (size_t i = 0; i < n_files; i++)
+        if (u == 0 || files[u - 1].plan != files[i].plan) files[u++] = files[i];
+    n_files = u;
+    qsort(files, n_files, sizeof *files, cmp_file_first);
+
     uint64_t total = 0;
-    json_object_foreach(files, k, v) {
-        const qfs_plan *p = plan_for(ctx, k);
-        for (size_t i = 0; i < p->n_tensors; i++)
-            json_object_set_new(new_wm, p->tensors[i].name, json_string(k));
-        total += p->file_size - p->header_size;
+    for (size_t i = 0; i < n_files; i++) {
+        n_members += files[i].plan->n_tensors;
+        total += files[i].plan->file_size - files[i].plan->header_size;
     }
+    rc = -ENOMEM;
+    members = malloc((n_members ? n_members : 1) * sizeof *members);
+    if (!members) goto out;
+    size_t seq = 0;
+    json_object_foreach(wm, k, v)
+        if (!plan_for(ctx, json_string_value(v)))
+            members[seq] = (wm_member){k, json_string_value(v), seq}, seq++;
+    for (size_t i = 0; i < n_files; i++)
+        for (size_t t = 0; t < files[i].plan->n_tensors; t++)
+            members[seq] = (wm_member){files[i].plan->tensors[t].name, files[i].name, seq}, seq++;
+    qsort(members, n_members, sizeof *members, cmp_member);
+
     json_t *meta = json_object_get(root, "metadata");
     if (!json_is_object(meta)) {
         meta = json_object();
-        json_object_set_new(root, "metadata", meta);
+        if (json_object_set_new(root, "metadata", meta)) goto out;
     }
-    json_object_set_new(meta, "total_size", json_integer((json_int_t)total));
-    json_object_set(root, "weight_map", new_wm);
-    char *s = dump_like_python(root);
-    if (!s) {
-        rc = -ENOMEM;
+    /* An empty weight_map stands in for the new one, which is spliced in after the dump. */
+    if (json_object_set_new(meta, "total_size", json_integer((json_int_t)total)) ||
+        json_object_set_new(root, "weight_map", json_object()) ||
+        !(text_out = dump_like_python(root)))
+        goto out;
+    /* Keys at the top level are the only ones indented by exactly two spaces. */
+    const char *slot = strstr(text_out, "\n  \"weight_map\": {}");
+    if (!slot) {   /* cannot happen: the key was just set */
+        qfs_error_set(err, "%s: cannot place weight_map in the rewritten index", path);
+        rc = -EINVAL;
         goto out;
     }
-    size_t n = strlen(s);
-    char *buf = realloc(s, n + 2);
-    if (!buf) {
-        free(s);
-        rc = -ENOMEM;
-        goto out;
+    size_t head = (size_t)(slot - text_out) + strlen("\n  \"weight_map\": {");
+    out_put(&b, text_out, head);
+    bool first = true;
+    for (size_t i = 0; i < n_members; i++) {
+        if (i + 1 < n_members && strcmp(members[i].name, members[i + 1].name) == 0) continue;
+        out_put(&b, first ? "\n    " : ",\n    ", first ? 5 : 6);
+        first = false;
+        out_json_string(&b, members[i].name);
+        out_put(&b, ": ", 2);
+        out_json_string(&b, members[i].file);
     }
-    buf[n] = '\n';
-    buf[n + 1] = '\0';
-    *out = buf;
-    *out_len = n + 1;
+    if (!first) out_put(&b, "\n  ", 3);
+    out_put(&b, text_out + head, strlen(text_out + head));
+    out_put(&b, "\n", 1);
+    if (b.failed) goto out;
+    *out = b.s;
+    *out_len = b.len;
+    b.s = NULL;
+    if (source_map) *source_map = json_incref(wm);
+    rc = 0;
 out:
-    json_decref(new_wm);
-    json_decref(files);
+    free(b.s);
+    free(text_out);
+    free(members);
+    free(files);
+    json_decref(wm);
     json_decref(root);
     return rc;
 }

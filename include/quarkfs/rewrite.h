@@ -27,8 +27,11 @@ typedef const qfs_plan *(*qfs_index_plan_fn)(void *ctx, const char *file);
 
 /* Rewrites an index: weight_map covers every output tensor of the referenced quantized files,
  * total_size is the sum of their data bytes, other metadata kept; printed like transformers
- * (indent 2, sorted keys, trailing newline). Result malloc'd into *out / *out_len. */
+ * (indent 2, sorted keys, trailing newline). Result malloc'd into *out / *out_len. When
+ * source_map is not NULL it receives, on success, a reference to the source's weight_map
+ * object (release it with json_decref), so a caller can check it without parsing again. */
 int qfs_index_rewrite(const char *text, size_t len, qfs_index_plan_fn plan_for, void *ctx,
-                      const char *path, char **out, size_t *out_len, qfs_error *err);
+                      const char *path, char **out, size_t *out_len, json_t **source_map,
+                      qfs_error *err);
 
 #endif

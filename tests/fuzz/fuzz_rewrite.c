@@ -186,7 +186,8 @@ static void check_index(const char *text, size_t len, fake_ctx *c)
     char *out = NULL;
     size_t out_len = 0;
     qfs_error err = {{0}};
-    int rc = qfs_index_rewrite(text, len, fake_plan_for, c, IDX_PATH, &out, &out_len, &err);
+    int rc = qfs_index_rewrite(text, len, fake_plan_for, c, IDX_PATH, &out, &out_len, NULL,
+                               &err);
     json_error_t jerr;
     json_t *src = json_loadb(text, len, 0, &jerr);
     json_t *swm = json_object_get(src, "weight_map");
@@ -266,7 +267,8 @@ static void check_index(const char *text, size_t len, fake_ctx *c)
     /* A fixed point: the result rewritten again is the same text. */
     char *out2 = NULL;
     size_t out2_len = 0;
-    rc = qfs_index_rewrite(out, out_len, fake_plan_for, c, IDX_PATH, &out2, &out2_len, &err);
+    rc = qfs_index_rewrite(out, out_len, fake_plan_for, c, IDX_PATH, &out2, &out2_len, NULL,
+                           &err);
     FUZZ_CHECK(rc == 0, "the rewritten index is refused: %s", err.msg);
     FUZZ_CHECK(out2_len == out_len && memcmp(out, out2, out_len) == 0,
                "rewriting the rewritten index changed it:\n%s\n---\n%s", out, out2);

@@ -5,6 +5,8 @@
 #include "unit_util.c"
 #include "unit_specs.h"
 
+#include <ctype.h>
+
 #include "quarkfs/plan.h"
 #include "quarkfs/rewrite.h"
 
@@ -409,7 +411,8 @@ static char *index_ok(const char *text, fake_plans *fp, size_t *out_len)
     char *out = NULL;
     size_t len = 0;
     qfs_error err = {{0}};
-    int rc = qfs_index_rewrite(text, strlen(text), fake_plan_for, fp, IDX_PATH, &out, &len, &err);
+    int rc = qfs_index_rewrite(text, strlen(text), fake_plan_for, fp, IDX_PATH, &out, &len, NULL,
+                               &err);
     if (rc) fail_msg("rc %d: %s", rc, err.msg);
     assert_non_null(out);
     assert_int_equal(len, strlen(out));   /* NUL-terminated, length without the NUL */
@@ -529,6 +532,67 @@ static void test_index_non_ascii_like_python(void **state)
     free(out);
 }
 
+/* Lowercases the hex digits of \uXXXX escapes (Python's json.dumps writes them so). */
+static void lower_escapes(char *s)
+{
+    for (; *s; s++) {
+        if (*s != '\\') continue;
+        if (s[1] == 'u')
+            for (int i = 2; i < 6; i++) s[i] = (char)tolower((unsigned char)s[i]);
+        s++;
+    }
+}
+
+/* The weight_map is written by hand, not dumped by jansson: it must be byte for byte what
+ * jansson's dump of the same document gives (sorted keys, indent 2, ASCII with lowercase
+ * escapes), for names with quotes, backslashes, control bytes, DEL, '/', 2-, 3- and 4-byte
+ * UTF-8, and a name that both a kept entry and two quantized files claim (the last file
+ * mentioned first in the index wins, as json_object_set would have it). */
+static void test_index_weight_map_like_jansson(void **state)
+{
+    (void)state;
+    static const char *const n1[] = {"q\"uote.weight", "back\\slash", "ctl\x01\x1f\n\t.w",
+                                     "del\x7f/slash", "caf\xc3\xa9", "dup"};
+    static const char *const n2[] = {"\xe4\xb8\xad.weight", "smile\xf0\x9f\x98\x80", "dup",
+                                     "kept"};
+    static const uint64_t s1[] = {1, 2, 3, 4, 5, 6}, s2[] = {7, 8, 9, 10};
+    qfs_plan p1, p2;
+    qfs_plan_tensor t1[6], t2[4];
+    fake_plan(&p1, t1, n1, s1, 6, 8);
+    fake_plan(&p2, t2, n2, s2, 4, 16);
+    fake_plans fp = {{"f\xc3\xa9.safetensors", F2}, {&p1, &p2}, 0};
+    const char *src = "{\"z\": {\"b\": [1, \"x\"], \"a\": null}, \"weight_map\": {"
+                      "\"other\\u0001\": \"plain.bin\", \"" "kept" "\": \"plain.bin\", "
+                      "\"x\": \"" F2 "\", \"y\": \"f\\u00e9.safetensors\"}, \"a\": 1}";
+    char *out = index_ok(src, &fp, NULL);
+
+    json_t *want = parse(src), *wm = json_object_get(want, "weight_map"), *nw = json_object();
+    json_object_set_new(nw, "other\x01", json_string("plain.bin"));
+    json_object_set_new(nw, "kept", json_string("plain.bin"));
+    for (size_t i = 0; i < p2.n_tensors; i++)   /* F2 is mentioned first */
+        json_object_set_new(nw, t2[i].name, json_string(F2));
+    for (size_t i = 0; i < p1.n_tensors; i++)
+        json_object_set_new(nw, t1[i].name, json_string("f\xc3\xa9.safetensors"));
+    (void)wm;
+    json_object_set_new(want, "weight_map", nw);
+    json_t *meta = json_object();
+    json_object_set_new(meta, "total_size", json_integer(21 + 34));
+    json_object_set_new(want, "metadata", meta);
+    char *text = json_dumps(want, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+    lower_escapes(text);
+    size_t n = strlen(text);
+    char *expect = malloc(n + 2);
+    memcpy(expect, text, n);
+    memcpy(expect + n, "\n", 2);
+    assert_string_equal(out, expect);
+    assert_non_null(strstr(out, "\"dup\": \"f\\u00e9.safetensors\""));
+    assert_non_null(strstr(out, "\"smile\\ud83d\\ude00\": \"" F2 "\""));
+    free(expect);
+    free(text);
+    json_decref(want);
+    free(out);
+}
+
 static void index_fails(const char *text, const char *word)
 {
     index_fixture x;
@@ -537,7 +601,7 @@ static void index_fails(const char *text, const char *word)
     size_t len = 0;
     qfs_error err = {{0}};
     assert_int_equal(qfs_index_rewrite(text, strlen(text), fake_plan_for, &x.fp, IDX_PATH, &out,
-                                       &len, &err), -EINVAL);
+                                       &len, NULL, &err), -EINVAL);
     assert_contains(err.msg, IDX_PATH);
     if (word) assert_contains(err.msg, word);
 }
@@ -866,6 +930,7 @@ int main(void)
         cmocka_unit_test(test_index_without_metadata),
         cmocka_unit_test(test_index_weight_map_covers_plan),
         cmocka_unit_test(test_index_non_ascii_like_python),
+        cmocka_unit_test(test_index_weight_map_like_jansson),
         cmocka_unit_test(test_index_errors),
         cmocka_unit_test(test_quant_config_awq),
         cmocka_unit_test(test_quant_config_fp8_format),

@@ -145,6 +145,32 @@ def gen_model(preset="demo", dtype="bf16", *extra):
     return out
 
 
+def many_tensors_model(n, name_fmt="model.layers.%d.mlp.proj.weight", out=None):
+    """One shard of n tiny bf16 weights [2, 8] (each quantized by int8), a config.json and an
+    index naming them all: the case of mount-time work per tensor (a header near the format's
+    100 MB limit holds about a million such tensors with names of ~20 bytes). Returns (dir,
+    shard name, tensor names); out: the directory to write (default: a fresh one)."""
+    out = out or tmpdir("many")
+    os.makedirs(out, exist_ok=True)
+    hdr, off, names = {}, 0, []
+    for i in range(n):
+        name = name_fmt % i
+        hdr[name] = {"dtype": "BF16", "shape": [2, 8], "data_offsets": [off, off + 32]}
+        off += 32
+        names.append(name)
+    h = json.dumps(hdr, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    shard = "model-00001-of-00001.safetensors"
+    with open(os.path.join(out, shard), "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        f.write(b"\x80\x3f" * (off // 2))            # bf16 1.0
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, f)
+    with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": off}, "weight_map": {k: shard for k in names}}, f)
+    return out, shard, names
+
+
 def copy_model(src):
     """A private, writable copy of a model directory (symlinks copied as symlinks)."""
     dest = tmppath("copy")

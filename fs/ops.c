@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <grp.h>
+#include <limits.h>
 #include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -220,40 +221,88 @@ static void apply_readahead(qfs_fs *fs)
                 strerror(errno));
 }
 
+/* Whether the class of sb's mode bits that applies to the requester (owner, else group, else
+ * other, as the kernel picks it) grants every bit of mode. */
+static bool mode_bits_allow(const struct stat *sb, int mode, uid_t uid, gid_t gid,
+                            const gid_t *groups, int n_groups)
+{
+    bool in_group = sb->st_gid == gid;
+    for (int i = 0; i < n_groups && !in_group; i++) in_group = groups[i] == sb->st_gid;
+    int shift = sb->st_uid == uid ? 6 : in_group ? 3 : 0;
+    return ((sb->st_mode >> shift) & (mode_t)mode) == (mode_t)mode;
+}
+
+/* One path by its current mode bits; any access ACL refuses it (evaluating ACLs is the
+ * kernel's job, and only a root daemon can ask the kernel as another user). */
+static int bits_allow_path(const char *path, int mode, uid_t uid, gid_t gid,
+                           const gid_t *groups, int n_groups)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0) return -errno;
+    if (getxattr(path, "system.posix_acl_access", NULL, 0) > 0) return -EACCES;
+    return mode_bits_allow(&sb, mode, uid, gid, groups, n_groups) ? 0 : -EACCES;
+}
+
+/* Search permission on every directory above path, "/" included. */
+static int dirs_allow(const char *path, uid_t uid, gid_t gid, const gid_t *groups,
+                      int n_groups)
+{
+    char dir[PATH_MAX];
+    size_t n = strlen(path);
+    if (n >= sizeof dir) return -ENAMETOOLONG;
+    memcpy(dir, path, n + 1);
+    int rc = path[0] == '/' ? bits_allow_path("/", X_OK, uid, gid, groups, n_groups) : 0;
+    for (size_t i = 1; i < n && rc == 0; i++) {
+        if (dir[i] != '/') continue;
+        dir[i] = '\0';
+        rc = bits_allow_path(dir, X_OK, uid, gid, groups, n_groups);
+        dir[i] = '/';
+    }
+    return rc;
+}
+
+/* By the current mode bits of every directory on the way (as written and, through symlinks,
+ * as resolved) and of the file; any of them with an ACL is refused. */
+static int bits_allow_all(const char *path, int mode, uid_t uid, gid_t gid, const gid_t *groups,
+                          int n_groups)
+{
+    int rc = dirs_allow(path, uid, gid, groups, n_groups);
+    char real[PATH_MAX];
+    if (rc == 0 && realpath(path, real) && strcmp(real, path) != 0)
+        rc = dirs_allow(real, uid, gid, groups, n_groups);
+    return rc ? rc : bits_allow_path(path, mode, uid, gid, groups, n_groups);
+}
+
 /* Another user of an allow_other view gets a file only if the source would give it to them
  * now: the permission bits the kernel checks (default_permissions) are a snapshot of mount
  * time and know nothing of ACLs. A root daemon asks the kernel itself, as that user: this
  * thread's filesystem ids and supplementary groups are switched (setfsuid/setfsgid and the raw
  * setgroups system call are per thread; glibc's setgroups would change every thread), the
  * path is checked with faccessat(AT_EACCESS) (mode bits, ACLs, every directory on the way, as
- * of now), and the ids are put back. A daemon of another user cannot switch ids: it checks the
- * current mode bits of the file itself and refuses a file that has an ACL. 0 or -errno. */
+ * of now), and the ids are put back. A daemon that cannot switch ids (not root, or root
+ * without CAP_SETUID/CAP_SETGID, where setfsuid fails without saying so and faccessat would
+ * answer for root) checks the current mode bits itself (bits_allow_all). 0 or -errno. */
 static int source_access_as(const char *path, int mode, uid_t uid, gid_t gid,
                             const gid_t *groups, int n_groups)
 {
-    if (geteuid() != 0) {
-        struct stat sb;
-        if (stat(path, &sb) != 0) return -errno;
-        if (getxattr(path, "system.posix_acl_access", NULL, 0) > 0) return -EACCES;
-        mode_t bits = sb.st_mode;
-        bool in_group = sb.st_gid == gid;
-        for (int i = 0; i < n_groups && !in_group; i++) in_group = groups[i] == sb.st_gid;
-        int shift = sb.st_uid == uid ? 6 : in_group ? 3 : 0;
-        return ((bits >> shift) & (mode_t)mode) == (mode_t)mode ? 0 : -EACCES;
+    if (geteuid() == 0) {
+        gid_t saved[256];
+        int n_saved = getgroups(256, saved);
+        if (n_saved >= 0 && syscall(SYS_setgroups, (size_t)n_groups, groups) == 0) {
+            uid_t old_uid = (uid_t)setfsuid((uid_t)-1);
+            gid_t old_gid = (gid_t)setfsgid((gid_t)-1);
+            setfsgid(gid);
+            setfsuid(uid);
+            int rc = 1;   /* read the ids back: set*fsid report no failure */
+            if ((uid_t)setfsuid((uid_t)-1) == uid && (gid_t)setfsgid((gid_t)-1) == gid)
+                rc = faccessat(AT_FDCWD, path, mode, AT_EACCESS) == 0 ? 0 : -errno;
+            setfsuid(old_uid);
+            setfsgid(old_gid);
+            syscall(SYS_setgroups, (size_t)n_saved, saved);
+            if (rc <= 0) return rc;
+        }
     }
-    gid_t saved[256];
-    int n_saved = getgroups(256, saved);
-    if (n_saved < 0) return -errno;
-    if (syscall(SYS_setgroups, (size_t)n_groups, groups) != 0) return -errno;
-    uid_t old_uid = (uid_t)setfsuid((uid_t)-1);
-    gid_t old_gid = (gid_t)setfsgid((gid_t)-1);
-    setfsgid(gid);
-    setfsuid(uid);
-    int rc = faccessat(AT_FDCWD, path, mode, AT_EACCESS) == 0 ? 0 : -errno;
-    setfsuid(old_uid);
-    setfsgid(old_gid);
-    syscall(SYS_setgroups, (size_t)n_saved, saved);
-    return rc;
+    return bits_allow_all(path, mode, uid, gid, groups, n_groups);
 }
 
 /* 0 if the requester may have entry idx's bytes now (see source_access_as), else -errno. The

@@ -7,6 +7,7 @@ Another user is a throw-away uid (ATTACKER) through setpriv; files it creates ar
 the test's temporary root.
 """
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -601,6 +602,172 @@ def allow_other_follows_source_permissions_now():
         for rel in ("acl.txt", "later.txt", shard, "sub/f.txt"):   # root: everything
             q.read_bytes(m.p(rel))
         assert m.proc.poll() is None, m.log()
+
+
+DAEMON = 12346      # the uid of a daemon that is not root (another throw-away uid)
+GROUP = 12400       # a group the attacker is put in for one check
+
+
+def libc_mount(source, target, fstype, flags, data):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(source.encode(), target.encode(), fstype.encode(), ctypes.c_ulong(flags),
+                  data.encode()) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "mount %s: %s" % (target, os.strerror(e)))
+
+
+@contextlib.contextmanager
+def mounted_by_user(src, uid, opts=()):
+    """A view served by a daemon running as uid (no capabilities, no groups), allow_other.
+    /dev/fuse is root's and a user's allow_other needs user_allow_other in /etc/fuse.conf,
+    so root opens /dev/fuse and mounts, and the daemon gets the descriptor as /dev/fd/N, as
+    mount.fuse3 -o drop_privileges does; the host's settings are not touched. Unmounted in
+    every path."""
+    mnt = q.tmpdir("mnt")
+    fd = os.open("/dev/fuse", os.O_RDWR)
+    m = None
+    try:
+        libc_mount(src, mnt, "fuse.quarkfs", 1 | 2 | 4,           # MS_RDONLY|NOSUID|NODEV
+                   "fd=%d,rootmode=40000,user_id=%d,group_id=%d,allow_other,"
+                   "default_permissions" % (fd, uid, uid))
+        log_path = mnt + ".stderr"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                ["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups",
+                 "--inh-caps=-all", "--bounding-set=-all", q.QUARKFS, "-f",
+                 "-o", "ro,nosuid,nodev,default_permissions,allow_other,cache=off"]
+                + [a for o in opts for a in ("-o", o)] + [src, "/dev/fd/%d" % fd],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(fd,))
+        m = q.Mount(mnt, proc, log_path, [proc.pid])
+        q._active_mounts.append(m)
+        os.close(fd)
+        fd = -1
+        deadline = time.monotonic() + q.MOUNT_TIMEOUT
+        while True:     # the first request answered means the daemon serves the mount
+            try:
+                os.stat(m.p("config.json"))
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("the daemon as uid %d did not serve:\n%s"
+                                         % (uid, m.log()))
+                time.sleep(0.02)
+        with open("/proc/%d/status" % proc.pid) as f:    # setpriv exec'd quarkfs as uid
+            ids = dict(l.split(":", 1) for l in f if l.startswith(("Uid", "CapEff")))
+        assert ids["Uid"].split() == [str(uid)] * 4, ids
+        assert int(ids["CapEff"], 16) == 0, ids
+        yield m
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if m is not None:
+            m.close()
+        elif q.is_mounted(mnt):
+            q.unmount(mnt)
+
+
+def read_as(wrapper, *paths):
+    res = q.run(wrapper + [q.PY, "-c", READ_AS] + list(paths), timeout=60)
+    assert res.returncode == 0, res
+    return json.loads(res.stdout)
+
+
+@q.test
+def allow_other_daemon_not_root():
+    """The same guarantee when the daemon is not root (it cannot ask the kernel as another
+    user, so it reads the source's mode bits itself, as they are now): uid 12345 gets EACCES
+    for a file whose ACL denies it and for a shard with an ACL (ACL files are refused to other
+    users), for a file chmod'ed 0600 after the mount, for a file whose group class (0) applies
+    to it while other users may read it (0604, the attacker in its group; without the group:
+    read), and for a file in a directory chmod'ed 0700 after the mount or one whose ACL takes
+    search from it; the rest reads right; the daemon's uid and root read everything."""
+    src = demo_copy()
+    os.chmod(q.TMP, 0o755)
+    os.chmod(src, 0o755)
+    def put(rel, mode, owner=DAEMON, group=DAEMON):
+        path = os.path.join(src, rel)
+        with open(path, "w") as f:
+            f.write("%s: bytes\n" % rel)
+        os.chown(path, owner, group)
+        os.chmod(path, mode)
+    for d in ("sub", "aclsub"):
+        os.mkdir(os.path.join(src, d))
+        os.chown(os.path.join(src, d), DAEMON, DAEMON)
+        os.chmod(os.path.join(src, d), 0o755)
+    put("shared.txt", 0o644, 0, 0)
+    put("acl.txt", 0o644)
+    put("later.txt", 0o644)
+    put("grp.txt", 0o644, DAEMON, GROUP)
+    put("sub/f.txt", 0o644)
+    put("aclsub/f.txt", 0o644)
+    shard = "model-00001-of-00002.safetensors"
+    os.chown(os.path.join(src, shard), DAEMON, DAEMON)
+    os.chmod(os.path.join(src, shard), 0o644)
+    deny_acl(os.path.join(src, "acl.txt"), ATTACKER)
+    deny_acl(os.path.join(src, shard), ATTACKER)
+    as_member = ["setpriv", "--reuid=%d" % ATTACKER, "--regid=%d" % ATTACKER,
+                 "--groups=%d" % GROUP]
+    as_daemon_user = ["setpriv", "--reuid=%d" % DAEMON, "--regid=%d" % DAEMON, "--clear-groups"]
+    with mounted_by_user(src, DAEMON) as m:
+        want = {rel: q.sha256(os.path.join(src, rel))
+                for rel in ("shared.txt", "grp.txt", "sub/f.txt", "aclsub/f.txt")}
+        got = read_as_attacker(m.p("shared.txt"), m.p("acl.txt"), m.p(shard), m.p("later.txt"),
+                               m.p("sub", "f.txt"), m.p("aclsub", "f.txt"), m.p("config.json"))
+        assert got[m.p("shared.txt")] == want["shared.txt"], got
+        assert got[m.p("acl.txt")] == "EACCES", got
+        assert got[m.p(shard)] == "EACCES", got
+        assert got[m.p("sub", "f.txt")] == want["sub/f.txt"], got     # looked up: now cached
+        assert got[m.p("aclsub", "f.txt")] == want["aclsub/f.txt"], got
+        assert len(got[m.p("config.json")]) == 64, got
+        os.chmod(os.path.join(src, "later.txt"), 0o600)
+        os.chmod(os.path.join(src, "grp.txt"), 0o604)
+        os.chmod(os.path.join(src, "sub"), 0o700)
+        deny_acl(os.path.join(src, "aclsub"), ATTACKER)
+        os.chmod(os.path.join(src, "aclsub"), 0o755)
+        got = read_as_attacker(m.p("later.txt"), m.p("grp.txt"), m.p("sub", "f.txt"),
+                               m.p("aclsub", "f.txt"), m.p("shared.txt"))
+        assert got[m.p("later.txt")] == "EACCES", got
+        assert got[m.p("grp.txt")] == want["grp.txt"], got            # other class: r
+        assert got[m.p("sub", "f.txt")] == "EACCES", got
+        assert got[m.p("aclsub", "f.txt")] == "EACCES", got
+        assert got[m.p("shared.txt")] == want["shared.txt"], got
+        got = read_as(as_member, m.p("grp.txt"), m.p("shared.txt"))
+        assert got[m.p("grp.txt")] == "EACCES", got                   # group class: none
+        assert got[m.p("shared.txt")] == want["shared.txt"], got
+        everything = [m.p(r) for r in ("acl.txt", "later.txt", "grp.txt", shard, "sub/f.txt",
+                                       "aclsub/f.txt")]
+        for who in (as_daemon_user, []):                             # the owner, then root
+            got = read_as(who, *everything)
+            bad = {p: v for p, v in got.items() if len(v) != 64}
+            assert not bad, (who, bad, m.log())
+        assert m.proc.poll() is None, m.log()
+
+
+@q.test
+def allow_other_root_daemon_without_setuid():
+    """A root daemon without CAP_SETUID (kept out of its bounding set) cannot take another
+    user's filesystem uid, and setfsuid does not say so: asked as uid 0 with CAP_DAC_OVERRIDE,
+    faccessat would allow every file. The daemon reads the ids back and checks the mode bits
+    itself then: a file whose ACL denies uid 12345 answers EACCES, a 0644 file reads right."""
+    src = demo_copy()
+    os.chmod(q.TMP, 0o755)
+    os.chmod(src, 0o755)
+    for name in ("shared.txt", "acl.txt"):
+        with open(os.path.join(src, name), "w") as f:
+            f.write("%s: bytes\n" % name)
+        os.chmod(os.path.join(src, name), 0o644)
+    deny_acl(os.path.join(src, "acl.txt"), ATTACKER)
+    with q.mounted(src, "int8", opts=["allow_other"],
+                   wrapper=["setpriv", "--bounding-set=-setuid"]) as m:
+        with open("/proc/%d/status" % m.proc.pid) as f:
+            eff = int([l for l in f if l.startswith("CapEff")][0].split()[1], 16)
+        # no CAP_SETUID (7); CAP_SETGID (6) and CAP_DAC_OVERRIDE (1) kept
+        assert not eff & (1 << 7) and eff & (1 << 6) and eff & (1 << 1), hex(eff)
+        got = read_as_attacker(m.p("shared.txt"), m.p("acl.txt"))
+        assert got[m.p("shared.txt")] == q.sha256(os.path.join(src, "shared.txt")), got
+        assert got[m.p("acl.txt")] == "EACCES", got
+        q.read_bytes(m.p("acl.txt"))                                  # root: still read
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,10 @@
 #include "quarkfs/io.h"
 
 #define ENTRY_MAGIC "QFSCACHE"
+#define MEMO_MAGIC "QFSMEMO1"
 #define ENTRY_VERSION 1u
+#define MEMO_MAX_BYTES (64u << 20)   /* a memo holds 40 bytes per tensor: far below this */
+#define MEMO_UNUSED_SECONDS (30 * 86400)   /* a memo not read for this long is removed */
 #define STALE_TMP_SECONDS 600     /* a temporary file this old belongs to a dead writer */
 #define TRIM_TO 0.9               /* trimming goes 10% below the budget, not to the edge */
 #define LOCK_WAIT_SECONDS 5.0     /* longest wait for another process computing the same tensor */
@@ -36,7 +39,7 @@ typedef struct entry_header {
 
 struct qfs_diskcache {
     char *dir;
-    int dfd, tfd, lfd, vfd;            /* the directory, tmp/, locks/, v1/ (opened, checked) */
+    int dfd, tfd, lfd, vfd, mfd;       /* the directory, tmp/, locks/, v1/, memo/ (checked) */
     struct timespec lock_gave_up;      /* the last lock wait that ran out (0: none) */
     uint64_t max_bytes;
     pthread_mutex_t lock;
@@ -272,12 +275,13 @@ static int scan(qfs_diskcache *c, cached_file **out, size_t *n_out, uint64_t *to
     return 0;
 }
 
-static void remove_stale_tmp(const qfs_diskcache *c)
+/* Removes from dirfd what is not a regular file and every file older than max_age seconds. */
+static void remove_old_at(int dirfd, time_t max_age)
 {
-    int tfd = openat(c->tfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR *d = tfd >= 0 ? fdopendir(tfd) : NULL;
+    int fd = dirfd >= 0 ? openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     if (!d) {
-        if (tfd >= 0) close(tfd);
+        if (fd >= 0) close(fd);
         return;
     }
     time_t now = time(NULL);
@@ -285,9 +289,9 @@ static void remove_stale_tmp(const qfs_diskcache *c)
     while ((de = readdir(d))) {
         struct stat sb;
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
-        if (fstatat(c->tfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
-            (!S_ISREG(sb.st_mode) || now - sb.st_mtime > STALE_TMP_SECONDS))
-            remove_tree_at(c->tfd, de->d_name, 0);
+        if (fstatat(dirfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+            (!S_ISREG(sb.st_mode) || now - sb.st_mtime > max_age))
+            remove_tree_at(dirfd, de->d_name, 0);
     }
     closedir(d);
 }
@@ -303,7 +307,7 @@ int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out,
         return -ENOMEM;
     }
     c->max_bytes = max_bytes;
-    c->dfd = c->tfd = c->lfd = c->vfd = -1;
+    c->dfd = c->tfd = c->lfd = c->vfd = c->mfd = -1;
     pthread_mutex_init(&c->lock, NULL);
     int rc = mkdir_p(dir);
     char real[PATH_MAX];
@@ -326,9 +330,9 @@ int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out,
         return trc;
     }
     rc = 0;
-    const char *subs[] = {"tmp", "locks", "v1"};
-    int *fds[] = {&c->tfd, &c->lfd, &c->vfd};
-    for (size_t i = 0; i < 3; i++) {
+    const char *subs[] = {"tmp", "locks", "v1", "memo"};
+    int *fds[] = {&c->tfd, &c->lfd, &c->vfd, &c->mfd};
+    for (size_t i = 0; i < 4; i++) {
         int fd = open_subdir(c->dfd, subs[i], true);
         if (fd < 0) fd = open_subdir(c->dfd, subs[i], false);   /* a read-only directory */
         if (fd == -EPERM) {
@@ -354,7 +358,12 @@ int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out,
         qfs_error_set(err, "cache directory %s: %s: using its entries read-only", dir,
                       strerror(-rc));
     }
-    if (!c->readonly) remove_stale_tmp(c);
+    if (!c->readonly) {
+        remove_old_at(c->tfd, STALE_TMP_SECONDS);
+        /* Memos of files not mounted for a month (a hit refreshes the mtime) belong to sources
+         * that changed or went away: removed, so the directory does not collect them. */
+        remove_old_at(c->mfd, MEMO_UNUSED_SECONDS);
+    }
     scan(c, NULL, NULL, &c->used);
     /* A budget lowered since the last run applies now, not after the next write. */
     if (!c->readonly && c->used > c->max_bytes) trim(c);
@@ -365,8 +374,8 @@ int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out,
 void qfs_diskcache_close(qfs_diskcache *c)
 {
     if (!c) return;
-    int *fds[] = {&c->dfd, &c->tfd, &c->lfd, &c->vfd};
-    for (size_t i = 0; i < 4; i++)
+    int *fds[] = {&c->dfd, &c->tfd, &c->lfd, &c->vfd, &c->mfd};
+    for (size_t i = 0; i < 5; i++)
         if (*fds[i] >= 0) close(*fds[i]);
     pthread_mutex_destroy(&c->lock);
     free(c->dir);
@@ -471,6 +480,42 @@ bool qfs_diskcache_set_readonly(qfs_diskcache *c)
     return first;
 }
 
+/* Writes a file of the cache atomically: header (magic, key, both parts' lengths and
+ * checksums) then the two parts, into tmp/ under tmp_name, renamed to name in dirfd. 0 or
+ * -errno (nothing left behind). */
+static int write_atomic(const qfs_diskcache *c, const char *magic, const qfs_cache_key *key,
+                        const void *a, size_t a_len, const void *b, size_t b_len,
+                        const char *tmp_name, int dirfd, const char *name)
+{
+    entry_header h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, magic, 8);
+    h.version = ENTRY_VERSION;
+    memcpy(h.key, key->bytes, 16);
+    h.scales_len = a_len;
+    h.weight_len = b_len;
+    h.scales_sum = XXH3_64bits(a, a_len);
+    h.weight_sum = XXH3_64bits(b, b_len);
+    unlinkat(c->tfd, tmp_name, 0);   /* a leftover of this pid and thread, or a planted name */
+    int fd = openat(c->tfd, tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    0600);
+    if (fd < 0) return -errno;
+    int rc = qfs_write_full(fd, &h, sizeof h);
+    if (!rc) rc = qfs_write_full(fd, a, a_len);
+    if (!rc) rc = qfs_write_full(fd, b, b_len);
+    if (close(fd) != 0 && !rc) rc = -errno;
+    if (!rc) {
+        /* A directory in the file's place would make every rename fail: remove it first. */
+        struct stat sb;
+        if (fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode))
+            remove_tree_at(dirfd, name, 0);
+        /* atomic: readers see all or nothing; a symlink there is replaced, never followed */
+        if (renameat(c->tfd, tmp_name, dirfd, name) != 0) rc = -errno;
+    }
+    if (rc) unlinkat(c->tfd, tmp_name, 0);
+    return rc;
+}
+
 int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *scales,
                       size_t scales_len, const void *weight, size_t weight_len)
 {
@@ -481,40 +526,11 @@ int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *sc
     snprintf(tmp, sizeof tmp, "%s.%d.%lx", hex, (int)getpid(), (unsigned long)pthread_self());
     int sfd = open_subdir(c->vfd, sub, true);   /* the two-hex-digit fan-out directory */
     if (sfd < 0) return sfd;
-    entry_header h;
-    memset(&h, 0, sizeof h);
-    memcpy(h.magic, ENTRY_MAGIC, 8);
-    h.version = ENTRY_VERSION;
-    memcpy(h.key, key->bytes, 16);
-    h.scales_len = scales_len;
-    h.weight_len = weight_len;
-    h.scales_sum = XXH3_64bits(scales, scales_len);
-    h.weight_sum = XXH3_64bits(weight, weight_len);
-    unlinkat(c->tfd, tmp, 0);   /* a leftover of this pid and thread, or a planted name */
-    int fd = openat(c->tfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        int e = errno;
-        close(sfd);
-        return -e;
-    }
-    int rc = qfs_write_full(fd, &h, sizeof h);
-    if (!rc) rc = qfs_write_full(fd, scales, scales_len);
-    if (!rc) rc = qfs_write_full(fd, weight, weight_len);
-    if (close(fd) != 0 && !rc) rc = -errno;
-    if (!rc) {
-        /* A directory in the entry's place would make every rename fail: remove it first. */
-        struct stat sb;
-        if (fstatat(sfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode))
-            remove_tree_at(sfd, name, 0);
-        /* atomic: readers see all or nothing; a symlink there is replaced, never followed */
-        if (renameat(c->tfd, tmp, sfd, name) != 0) rc = -errno;
-    }
+    int rc = write_atomic(c, ENTRY_MAGIC, key, scales, scales_len, weight, weight_len, tmp, sfd,
+                          name);
     close(sfd);
-    if (rc) {
-        unlinkat(c->tfd, tmp, 0);
-        return rc;
-    }
-    uint64_t size = sizeof h + scales_len + weight_len;
+    if (rc) return rc;
+    uint64_t size = sizeof(entry_header) + scales_len + weight_len;
     pthread_mutex_lock(&c->lock);
     c->paused = false;   /* the store takes writes again */
     c->used += size;
@@ -522,6 +538,70 @@ int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *sc
     pthread_mutex_unlock(&c->lock);
     if (over) trim(c);
     return 0;
+}
+
+/* Memos: memo/KEY.qfm, the entry header with MEMO_MAGIC, the memo's bytes as the scales
+ * part and an empty weight part; written and checked like entries. */
+static void memo_name(const qfs_cache_key *k, char name[40])
+{
+    char hex[33];
+    key_hex(k, hex);
+    snprintf(name, 40, "%s.qfm", hex);
+}
+
+int qfs_diskcache_memo_get(qfs_diskcache *c, const qfs_cache_key *name, void **data,
+                           size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    if (c->mfd < 0) return -ENOENT;
+    char fname[40];
+    memo_name(name, fname);
+    struct stat sb;
+    int fd = open_entry_file(c->mfd, fname, O_RDONLY, &sb);
+    if (fd == -EPERM) {
+        if (!c->readonly) remove_tree_at(c->mfd, fname, 0);
+        return -ENOENT;
+    }
+    if (fd < 0) return fd;
+    entry_header h;
+    uint8_t *buf = NULL;
+    bool bad = qfs_pread_full(fd, &h, sizeof h, 0) != 0 ||
+               memcmp(h.magic, MEMO_MAGIC, 8) != 0 || h.version != ENTRY_VERSION ||
+               memcmp(h.key, name->bytes, 16) != 0 || h.scales_len > MEMO_MAX_BYTES ||
+               h.weight_len != 0 || (uint64_t)sb.st_size != sizeof h + h.scales_len;
+    if (!bad) {
+        buf = malloc(h.scales_len ? h.scales_len : 1);
+        if (!buf) {
+            close(fd);
+            return -ENOMEM;
+        }
+        bad = qfs_pread_full(fd, buf, h.scales_len, sizeof h) != 0 ||
+              XXH3_64bits(buf, h.scales_len) != h.scales_sum;
+    }
+    if (!bad && !c->readonly) futimens(fd, NULL);   /* in use: not removed as unused */
+    close(fd);
+    if (bad) {
+        free(buf);
+        if (!c->readonly) unlinkat(c->mfd, fname, 0);   /* damaged: rebuilt by the caller */
+        return -ENOENT;
+    }
+    *data = buf;
+    *len = h.scales_len;
+    return 0;
+}
+
+int qfs_diskcache_memo_put(qfs_diskcache *c, const qfs_cache_key *name, const void *data,
+                           size_t len)
+{
+    if (qfs_diskcache_readonly(c)) return -EROFS;
+    if (c->mfd < 0) return -ENOENT;
+    if (len > MEMO_MAX_BYTES) return -EFBIG;
+    char fname[40], tmp[96], hex[33];
+    memo_name(name, fname);
+    key_hex(name, hex);
+    snprintf(tmp, sizeof tmp, "%s.m.%d.%lx", hex, (int)getpid(), (unsigned long)pthread_self());
+    return write_atomic(c, MEMO_MAGIC, name, data, len, NULL, 0, tmp, c->mfd, fname);
 }
 
 static double since(const struct timespec *t)

@@ -1,7 +1,7 @@
 /* quarkfs — the persistent cache: quantized tensors on disk, keyed by content.
  *
  * Key = XXH3-128 of the recipe (quantizer version, spec, format, source dtype and shape) and of
- * the source tensor's bytes, so a changed source or a new quantizer never reuses an entry and
+ * the XXH3-128 of the source tensor's bytes (its content hash, which srcid.h remembers), so a changed source or a new quantizer never reuses an entry and
  * two machines with identical sources can share one directory (NFS included). An entry is one
  * file written to tmp/ and renamed into place (never torn); its header repeats the key and holds
  * checksums of both parts, so a corrupt, truncated or foreign entry is detected, removed and
@@ -22,7 +22,8 @@ typedef struct qfs_cache_key {
 
 typedef struct qfs_diskcache qfs_diskcache;
 
-/* The key of a tensor: recipe text (see engine.c) then the source bytes. */
+/* XXH3-128 of the recipe text, a NUL, then the bytes; a tensor's key hashes its content hash
+ * this way (qfs_srcmemo_key). */
 void qfs_cache_key_compute(const char *recipe, const void *src, size_t len, qfs_cache_key *out);
 
 /* Opens (creating, mode 0700) the cache under dir with a byte budget; removes leftovers of
@@ -68,6 +69,16 @@ bool qfs_diskcache_set_readonly(qfs_diskcache *c);
  * directory. */
 int qfs_diskcache_lock(qfs_diskcache *c, const qfs_cache_key *key, int *fd);
 void qfs_diskcache_unlock(int fd);
+
+/* Memos of source files (srcid.h): memo/KEY.qfm, written atomically with a checksum like an
+ * entry (and under the same ownership rules), not counted in the budget; one not read for a
+ * month is removed at open. get: 0 with *data (malloc'd, the caller frees it) and *len, or
+ * -ENOENT when absent or damaged (a damaged one is removed), another -errno on I/O errors.
+ * put: 0 or -errno (-EROFS on a read-only cache). */
+int qfs_diskcache_memo_get(qfs_diskcache *c, const qfs_cache_key *name, void **data,
+                           size_t *len);
+int qfs_diskcache_memo_put(qfs_diskcache *c, const qfs_cache_key *name, const void *data,
+                           size_t len);
 
 /* Bytes of entries in the directory: counted at open and after each trim, plus this
  * process's writes since. */

@@ -1,7 +1,8 @@
 /* Unit tests of the persistent cache (core/diskcache.c) on a real directory: round trip, a
  * corrupt or truncated entry detected and removed (never served), trimming to the budget in
  * least-recently-used order, the bounded lock wait, and directories another user could write
- * refused. */
+ * refused; and of source memos (core/srcid.c): identities of real files and Hugging Face blobs,
+ * the chunked content hash, a memo stored, read back, and damaged. */
 #include "unit_util.c"
 
 #include <fcntl.h>
@@ -10,6 +11,9 @@
 #include <time.h>
 
 #include "quarkfs/diskcache.h"
+#include "quarkfs/srcid.h"
+
+#include <xxhash.h>
 
 static char root[512];
 
@@ -367,6 +371,266 @@ static void test_untrusted(void **state)
     assert_int_equal(system(probe), 0);   /* still empty: nothing was written through it */
 }
 
+
+/* Writes n bytes of pattern seed to path (created or truncated). */
+static void write_file(const char *path, size_t n, unsigned seed)
+{
+    uint8_t *b = malloc(n ? n : 1);
+    assert_non_null(b);
+    fill(b, n, seed);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+    free(b);
+}
+
+static void id_of(const char *path, bool allow_blob, uint64_t machine, qfs_srcid *id)
+{
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    qfs_error err = {{0}};
+    int rc = qfs_srcid_of(fd, path, allow_blob, machine, id, &err);
+    close(fd);
+    if (rc) fail_msg("srcid of %s: %d %s", path, rc, err.msg);
+}
+
+static void pause_tick(void)
+{
+    struct timespec ts = {0, 20 * 1000000L};   /* past any timestamp granularity */
+    nanosleep(&ts, NULL);
+}
+
+static void test_content_hash(void **state)
+{
+    (void)state;
+    /* The definition in srcid.h, computed here with libxxhash directly: XXH3-128 over the
+     * canonical XXH3-128 of each 4 MiB chunk (the last one shorter). */
+    size_t n = QFS_SRCMEMO_CHUNK * 2 + 12345;
+    uint8_t *b = malloc(n);
+    assert_non_null(b);
+    fill(b, n, 9);
+    XXH128_canonical_t d[3], want;
+    for (int i = 0; i < 3; i++) {
+        size_t off = (size_t)i * QFS_SRCMEMO_CHUNK, l = i < 2 ? QFS_SRCMEMO_CHUNK : 12345;
+        XXH128_canonicalFromHash(&d[i], XXH3_128bits(b + off, l));
+    }
+    XXH128_canonicalFromHash(&want, XXH3_128bits(d, sizeof d));
+    uint8_t got1[16], got2[16];
+    qfs_srcmemo_hash(b, n, 1, got1);
+    qfs_srcmemo_hash(b, n, 0, got2);   /* every thread: the same digest */
+    assert_memory_equal(got1, want.digest, 16);
+    assert_memory_equal(got2, want.digest, 16);
+    b[n - 1] ^= 1;                     /* the last byte counts */
+    qfs_srcmemo_hash(b, n, 0, got2);
+    assert_memory_not_equal(got2, want.digest, 16);
+    free(b);
+    /* Keys: the recipe and the content hash both count. */
+    qfs_cache_key k1, k2, k3;
+    qfs_srcmemo_key("int8|quark", got1, &k1);
+    qfs_srcmemo_key("int8|quark", got2, &k2);
+    qfs_srcmemo_key("fp8|quark", got1, &k3);
+    assert_memory_not_equal(k1.bytes, k2.bytes, 16);
+    assert_memory_not_equal(k1.bytes, k3.bytes, 16);
+}
+
+static void test_identity(void **state)
+{
+    (void)state;
+    char a[PATH_MAX], b[PATH_MAX];
+    snprintf(a, sizeof a, "%s/a.safetensors", root);
+    snprintf(b, sizeof b, "%s/b.safetensors", root);
+    write_file(a, 5000, 1);
+    write_file(b, 5000, 1);   /* same bytes, another inode */
+    qfs_srcid ia, ia2, ib, other_machine;
+    id_of(a, true, 42, &ia);
+    id_of(a, true, 42, &ia2);
+    id_of(b, true, 42, &ib);
+    id_of(a, true, 43, &other_machine);
+    assert_false(ia.blob);
+    assert_int_equal(ia.size, 5000);
+    assert_memory_equal(ia.name.bytes, ia2.name.bytes, 16);          /* stable */
+    assert_memory_not_equal(ia.name.bytes, ib.name.bytes, 16);       /* another file */
+    assert_memory_not_equal(ia.name.bytes, other_machine.name.bytes, 16);
+    /* Rewritten in place with the same bytes, then its mtime put back: the change time still
+     * moves, and so does the identity. */
+    struct stat sb;
+    assert_int_equal(stat(a, &sb), 0);
+    pause_tick();
+    write_file(a, 5000, 1);
+    struct timespec times[2] = {sb.st_atim, sb.st_mtim};
+    assert_int_equal(utimensat(AT_FDCWD, a, times, 0), 0);
+    id_of(a, true, 42, &ia2);
+    assert_int_equal(ia2.mtime.tv_nsec, sb.st_mtim.tv_nsec);
+    assert_memory_not_equal(ia.name.bytes, ia2.name.bytes, 16);
+    /* Just written: hashed, not remembered; a second later it is. */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    assert_false(qfs_srcid_settled(&ia2, &now));
+    now.tv_sec += 2;
+    assert_true(qfs_srcid_settled(&ia2, &now));
+    /* No machine id and not a blob: no identity. */
+    qfs_srcid none;
+    int fd = open(a, O_RDONLY);
+    assert_int_equal(qfs_srcid_of(fd, a, true, 0, &none, NULL), -ENOENT);
+    close(fd);
+}
+
+/* A Hugging Face cache: snapshots/REV/model.safetensors -> ../../blobs/SHA. */
+static void make_blob(const char *repo, const char *sha, unsigned seed, char *link, size_t len)
+{
+    char p[PATH_MAX], target[PATH_MAX];
+    snprintf(p, sizeof p, "mkdir -p '%s/blobs' '%s/snapshots/rev'", repo, repo);
+    assert_int_equal(system(p), 0);
+    snprintf(target, sizeof target, "%s/blobs/%s", repo, sha);
+    write_file(target, 3000, seed);
+    snprintf(link, len, "%s/snapshots/rev/model.safetensors", repo);
+    snprintf(p, sizeof p, "../../blobs/%s", sha);
+    unlink(link);
+    assert_int_equal(symlink(p, link), 0);
+}
+
+static void test_blob_identity(void **state)
+{
+    (void)state;
+    const char *sha = "5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+    char r1[1024], r2[1024], l1[PATH_MAX], l2[PATH_MAX];
+    snprintf(r1, sizeof r1, "%s/hub1/models--o--m", root);
+    snprintf(r2, sizeof r2, "%s/hub2/models--o--m", root);
+    make_blob(r1, sha, 5, l1, sizeof l1);
+    make_blob(r2, sha, 5, l2, sizeof l2);   /* another machine's copy of the same blob */
+    qfs_srcid i1, i2, plain;
+    id_of(l1, true, 42, &i1);
+    id_of(l2, true, 77, &i2);
+    assert_true(i1.blob && i2.blob);
+    assert_memory_equal(i1.name.bytes, i2.name.bytes, 16);   /* the name, not the inode */
+    id_of(l1, false, 42, &plain);
+    assert_false(plain.blob);
+    assert_memory_not_equal(plain.name.bytes, i1.name.bytes, 16);
+    /* Not a sha256 name (upper case, or not under blobs/): the file's own identity. */
+    char bad[1024], badl[PATH_MAX];
+    snprintf(bad, sizeof bad, "%s/hub3/models--o--m", root);
+    make_blob(bad, "5F70BF18A086007016E948B04AED3B82103A36BEA41755B6CDDFAF10ACE3C6EF", 5, badl,
+              sizeof badl);
+    id_of(badl, true, 42, &plain);
+    assert_false(plain.blob);
+
+    /* A memo of blob 1 read back by blob 2 (another inode): used. The same inode with other
+     * times (edited in place on this machine): -ESTALE. */
+    qfs_srcmemo m, back;
+    uint8_t h[16] = {1, 2, 3};
+    qfs_srcmemo_init(&m, &i1);
+    assert_int_equal(qfs_srcmemo_add(&m, 8, 100, h), 0);
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(qfs_srcmemo_encode(&m, &buf, &len), 0);
+    qfs_srcmemo_init(&back, &i2);
+    assert_int_equal(qfs_srcmemo_merge(&back, buf, len), 0);
+    uint8_t got[16];
+    assert_true(qfs_srcmemo_find(&back, 8, 100, got));
+    assert_memory_equal(got, h, 16);
+    qfs_srcmemo_free(&back);
+    char target[PATH_MAX];
+    snprintf(target, sizeof target, "%s/blobs/%s", r1, sha);
+    pause_tick();
+    write_file(target, 3000, 6);
+    qfs_srcid edited;
+    id_of(l1, true, 42, &edited);
+    assert_memory_equal(edited.name.bytes, i1.name.bytes, 16);   /* the name cannot tell */
+    qfs_srcmemo_init(&back, &edited);
+    assert_int_equal(qfs_srcmemo_merge(&back, buf, len), -ESTALE);
+    assert_int_equal(back.n, 0);
+    qfs_srcmemo_free(&back);
+    free(buf);
+    qfs_srcmemo_free(&m);
+}
+
+static void test_memo_store(void **state)
+{
+    (void)state;
+    char dir[1024], src[PATH_MAX];
+    snprintf(src, sizeof src, "%s/s.safetensors", root);
+    write_file(src, 1 << 20, 3);
+    qfs_srcid id;
+    id_of(src, true, 42, &id);
+    qfs_srcmemo m;
+    qfs_srcmemo_init(&m, &id);
+    uint8_t h[3][16];
+    for (int i = 0; i < 3; i++) {
+        memset(h[i], 0x10 * (i + 1), 16);
+        /* added out of order: kept sorted by offset */
+        assert_int_equal(qfs_srcmemo_add(&m, (uint64_t)(2 - i) * 4096, 4096, h[i]), 0);
+    }
+    assert_true(m.dirty);
+    uint8_t got[16];
+    assert_true(qfs_srcmemo_find(&m, 0, 4096, got));
+    assert_memory_equal(got, h[2], 16);
+    assert_false(qfs_srcmemo_find(&m, 0, 4095, got));   /* another range is another tensor */
+    assert_false(qfs_srcmemo_find(&m, 100, 4096, got));
+
+    qfs_diskcache *c = open_cache("memo", 1 << 20, dir, sizeof dir);
+    void *data;
+    size_t len;
+    assert_int_equal(qfs_diskcache_memo_get(c, &id.name, &data, &len), -ENOENT);
+    uint8_t *buf;
+    size_t blen;
+    assert_int_equal(qfs_srcmemo_encode(&m, &buf, &blen), 0);
+    assert_int_equal(qfs_diskcache_memo_put(c, &id.name, buf, blen), 0);
+    assert_int_equal(qfs_diskcache_memo_get(c, &id.name, &data, &len), 0);
+    assert_int_equal(len, blen);
+    assert_memory_equal(data, buf, blen);
+    qfs_srcmemo back;
+    qfs_srcmemo_init(&back, &id);
+    assert_int_equal(qfs_srcmemo_merge(&back, data, len), 0);
+    assert_int_equal(back.n, 3);
+    assert_false(back.dirty);
+    for (int i = 0; i < 3; i++) {
+        assert_true(qfs_srcmemo_find(&back, (uint64_t)(2 - i) * 4096, 4096, got));
+        assert_memory_equal(got, h[i], 16);
+    }
+    qfs_srcmemo_free(&back);
+    free(data);
+    /* Memos are not entries: they do not count in the budget. */
+    assert_int_equal(qfs_diskcache_bytes(c), 0);
+
+    /* The file: memo/KEY.qfm, private; a flipped byte, a cut or another memo's bytes under this
+     * name are misses, and the file goes. */
+    char p[PATH_MAX], hex[33];
+    for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", id.name.bytes[i]);
+    snprintf(p, sizeof p, "%s/memo/%s.qfm", dir, hex);
+    struct stat sb;
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    flip_byte(p, sb.st_size - 3);
+    assert_int_equal(qfs_diskcache_memo_get(c, &id.name, &data, &len), -ENOENT);
+    assert_int_not_equal(access(p, F_OK), 0);
+    assert_int_equal(qfs_diskcache_memo_put(c, &id.name, buf, blen), 0);
+    assert_int_equal(truncate(p, sb.st_size - 1), 0);
+    assert_int_equal(qfs_diskcache_memo_get(c, &id.name, &data, &len), -ENOENT);
+    assert_int_not_equal(access(p, F_OK), 0);
+    qfs_cache_key other;
+    key_of(77, &other);
+    assert_int_equal(qfs_diskcache_memo_put(c, &other, buf, blen), 0);
+    char q[PATH_MAX];
+    for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", other.bytes[i]);
+    snprintf(q, sizeof q, "%s/memo/%s.qfm", dir, hex);
+    assert_int_equal(rename(q, p), 0);
+    assert_int_equal(qfs_diskcache_memo_get(c, &id.name, &data, &len), -ENOENT);
+
+    /* A memo whose bytes are intact but describe another size or a range out of the file is
+     * refused by the merge. */
+    qfs_srcid smaller = id;
+    smaller.size = 4096 * 2;
+    qfs_srcmemo_init(&back, &smaller);
+    assert_int_equal(qfs_srcmemo_merge(&back, buf, blen), -EINVAL);
+    assert_int_equal(back.n, 0);
+    assert_int_equal(qfs_srcmemo_merge(&back, buf, blen - 1), -EINVAL);
+    qfs_srcmemo_free(&back);
+    free(buf);
+    qfs_srcmemo_free(&m);
+    qfs_diskcache_close(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -376,6 +640,10 @@ int main(void)
         cmocka_unit_test(test_trim),
         cmocka_unit_test(test_lock),
         cmocka_unit_test(test_untrusted),
+        cmocka_unit_test(test_content_hash),
+        cmocka_unit_test(test_identity),
+        cmocka_unit_test(test_blob_identity),
+        cmocka_unit_test(test_memo_store),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -39,7 +39,7 @@ typedef struct entry_header {
 
 struct qfs_diskcache {
     char *dir;
-    int dfd, tfd, lfd, vfd, mfd;       /* the directory, tmp/, locks/, v1/, memo/ (checked) */
+    int dfd, tfd, lfd, vfd, mfd, rfd;  /* the directory, tmp/, locks/, v1/, memo/, recipes/ */
     struct timespec lock_gave_up;      /* the last lock wait that ran out (0: none) */
     uint64_t max_bytes;
     pthread_mutex_t lock;
@@ -307,7 +307,7 @@ int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out,
         return -ENOMEM;
     }
     c->max_bytes = max_bytes;
-    c->dfd = c->tfd = c->lfd = c->vfd = c->mfd = -1;
+    c->dfd = c->tfd = c->lfd = c->vfd = c->mfd = c->rfd = -1;
     pthread_mutex_init(&c->lock, NULL);
     int rc = mkdir_p(dir);
     char real[PATH_MAX];
@@ -330,9 +330,9 @@ int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out,
         return trc;
     }
     rc = 0;
-    const char *subs[] = {"tmp", "locks", "v1", "memo"};
-    int *fds[] = {&c->tfd, &c->lfd, &c->vfd, &c->mfd};
-    for (size_t i = 0; i < 4; i++) {
+    const char *subs[] = {"tmp", "locks", "v1", "memo", "recipes"};
+    int *fds[] = {&c->tfd, &c->lfd, &c->vfd, &c->mfd, &c->rfd};
+    for (size_t i = 0; i < 5; i++) {
         int fd = open_subdir(c->dfd, subs[i], true);
         if (fd < 0) fd = open_subdir(c->dfd, subs[i], false);   /* a read-only directory */
         if (fd == -EPERM) {
@@ -374,8 +374,8 @@ int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out,
 void qfs_diskcache_close(qfs_diskcache *c)
 {
     if (!c) return;
-    int *fds[] = {&c->dfd, &c->tfd, &c->lfd, &c->vfd, &c->mfd};
-    for (size_t i = 0; i < 5; i++)
+    int *fds[] = {&c->dfd, &c->tfd, &c->lfd, &c->vfd, &c->mfd, &c->rfd};
+    for (size_t i = 0; i < 6; i++)
         if (*fds[i] >= 0) close(*fds[i]);
     pthread_mutex_destroy(&c->lock);
     free(c->dir);
@@ -602,6 +602,34 @@ int qfs_diskcache_memo_put(qfs_diskcache *c, const qfs_cache_key *name, const vo
     key_hex(name, hex);
     snprintf(tmp, sizeof tmp, "%s.m.%d.%lx", hex, (int)getpid(), (unsigned long)pthread_self());
     return write_atomic(c, MEMO_MAGIC, name, data, len, NULL, 0, tmp, c->mfd, fname);
+}
+
+static void recipe_name(const char *recipe, char hex[33])
+{
+    qfs_cache_key k;
+    qfs_cache_key_compute("quarkfs-recipe", recipe, strlen(recipe), &k);
+    key_hex(&k, hex);
+}
+
+bool qfs_diskcache_may_hold(qfs_diskcache *c, const char *recipe)
+{
+    if (c->rfd < 0) return true;
+    char hex[33];
+    recipe_name(recipe, hex);
+    struct stat sb;
+    return fstatat(c->rfd, hex, &sb, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT;
+}
+
+int qfs_diskcache_mark(qfs_diskcache *c, const char *recipe)
+{
+    if (qfs_diskcache_readonly(c)) return -EROFS;
+    if (c->rfd < 0) return -ENOENT;
+    char hex[33];
+    recipe_name(recipe, hex);
+    int fd = openat(c->rfd, hex, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+    if (fd < 0) return errno == ELOOP ? 0 : -errno;   /* something is there: it may hold */
+    close(fd);
+    return 0;
 }
 
 static double since(const struct timespec *t)

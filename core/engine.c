@@ -7,12 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "quarkfs/cache.h"
 #include "quarkfs/io.h"
 #include "quarkfs/quant.h"
+#include "quarkfs/srcid.h"
 
 #define QFS_QUANTIZER_VERSION "2"   /* bump when any kernel's output changes: disk keys change */
 #define WARM_LOG_SECONDS 10.0
@@ -21,6 +25,7 @@
 #define POOL_MAX 16               /* evicted weight buffers kept for reuse, at most */
 #define BAND_SOURCE_BYTES (8u << 20)  /* source bytes per published band of a big weight */
 #define BAND_MIN_WEIGHT (16u << 20)   /* smaller weights are produced in one go */
+#define MEMO_WRITE_SECONDS 1.0    /* changed memos are written at most this often */
 
 /* Which queue a slot waits in: a reader waits (demand), a reader will probably want it next
  * (prefetch: only while the memory cache has room), or `quarkfs warm` asked for everything. */
@@ -72,6 +77,31 @@ struct qfs_tensor_source {
 
 typedef struct job_queue { job_slot *head, *tail; } job_queue;
 
+/* The source memo of one quantized file (srcid.h). */
+typedef struct memo_slot {
+    const qfs_tensor_source *src;
+    bool usable;                   /* the file has an identity: hashes are looked up, kept */
+    qfs_srcmemo memo;
+    struct memo_slot *next;
+} memo_slot;
+
+/* An entry waiting for the disk writer: the weight stays in the memory cache, pinned (so it
+ * counts in cache_mem), until it is written or dropped; the scales are a copy (small). */
+typedef struct write_req {
+    job_slot *slot;
+    qfs_cache_key key;             /* unless hash_later */
+    bool hash_later;               /* quantized before its content hash was known: the writer
+                                    * hashes the source, which must still be `at` afterwards */
+    struct stat at;
+    uint64_t off, len;             /* the source tensor's bytes in its file */
+    memo_slot *memo;
+    char recipe[256];
+    uint8_t *scales;
+    size_t scales_len, weight_len;
+    int lock_fd, id_lock_fd;       /* the cross-process locks held, released when done */
+    struct write_req *next;
+} write_req;
+
 struct qfs_engine {
     pthread_mutex_t lock;
     pthread_cond_t work;           /* the worker waits here for jobs */
@@ -98,6 +128,16 @@ struct qfs_engine {
     void *log_ctx;
     double warm_started, warm_logged;
     unsigned warm_round;           /* the current warm-up round, counted from 1 */
+    uint64_t machine;              /* this machine's id (srcid.h), 0 if unknown */
+    memo_slot *memos;              /* one per source file met (lock guards the list) */
+    /* The disk writer: new entries go to disk off the readers' path, oldest first. */
+    pthread_t writer;
+    bool writer_started, writer_stop;
+    pthread_cond_t write_work;
+    write_req *wq_head, *wq_tail;
+    size_t wq_bytes, wq_max;       /* weight bytes queued; past wq_max a new entry is dropped */
+    unsigned wq_busy;              /* 1 while the writer writes one (counted as queued) */
+    double memo_written;           /* when memos were last written */
     qfs_engine_stats stats;
 };
 
@@ -475,19 +515,98 @@ typedef struct job_request {
     qfs_diskcache *disk;
 } job_request;
 
-/* What one job produced, for the worker to publish under the lock. */
+/* What a job did besides its products, for the counters and the disk writer. */
 typedef struct job_result {
     uint8_t *weight;     /* the weight (NULL for MODE_SCALES and MODE_DISK) */
     uint8_t *scales;     /* the scales, or NULL when the job published them itself */
-    bool disk_hit;       /* both came from the disk cache */
-    int disk_error;      /* storing into the disk cache failed (negative errno), else 0 */
+    bool disk_hit;       /* the products came from the disk cache */
+    bool memo_hit;       /* the key came from the source's memo (no read for it) */
+    bool hashed;         /* the key needed a read of the source (no memo hash) */
+    bool read_source;    /* the source bytes were opened (mapped or read) */
+    int disk_error;      /* a write that failed (the cache turns read-only) */
+    bool write;          /* a new entry to queue for the disk writer under `key` ... */
+    int lock_fd;         /* ... holding this cross-process lock until it is written */
+    int id_lock_fd;      /* ... and the one named after the file and range, if any */
+    qfs_cache_key key;
+    bool hash_later;     /* ... or under the hash the writer takes of these bytes: */
+    struct stat at;      /* the source when they were read, */
+    uint64_t off, len;   /* their range, */
+    memo_slot *memo;     /* the file's memo */
+    char recipe[256];
 } job_result;
 
-/* Reads the source tensor and produces what the request's mode asks for, from the disk cache if
- * it has the entry, else by quantizing (then storing it). Runs unlocked. A weight produced in
- * bands is visible to readers (slot->entry.data) before the job ends, also on failure: then
- * out->weight still receives it and the caller frees it once no reader holds it. */
-static int compute_job(qfs_engine *e, const job_request *rq, job_result *out, qfs_error *err)
+/* The memo of src's file (srcid.h): found on first use, by the worker only. Its identity and
+ * `usable` are fixed before it joins the list; its hashes, and the list, are read and changed
+ * under the lock (the disk writer adds hashes and writes memos). NULL without a disk cache or
+ * out of memory. */
+static memo_slot *memo_of(qfs_engine *e, qfs_diskcache *disk, const qfs_tensor_source *src)
+{
+    pthread_mutex_lock(&e->lock);
+    memo_slot *ms = e->memos;
+    while (ms && ms->src != src) ms = ms->next;
+    pthread_mutex_unlock(&e->lock);
+    if (ms) return ms;
+    ms = calloc(1, sizeof *ms);
+    if (!ms) return NULL;
+    ms->src = src;
+    qfs_srcid id;
+    bool allow_blob = true;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (qfs_srcid_of(src->fd, src->path, allow_blob, e->machine, &id, NULL) != 0) break;
+        qfs_srcmemo_free(&ms->memo);
+        qfs_srcmemo_init(&ms->memo, &id);
+        ms->usable = true;
+        void *data;
+        size_t len;
+        if (qfs_diskcache_memo_get(disk, &id.name, &data, &len) != 0) break;
+        int rc = qfs_srcmemo_merge(&ms->memo, data, len);
+        free(data);
+        if (rc != -ESTALE) break;
+        /* A Hugging Face blob hashed here before with other times: edited in place, so its
+         * name no longer vouches for its content. Its own identity is used instead. */
+        logf_(e, QFS_LOG_WARNING, "%s: the Hugging Face blob behind it changed in place since "
+              "it was last hashed; its content no longer matches its name (sha256), so it is "
+              "hashed again and remembered under its file identity only", src->path);
+        ms->usable = false;
+        allow_blob = false;
+    }
+    pthread_mutex_lock(&e->lock);
+    ms->next = e->memos;
+    e->memos = ms;
+    pthread_mutex_unlock(&e->lock);
+    return ms;
+}
+
+/* Remembers the content hash of bytes just read from src, if the file is still the one the
+ * memo describes and has not changed in the last moment (srcid.h). */
+static void memo_remember(qfs_engine *e, memo_slot *ms, const qfs_tensor_source *src,
+                          uint64_t off, uint64_t len, const uint8_t hash[16])
+{
+    if (!ms || !ms->usable) return;
+    struct stat sb;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    const qfs_srcid *id = &ms->memo.id;
+    if (fstat(src->fd, &sb) != 0 || (uint64_t)sb.st_size != id->size ||
+        (uint64_t)sb.st_dev != id->dev || (uint64_t)sb.st_ino != id->ino ||
+        sb.st_mtim.tv_sec != id->mtime.tv_sec || sb.st_mtim.tv_nsec != id->mtime.tv_nsec ||
+        sb.st_ctim.tv_sec != id->ctime.tv_sec || sb.st_ctim.tv_nsec != id->ctime.tv_nsec ||
+        !qfs_srcid_settled(id, &now))
+        return;
+    pthread_mutex_lock(&e->lock);
+    qfs_srcmemo_add(&ms->memo, off, len, hash);   /* out of memory: only not remembered */
+    pthread_mutex_unlock(&e->lock);
+}
+
+/* Produces what `mode` asks for: from the disk cache if it has the entry, else by quantizing.
+ * The key of the entry hashes the tensor's content; the source's memo gives that hash without
+ * reading the source, which is then not touched at all on a hit. A new entry is left to the
+ * disk writer (res->write, with the cross-process lock held) except for the warm-up, which
+ * writes it here. Runs unlocked. A weight produced in bands is visible to readers
+ * (slot->entry.data) before the job ends, also on failure: then res->weight still receives it
+ * and the caller frees it once no reader holds it. Scales published early are the slot's, and
+ * res->scales is NULL. */
+static int compute_job(qfs_engine *e, const job_request *rq, job_result *res, qfs_error *err)
 {
     job_slot *slot = rq->slot;
     qfs_tensor_source *src = slot->source;
@@ -498,7 +617,8 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *out, qf
     const qfs_st_tensor *t = &src->st->tensors[j->src];
     size_t in_bytes = (size_t)(t->end - t->begin);
     size_t sc_bytes = (size_t)j->layout.scales_bytes, w_bytes = (size_t)j->layout.weight_bytes;
-    *out = (job_result){0};
+    memset(res, 0, sizeof *res);
+    res->lock_fd = res->id_lock_fd = -1;
     int rc = check_unchanged(src, err);
     if (rc) {
         free(reuse);
@@ -513,48 +633,124 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *out, qf
                       "quarkfs more memory", src->path, t->name, in_bytes + w_bytes + sc_bytes);
         return -ENOMEM;
     }
-    source_view v;
-    rc = source_open(e, src, t, &v, err);
-    qfs_cache_key key;
-    int lock = -1;
-    if (!rc && disk) {
-        char recipe[256];
-        recipe_of(src, j, t, recipe, sizeof recipe);
-        qfs_cache_key_compute(recipe, v.bytes, in_bytes, &key);
-        uint8_t *want_w = mode == MODE_FULL ? w : NULL;
-        if (qfs_diskcache_get(disk, &key, sc, sc_bytes, want_w, w_bytes) == 0) {
-            out->disk_hit = true;
-        } else if (mode != MODE_SCALES && qfs_diskcache_lock(disk, &key, &lock) == 0) {
-            /* Another process may have written it while we waited for the lock. */
-            out->disk_hit = qfs_diskcache_get(disk, &key, sc, sc_bytes, want_w, w_bytes) == 0;
-        }
+    uint8_t *want_w = mode == MODE_FULL ? w : NULL;
+    char recipe[256];
+    recipe_of(src, j, t, recipe, sizeof recipe);
+    memcpy(res->recipe, recipe, sizeof recipe);
+    uint64_t file_off = src->st->data_start + t->begin;
+    memo_slot *ms = disk ? memo_of(e, disk, src) : NULL;
+    uint8_t hash[16];
+    bool known = false;
+    if (ms && ms->usable) {   /* the writer adds hashes too: looked up under the lock */
+        pthread_mutex_lock(&e->lock);
+        known = qfs_srcmemo_find(&ms->memo, file_off, in_bytes, hash);
+        pthread_mutex_unlock(&e->lock);
     }
-    if (!rc) rc = source_intact(e, src, &v, t, err);   /* the bytes read (or hashed) so far */
+    if (known) {
+        res->memo_hit = true;
+        qfs_srcmemo_key(recipe, hash, &res->key);
+        res->disk_hit = qfs_diskcache_get(disk, &res->key, sc, sc_bytes, want_w, w_bytes) == 0;
+    }
+    source_view v = {0};
     bool sc_published = false, banded = false;
-    if (!rc && !out->disk_hit) {
-        char what[1024];
-        snprintf(what, sizeof what, "%s: tensor '%s'", src->path, t->name);
-        uint64_t align;
-        banded = mode == MODE_FULL && w_bytes >= BAND_MIN_WEIGHT &&
-                 qfs_quantize_rows_ok(src->spec, &j->layout, &align);
-        if (banded) {
-            rc = quantize_in_bands(e, src, slot, &v, w, sc, &sc_published, what, err);
-        } else {
-            rc = kernel_failed(qfs_quantize_layout(src->spec, src->format, t->dtype, v.bytes,
-                                                   j->rows, j->cols, &j->layout, w, sc,
-                                                   e->threads, what, err));
-            if (!rc) rc = source_intact(e, src, &v, t, err);
-        }
-        if (!rc && disk && w)
-            out->disk_error = qfs_diskcache_put(disk, &key, sc, sc_bytes, w, w_bytes);
+    /* Two locks keep two processes from computing one tensor: one named after the file and
+     * range (every mount of this file takes it first, before the content hash is known), then
+     * one named after the content key (copies of the file elsewhere). */
+    bool id_lock = disk && mode != MODE_SCALES && ms && ms->usable;
+    qfs_cache_key lk;
+    if (id_lock) {
+        char lname[320];
+        snprintf(lname, sizeof lname, "%s|%llu|%llu", recipe, (unsigned long long)file_off,
+                 (unsigned long long)in_bytes);
+        qfs_cache_key_compute(lname, ms->memo.id.name.bytes, 16, &lk);
     }
-    qfs_diskcache_unlock(lock);
-    source_close(e, &v);
-    if (!sc_published) out->scales = sc;
+    /* A recipe with no entry in the cache cannot have this one: quantize now, hash later (the
+     * writer does, off the read path). Only for a file that has not changed in the last
+     * second: the writer checks the file is still exactly the one read. */
+    if (!res->disk_hit && !res->memo_hit && id_lock && mode == MODE_FULL &&
+        !qfs_diskcache_may_hold(disk, recipe) && fstat(src->fd, &res->at) == 0) {
+        qfs_srcid when = {.mtime = res->at.st_mtim, .ctime = res->at.st_ctim};
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (qfs_srcid_settled(&when, &now)) {
+            qfs_diskcache_lock(disk, &lk, &res->id_lock_fd);   /* timed out: go on unlocked */
+            if (!qfs_diskcache_may_hold(disk, recipe)) {
+                res->hash_later = true;
+                res->hashed = true;
+                res->off = file_off;
+                res->len = in_bytes;
+                res->memo = ms;
+            }   /* else written while we waited: looked up below, the lock kept */
+        }
+    }
+    if (!res->disk_hit) {
+        rc = source_open(e, src, t, &v, err);
+        res->read_source = true;
+        if (!rc && disk && !res->hash_later) {
+            /* Entries are only ever written under the hash of the bytes quantized, also when
+             * the memo had one: a memo that were wrong could not spread to other readers. */
+            uint8_t got[16];
+            qfs_srcmemo_hash(v.bytes, in_bytes, e->threads, got);
+            if (res->memo_hit && memcmp(got, hash, 16) != 0)
+                logf_(e, QFS_LOG_WARNING, "%s: tensor '%s': its remembered content hash is "
+                      "wrong (the file changed without its identity changing); hashed again",
+                      src->path, t->name);
+            if (!res->memo_hit || memcmp(got, hash, 16) != 0) {
+                res->hashed = true;
+                res->memo_hit = false;
+                qfs_srcmemo_key(recipe, got, &res->key);
+                res->disk_hit =
+                    qfs_diskcache_get(disk, &res->key, sc, sc_bytes, want_w, w_bytes) == 0;
+            }
+            if (!res->disk_hit && id_lock && res->id_lock_fd < 0 &&
+                qfs_diskcache_lock(disk, &lk, &res->id_lock_fd) == 0)
+                /* Another mount of this file may have written it while we waited. */
+                res->disk_hit =
+                    qfs_diskcache_get(disk, &res->key, sc, sc_bytes, want_w, w_bytes) == 0;
+            if (!res->disk_hit && mode != MODE_SCALES &&
+                qfs_diskcache_lock(disk, &res->key, &res->lock_fd) == 0)
+                /* Another process may have written it while we waited for the lock. */
+                res->disk_hit =
+                    qfs_diskcache_get(disk, &res->key, sc, sc_bytes, want_w, w_bytes) == 0;
+            if (!rc) rc = source_intact(e, src, &v, t, err);   /* the bytes hashed */
+            if (!rc) memo_remember(e, ms, src, file_off, in_bytes, got);
+        }
+        if (!rc && !res->disk_hit) {
+            char what[1024];
+            snprintf(what, sizeof what, "%s: tensor '%s'", src->path, t->name);
+            uint64_t align;
+            banded = mode == MODE_FULL && w_bytes >= BAND_MIN_WEIGHT &&
+                     qfs_quantize_rows_ok(src->spec, &j->layout, &align);
+            if (banded) {
+                rc = quantize_in_bands(e, src, slot, &v, w, sc, &sc_published, what, err);
+            } else {
+                rc = kernel_failed(qfs_quantize_layout(src->spec, src->format, t->dtype,
+                                                       v.bytes, j->rows, j->cols, &j->layout,
+                                                       w, sc, e->threads, what, err));
+                if (!rc) rc = source_intact(e, src, &v, t, err);
+            }
+            if (!rc && disk && w && mode == MODE_DISK) {
+                res->disk_error = qfs_diskcache_mark(disk, recipe);
+                if (!res->disk_error)
+                    res->disk_error =
+                        qfs_diskcache_put(disk, &res->key, sc, sc_bytes, w, w_bytes);
+            }
+            else if (!rc && disk && w)
+                res->write = true;   /* the caller queues it; the lock goes with it */
+        }
+        if (rc || !res->write) res->hash_later = false;
+        source_close(e, &v);
+    }
+    if (!res->write) {
+        qfs_diskcache_unlock(res->lock_fd);
+        qfs_diskcache_unlock(res->id_lock_fd);
+        res->lock_fd = res->id_lock_fd = -1;
+    }
+    if (!sc_published) res->scales = sc;
     if (rc) {
         if (!sc_published) free(sc);
-        out->scales = NULL;
-        if (banded) out->weight = w;   /* readers may hold it: the caller frees it */
+        res->scales = NULL;
+        if (banded) res->weight = w;   /* readers may hold it: the caller frees it */
         else free(w);
         return rc;
     }
@@ -562,8 +758,174 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *out, qf
         free(w);
         w = NULL;
     }
-    out->weight = w;
+    res->weight = w;
     return 0;
+}
+
+/* Lets go of a queued entry that will not be written (lock held). */
+static void write_drop(qfs_engine *e, write_req *r)
+{
+    qfs_diskcache_unlock(r->lock_fd);
+    qfs_diskcache_unlock(r->id_lock_fd);
+    if (r->slot->entry.pins > 0) r->slot->entry.pins--;
+    e->wq_bytes -= r->weight_len;
+    e->stats.disk_dropped++;
+    free(r->scales);
+    free(r);
+}
+
+/* Queues slot's fresh weight for the disk writer, or drops it at once when the queue holds
+ * wq_max bytes already: a reader never waits for the disk (lock held; the locks are consumed).
+ * A queued weight stays pinned in the memory cache, which evicts around it: the queue is at
+ * most half of cache_mem. */
+static void write_queue(qfs_engine *e, job_slot *slot, const job_result *res)
+{
+    int lock_fd = res->lock_fd, id_lock_fd = res->id_lock_fd;
+    const qfs_plan_job *j = &slot->source->plan->jobs[slot->job];
+    size_t sc_len = (size_t)j->layout.scales_bytes, w_len = (size_t)j->layout.weight_bytes;
+    write_req *r = NULL;
+    if (e->writer_started && slot->entry.cached && slot->scales &&
+        e->wq_bytes + w_len <= e->wq_max && (r = calloc(1, sizeof *r)) &&
+        (r->scales = malloc(sc_len ? sc_len : 1))) {
+        memcpy(r->scales, slot->scales, sc_len);
+        r->slot = slot;
+        r->key = res->key;
+        r->hash_later = res->hash_later;
+        r->at = res->at;
+        r->off = res->off;
+        r->len = res->len;
+        r->memo = res->memo;
+        memcpy(r->recipe, res->recipe, sizeof r->recipe);
+        r->scales_len = sc_len;
+        r->weight_len = w_len;
+        r->lock_fd = lock_fd;
+        r->id_lock_fd = id_lock_fd;
+        slot->entry.pins++;
+        e->wq_bytes += w_len;
+        if (e->wq_tail) e->wq_tail->next = r;
+        else e->wq_head = r;
+        e->wq_tail = r;
+        pthread_cond_signal(&e->write_work);
+        return;
+    }
+    if (r) free(r);
+    qfs_diskcache_unlock(lock_fd);
+    qfs_diskcache_unlock(id_lock_fd);
+    e->stats.disk_dropped++;
+}
+
+/* Writes the memos that gained hashes (lock held on entry and exit; dropped while writing). */
+static void write_memos(qfs_engine *e, qfs_diskcache *disk)
+{
+    e->memo_written = now_seconds();
+    for (memo_slot *ms = e->memos; ms; ms = ms->next) {
+        if (!ms->memo.dirty || !ms->usable) continue;
+        uint8_t *buf;
+        size_t len;
+        if (qfs_srcmemo_encode(&ms->memo, &buf, &len) != 0) continue;
+        ms->memo.dirty = false;
+        qfs_cache_key name = ms->memo.id.name;
+        pthread_mutex_unlock(&e->lock);
+        int rc = qfs_diskcache_memo_put(disk, &name, buf, len);
+        free(buf);
+        pthread_mutex_lock(&e->lock);
+        if (rc && rc != -EROFS) disk_failed(e, rc);
+    }
+}
+
+/* The key of an entry quantized before it was hashed: the hash of the source bytes, read
+ * again now, provided the file is still exactly as it was when the job read them (else
+ * -ESTALE: the entry is dropped, never written under a hash of other bytes). Unlocked. */
+static int hash_later(qfs_engine *e, write_req *r)
+{
+    const qfs_tensor_source *src = r->slot->source;
+    uint8_t hash[16];
+    struct stat now;
+    if (qfs_srcmemo_hash_fd(src->fd, r->off, r->len, hash) != 0 || fstat(src->fd, &now) != 0 ||
+        now.st_size != r->at.st_size || now.st_dev != r->at.st_dev ||
+        now.st_ino != r->at.st_ino || now.st_mtim.tv_sec != r->at.st_mtim.tv_sec ||
+        now.st_mtim.tv_nsec != r->at.st_mtim.tv_nsec ||
+        now.st_ctim.tv_sec != r->at.st_ctim.tv_sec || now.st_ctim.tv_nsec != r->at.st_ctim.tv_nsec)
+        return -ESTALE;
+    qfs_srcmemo_key(r->recipe, hash, &r->key);
+    memo_remember(e, r->memo, src, r->off, r->len, hash);
+    return 0;
+}
+
+/* The disk writer: entries in queue order, then, when idle, the memos that changed. Stops
+ * once asked to and the queue is empty, so an unmount leaves every queued entry on disk. */
+static void *writer_main(void *arg)
+{
+    qfs_engine *e = arg;
+    qfs_diskcache *disk = e->disk;
+    /* The lowest CPU priority (Linux: per thread) while its queue is less than half full: on
+     * a machine whose cores the load keeps busy, writing the cache must not take their time
+     * from the readers, and it catches up when they pause. Normal priority when it falls
+     * behind, so that the cache still fills rather than dropping entries, and at unmount
+     * (going back up needs CAP_SYS_NICE, as root; otherwise it stays low). */
+    id_t tid = (id_t)syscall(SYS_gettid);
+    int nice_now = 19;
+    setpriority(PRIO_PROCESS, tid, nice_now);
+    pthread_mutex_lock(&e->lock);
+    for (;;) {
+        int want = e->writer_stop || e->wq_bytes > e->wq_max / 2 ? 0 : 19;
+        if (want != nice_now && setpriority(PRIO_PROCESS, tid, want) == 0) nice_now = want;
+        write_req *r = e->wq_head;
+        if (r) {
+            e->wq_head = r->next;
+            if (!e->wq_head) e->wq_tail = NULL;
+            const uint8_t *weight = r->slot->entry.data;   /* pinned: stays until we unpin */
+            e->wq_busy = 1;
+            pthread_mutex_unlock(&e->lock);
+            int rc = qfs_diskcache_readonly(disk) ? -EROFS : 0;
+            if (!rc && r->hash_later) rc = hash_later(e, r);
+            if (!rc) rc = qfs_diskcache_mark(disk, r->recipe);
+            if (!rc)
+                rc = qfs_diskcache_put(disk, &r->key, r->scales, r->scales_len, weight,
+                                       r->weight_len);
+            qfs_diskcache_unlock(r->lock_fd);
+            qfs_diskcache_unlock(r->id_lock_fd);
+            r->lock_fd = r->id_lock_fd = -1;
+            pthread_mutex_lock(&e->lock);
+            e->wq_busy = 0;
+            if (rc == 0) {
+                e->stats.disk_writes++;
+                e->stats.disk_cache = 1;   /* again, after an outage */
+                if (r->slot->entry.pins > 0) r->slot->entry.pins--;
+                e->wq_bytes -= r->weight_len;
+                free(r->scales);
+                free(r);
+            } else {
+                if (rc != -ESTALE) disk_failed(e, rc);
+                write_drop(e, r);
+            }
+            if (e->cache.used > e->cache.budget) qfs_cache_make_room(&e->cache, 0);
+            pthread_cond_broadcast(&e->done);
+            continue;
+        }
+        bool dirty = false;
+        for (memo_slot *ms = e->memos; ms && !dirty; ms = ms->next)
+            dirty = ms->memo.dirty && ms->usable;
+        if (dirty && qfs_diskcache_readonly(disk)) dirty = false;
+        double wait = MEMO_WRITE_SECONDS - (now_seconds() - e->memo_written);
+        if (dirty && (e->writer_stop || wait <= 0)) {
+            write_memos(e, disk);
+            continue;
+        }
+        if (e->writer_stop) break;
+        if (dirty) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            long ns = until.tv_nsec + (long)(wait * 1e9);
+            until.tv_sec += ns / 1000000000L;
+            until.tv_nsec = ns % 1000000000L;
+            pthread_cond_timedwait(&e->write_work, &e->lock, &until);
+        } else {
+            pthread_cond_wait(&e->write_work, &e->lock);
+        }
+    }
+    pthread_mutex_unlock(&e->lock);
+    return NULL;
 }
 
 static void push_demand(qfs_engine *e, job_slot *slot)
@@ -624,6 +986,9 @@ static void run_one(qfs_engine *e, job_slot *slot, queue_id from)
 
     pthread_mutex_lock(&e->lock);
     if (res.disk_error) disk_failed(e, res.disk_error);
+    e->stats.memo_hits += res.memo_hit;
+    e->stats.memo_rehashes += res.hashed;
+    e->stats.source_reads += res.read_source;
     if (rc) {
         slot->failed = 1;
         slot->error = rc;
@@ -656,7 +1021,7 @@ static void run_one(qfs_engine *e, job_slot *slot, queue_id from)
         e->stats.seconds_quantizing += dt;
         e->stats.tensors_quantized++;
         e->stats.bytes_quantized += src->st->tensors[j->src].end - src->st->tensors[j->src].begin;
-        if (disk && !res.disk_error && !qfs_diskcache_readonly(disk)) {
+        if (mode == MODE_DISK && disk && !res.disk_error && !qfs_diskcache_readonly(disk)) {
             e->stats.disk_writes++;
             e->stats.disk_cache = 1;   /* again, after an outage */
         }
@@ -675,6 +1040,12 @@ static void run_one(qfs_engine *e, job_slot *slot, queue_id from)
         slot->waiters = 0;
         slot->gen++;
         qfs_cache_insert(&e->cache, &slot->entry);
+    }
+    if (res.write && res.weight) {
+        write_queue(e, slot, &res);
+    } else if (res.write) {
+        qfs_diskcache_unlock(res.lock_fd);
+        qfs_diskcache_unlock(res.id_lock_fd);
     }
     /* A weight reader arrived while only the scales were computed: go again. */
     if (slot->want_weight && !slot->entry.cached && slot->queue == Q_NONE)
@@ -786,12 +1157,21 @@ int qfs_engine_create(const qfs_engine_options *o, qfs_engine **out, qfs_error *
     qfs_cache_init(&e->cache, o->cache_mem, evict_slot, e);
     qfs_cache_init(&e->scales, o->cache_mem / 2, evict_scales, e);
     e->cache_mem = o->cache_mem;
+    e->wq_max = o->cache_mem / 2;
+    pthread_cond_init(&e->write_work, NULL);
+    qfs_srcid_machine(&e->machine);   /* none: only blob memos */
     int rc = pthread_create(&e->worker, NULL, worker_main, e);
     if (rc) {
         qfs_error_set(err, "cannot start the quantization thread: %s", strerror(rc));
         free(e);
         return -rc;
     }
+    /* Without a writer thread new entries are dropped, never written on the readers' path. */
+    if (e->disk && pthread_create(&e->writer, NULL, writer_main, e) == 0)
+        e->writer_started = true;
+    else if (e->disk)
+        logf_(e, QFS_LOG_WARNING, "disk cache %s: cannot start its writer thread; its entries "
+              "are read, new tensors stay in memory", qfs_diskcache_dir(e->disk));
     *out = e;
     return 0;
 }
@@ -804,6 +1184,18 @@ void qfs_engine_destroy(qfs_engine *e)
     pthread_cond_broadcast(&e->work);
     pthread_mutex_unlock(&e->lock);
     pthread_join(e->worker, NULL);
+    if (e->writer_started) {   /* it finishes the queue and the memos first */
+        pthread_mutex_lock(&e->lock);
+        e->writer_stop = true;
+        pthread_cond_signal(&e->write_work);
+        pthread_mutex_unlock(&e->lock);
+        pthread_join(e->writer, NULL);
+    }
+    for (memo_slot *ms = e->memos, *next; ms; ms = next) {
+        next = ms->next;
+        qfs_srcmemo_free(&ms->memo);
+        free(ms);
+    }
     qfs_cache_clear(&e->cache);
     qfs_cache_clear(&e->scales);
     pool_trim(e, 0, true);
@@ -812,6 +1204,7 @@ void qfs_engine_destroy(qfs_engine *e)
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->work);
     pthread_cond_destroy(&e->done);
+    pthread_cond_destroy(&e->write_work);
     free(e);
 }
 
@@ -974,6 +1367,9 @@ void qfs_engine_get_stats(qfs_engine *e, qfs_engine_stats *out)
     out->scales_bytes = e->scales.used;
     out->scales_evictions = e->scales.evictions;
     out->memory_budget = e->cache_mem;
+    out->disk_queued_bytes = e->wq_bytes;
+    out->disk_queued = e->wq_busy;
+    for (const write_req *r = e->wq_head; r; r = r->next) out->disk_queued++;
     pthread_mutex_unlock(&e->lock);
     if (e->disk) {   /* set once at creation; its own lock */
         out->disk_bytes = qfs_diskcache_bytes(e->disk);

@@ -1,5 +1,7 @@
 #include "quarkfs/srcid.h"
 
+#include "quarkfs/io.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -268,4 +270,32 @@ int qfs_srcmemo_merge(qfs_srcmemo *m, const void *data, size_t len)
     }
     m->dirty = was_dirty;
     return 0;
+}
+
+int qfs_srcmemo_hash_fd(int fd, uint64_t off, uint64_t len, uint8_t out[16])
+{
+    size_t n = (size_t)(len / QFS_SRCMEMO_CHUNK + (len % QFS_SRCMEMO_CHUNK != 0));
+    uint8_t *buf = malloc(QFS_SRCMEMO_CHUNK);
+    XXH3_state_t *st = XXH3_createState();
+    if (!buf || !st) {
+        free(buf);
+        XXH3_freeState(st);
+        return -ENOMEM;
+    }
+    XXH3_128bits_reset(st);
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        uint64_t at = (uint64_t)i * QFS_SRCMEMO_CHUNK;
+        size_t l = len - at < QFS_SRCMEMO_CHUNK ? (size_t)(len - at) : QFS_SRCMEMO_CHUNK;
+        rc = qfs_pread_full(fd, buf, l, off + at);
+        XXH128_canonical_t c;
+        XXH128_canonicalFromHash(&c, XXH3_128bits(buf, l));
+        XXH3_128bits_update(st, &c, sizeof c);
+    }
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(st));
+    memcpy(out, c.digest, 16);
+    XXH3_freeState(st);
+    free(buf);
+    return rc;
 }

@@ -914,11 +914,18 @@ static int cmd_status(int argc, char **argv)
             printf("  %-20s off\n", "disk cache");
         const char *keys[] = {"tensors_quantized", "memory_hits", "disk_hits", "disk_writes",
                               "scales_computed", "evictions", "bytes_quantized", "bytes_served",
-                              "weights_in_bands", "early_reads"};
+                              "weights_in_bands", "early_reads", "memo_hits",
+                              "memo_rehashes", "source_reads"};
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
             printf("  %-20s %lld\n", keys[i], (long long)jint(st, keys[i], NULL));
         printf("  %-20s %.3f\n", "seconds_quantizing",
                json_real_value(json_object_get(st, "seconds_quantizing")));
+        if (dir)
+            printf("  %-20s %lld queued (%lld bytes), %lld written, %lld dropped\n",
+                   "disk writes", (long long)jint(st, "cache_queue", "queued"),
+                   (long long)jint(st, "cache_queue", "bytes"),
+                   (long long)jint(st, "cache_queue", "written"),
+                   (long long)jint(st, "cache_queue", "dropped"));
         printf("  %-20s %lld/%lld tensors\n", "warm", (long long)jint(st, "warm", "tensors_done"),
                (long long)jint(st, "warm", "tensors"));
         json_t *broken = json_object_get(st, "broken_files");

@@ -487,6 +487,13 @@ static char *status_json(qfs_fs *fs, bool with_source)
             "cache_mem", (json_int_t)st.memory_budget,
             "cache_dir", st.disk_dir, "cache_dir_bytes", (json_int_t)st.disk_bytes,
             "broken_files", broken));
+    if (doc)
+        json_object_update_new(doc, json_pack("{s:{s:I,s:I,s:I,s:I},s:I,s:I,s:I}",
+            "cache_queue", "queued", (json_int_t)st.disk_queued,
+            "bytes", (json_int_t)st.disk_queued_bytes, "written", (json_int_t)st.disk_writes,
+            "dropped", (json_int_t)st.disk_dropped,
+            "memo_hits", (json_int_t)st.memo_hits, "memo_rehashes", (json_int_t)st.memo_rehashes,
+            "source_reads", (json_int_t)st.source_reads));
     else
         json_decref(broken);
     if (doc && !with_source) json_object_del(doc, "source");

@@ -70,6 +70,13 @@ bool qfs_diskcache_set_readonly(qfs_diskcache *c);
 int qfs_diskcache_lock(qfs_diskcache *c, const qfs_cache_key *key, int *fd);
 void qfs_diskcache_unlock(int fd);
 
+/* Recipe markers: recipes/HASH, an empty file made before the first entry of a recipe (spec,
+ * format, dtype, shape) is written. Where none exists no entry of that recipe can, so a tensor
+ * can be quantized before its content hash is known (the hash is taken off the read path).
+ * may_hold: false only when the marker is certainly absent. mark: 0 or -errno. */
+bool qfs_diskcache_may_hold(qfs_diskcache *c, const char *recipe);
+int qfs_diskcache_mark(qfs_diskcache *c, const char *recipe);
+
 /* Memos of source files (srcid.h): memo/KEY.qfm, written atomically with a checksum like an
  * entry (and under the same ownership rules), not counted in the budget; one not read for a
  * month is removed at open. get: 0 with *data (malloc'd, the caller frees it) and *len, or

@@ -65,6 +65,13 @@ typedef struct qfs_engine_stats {
     uint64_t scales_evictions;   /* scales dropped to stay within cache_mem */
     uint64_t early_reads;        /* reads served from a weight still being produced */
     double seconds_quantizing;
+    /* The disk writer: entries waiting now and their weight bytes (disk_writes counts those
+     * written), and entries dropped unwritten (a full queue, a cache that stopped taking
+     * writes, a source that changed before the writer hashed it). */
+    uint64_t disk_queued, disk_queued_bytes, disk_dropped;
+    uint64_t memo_hits;          /* keys taken from a source memo (srcid.h), no source read */
+    uint64_t memo_rehashes;      /* keys that needed the source read and hashed */
+    uint64_t source_reads;       /* jobs that opened a source tensor's bytes */
     uint64_t warm_jobs, warm_done, warm_bytes, warm_bytes_done;   /* `quarkfs warm` progress */
     int disk_cache;              /* 1 while the disk cache is in use */
     uint64_t memory_used;        /* quantized weights, kept buffers, scales in memory, bytes */

@@ -522,6 +522,20 @@ def read_bytes(path):
         return f.read()
 
 
+def status_settled(mnt, timeout=90.0):
+    """`quarkfs status MNT --json`, parsed, once the mount's disk writer has no entry queued
+    or in progress (new entries are written in the background); fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = quarkfs("status", mnt, "--json")
+        assert res.returncode == 0, "quarkfs status failed: %r" % res
+        st = json.loads(res.stdout)
+        if st.get("cache_queue", {}).get("queued", 0) == 0:
+            return st
+        assert time.monotonic() < deadline, "the disk writer still has entries queued: %s" % st
+        time.sleep(0.02)
+
+
 def tree_files(root):
     """Sorted relative paths of every file under root (symlinks followed)."""
     out = []
@@ -624,6 +638,18 @@ def tensor_ranges(path):
     header, _, start = st_header(path)
     return {k: (start + v["data_offsets"][0], start + v["data_offsets"][1])
             for k, v in header.items()}
+
+
+def negate_tensor(path, name):
+    """Flip the sign bit of every bf16 element of tensor name in place (same size, new bytes)."""
+    b, e = tensor_ranges(path)[name]
+    with open(path, "r+b") as f:
+        f.seek(b)
+        data = bytearray(f.read(e - b))
+        for i in range(1, len(data), 2):
+            data[i] ^= 0x80
+        f.seek(b)
+        f.write(data)
 
 
 def model_files(root):

@@ -132,10 +132,9 @@ def view_ranges(data):
 
 
 def status(m):
-    """`quarkfs status MNT --json` of a live mount, parsed."""
-    res = q.quarkfs("status", m.path, "--json")
-    assert res.returncode == 0, "quarkfs status failed: %r" % res
-    return json.loads(res.stdout)
+    """`quarkfs status MNT --json` of a live mount, parsed, once its disk writer has nothing
+    left to write (entries go to disk in the background: up to 30 s)."""
+    return q.status_settled(m.path)
 
 
 def expect(st, what, **want):
@@ -798,16 +797,7 @@ def read_cached_only(m, shard, files):
     assert st["tensors_quantized"] == 1, "reading %s quantized more than it: %s" % (CACHED, st)
 
 
-def negate_tensor(path, name):
-    """Flip the sign bit of every bf16 element of a tensor (same size, new bytes)."""
-    b, e = q.tensor_ranges(path)[name]
-    with open(path, "r+b") as f:
-        f.seek(b)
-        data = bytearray(f.read(e - b))
-        for i in range(1, len(data), 2):
-            data[i] ^= 0x80
-        f.seek(b)
-        f.write(data)
+negate_tensor = q.negate_tensor
 
 
 def pread_or_errno(path, off, n):

@@ -372,7 +372,7 @@ def full_volume():
     mount on node 2 (cache_mem=1M: a 12-layer model's tensors are evicted and computed again
     when read again): node 2 serves the export's bytes, computed, with one warning naming the
     cache. The filler removed, the same mount writes again (after the retry pause) every
-    entry that did not fit, with no second warning."""
+    entry that did not fit as it reads the view again, with no second warning."""
     c = cluster()
     src, files, n = model("demo12")
     name = fresh_cache(c, "full")
@@ -396,15 +396,22 @@ def full_volume():
         # Gluster's bricks notice free space again at their next check (every few seconds).
         waited = wait_writable(c.nodes[1])
         time.sleep(WRITE_RETRY)
-        got = {rel: read_direct(m.p(rel)) for rel in sorted(files)}
-        assert_view(got, files, "node 2, space back")
-        st2 = status(m)
+        # Entries go to disk in the background and a full writer queue drops (counted), so
+        # on this slow store one pass may not write them all: read again (every tensor is
+        # computed again at cache_mem=1M) until each has its entry.
+        for passes in range(1, 11):
+            got = {rel: read_direct(m.p(rel)) for rel in sorted(files)}
+            assert_view(got, files, "node 2, space back, pass %d" % passes)
+            st2 = q.status_settled(m.path)
+            if len(entries(cache_on(c.nodes[0], name))) == n:
+                break
         assert warnings(m) == w, m.log()
     assert st2["disk_cache"] and st2["disk_writes"] > 0, st2
-    assert len(entries(cache_on(c.nodes[0], name))) == n
+    assert len(entries(cache_on(c.nodes[0], name))) == n, (passes, st2)
     print("  volume full: %s; writable again %.1f s after the filler was removed; then %d "
-          "entries written by the same mount" % (w[0].split(WARNING)[1].strip(), waited,
-                                                 st2["disk_writes"]))
+          "entries written by the same mount in %d reads (%d dropped)" % (
+              w[0].split(WARNING)[1].strip(), waited, st2["disk_writes"], passes,
+              st2["cache_queue"]["dropped"]))
 
 
 @q.test

@@ -174,7 +174,7 @@ def mount_t_fuse_quarkfs_disk_cache_options():
                          "spec=fp8,cache_dir=%s,cache_size=64M" % cache)
         assert res.returncode == 0, res
         q.assert_trees_equal(mnt, q.export(src, "fp8"), "mount (disk cache) vs export")
-        st = json.loads(q.quarkfs("status", mnt, "--json").stdout)
+        st = q.status_settled(mnt)   # entries are written in the background
         assert st["disk_cache"] is True and st["disk_writes"] > 0, st
     assert any(files for _, _, files in os.walk(cache)), "nothing was written to %s" % cache
 

@@ -424,7 +424,21 @@ static void test_content_hash(void **state)
     b[n - 1] ^= 1;                     /* the last byte counts */
     qfs_srcmemo_hash(b, n, 0, got2);
     assert_memory_not_equal(got2, want.digest, 16);
-    free(b);
+    /* The same hash read from a file, one chunk at a time, at an offset. */
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/hash.bin", root);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite("0123456", 1, 7, f), 7);
+    b[n - 1] ^= 1;
+    assert_int_equal(fwrite(b, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(qfs_srcmemo_hash_fd(fd, 7, n, got2), 0);
+    assert_memory_equal(got2, want.digest, 16);
+    assert_int_equal(qfs_srcmemo_hash_fd(fd, 8, n, got2), -EIO);   /* past the end */
+    close(fd);
     /* Keys: the recipe and the content hash both count. */
     qfs_cache_key k1, k2, k3;
     qfs_srcmemo_key("int8|quark", got1, &k1);
@@ -432,6 +446,22 @@ static void test_content_hash(void **state)
     qfs_srcmemo_key("fp8|quark", got1, &k3);
     assert_memory_not_equal(k1.bytes, k2.bytes, 16);
     assert_memory_not_equal(k1.bytes, k3.bytes, 16);
+    free(b);
+}
+
+static void test_recipe_markers(void **state)
+{
+    (void)state;
+    char dir[1024];
+    qfs_diskcache *c = open_cache("recipes", 1 << 20, dir, sizeof dir);
+    assert_false(qfs_diskcache_may_hold(c, "int8|quark|BF16|64x64"));
+    assert_int_equal(qfs_diskcache_mark(c, "int8|quark|BF16|64x64"), 0);
+    assert_true(qfs_diskcache_may_hold(c, "int8|quark|BF16|64x64"));
+    assert_false(qfs_diskcache_may_hold(c, "int8|quark|BF16|64x65"));
+    qfs_diskcache_close(c);
+    c = open_cache("recipes", 1 << 20, dir, sizeof dir);   /* they stay */
+    assert_true(qfs_diskcache_may_hold(c, "int8|quark|BF16|64x64"));
+    qfs_diskcache_close(c);
 }
 
 static void test_identity(void **state)
@@ -644,6 +674,7 @@ int main(void)
         cmocka_unit_test(test_identity),
         cmocka_unit_test(test_blob_identity),
         cmocka_unit_test(test_memo_store),
+        cmocka_unit_test(test_recipe_markers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,118 @@
+#!/usr/bin/python3
+"""First load with the disk cache on against the same load with `-o cache=off`, side by side.
+
+Each run is a fresh mount (empty memory cache) of a generated model whose source is in the
+page cache (re-read before every run), then a timed `cat` of every file of the view to
+/dev/null. "on" mounts with `-o cache_dir=` a fresh, empty directory (this read fills it);
+"off" with `-o cache=off`. The two alternate (on, off, off, on, ...) so that a slow spell of the
+shared machine hits both; the ratio printed is median(on) / median(off). With --before, an
+older binary runs in the same rotation, so both ratios come from the same spell. Between runs: unmount
+(the daemon finishes its disk writes), `sync`, so no dirty page of one run is written back
+during the next.
+
+    sudo /usr/bin/python3 tests/bench/first_load.py [--quarkfs BIN] [--before BIN] [--reps N]
+        [--model DIR]
+
+Needs root (mounts) and about 0.4 GB in the temporary directory.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+import qfstest as q  # noqa: E402
+
+# ~330 MB of bf16: 3 layers of hidden 2048 / intermediate 5632 (21 quantized weights, 270 MB).
+MODEL = ("llama", "bf16", "--layers", "3", "--hidden", "2048", "--intermediate", "5632",
+         "--vocab", "8000", "--heads", "16", "--kv-heads", "4")
+
+
+def warm(paths):
+    for p in paths:
+        with open(p, "rb") as f:
+            while f.read(8 << 20):
+                pass
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (all its threads)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one_run(src, opts):
+    """(seconds of the cat, status JSON text, daemon CPU seconds at the end of the cat, daemon
+    CPU seconds once its disk writer is idle)."""
+    m = q.start_mount(src, opts=opts, extra=[])
+    try:
+        files = [m.p(rel) for rel in sorted(q.tree_files(m.path))]
+        t0 = time.monotonic()
+        subprocess.run(["cat"] + files, stdout=subprocess.DEVNULL, check=True)
+        dt = time.monotonic() - t0
+        cpu_read = cpu_seconds(m.proc.pid)
+        st = q.quarkfs("status", m.path, "--json").stdout
+        if "cache_queue" in st:
+            q.status_settled(m.path)
+        cpu_all = cpu_seconds(m.proc.pid)
+    finally:
+        m.close()
+    return dt, st, cpu_read, cpu_all
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quarkfs", default=q.QUARKFS)
+    ap.add_argument("--before", metavar="BIN",
+                    help="also measure this (older) binary, interleaved with --quarkfs")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--model", help="use this model directory instead of generating one")
+    a = ap.parse_args()
+    bins = {"": os.path.abspath(a.quarkfs)}
+    if a.before:
+        bins["before "] = os.path.abspath(a.before)
+    src = a.model or q.gen_model(*MODEL)
+    src_files = [os.path.join(src, f) for f in q.tree_files(src)]
+    size = sum(os.path.getsize(f) for f in src_files)
+    print("model %s: %.0f MB; %s" % (src, size / 1e6, bins), flush=True)
+    runs = [(b, k) for b in bins for k in ("on", "off")]
+    times = {r: [] for r in runs}
+    cpu = {r: [] for r in runs}
+    for rep in range(a.reps):
+        k = rep % len(runs)
+        for who, kind in runs[k:] + runs[:k]:      # the order rotates with each repetition
+            q.QUARKFS = bins[who]
+            cache = os.path.join(q.TMP, "first-load-cache")
+            shutil.rmtree(cache, ignore_errors=True)
+            opts = ["cache_dir=" + cache] if kind == "on" else ["cache=off"]
+            subprocess.run(["sync"], check=True)
+            warm(src_files)
+            dt, st, cpu_read, cpu_all = one_run(src, opts)
+            times[(who, kind)].append(dt)
+            cpu[(who, kind)].append((cpu_read, cpu_all))
+            s = json.loads(st)
+            print("  rep %d %s%-3s %.3f s  daemon CPU %.2f s (%.2f s once written)  quantized "
+                  "%s (%.3f s), disk writes %s, queue %s" % (
+                      rep, who, kind, dt, cpu_read, cpu_all, s.get("tensors_quantized"),
+                      s.get("seconds_quantizing"), s.get("disk_writes"), s.get("cache_queue")),
+                  flush=True)
+    for who in bins:
+        on = statistics.median(times[(who, "on")])
+        off = statistics.median(times[(who, "off")])
+        print("%smedian cache on %.3f s, cache=off %.3f s: ratio %.3f (%d runs each)" % (
+            who, on, off, on / off, a.reps))
+        print("%s  daemon CPU, median: on %.2f s during the read, %.2f s once written; off "
+              "%.2f s" % (who, statistics.median(c[0] for c in cpu[(who, "on")]),
+                          statistics.median(c[1] for c in cpu[(who, "on")]),
+                          statistics.median(c[0] for c in cpu[(who, "off")])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what quarkfs needs to build, run and test on Debian 12 (bookworm) or newer.
 #   bash scripts/install-deps.sh            Debian packages (build, plain tests, fuzzing)
+#                                           and libfuse 3.17 (FUSE passthrough) into build-deps/
 #   bash scripts/install-deps.sh --cluster  also GlusterFS (server and FUSE client) for the
 #                                           cluster suite (tests/integration/test_cluster.py)
 #   bash scripts/install-deps.sh --loaders  also build-venv/: a Python virtualenv with the real
@@ -25,7 +26,7 @@ done
 # python3-venv, python3-dev and g++: the loader virtualenv; amd-quark compiles a C++ extension
 # against Python.h when it is first imported.
 pkgs=(gcc meson ninja-build pkg-config libfuse3-dev fuse3 libjansson-dev libxxhash-dev libcmocka-dev
-      python3 python3-numpy groff-base man-db clang libclang-rt-dev libomp-dev)
+      python3 python3-numpy groff-base man-db clang libclang-rt-dev libomp-dev dpkg-dev)
 [ "$loaders" = 1 ] && pkgs+=(python3-venv python3-dev g++)
 # The cluster suite runs its own glusterd per network namespace; on a systemd host the
 # package also enables a glusterd service of its own, which the tests neither use nor need.
@@ -39,6 +40,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+bash scripts/libfuse.sh || echo "install-deps: libfuse 3.17 not built: quarkfs builds against the system libfuse, without FUSE passthrough" >&2
 [ "$loaders" = 1 ] || exit 0
 
 # The virtualenv uses Debian's interpreter (python3-dev gives it Python.h), not whichever

@@ -18,7 +18,6 @@
 #include "quarkfs/quant.h"
 #include "quarkfs/srcid.h"
 
-#define QFS_QUANTIZER_VERSION "2"   /* bump when any kernel's output changes: disk keys change */
 #define WARM_LOG_SECONDS 10.0
 #define SCRATCH_IDLE_SECONDS 2    /* the source buffer is given back after this long idle */
 #define HUGE_ALLOC (4u << 20)     /* buffers this large ask for transparent huge pages */

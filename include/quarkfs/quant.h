@@ -13,6 +13,10 @@
 #include "quarkfs/layout.h"
 #include "quarkfs/spec.h"
 
+/* Bump when any kernel's output changes: the disk cache's entry keys and the keys of
+ * materialized view files (viewfile.h) change with it. */
+#define QFS_QUANTIZER_VERSION "2"
+
 /* Largest |x| of n elements as float32 (exact), and whether all are finite. Per-tensor. */
 float qfs_quant_amax(const void *src, qfs_dtype dt, size_t n, bool *all_finite, int threads);
 

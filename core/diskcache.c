@@ -383,6 +383,7 @@ void qfs_diskcache_close(qfs_diskcache *c)
 }
 
 const char *qfs_diskcache_dir(const qfs_diskcache *c) { return c->dir; }
+int qfs_diskcache_dirfd(const qfs_diskcache *c) { return c->dfd; }
 
 uint64_t qfs_diskcache_bytes(qfs_diskcache *c)
 {

@@ -92,5 +92,8 @@ int qfs_diskcache_memo_put(qfs_diskcache *c, const qfs_cache_key *name, const vo
 uint64_t qfs_diskcache_bytes(qfs_diskcache *c);
 /* The directory in use. */
 const char *qfs_diskcache_dir(const qfs_diskcache *c);
+/* Its descriptor, opened and checked by qfs_diskcache_open (valid while c lives): other stores
+ * under the same directory (viewfile.h) reach it through this, never by path. */
+int qfs_diskcache_dirfd(const qfs_diskcache *c);
 
 #endif

@@ -295,7 +295,7 @@ static void default_cache_dir(char *buf, size_t len)
 
 /* Opens the disk cache (unless off) and starts the engine. A cache directory that cannot be
  * used costs one warning, never the mount. */
-static int open_engine(const cli *c, qfs_engine **out)
+static int open_engine(const cli *c, qfs_engine **out, qfs_diskcache **disk_out)
 {
     qfs_error err = {{0}};
     qfs_diskcache *disk = NULL;
@@ -319,6 +319,7 @@ static int open_engine(const cli *c, qfs_engine **out)
         log_msg(LOG_ERR, "%s", err.msg);
         return 1;
     }
+    if (disk_out) *disk_out = disk;   /* owned by the engine */
     return 0;
 }
 
@@ -479,7 +480,7 @@ static int cmd_export(int argc, char **argv)
     qfs_error err = {{0}};
     qfs_engine *e;
     rc = 1;
-    if (open_engine(&c, &e) == 0) {
+    if (open_engine(&c, &e, NULL) == 0) {
         uint64_t total = 0;
         size_t files = 0;
         for (size_t i = 0; i < m->n_entries; i++)
@@ -764,7 +765,10 @@ static int cmd_mount(int argc, char **argv)
     fs.max_background = c.max_background;
     fs.read_error_logged = calloc(m->n_entries, sizeof *fs.read_error_logged);
     fs.refusal_logged = calloc(m->n_entries, sizeof *fs.refusal_logged);
-    if (!fs.read_error_logged || !fs.refusal_logged) goto out;
+    fs.modes = calloc(m->n_entries, sizeof *fs.modes);
+    if (!fs.read_error_logged || !fs.refusal_logged || !fs.modes) goto out;
+    for (size_t i = 0; i < m->n_entries; i++) pthread_mutex_init(&fs.modes[i].lock, NULL);
+    fs.passthrough_off = c.no_passthrough;
     for (size_t i = 0; i < m->n_entries; i++) {
         atomic_flag_clear(&fs.read_error_logged[i]);
         atomic_flag_clear(&fs.refusal_logged[i]);
@@ -789,8 +793,18 @@ static int cmd_mount(int argc, char **argv)
     }
     fuse_daemonize(opts.foreground);
     /* Threads and OpenMP start only now: neither survives the daemon's fork. */
-    if (open_engine(&c, &engine)) goto out_unmount;
+    qfs_diskcache *disk = NULL;
+    if (open_engine(&c, &engine, &disk)) goto out_unmount;
     fs.engine = engine;
+    if (disk && !c.no_view_files) {
+        qfs_error err = {{0}};
+        uint64_t budget = c.cache_size ? c.cache_size : DEFAULT_CACHE_SIZE;
+        if (qfs_viewfiles_open(disk, budget, m, &fs.files, &err) != 0) {
+            log_msg(LOG_WARNING, "%s", err.msg);
+        } else if (qfs_viewfiles_start(fs.files, m, engine, engine_log, NULL) != 0) {
+            log_msg(LOG_WARNING, "view files: no writer thread; existing ones are still used");
+        }
+    }
     clock_gettime(CLOCK_MONOTONIC, &fs.started);
     log_msg(LOG_INFO, "serving %s on %s (spec %s, format %s, %llu -> %llu bytes of safetensors)",
             m->src_root, opts.mountpoint, m->opts.spec->name, qfs_format_name(m->opts.format),
@@ -823,9 +837,11 @@ out_signals:
     fuse_remove_signal_handlers(se);
 out:
     if (se) fuse_session_destroy(se);
+    qfs_viewfiles_close(fs.files);   /* its writer reads through the engine */
     qfs_engine_destroy(engine);
     qfs_model_close(m);
     qfs_fs_free_read_buffers(&fs);
+    free(fs.modes);
     free(fs.read_error_logged);
     free(fs.refusal_logged);
     free(opts.mountpoint);
@@ -928,6 +944,13 @@ static int cmd_status(int argc, char **argv)
                    (long long)jint(st, "cache_queue", "dropped"));
         printf("  %-20s %lld/%lld tensors\n", "warm", (long long)jint(st, "warm", "tensors_done"),
                (long long)jint(st, "warm", "tensors"));
+        printf("  %-20s %lld present, %lld being written; opens: %lld passthrough, %lld "
+               "channel (%s)\n", "view files", (long long)jint(st, "view_files", "present"),
+               (long long)jint(st, "view_files", "queued"),
+               (long long)jint(st, "view_files", "opens_passthrough"),
+               (long long)jint(st, "view_files", "opens_channel"),
+               json_string_value(json_object_get(json_object_get(st, "view_files"),
+                                                 "served_by")));
         json_t *broken = json_object_get(st, "broken_files");
         printf("  %-20s %zu\n", "broken_files", json_array_size(broken));
         for (size_t i = 0; i < json_array_size(broken); i++)
@@ -962,10 +985,12 @@ static int cmd_warm(int argc, char **argv)
     for (;;) {
         json_int_t n = jint(st, "warm", "tensors"), done = jint(st, "warm", "tensors_done");
         json_int_t bdone = jint(st, "warm", "bytes_done");
+        json_int_t writing = jint(st, "view_files", "queued");
         p.total = (uint64_t)jint(st, "warm", "bytes");   /* another warm may add to the round */
         p.items_total = (uint64_t)n;
         json_decref(st);
-        if (done >= n) {
+        /* Done when the complete view files are written too: the next load reads them. */
+        if (done >= n && writing == 0) {
             char b[32];
             qfs_format_bytes((uint64_t)bdone, b, sizeof b);
             qfs_progress_finish(&p, (uint64_t)bdone, "%lld/%lld tensors, %s of source, done",
@@ -973,7 +998,8 @@ static int cmd_warm(int argc, char **argv)
             rc = 0;
             break;
         }
-        qfs_progress_update(&p, (uint64_t)bdone, (uint64_t)done, NULL);
+        qfs_progress_update(&p, (uint64_t)bdone, (uint64_t)done,
+                            done >= n ? "writing view files" : NULL);
         if (c.no_wait) {
             qfs_progress_abort(&p);
             rc = 0;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,11 @@
 
 #include <jansson.h>
 
+#include "quarkfs/io.h"
 #include "quarkfs/view.h"
+
+#define QFS_STR_(x) #x
+#define QFS_STR(x) QFS_STR_(x)
 
 static qfs_fs *fs_of(fuse_req_t req) { return fuse_req_userdata(req); }
 
@@ -32,6 +37,28 @@ static int entry_of(const qfs_fs *fs, fuse_ino_t ino, size_t *idx)
     return 0;
 }
 
+#if QFS_HAVE_PASSTHROUGH
+/* Whether this process holds CAP_SYS_ADMIN in the initial user namespace: the kernel grants
+ * backing files for passthrough only then (they are invisible to lsof). */
+static bool admin_in_initial_ns(void)
+{
+    FILE *f = fopen("/proc/self/status", "re");
+    char line[256];
+    unsigned long long eff = 0;
+    bool found = false;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "CapEff: %llx", &eff) == 1) found = true;
+    if (f) fclose(f);
+    if (!found || !(eff & (1ull << 21))) return false;   /* CAP_SYS_ADMIN is bit 21 */
+    unsigned long long inside = 1, outside = 1, count = 0;
+    f = fopen("/proc/self/uid_map", "re");
+    bool initial = f && fscanf(f, "%llu %llu %llu", &inside, &outside, &count) == 3 &&
+                   inside == 0 && outside == 0 && count == 4294967295ull;
+    if (f) fclose(f);
+    return initial;
+}
+#endif
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     qfs_fs *fs = userdata;
@@ -39,8 +66,41 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
         conn->max_background = fs->max_background;
         conn->congestion_threshold = fs->max_background * 3 / 4;
     }
+    const char *why;
+#if QFS_HAVE_PASSTHROUGH
     /* The view never changes: no need for the kernel to re-check size/mtime on open. */
+    fuse_unset_feature_flag(conn, FUSE_CAP_AUTO_INVAL_DATA);
+    /* Asked for only when offered: libfuse fails INIT for a wanted flag the kernel lacks. No
+     * writeback cache (the kernel would drop passthrough); backing files must not sit on
+     * overlayfs or another passthrough mount (depth 0). */
+    if (!fs->files) why = "no disk cache to hold view files";
+    else if (fs->passthrough_off) why = "-o passthrough=off";
+    else if (!admin_in_initial_ns())
+        why = "the daemon lacks CAP_SYS_ADMIN in the initial user namespace";
+    else if (!fuse_set_feature_flag(conn, FUSE_CAP_PASSTHROUGH))
+        why = "the kernel offers no FUSE passthrough (Linux >= 6.9 with "
+              "CONFIG_FUSE_PASSTHROUGH)";
+    else {
+        conn->max_backing_stack_depth = 0;
+        fs->passthrough = true;
+        why = NULL;
+    }
+#else
     conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+    why = fs->files ? "quarkfs was built with libfuse " QFS_STR(FUSE_MAJOR_VERSION) "."
+                      QFS_STR(FUSE_MINOR_VERSION) " (passthrough needs >= 3.17)"
+                    : "no disk cache to hold view files";
+#endif
+    if (why)
+        snprintf(fs->passthrough_why, sizeof fs->passthrough_why, "channel: %s", why);
+    else
+        snprintf(fs->passthrough_why, sizeof fs->passthrough_why, "passthrough");
+    if (!fs->files)
+        fs->log(LOG_INFO, "complete view files: none (%s); every file is assembled", why);
+    else
+        fs->log(LOG_INFO, "complete view files (files/ of the disk cache) are served %s%s",
+                why ? "through the FUSE channel by pread: " : "by the kernel (FUSE passthrough)",
+                why ? why : "");
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -319,6 +379,75 @@ static int check_requester(qfs_fs *fs, fuse_req_t req, size_t idx, int mode)
                             n);
 }
 
+/* What an open of a file holds (fi->fh). */
+typedef struct open_file {
+    int src_fd;              /* qfs_view_open's descriptor (-1 for quantized files) */
+    int view_fd;             /* a complete view file read by pread, or -1 */
+    bool pt;                 /* served by the kernel from the backing file */
+    bool chan;               /* counted as a channel open of its entry */
+} open_file;
+
+static void release_file(qfs_fs *fs, fuse_req_t req, size_t idx, open_file *of);
+
+/* How an open of quantized entry idx is served (see qfs_file_mode): the kernel from its view
+ * file, pread of that file, or the engine. */
+static void choose_mode(qfs_fs *fs, fuse_req_t req, size_t idx, open_file *of,
+                        struct fuse_file_info *fi)
+{
+    (void)req;
+    (void)fi;
+    qfs_file_mode *fm = &fs->modes[idx];
+    int vfd = -1;
+    pthread_mutex_lock(&fm->lock);
+#if QFS_HAVE_PASSTHROUGH
+    if (fm->n_pt > 0) {
+        fi->backing_id = fm->backing_id;
+        fi->keep_cache = 0;
+        fm->n_pt++;
+        of->pt = true;
+        pthread_mutex_unlock(&fm->lock);
+        atomic_fetch_add(&fs->opens_passthrough, 1);
+        return;
+    }
+#endif
+    if (qfs_viewfiles_get(fs->files, idx, &vfd) != 0) vfd = -1;
+#if QFS_HAVE_PASSTHROUGH
+    /* O_DIRECT on a backing file would take the backing filesystem's alignment rules, which
+     * the channel does not impose: such an open of an idle inode stays on the channel. */
+    if (vfd >= 0 && fm->n_chan == 0 && !(fi->flags & O_DIRECT) && fs->passthrough &&
+        !atomic_load(&fs->passthrough_failed)) {
+        int id = fuse_passthrough_open(req, vfd);   /* the kernel keeps its own reference */
+        if (id > 0) {
+            close(vfd);
+            fm->backing_id = id;
+            fi->backing_id = id;
+            fi->keep_cache = 0;
+            fm->n_pt = 1;
+            of->pt = true;
+            pthread_mutex_unlock(&fm->lock);
+            atomic_fetch_add(&fs->opens_passthrough, 1);
+            return;
+        }
+        int e = errno;
+        if (!atomic_exchange(&fs->passthrough_failed, true)) {
+            snprintf(fs->passthrough_why, sizeof fs->passthrough_why, "channel: the kernel "
+                     "refused a backing file (%s)", strerror(e));
+            fs->log(LOG_WARNING, "%s: FUSE passthrough refused (%s%s): complete view files are "
+                    "served through the channel from now on", fs->model->entries[idx].path,
+                    strerror(e), e == ELOOP ? ": the cache directory is on overlayfs or a "
+                    "FUSE mount" : "");
+        }
+    }
+#endif
+    fm->n_chan++;
+    of->chan = true;
+    pthread_mutex_unlock(&fm->lock);
+    if (vfd >= 0) {
+        of->view_fd = vfd;
+        atomic_fetch_add(&fs->opens_viewfile, 1);
+    }
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     qfs_fs *fs = fs_of(req);
@@ -345,11 +474,41 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fuse_reply_err(req, -rc);
         return;
     }
-    fi->fh = (uint64_t)(int64_t)fd;
+    open_file *of = malloc(sizeof *of);
+    if (!of) {
+        qfs_view_close(fd);
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    *of = (open_file){.src_fd = fd, .view_fd = -1};
     fi->keep_cache = 1;      /* the bytes never change: page-cache hits never reach us */
     fi->direct_io = 0;       /* mmap (every safetensors loader) needs the page cache */
     fi->noflush = 1;
-    if (fuse_reply_open(req, fi) == -ENOENT) qfs_view_close(fd);  /* the opener was interrupted */
+    if (fs->model->entries[idx].kind == QFS_ENTRY_QUANTIZED) choose_mode(fs, req, idx, of, fi);
+    fi->fh = (uint64_t)(uintptr_t)of;
+    if (fuse_reply_open(req, fi) == -ENOENT)   /* the opener was interrupted: no release */
+        release_file(fs, req, idx, of);
+}
+
+/* Gives back what an open took: its descriptors and its count in the entry's mode. */
+static void release_file(qfs_fs *fs, fuse_req_t req, size_t idx, open_file *of)
+{
+    (void)req;
+    if (of->pt || of->chan) {
+        qfs_file_mode *fm = &fs->modes[idx];
+        pthread_mutex_lock(&fm->lock);
+        if (of->chan) fm->n_chan--;
+#if QFS_HAVE_PASSTHROUGH
+        if (of->pt && --fm->n_pt == 0) {
+            fuse_passthrough_close(req, fm->backing_id);
+            fm->backing_id = 0;
+        }
+#endif
+        pthread_mutex_unlock(&fm->lock);
+    }
+    if (of->view_fd >= 0) close(of->view_fd);
+    qfs_view_close(of->src_fd);
+    free(of);
 }
 
 static uint8_t *read_buf_get(qfs_fs *fs, size_t size)
@@ -400,8 +559,21 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     }
     qfs_error err = {{0}};
     size_t got = 0;
-    int rc = qfs_view_read(fs->model, fs->engine, idx, (int)(int64_t)fi->fh, buf, size,
-                           (uint64_t)off, &got, &err);
+    open_file *of = (open_file *)(uintptr_t)fi->fh;
+    int rc;
+    if (of->view_fd >= 0) {
+        uint64_t fsize = (uint64_t)fs->model->entries[idx].st.st_size;
+        size_t want = (uint64_t)off >= fsize ? 0
+                      : fsize - (uint64_t)off < size ? (size_t)(fsize - (uint64_t)off) : size;
+        rc = qfs_pread_full(of->view_fd, buf, want, (uint64_t)off);
+        if (rc) qfs_error_set(&err, "%s: its view file cannot be read: %s",
+                              fs->model->entries[idx].path, strerror(-rc));
+        got = rc ? 0 : want;
+    } else {
+        rc = qfs_view_read(fs->model, fs->engine, idx, of->src_fd, buf, size, (uint64_t)off,
+                           &got, &err);
+        if (rc == 0) qfs_viewfiles_note_read(fs->files, idx, got);
+    }
     if (rc) {
         if (!atomic_flag_test_and_set(&fs->read_error_logged[idx]))
             fs->log(LOG_ERR, "%s", err.msg);
@@ -415,8 +587,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    (void)ino;
-    qfs_view_close((int)(int64_t)fi->fh);
+    qfs_fs *fs = fs_of(req);
+    size_t idx;
+    if (entry_of(fs, ino, &idx) == 0) release_file(fs, req, idx, (open_file *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
 
@@ -496,6 +669,17 @@ static char *status_json(qfs_fs *fs, bool with_source)
             "source_reads", (json_int_t)st.source_reads));
     else
         json_decref(broken);
+    qfs_viewfiles_stats vs;
+    qfs_viewfiles_get_stats(fs->files, &vs);
+    if (doc)
+        json_object_set_new(doc, "view_files", json_pack(
+            "{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+            "served_by", fs->passthrough_why[0] ? fs->passthrough_why : "not yet decided",
+            "present", (json_int_t)vs.present, "queued", (json_int_t)vs.queued,
+            "written", (json_int_t)vs.written, "bytes_written", (json_int_t)vs.bytes_written,
+            "skipped", (json_int_t)vs.skipped, "rejected", (json_int_t)vs.rejected,
+            "opens_passthrough", (json_int_t)atomic_load(&fs->opens_passthrough),
+            "opens_channel", (json_int_t)atomic_load(&fs->opens_viewfile)));
     if (doc && !with_source) json_object_del(doc, "source");
     char *s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
@@ -512,6 +696,7 @@ static void start_warm(qfs_fs *fs)
         if (m->entries[i].kind == QFS_ENTRY_QUANTIZED && !m->entries[i].error)
             srcs[n++] = m->entries[i].source;
     qfs_engine_warm(fs->engine, srcs, n);
+    qfs_viewfiles_after_warm(fs->files);
     free(srcs);
 }
 

@@ -6,16 +6,35 @@
 #include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <time.h>
 
 #include "quarkfs/engine.h"
 #include "quarkfs/model.h"
+#include "quarkfs/viewfile.h"
+
+/* FUSE passthrough (the kernel reads a complete view file from the disk cache itself) needs
+ * libfuse >= 3.17 at build time. */
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 17)
+#define QFS_HAVE_PASSTHROUGH 1
+#else
+#define QFS_HAVE_PASSTHROUGH 0
+#endif
 
 typedef void (*qfs_log_fn)(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Everything the operations need: the userdata of the FUSE session. */
 #define QFS_READ_BUFS 16          /* kept reply buffers: one per FUSE thread (max_threads) */
 #define QFS_READ_BUF_SIZE (1u << 20)  /* the kernel's largest read request (256 pages) */
+
+/* Per quantized file: how its live opens are served. The kernel lets an inode's opens be all
+ * passthrough or all channel at a time (the other kind gets EIO), so the first open of an idle
+ * inode decides, and later ones follow while any lives (an mmap keeps its open alive). */
+typedef struct qfs_file_mode {
+    pthread_mutex_t lock;
+    unsigned n_pt, n_chan;      /* live opens of each kind (released ones are subtracted) */
+    int backing_id;             /* registered backing file while n_pt > 0 */
+} qfs_file_mode;
 
 typedef struct qfs_fs {
     qfs_model *model;
@@ -36,6 +55,15 @@ typedef struct qfs_fs {
     pthread_mutex_t read_bufs_lock;
     void *read_bufs[QFS_READ_BUFS];
     unsigned n_read_bufs;
+    /* Materialized view files (NULL without a disk cache) and how they are served. */
+    qfs_viewfiles *files;
+    qfs_file_mode *modes;       /* one per entry */
+    bool passthrough_off;       /* -o passthrough=off */
+    bool passthrough;           /* negotiated at INIT: opens of complete files try it */
+    atomic_bool passthrough_failed;   /* the kernel refused a backing file: channel from now */
+    char passthrough_why[256];  /* what status and the mount's log line say */
+    atomic_uint_fast64_t opens_passthrough;   /* opens served by the kernel from a view file */
+    atomic_uint_fast64_t opens_viewfile;      /* opens served by pread of a view file */
 } qfs_fs;
 
 /* Frees the kept reply buffers (after the session loop). */

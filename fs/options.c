@@ -25,7 +25,7 @@ enum {
     O_SPEC = 256, O_FORMAT, O_EXCLUDE, O_INCLUDE, O_THREADS, O_SYMLINKS, O_FOLLOW,
     O_CHECK_FINITE, O_CACHE_MEM, O_CACHE_DIR, O_CACHE_SIZE, O_CACHE, O_NO_CACHE, O_LOG,
     O_LOG_FILE, O_READAHEAD, O_MAX_BACKGROUND, O_ALLOW_EMPTY, O_JSON, O_ERROR, O_NO_WAIT,
-    O_LIST_SPECS, O_HELP, O_VERSION,
+    O_LIST_SPECS, O_HELP, O_VERSION, O_VIEW_FILES, O_PASSTHROUGH,
     /* -o only */
     K_FSTAB, K_FIXED, K_REMOUNT,
 };
@@ -60,6 +60,8 @@ static const optdef table[] = {
     {O_LOG_FILE, "log-file", "log_file=", VIEW},
     {O_READAHEAD, "readahead-kb", "readahead_kb=", QFS_CMD_MOUNT},
     {O_MAX_BACKGROUND, "max-background", "max_background=", QFS_CMD_MOUNT},
+    {O_VIEW_FILES, "view-files", "view_files=", QFS_CMD_MOUNT},
+    {O_PASSTHROUGH, "passthrough", "passthrough=", QFS_CMD_MOUNT},
     {O_ALLOW_EMPTY, "allow-empty", "allow_empty", WRITE},
     {O_JSON, "json", NULL, QFS_CMD_INSPECT | QFS_CMD_STATUS},
     {O_ERROR, "error", NULL, QFS_CMD_INSPECT},
@@ -321,6 +323,17 @@ static int apply(qfs_cli *c, const optdef *d, const char *val, const char *shown
         c->no_disk_cache = strcmp(val, "off") == 0;
         return 0;
     case O_NO_CACHE: c->no_disk_cache = true; return 0;
+    case O_VIEW_FILES:
+    case O_PASSTHROUGH:
+        if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
+            fprintf(stderr, "quarkfs: %s%s%s: use %s=on or %s=off\n", shown, J(shown), val,
+                    d->oname[0] == 'v' ? "view_files" : "passthrough",
+                    d->oname[0] == 'v' ? "view_files" : "passthrough");
+            return EXIT_USAGE;
+        }
+        if (d->id == O_VIEW_FILES) c->no_view_files = strcmp(val, "off") == 0;
+        else c->no_passthrough = strcmp(val, "off") == 0;
+        return 0;
     case O_LOG:
         if ((lvl = qfs_log_parse_level(val)) < 0) {
             fprintf(stderr, "quarkfs: %s%s%s: use error, warning, info or debug\n", shown,
@@ -613,6 +626,15 @@ void qfs_cli_usage(FILE *out)
 "  --readahead-kb N     kernel readahead of the mount (default %d; needs root; 0 = keep)\n"
 "                                                               -o readahead_kb=N\n"
 "  --max-background N   FUSE background requests (default %d)   -o max_background=N\n"
+"  --view-files on|off  complete view files: once every tensor of a file was produced\n"
+"                       (after `quarkfs warm`, or a whole-file read), the file is written\n"
+"                       whole into the disk cache (files/, within --cache-size) in the\n"
+"                       background, and later opens are served from it (default on; needs\n"
+"                       the disk cache)                              -o view_files=on|off\n"
+"  --passthrough on|off serve those files by the kernel itself (FUSE passthrough: local-file\n"
+"                       speed, mmap included; needs libfuse >= 3.17 at build time, Linux >=\n"
+"                       6.9 and CAP_SYS_ADMIN), else by pread through the FUSE channel\n"
+"                       (default on; --version says if built in)    -o passthrough=on|off\n"
 "  -o max_threads=N     FUSE worker threads (default %d)\n"
 "  -o allow_other       let other users read the view (non-root: user_allow_other in\n"
 "                       /etc/fuse.conf); the source's permissions (ACLs included) are\n"
@@ -670,5 +692,11 @@ void qfs_cli_version(void)
     const char *jansson = JANSSON_VERSION;
 #endif
     printf("quarkfs %s (libfuse %s, jansson %s)\n", QUARKFS_VERSION, fuse_pkgversion(), jansson);
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 17)
+    printf("FUSE passthrough: built in (used when the kernel offers it and the daemon has "
+           "CAP_SYS_ADMIN)\n");
+#else
+    printf("FUSE passthrough: not built in (libfuse < 3.17; scripts/libfuse.sh builds 3.17)\n");
+#endif
 }
 

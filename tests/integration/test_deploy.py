@@ -412,7 +412,10 @@ def version_and_help():
     res = q.quarkfs("--version")
     assert res.returncode == 0, res
     assert re.fullmatch(r"quarkfs %s \(libfuse 3\.\d+\.\d+, jansson 2\.\d+(\.\d+)?\)\n"
+                        r"FUSE passthrough: (built in|not built in) \([^\n]*\)\n"
                         % re.escape(project_version()), res.stdout), res
+    libfuse = re.search(r"libfuse 3\.(\d+)", res.stdout).group(1)
+    assert ("not built in" in res.stdout) == (int(libfuse) < 17), res
     helptext = q.quarkfs("--help").stdout
     with open(MANPAGE) as f:
         man = f.read().replace("\\-", "-")
@@ -420,7 +423,7 @@ def version_and_help():
         readme = f.read()
     for o in ("spec=", "format=", "exclude=", "include=", "threads=", "check_finite",
               "cache_mem=", "cache_dir=", "cache_size=", "cache=", "log=", "readahead_kb=",
-              "max_background=", "allow_other"):
+              "max_background=", "view_files=", "passthrough=", "allow_other"):
         assert "-o " + o in helptext, "--help lacks -o %s" % o
         assert o in man, "the man page lacks %s" % o
         assert o in readme, "README.md lacks %s" % o

@@ -23,6 +23,9 @@ import qfstest as q
 
 ATTACKER = 12345
 AS_ATTACKER = ["setpriv", "--reuid=%d" % ATTACKER, "--regid=%d" % ATTACKER, "--clear-groups"]
+# The cache tests here are about the entries: complete view files (test_view_files.py), which
+# would serve a remount without reaching them, stay off.
+ENTRIES_ONLY = "view_files=off"
 
 # A child opens each path `n` times from as many threads and prints {path: [outcome, ...]};
 # outcomes are "ok" or an errno name. Run with a timeout: an open that blocks shows as one.
@@ -170,7 +173,7 @@ def assert_view(got, files, what):
 def filled_cache(src, files):
     """A fresh cache directory (0755, root's) filled by a mount that read the whole view."""
     cache = q.tmpdir("cache")
-    with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+    with q.mounted(src, opts=["cache_dir=" + cache, ENTRIES_ONLY]) as m:
         got, _ = read_view_in_child(m, files, 120)
         assert_view(got, files, "filling the cache")
     assert entries(cache), "no entry written"
@@ -217,7 +220,7 @@ def lock_files_private():
     assert names, "no lock file"
     for sub in os.listdir(os.path.join(cache, "v1")):
         shutil.rmtree(os.path.join(cache, "v1", sub))
-    with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+    with q.mounted(src, opts=["cache_dir=" + cache, ENTRIES_ONLY]) as m:
         assert stat.S_IMODE(os.stat(locks).st_mode) == 0o700, oct(os.stat(locks).st_mode)
         holder, n = start_holder([os.path.join(locks, f) for f in names], AS_ATTACKER)
         try:
@@ -249,7 +252,7 @@ def lock_wait_has_a_deadline():
     holder, n = start_holder([os.path.join(locks, f) for f in names])
     try:
         assert n == len(names), (n, len(names))
-        with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+        with q.mounted(src, opts=["cache_dir=" + cache, ENTRIES_ONLY]) as m:
             got, took = read_view_in_child(m, files, 60)
             st = status_of(m.path)
     finally:
@@ -283,7 +286,7 @@ def non_regular_cache_entries():
     os.remove(l)
     os.symlink(keep, l)
     try:
-        with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+        with q.mounted(src, opts=["cache_dir=" + cache, ENTRIES_ONLY]) as m:
             got, took = read_view_in_child(m, files, 60)
             st = status_of(m.path)
     finally:
@@ -294,7 +297,7 @@ def non_regular_cache_entries():
     for p in (d, f, l):
         assert os.path.isfile(p) and not os.path.islink(p), "%s was not rewritten" % p
     assert q.sha256(keep) == before and os.listdir(outside) == ["copy.qfs"]
-    with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+    with q.mounted(src, opts=["cache_dir=" + cache, ENTRIES_ONLY]) as m:
         got, _ = read_view_in_child(m, files, 60)
         st = status_of(m.path)
     assert_view(got, files, "after the repair")
@@ -316,7 +319,7 @@ def untrusted_cache_dir_refused():
         cache = q.tmpdir("shared-cache")
         os.chmod(cache, mode)
         os.chown(cache, owner, owner)
-        with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+        with q.mounted(src, opts=["cache_dir=" + cache, ENTRIES_ONLY]) as m:
             got, _ = read_view_in_child(m, files, 60)
             st = status_of(m.path)
             log = m.log()
@@ -350,7 +353,7 @@ def forged_entries_not_served():
         os.chown(tmp, uid, uid)
         os.chmod(tmp, mode)
         os.rename(tmp, p)
-    with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+    with q.mounted(src, opts=["cache_dir=" + cache, ENTRIES_ONLY]) as m:
         got, _ = read_view_in_child(m, files, 60)
         st = status_of(m.path)
     assert_view(got, files, "with two forged entries")
@@ -380,7 +383,7 @@ def planted_symlinks_never_followed():
     for name in ("locks", "tmp"):
         shutil.rmtree(os.path.join(cache, name))
         os.symlink(victims[name][0], os.path.join(cache, name))
-    with q.mounted(src, opts=["cache_dir=" + cache, "cache_size=100K"]) as m:
+    with q.mounted(src, opts=["cache_dir=" + cache, "cache_size=100K", ENTRIES_ONLY]) as m:
         got, _ = read_view_in_child(m, files, 60)
         st = status_of(m.path)
     assert_view(got, files, "with planted symlinks")

@@ -24,6 +24,7 @@
 #define STALE_TMP_SECONDS 600      /* a temporary or meta-less file this old: a dead writer's */
 #define WRITE_CHUNK (4u << 20)     /* bytes read from the view and written per step */
 #define POLL_MS 200                /* the writer checks the warm-up's progress this often */
+#define QUIET_NS 500000000LL       /* the writer works only after this long without reads */
 
 enum { VF_NONE, VF_QUEUED, VF_WRITING, VF_DONE, VF_SKIPPED };
 
@@ -52,6 +53,7 @@ struct qfs_viewfiles {
     pthread_t thread;
     bool started, stopping;
     bool after_warm;               /* `quarkfs warm` asked: request all once it has finished */
+    atomic_llong last_read_ns;     /* CLOCK_MONOTONIC of the last assembled read */
     qfs_viewfiles_stats st;
 };
 
@@ -264,6 +266,38 @@ static bool make_room(qfs_viewfiles *v, uint64_t need)
     return total + entries + need <= v->max_bytes;
 }
 
+static long long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Waits until no file was read for QUIET_NS: the writer's reads, disk writes and CPU must not
+ * slow a load in progress (a shard's view file is asked for while the next shard is read).
+ * false if the store is stopping. */
+static bool wait_quiet(qfs_viewfiles *v)
+{
+    for (;;) {
+        long long idle = now_ns() - atomic_load(&v->last_read_ns);
+        pthread_mutex_lock(&v->lock);
+        bool stop = v->stopping;
+        if (!stop && idle < QUIET_NS) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 100000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&v->cond, &v->lock, &ts);
+        }
+        pthread_mutex_unlock(&v->lock);
+        if (stop) return false;
+        if (idle >= QUIET_NS) return true;
+    }
+}
+
 /* Writes entry i's view file. 0, or -errno (after a log line saying why). */
 static int write_view(qfs_viewfiles *v, size_t i)
 {
@@ -293,10 +327,7 @@ static int write_view(qfs_viewfiles *v, size_t i)
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (uint64_t off = 0; rc == 0 && off < ve->size; ) {
-        pthread_mutex_lock(&v->lock);
-        bool stop = v->stopping;
-        pthread_mutex_unlock(&v->lock);
-        if (stop) {
+        if (!wait_quiet(v)) {
             rc = -ECANCELED;
             break;
         }
@@ -461,6 +492,7 @@ int qfs_viewfiles_open(qfs_diskcache *disk, uint64_t max_bytes, const qfs_model 
     v->n = m->n_entries;
     pthread_mutex_init(&v->lock, NULL);
     pthread_cond_init(&v->cond, NULL);
+    atomic_init(&v->last_read_ns, 0);
     char mid[128];
     machine_id(mid, sizeof mid);
     for (size_t i = 0; i < m->n_entries; i++) {
@@ -530,6 +562,7 @@ void qfs_viewfiles_request(qfs_viewfiles *v, size_t entry)
 void qfs_viewfiles_note_read(qfs_viewfiles *v, size_t entry, uint64_t bytes)
 {
     if (!v || entry >= v->n || !v->ents[entry].has_key) return;
+    atomic_store(&v->last_read_ns, now_ns());
     uint64_t before = atomic_fetch_add(&v->ents[entry].served, bytes);
     if (before < v->ents[entry].size && before + bytes >= v->ents[entry].size)
         qfs_viewfiles_request(v, entry);

@@ -50,7 +50,8 @@ typedef struct qfs_viewfiles_stats {
 int qfs_viewfiles_open(qfs_diskcache *disk, uint64_t max_bytes, const qfs_model *m,
                        qfs_viewfiles **out, qfs_error *err);
 /* Starts the writer thread, which makes the view files of requested entries by reading the
- * view through e (qfs_view_read). Call after any fork. 0 or -errno. */
+ * view through e (qfs_view_read), only while no file was read for half a second (it pauses
+ * while a load goes on). Call after any fork. 0 or -errno. */
 int qfs_viewfiles_start(qfs_viewfiles *v, qfs_model *m, qfs_engine *e, qfs_log_callback log,
                         void *log_ctx);
 /* Stops the writer (a file in progress is abandoned and removed) and frees v; NULL is fine. */
@@ -62,8 +63,9 @@ int qfs_viewfiles_get(qfs_viewfiles *v, size_t entry, int *fd);
 /* Asks for entry's view file to be written in the background (nothing if it exists, is queued,
  * or was skipped). Never blocks on the writing. */
 void qfs_viewfiles_request(qfs_viewfiles *v, size_t entry);
-/* Counts bytes served from entry; once as many as its size were served (a whole-file read: its
- * tensors were all produced), requests its view file. */
+/* Counts bytes served from entry (and notes the time: the writer waits for quiet); once as
+ * many as its size were served (a whole-file read: its tensors were all produced), requests
+ * its view file. */
 void qfs_viewfiles_note_read(qfs_viewfiles *v, size_t entry, uint64_t bytes);
 /* Requests every file's view file once the warm-up just queued (qfs_engine_warm) has finished
  * (the engine's warm counters); files skipped before are tried again. */

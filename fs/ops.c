@@ -415,7 +415,7 @@ static void choose_mode(qfs_fs *fs, fuse_req_t req, size_t idx, open_file *of,
     /* O_DIRECT on a backing file would take the backing filesystem's alignment rules, which
      * the channel does not impose: such an open of an idle inode stays on the channel. */
     if (vfd >= 0 && fm->n_chan == 0 && !(fi->flags & O_DIRECT) && fs->passthrough &&
-        !atomic_load(&fs->passthrough_failed)) {
+        atomic_load(&fs->passthrough_failed) == 0) {
         int id = fuse_passthrough_open(req, vfd);   /* the kernel keeps its own reference */
         if (id > 0) {
             close(vfd);
@@ -428,10 +428,9 @@ static void choose_mode(qfs_fs *fs, fuse_req_t req, size_t idx, open_file *of,
             atomic_fetch_add(&fs->opens_passthrough, 1);
             return;
         }
-        int e = errno;
-        if (!atomic_exchange(&fs->passthrough_failed, true)) {
-            snprintf(fs->passthrough_why, sizeof fs->passthrough_why, "channel: the kernel "
-                     "refused a backing file (%s)", strerror(e));
+        int e = errno ? errno : EIO;
+        int none = 0;
+        if (atomic_compare_exchange_strong(&fs->passthrough_failed, &none, e)) {
             fs->log(LOG_WARNING, "%s: FUSE passthrough refused (%s%s): complete view files are "
                     "served through the channel from now on", fs->model->entries[idx].path,
                     strerror(e), e == ELOOP ? ": the cache directory is on overlayfs or a "
@@ -671,10 +670,17 @@ static char *status_json(qfs_fs *fs, bool with_source)
         json_decref(broken);
     qfs_viewfiles_stats vs;
     qfs_viewfiles_get_stats(fs->files, &vs);
+    char why[sizeof fs->passthrough_why + 64];
+    int refused = atomic_load(&fs->passthrough_failed);
+    if (refused)
+        snprintf(why, sizeof why, "channel: the kernel refused a backing file (%s)",
+                 strerror(refused));
+    else   /* set by INIT, which the kernel completes before any other request */
+        snprintf(why, sizeof why, "%s", fs->passthrough_why);
     if (doc)
         json_object_set_new(doc, "view_files", json_pack(
             "{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-            "served_by", fs->passthrough_why[0] ? fs->passthrough_why : "not yet decided",
+            "served_by", why,
             "present", (json_int_t)vs.present, "queued", (json_int_t)vs.queued,
             "written", (json_int_t)vs.written, "bytes_written", (json_int_t)vs.bytes_written,
             "skipped", (json_int_t)vs.skipped, "rejected", (json_int_t)vs.rejected,

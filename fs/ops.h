@@ -60,8 +60,9 @@ typedef struct qfs_fs {
     qfs_file_mode *modes;       /* one per entry */
     bool passthrough_off;       /* -o passthrough=off */
     bool passthrough;           /* negotiated at INIT: opens of complete files try it */
-    atomic_bool passthrough_failed;   /* the kernel refused a backing file: channel from now */
-    char passthrough_why[256];  /* what status and the mount's log line say */
+    atomic_int passthrough_failed;    /* errno of the kernel's refusal of a backing file (then
+                                       * the channel from now on), 0 while none */
+    char passthrough_why[256];  /* how view files are served, and why: set at INIT */
     atomic_uint_fast64_t opens_passthrough;   /* opens served by the kernel from a view file */
     atomic_uint_fast64_t opens_viewfile;      /* opens served by pread of a view file */
 } qfs_fs;

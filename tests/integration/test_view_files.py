@@ -125,11 +125,11 @@ def remount_serves_view_files():
         vf = status(m)
         check_served(vf["view_files"], len(files), "remount")
         assert vf["tensors_quantized"] == 0, "a view file was assembled again: %s" % vf
-        if expect_passthrough():
-            with open(m.p(files[0]), "rb") as fh:
-                maps = open("/proc/self/maps").read()
-                with mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ):
-                    maps = open("/proc/self/maps").read()
+        if expect_passthrough():   # the kernel maps the backing file under the view's name
+            with open(m.p(files[0]), "rb") as fh, \
+                    mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ):
+                with open("/proc/self/maps") as mf:
+                    maps = mf.read()
             assert m.p(files[0]) in maps, "the mapping does not show the view's path"
 
 
@@ -266,6 +266,7 @@ def damaged_view_files_are_not_served():
         damaged.append(views[2])
     decoy = os.path.join(q.tmpdir("decoy"), "x")
     shutil.copyfile(views[3], decoy)
+    decoy_bytes = q.read_bytes(decoy)
     os.unlink(views[3])
     os.symlink(decoy, views[3])
     damaged.append(views[3])
@@ -278,7 +279,7 @@ def damaged_view_files_are_not_served():
         for v in damaged:
             st = os.lstat(v)
             assert not os.path.islink(v) and st.st_uid == os.geteuid(), "%s: %s" % (v, st)
-        assert q.read_bytes(decoy) is not None
+        assert q.read_bytes(decoy) == decoy_bytes, "the symlink's target was changed"
     with q.mounted(src, opts=cache_opts(cache)) as m:
         assert view_stats(m)["present"] == len(files), view_stats(m)
         check_files(m, exp, files)

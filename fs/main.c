@@ -796,11 +796,14 @@ static int cmd_mount(int argc, char **argv)
     qfs_diskcache *disk = NULL;
     if (open_engine(&c, &engine, &disk)) goto out_unmount;
     fs.engine = engine;
+    fs.no_files_why = !disk ? "no disk cache to hold view files"
+                      : c.no_view_files ? "-o view_files=off" : NULL;
     if (disk && !c.no_view_files) {
         qfs_error err = {{0}};
         uint64_t budget = c.cache_size ? c.cache_size : DEFAULT_CACHE_SIZE;
         if (qfs_viewfiles_open(disk, budget, m, &fs.files, &err) != 0) {
             log_msg(LOG_WARNING, "%s", err.msg);
+            fs.no_files_why = "files/ of the disk cache cannot be used (see the warning)";
         } else if (qfs_viewfiles_start(fs.files, m, engine, engine_log, NULL) != 0) {
             log_msg(LOG_WARNING, "view files: no writer thread; existing ones are still used");
         }

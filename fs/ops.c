@@ -73,7 +73,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     /* Asked for only when offered: libfuse fails INIT for a wanted flag the kernel lacks. No
      * writeback cache (the kernel would drop passthrough); backing files must not sit on
      * overlayfs or another passthrough mount (depth 0). */
-    if (!fs->files) why = "no disk cache to hold view files";
+    if (!fs->files) why = fs->no_files_why ? fs->no_files_why : "no view files";
     else if (fs->passthrough_off) why = "-o passthrough=off";
     else if (!admin_in_initial_ns())
         why = "the daemon lacks CAP_SYS_ADMIN in the initial user namespace";
@@ -89,7 +89,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
     why = fs->files ? "quarkfs was built with libfuse " QFS_STR(FUSE_MAJOR_VERSION) "."
                       QFS_STR(FUSE_MINOR_VERSION) " (passthrough needs >= 3.17)"
-                    : "no disk cache to hold view files";
+                    : fs->no_files_why ? fs->no_files_why : "no view files";
 #endif
     if (why)
         snprintf(fs->passthrough_why, sizeof fs->passthrough_why, "channel: %s", why);

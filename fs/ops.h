@@ -58,6 +58,7 @@ typedef struct qfs_fs {
     /* Materialized view files (NULL without a disk cache) and how they are served. */
     qfs_viewfiles *files;
     qfs_file_mode *modes;       /* one per entry */
+    const char *no_files_why;   /* why files is NULL (no disk cache, view_files=off, ...) */
     bool passthrough_off;       /* -o passthrough=off */
     bool passthrough;           /* negotiated at INIT: opens of complete files try it */
     atomic_int passthrough_failed;    /* errno of the kernel's refusal of a backing file (then

@@ -322,6 +322,7 @@ def view_files_off():
         time.sleep(0.5)
         vf = view_stats(m)
         assert vf["present"] == 0 and vf["written"] == 0, vf
+        assert vf["served_by"] == "channel: -o view_files=off", vf
     assert view_files_on_disk(cache) == []
 
 

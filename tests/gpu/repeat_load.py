@@ -87,6 +87,9 @@ def main():
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--readers", default="hf,cat")
     p.add_argument("--run-timeout", type=int, default=300)
+    p.add_argument("--src", help="an existing bf16 model directory instead of the 8B-shaped one")
+    p.add_argument("--device", default="cuda", help="device_map of from_pretrained (cpu: a dry "
+                   "run of the script without a GPU)")
     a = p.parse_args()
     import torch
     import transformers
@@ -101,7 +104,7 @@ def main():
             "quarkfs": subprocess.run([a.quarkfs, "--version"], capture_output=True, text=True,
                                       env=qfs.env()).stdout.strip()}
     log(head["quarkfs"])
-    src = os.path.join(a.work, "llama8b-bf16")
+    src = a.src or os.path.join(a.work, "llama8b-bf16")
     if not os.path.exists(os.path.join(src, "config.json")):
         t = time.perf_counter()
         head["source_bytes"] = lg.make_big(src, a.layers, a.shards)
@@ -126,18 +129,24 @@ def main():
     def load(reader, path):
         if reader == "cat":
             n, s = lg.cat_tree(path)
-            return {"seconds": round(s, 3), "bytes": n}
+            return {"seconds": s, "bytes": n}
         t = time.perf_counter()
         with lg.alarm(a.run_timeout):
-            m = AutoModelForCausalLM.from_pretrained(path, device_map="cuda")
-            torch.cuda.synchronize()
-        r = {"seconds": round(time.perf_counter() - t, 3),
+            m = AutoModelForCausalLM.from_pretrained(path, device_map=a.device)
+            if a.device == "cuda":
+                torch.cuda.synchronize()
+        r = {"seconds": time.perf_counter() - t,
              "q_proj": type(m.model.layers[0].self_attn.q_proj).__name__}
         del m
         gc.collect()
-        torch.cuda.empty_cache()
+        if a.device == "cuda":
+            torch.cuda.empty_cache()
         return r
 
+    if "hf" in readers:   # untimed: imports, the CUDA context, kernels built on first use
+        t = time.perf_counter()
+        load("hf", exp)
+        head["warmup_load_s"] = round(time.perf_counter() - t, 2)
     runs = {"%s %s" % (r, k): [] for r in readers for k, *_ in ROWS}
     for rep in range(a.reps):
         for reader in readers:
@@ -177,7 +186,7 @@ def main():
     def ratio(reader, key, b):
         xs = [x["seconds"] / y["seconds"] for x, y in zip(runs["%s %s" % (reader, key)],
                                                          runs["%s %s" % (reader, b)])
-              if "seconds" in x and "seconds" in y]
+              if "seconds" in x and y.get("seconds", 0) > 0]
         return statistics.median(xs) if xs else float("nan")
 
     for reader in readers:

@@ -801,7 +801,11 @@ static int cmd_mount(int argc, char **argv)
     if (disk && !c.no_view_files) {
         qfs_error err = {{0}};
         uint64_t budget = c.cache_size ? c.cache_size : DEFAULT_CACHE_SIZE;
-        if (qfs_viewfiles_open(disk, budget, m, &fs.files, &err) != 0) {
+        int vrc = qfs_viewfiles_open(disk, budget, m, &fs.files, &err);
+        if (vrc == -EROFS || vrc == -EACCES) {   /* a read-only cache: its note says so */
+            log_msg(LOG_INFO, "%s", err.msg);
+            fs.no_files_why = "the disk cache directory takes no writes";
+        } else if (vrc) {
             log_msg(LOG_WARNING, "%s", err.msg);
             fs.no_files_why = "files/ of the disk cache cannot be used (see the warning)";
         } else if (qfs_viewfiles_start(fs.files, m, engine, engine_log, NULL) != 0) {

@@ -342,6 +342,45 @@ def budget_bounds_view_files():
     assert view_files_on_disk(cache) == []
 
 
+@contextlib.contextmanager
+def read_only_bind(path):
+    """A read-only bind mount of path (root: chmod does not stop root)."""
+    if not ROOT:
+        raise q.Skip("a read-only bind mount needs root")
+    ro = q.tmpdir("ro")
+    res = q.run(["mount", "--bind", path, ro])
+    if res.returncode != 0:
+        raise q.Skip("cannot bind-mount here: %s" % res.stderr.strip())
+    try:
+        res = q.run(["mount", "-o", "remount,bind,ro", ro])
+        assert res.returncode == 0, res
+        yield ro
+    finally:
+        q.run(["umount", ro])
+
+
+@q.test
+def read_only_cache():
+    """A read-only cache directory holding view files (baked into an image) serves them; one
+    holding none costs no warning about view files (the disk cache's own note says read-only)."""
+    src, cache = model(), q.tmpdir("cache")
+    exp = q.export(src)
+    files = materialize(src, cache)
+    empty = q.tmpdir("cache")
+    os.chmod(empty, 0o700)
+    os.makedirs(os.path.join(empty, "v1"), mode=0o700)
+    for c, n in ((cache, len(files)), (empty, 0)):
+        with read_only_bind(c) as ro, q.mounted(src, opts=cache_opts(ro)) as m:
+            check_files(m, exp, files, use_mmap=False)
+            vf = view_stats(m)
+            assert vf["present"] == n, vf
+            if n:
+                check_served(vf, n, "read-only cache")
+            bad = [l for l in m.log().splitlines()
+                   if "warning" in l and ("view file" in l or "/files" in l)]
+            assert not bad, m.log()
+
+
 @q.test
 def overlay_cache_falls_back():
     """A cache directory on overlayfs: the kernel refuses the backing file (ELOOP at stacking

@@ -257,7 +257,7 @@ static bool make_room(qfs_viewfiles *v, uint64_t need)
     }
     closedir(d);
     uint64_t entries = qfs_diskcache_bytes(v->disk);
-    qsort(l, n, sizeof *l, cmp_used);
+    if (n) qsort(l, n, sizeof *l, cmp_used);   /* l is NULL when n is 0 */
     for (size_t i = 0; i < n && total + entries + need > v->max_bytes; i++) {
         remove_pair(v, l[i].key);
         total -= l[i].size;

@@ -373,8 +373,8 @@ static int write_view(qfs_viewfiles *v, size_t i)
     if (rc) {
         unlinkat(v->fdir, tmp, 0);
         remove_pair(v, ve->key);
-        vlog(v, QFS_LOG_WARNING, "%s: its view file was not recorded: %s", e->src_path,
-             strerror(-rc));
+        vlog(v, QFS_LOG_INFO, "%s: its view file was not recorded (%s); the file is "
+             "assembled as it is read", e->src_path, strerror(-rc));
         return rc;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);

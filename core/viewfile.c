@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -566,6 +567,14 @@ void qfs_viewfiles_note_read(qfs_viewfiles *v, size_t entry, uint64_t bytes)
     uint64_t before = atomic_fetch_add(&v->ents[entry].served, bytes);
     if (before < v->ents[entry].size && before + bytes >= v->ents[entry].size)
         qfs_viewfiles_request(v, entry);
+}
+
+bool qfs_viewfiles_stacked(const qfs_viewfiles *v)
+{
+    struct statfs sf;
+    if (!v || fstatfs(v->fdir, &sf) != 0) return false;
+    /* FUSE_SUPER_MAGIC, OVERLAYFS_SUPER_MAGIC (linux/magic.h) */
+    return sf.f_type == 0x65735546 || sf.f_type == 0x794c7630;
 }
 
 void qfs_viewfiles_get_stats(qfs_viewfiles *v, qfs_viewfiles_stats *out)

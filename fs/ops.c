@@ -75,6 +75,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
      * overlayfs or another passthrough mount (depth 0). */
     if (!fs->files) why = fs->no_files_why ? fs->no_files_why : "no view files";
     else if (fs->passthrough_off) why = "-o passthrough=off";
+    else if (qfs_viewfiles_stacked(fs->files))
+        why = "the cache directory is on a FUSE filesystem or overlayfs, whose files the "
+              "kernel refuses as backing files";
     else if (!admin_in_initial_ns())
         why = "the daemon lacks CAP_SYS_ADMIN in the initial user namespace";
     else if (!fuse_set_feature_flag(conn, FUSE_CAP_PASSTHROUGH))

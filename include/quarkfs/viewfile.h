@@ -22,6 +22,7 @@
 #ifndef QUARKFS_VIEWFILE_H
 #define QUARKFS_VIEWFILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -70,6 +71,10 @@ void qfs_viewfiles_note_read(qfs_viewfiles *v, size_t entry, uint64_t bytes);
 /* Requests every file's view file once the warm-up just queued (qfs_engine_warm) has finished
  * (the engine's warm counters); files skipped before are tried again. */
 void qfs_viewfiles_after_warm(qfs_viewfiles *v);
+/* Whether files/ sits on a FUSE filesystem (a network volume's client, another quarkfs) or on
+ * overlayfs: stacking filesystems, whose files the kernel refuses as passthrough backing files
+ * of a mount that others may stack on. */
+bool qfs_viewfiles_stacked(const qfs_viewfiles *v);
 /* The counters; `queued` includes the files of a finished warm-up not yet picked up. */
 void qfs_viewfiles_get_stats(qfs_viewfiles *v, qfs_viewfiles_stats *out);
 

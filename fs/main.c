@@ -802,7 +802,9 @@ static int cmd_mount(int argc, char **argv)
         qfs_error err = {{0}};
         uint64_t budget = c.cache_size ? c.cache_size : DEFAULT_CACHE_SIZE;
         int vrc = qfs_viewfiles_open(disk, budget, m, &fs.files, &err);
-        if (vrc == -EROFS || vrc == -EACCES) {   /* a read-only cache: its note says so */
+        if (vrc && (vrc == -EROFS || vrc == -EACCES || qfs_diskcache_readonly(disk))) {
+            /* the disk cache's own warning or note already says the directory takes no
+             * writes (read-only, unreachable): files/ failing with it is no news */
             log_msg(LOG_INFO, "%s", err.msg);
             fs.no_files_why = "the disk cache directory takes no writes";
         } else if (vrc) {

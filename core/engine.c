@@ -322,7 +322,7 @@ static void recipe_of(const qfs_tensor_source *src, const qfs_plan_job *j, const
                       char *buf, size_t len)
 {
     snprintf(buf, len, "quarkfs-quantizer-%s|%s|%s|%s|%llux%llu", QFS_QUANTIZER_VERSION,
-             src->spec->name, qfs_format_name(src->format), qfs_dtype_name(t->dtype),
+             j->spec->name, qfs_format_name(src->format), qfs_dtype_name(t->dtype),
              (unsigned long long)j->rows, (unsigned long long)j->cols);
 }
 
@@ -440,7 +440,7 @@ static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, job_slot *sl
     const qfs_st_tensor *t = &src->st->tensors[j->src];
     size_t sc_bytes = (size_t)j->layout.scales_bytes;
     uint64_t align;
-    qfs_quantize_rows_ok(src->spec, &j->layout, &align);
+    qfs_quantize_rows_ok(j->spec, &j->layout, &align);
     uint64_t row_src = j->cols * (qfs_dtype_bits(t->dtype) / 8);
     uint64_t band = BAND_SOURCE_BYTES / (row_src ? row_src : 1);
     band = band < align ? align : band - band % align;
@@ -457,7 +457,7 @@ static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, job_slot *sl
     if (known) {
         memcpy(sc, known, sc_bytes);
     } else {
-        rc = kernel_failed(qfs_quantize_layout(src->spec, src->format, t->dtype, v->bytes,
+        rc = kernel_failed(qfs_quantize_layout(j->spec, src->format, t->dtype, v->bytes,
                                                j->rows, j->cols, &j->layout, NULL, sc,
                                                e->threads, what, err));
         if (!rc) rc = source_intact(e, src, v, t, err);
@@ -488,7 +488,7 @@ static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, job_slot *sl
         }
         pthread_mutex_unlock(&e->lock);
         uint64_t r0 = (uint64_t)b * band, r1 = j->rows - r0 < band ? j->rows : r0 + band;
-        rc = kernel_failed(qfs_quantize_layout_rows(src->spec, t->dtype, v->bytes, j->rows,
+        rc = kernel_failed(qfs_quantize_layout_rows(j->spec, t->dtype, v->bytes, j->rows,
                                                     j->cols, &j->layout, sc, r0, r1, w,
                                                     e->threads));
         if (rc)
@@ -719,11 +719,11 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *res, qf
             snprintf(what, sizeof what, "%s: tensor '%s'", src->path, t->name);
             uint64_t align;
             banded = mode == MODE_FULL && w_bytes >= BAND_MIN_WEIGHT &&
-                     qfs_quantize_rows_ok(src->spec, &j->layout, &align);
+                     qfs_quantize_rows_ok(j->spec, &j->layout, &align);
             if (banded) {
                 rc = quantize_in_bands(e, src, slot, &v, w, sc, &sc_published, what, err);
             } else {
-                rc = kernel_failed(qfs_quantize_layout(src->spec, src->format, t->dtype,
+                rc = kernel_failed(qfs_quantize_layout(j->spec, src->format, t->dtype,
                                                        v.bytes, j->rows, j->cols, &j->layout,
                                                        w, sc, e->threads, what, err));
                 if (!rc) rc = source_intact(e, src, &v, t, err);

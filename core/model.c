@@ -6,6 +6,7 @@
 #include <fnmatch.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -399,8 +400,9 @@ static int generate_config(qfs_model *m, qfs_entry *e, qfs_error *err)
         free(text);
         return rc;
     }
-    json_t *qc = qfs_quant_config_build(m->opts.spec, m->opts.format, (const char *const *)excl,
-                                        n_excl);
+    json_t *qc = qfs_quant_config_build_layers(m->opts.spec, m->opts.format,
+                                               m->opts.rules.layers, m->opts.rules.n_layers,
+                                               (const char *const *)excl, n_excl);
     rc = qc ? qfs_config_rewrite(text, len, qc, e->src_path, &out, &out_len, err) : -ENOMEM;
     json_decref(qc);
     for (size_t i = 0; i < n_excl; i++) free(excl[i]);
@@ -460,6 +462,110 @@ static int generate_index(qfs_model *m, qfs_entry *e)
     return 0;
 }
 
+
+const qfs_spec *qfs_model_spec_for(const qfs_model *m, const char *tensor_name, size_t *rule)
+{
+    *rule = SIZE_MAX;
+    if (!m->opts.rules.n_layers) return m->opts.spec;
+    char *module = qfs_select_module_dup(tensor_name);
+    if (!module) return m->opts.spec;
+    const qfs_spec *s = qfs_select_layer_spec(module, m->opts.spec, &m->opts.rules, rule);
+    free(module);
+    return s;
+}
+
+/* The spec a tensor of e was planned with, or NULL when it stays unquantized. */
+static const qfs_spec *planned_spec(const qfs_entry *e, size_t t)
+{
+    if (e->plan.decisions[t] != QFS_SELECT_QUANTIZE) return NULL;
+    for (size_t k = 0; k < e->plan.n_jobs; k++)
+        if (e->plan.jobs[k].src == t) return e->plan.jobs[k].spec;
+    return NULL;
+}
+
+/* vLLM loads q/k/v and gate/up as one fused layer and refuses shards with different schemes;
+ * transformers and Quark take them. One warning names the first such module. */
+static int warn_fused_mismatch(qfs_model *m, const qfs_entry *e)
+{
+    static const char *const groups[][3] = {{"q_proj", "k_proj", "v_proj"},
+                                            {"gate_proj", "up_proj", NULL}};
+    for (size_t t = 0; t < e->st_file.n_tensors; t++) {
+        const char *name = e->st_file.tensors[t].name;
+        for (size_t g = 0; g < 2; g++) {
+            size_t n = strlen(name), l0 = strlen(groups[g][0]);
+            if (n < l0 + 8 || strcmp(name + n - 7, ".weight") != 0 ||
+                strncmp(name + n - 7 - l0, groups[g][0], l0) != 0 || name[n - 8 - l0] != '.')
+                continue;
+            const qfs_spec *s0 = planned_spec(e, t);
+            for (size_t k = 1; k < 3 && groups[g][k]; k++) {
+                char sib[4096];
+                snprintf(sib, sizeof sib, "%.*s%s.weight", (int)(n - 7 - l0), name, groups[g][k]);
+                const qfs_st_tensor *st = qfs_st_find(&e->st_file, sib);
+                if (!st) continue;
+                const qfs_spec *sk = planned_spec(e, (size_t)(st - e->st_file.tensors));
+                if (sk == s0) continue;
+                return add_warning(m, "%s: '%s' is %s and '%s' is %s: vLLM fuses %s%s%s into one "
+                                   "layer and refuses different schemes (transformers and Quark "
+                                   "load it); give them one spec with --layer for vLLM",
+                                   e->src_path, name, s0 ? s0->name : "unquantized", sib,
+                                   sk ? sk->name : "unquantized", groups[g][0],
+                                   g == 0 ? ", k_proj, v_proj" : ", up_proj", "");
+            }
+        }
+    }
+    return 0;
+}
+
+/* The layer rules as loaders will read them (doc/FORMAT.md §3.4): every user rule matches a
+ * candidate module, and no module is given another spec by the sorted config. */
+static int check_layer_rules(qfs_model *m, qfs_error *err)
+{
+    const qfs_select_rules *r = &m->opts.rules;
+    if (!r->n_layers) return 0;
+    bool *used = calloc(r->n_layers, sizeof *used);
+    if (!used) return -ENOMEM;
+    int rc = 0;
+    for (size_t i = 0; i < m->n_entries && !rc; i++) {
+        const qfs_entry *e = &m->entries[i];
+        if (e->kind != QFS_ENTRY_QUANTIZED || e->error) continue;
+        for (size_t t = 0; t < e->st_file.n_tensors && !rc; t++) {
+            qfs_select_result d = e->plan.decisions[t];
+            if (d != QFS_SELECT_QUANTIZE && d != QFS_SKIP_SHAPE && d != QFS_SKIP_NAME_CLASH &&
+                d != QFS_SKIP_NONFINITE)
+                continue;
+            char *module = qfs_select_module_dup(e->st_file.tensors[t].name);
+            if (!module) {
+                rc = -ENOMEM;
+                break;
+            }
+            size_t k, a, b;
+            qfs_select_layer_spec(module, m->opts.spec, r, &k);
+            if (k != SIZE_MAX) used[k] = true;
+            if (qfs_select_layer_ambiguous(module, r, &a, &b)) {
+                const qfs_layer_rule *ra = a == SIZE_MAX ? NULL : &r->layers[a];
+                const qfs_layer_rule *rb = b == SIZE_MAX ? NULL : &r->layers[b];
+                qfs_error_set(err, "%s: module '%s' gets %s from '%s' here, but loaders read "
+                              "layer_quant_config in sorted key order and would give it %s "
+                              "from '%s': make the globs disjoint", m->src_root, module,
+                              ra ? ra->spec->name : m->opts.spec->name, ra ? ra->glob : "(none)",
+                              rb ? rb->spec->name : m->opts.spec->name, rb ? rb->glob : "(none)");
+                rc = -EINVAL;
+            }
+            free(module);
+        }
+        if (!rc) rc = warn_fused_mismatch(m, e);
+    }
+    for (size_t k = 0; k < r->n_layers && !rc; k++) {
+        if (used[k] || r->layers[k].from_preset) continue;
+        qfs_error_set(err, "%s: --layer '%s=%s' matches no quantizable module (module names "
+                      "are tensor names without '.weight'; `quarkfs inspect` lists them)",
+                      m->src_root, r->layers[k].glob, r->layers[k].spec->name);
+        rc = -EINVAL;
+    }
+    free(used);
+    return rc;
+}
+
 int qfs_model_open(const char *src, const qfs_model_options *opts, qfs_model **out,
                    qfs_error *err)
 {
@@ -499,6 +605,7 @@ int qfs_model_open(const char *src, const qfs_model_options *opts, qfs_model **o
     }
     if (n_quantized == 0)
         add_warning(m, "%s: no model*.safetensors file: every file passes through unchanged", root);
+    if ((rc = check_layer_rules(m, err))) goto fail;
     if (qfs_model_lookup(m, 0, "config.json", &idx) == 0 && m->entries[idx].kind != QFS_ENTRY_DIR) {
         if ((rc = generate_config(m, &m->entries[idx], err))) goto fail;
     } else if (n_quantized) {

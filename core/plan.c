@@ -206,8 +206,9 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
     name_block nb = {0};
     char *scratch = NULL;       /* a candidate output name (names have no length limit) */
     size_t scratch_cap = 0;
+    const qfs_spec **spec_of = malloc((n ? n : 1) * sizeof *spec_of);   /* per source tensor */
     p->decisions = calloc(n ? n : 1, sizeof *p->decisions);
-    if (!p->decisions) goto fail;
+    if (!spec_of || !p->decisions) goto fail;
 
     /* The decisions, and how many outputs and name bytes they make. */
     size_t n_jobs = 0, n_out = 0, name_bytes = 0;
@@ -216,9 +217,22 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
         qfs_select_result d = qfs_select_tensor(t, spec, opts->rules);
         if (d == QFS_SELECT_QUANTIZE && opts->nonfinite && opts->nonfinite[i])
             d = QFS_SKIP_NONFINITE;
+        spec_of[i] = spec;
+        if (d == QFS_SELECT_QUANTIZE && opts->rules && opts->rules->n_layers) {
+            size_t ml = module_len(t->name), rule;   /* the module name, in scratch */
+            if (ml + 1 > scratch_cap) {
+                char *ns = realloc(scratch, ml + 1);
+                if (!ns) goto fail;
+                scratch = ns;
+                scratch_cap = ml + 1;
+            }
+            memcpy(scratch, t->name, ml);
+            scratch[ml] = '\0';
+            spec_of[i] = qfs_select_layer_spec(scratch, spec, opts->rules, &rule);
+        }
         qfs_layout l;
         if (d == QFS_SELECT_QUANTIZE &&
-            qfs_layout_for(spec, opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL))
+            qfs_layout_for(spec_of[i], opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL))
             d = QFS_SKIP_SHAPE;
         size_t m = module_len(t->name), bytes = 0;
         for (unsigned k = 0; d == QFS_SELECT_QUANTIZE && k < l.n_out; k++) {
@@ -263,7 +277,7 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
             continue;
         }
         qfs_layout l;
-        qfs_layout_for(spec, opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL);
+        qfs_layout_for(spec_of[i], opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL);
         size_t m = module_len(t->name);
         for (unsigned k = 0; k < l.n_out; k++) {
             const qfs_out_tensor *o = &l.out[k];
@@ -322,7 +336,8 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
         j->src = t->src;
         j->rows = s->shape[0];
         j->cols = s->shape[1];
-        qfs_layout_for(spec, opts->format, s->dtype, j->rows, j->cols, &j->layout, NULL);
+        j->spec = spec_of[t->src];
+        qfs_layout_for(j->spec, opts->format, s->dtype, j->rows, j->cols, &j->layout, NULL);
         job_of_src[t->src] = p->n_jobs++;
     }
     for (size_t i = 0; i < p->n_tensors; i++)
@@ -330,6 +345,8 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
     free(job_of_src);
     job_of_src = NULL;
 
+    free(spec_of);
+    spec_of = NULL;
     rc = build_header(p, src, path, err);
     if (rc) goto fail;
     p->file_size = p->header_size + off;
@@ -339,6 +356,7 @@ fail:
     if (rc == -ENOMEM) qfs_error_set(err, "%s: out of memory while planning", path);
     free(scratch);
     free(keys);
+    free(spec_of);
     free(job_of_src);
     qfs_plan_free(p);
     return rc;

@@ -91,7 +91,8 @@ static json_t *string_list(const char *const *items, size_t n)
     return a;
 }
 
-static json_t *quark_config(const qfs_spec *spec, json_t *excl)
+/* One QLayerConfig.to_dict(): the global config, or a layer_quant_config entry. */
+static json_t *quark_layer_config(const qfs_spec *spec)
 {
     quark_tensor_spec w = quark_weight_spec(spec);
     json_t *input;
@@ -116,15 +117,26 @@ static json_t *quark_config(const qfs_spec *spec, json_t *excl)
     json_object_set_new(layer, "output_tensors", json_null());
     json_object_set_new(layer, "target_device", json_null());
     json_object_set_new(layer, "weight", quark_tensor(&w));
+    return layer;
+}
 
+/* Quark's QConfig.to_dict() (doc/FORMAT.md §6.1); the layer rules become layer_quant_config
+ * entries keyed by their globs, as Quark writes the QConfig it was given (a glob given twice
+ * keeps its last spec). */
+static json_t *quark_config(const qfs_spec *spec, const qfs_layer_rule *layers, size_t n_layers,
+                            json_t *excl)
+{
+    json_t *per_layer = json_object();
+    for (size_t i = 0; i < n_layers; i++)
+        json_object_set_new(per_layer, layers[i].glob, quark_layer_config(layers[i].spec));
     json_t *qc = json_object();
     json_object_set_new(qc, "algo_config", json_null());
     json_object_set_new(qc, "exclude", excl);
     json_object_set_new(qc, "export", quark_export_config());
-    json_object_set_new(qc, "global_quant_config", layer);
+    json_object_set_new(qc, "global_quant_config", quark_layer_config(spec));
     json_object_set_new(qc, "kv_cache_post_rope", json_false());
     json_object_set_new(qc, "kv_cache_quant_config", json_object());
-    json_object_set_new(qc, "layer_quant_config", json_object());
+    json_object_set_new(qc, "layer_quant_config", per_layer);
     json_object_set_new(qc, "layer_type_quant_config", json_object());
     json_object_set_new(qc, "quant_method", json_string("quark"));
     json_object_set_new(qc, "quant_mode", json_string("eager_mode"));
@@ -204,16 +216,23 @@ static json_t *ct_config(const qfs_spec *spec, json_t *excl)
                      "sparsity_config", "transform_config", "version", "0.12.0");
 }
 
-json_t *qfs_quant_config_build(const qfs_spec *spec, qfs_format format,
-                               const char *const *exclude, size_t n_exclude)
+json_t *qfs_quant_config_build_layers(const qfs_spec *spec, qfs_format format,
+                                      const qfs_layer_rule *layers, size_t n_layers,
+                                      const char *const *exclude, size_t n_exclude)
 {
     json_t *excl = string_list(exclude, n_exclude);
     switch (format) {
     case QFS_FMT_AWQ: return awq_config(spec, excl);
     case QFS_FMT_FP8: return fp8_config(spec, excl);
     case QFS_FMT_COMPRESSED_TENSORS: return ct_config(spec, excl);
-    default: return quark_config(spec, excl);
+    default: return quark_config(spec, layers, n_layers, excl);
     }
+}
+
+json_t *qfs_quant_config_build(const qfs_spec *spec, qfs_format format,
+                               const char *const *exclude, size_t n_exclude)
+{
+    return qfs_quant_config_build_layers(spec, format, NULL, 0, exclude, n_exclude);
 }
 
 /* jansson writes \u00E9; Python's json.dumps (which transformers and Quark use) writes \u00e9. */

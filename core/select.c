@@ -3,6 +3,7 @@
 #include <strings.h>
 #include <fnmatch.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 char *qfs_select_module_dup(const char *tensor_name)
@@ -98,6 +99,71 @@ static qfs_select_result select_module(const char *module, const qfs_st_tensor *
         return QFS_SKIP_NOT_INCLUDED;
     if (t->shape[0] == 0 || t->shape[1] == 0) return QFS_SKIP_EMPTY;
     return QFS_SELECT_QUANTIZE;
+}
+
+static bool has_glob_magic(const char *s) { return strpbrk(s, "*?[") != NULL; }
+
+/* The first rule matching module among rules visited in order[0..n) (exact names first when
+ * exact_first), or SIZE_MAX. */
+static size_t first_match(const char *module, const qfs_layer_rule *r, const size_t *order,
+                          size_t n, bool exact_first)
+{
+    if (exact_first)
+        for (size_t k = 0; k < n; k++)
+            if (!has_glob_magic(r[order[k]].glob) && strcmp(r[order[k]].glob, module) == 0)
+                return order[k];
+    for (size_t k = 0; k < n; k++)
+        if (fnmatch(r[order[k]].glob, module, 0) == 0) return order[k];
+    return SIZE_MAX;
+}
+
+const qfs_spec *qfs_select_layer_spec(const char *module, const qfs_spec *spec,
+                                      const qfs_select_rules *rules, size_t *rule)
+{
+    *rule = SIZE_MAX;
+    if (!rules || !rules->n_layers) return spec;
+    const qfs_layer_rule *r = rules->layers;
+    if (!has_glob_magic(module))
+        for (size_t k = 0; k < rules->n_layers; k++)
+            if (strcmp(r[k].glob, module) == 0) {
+                *rule = k;
+                return r[k].spec;
+            }
+    for (size_t k = 0; k < rules->n_layers; k++)
+        if (fnmatch(r[k].glob, module, 0) == 0) {
+            *rule = k;
+            return r[k].spec;
+        }
+    return spec;
+}
+
+bool qfs_select_layer_ambiguous(const char *module, const qfs_select_rules *rules, size_t *a,
+                                size_t *b)
+{
+    size_t n = rules ? rules->n_layers : 0;
+    if (n < 2) return false;
+    const qfs_layer_rule *r = rules->layers;
+    size_t user[QFS_MAX_LAYER_RULES], sorted[QFS_MAX_LAYER_RULES];
+    if (n > QFS_MAX_LAYER_RULES) n = QFS_MAX_LAYER_RULES;   /* the CLI takes no more */
+    for (size_t k = 0; k < n; k++) user[k] = sorted[k] = k;
+    for (size_t i = 1; i < n; i++)   /* insertion sort by glob, bytewise (json sort_keys) */
+        for (size_t j = i; j > 0 && strcmp(r[sorted[j - 1]].glob, r[sorted[j]].glob) > 0; j--) {
+            size_t t = sorted[j];
+            sorted[j] = sorted[j - 1];
+            sorted[j - 1] = t;
+        }
+    size_t w[3] = {first_match(module, r, user, n, true), first_match(module, r, sorted, n, true),
+                   first_match(module, r, sorted, n, false)};
+    for (int i = 1; i < 3; i++) {
+        const qfs_spec *s0 = w[0] == SIZE_MAX ? NULL : r[w[0]].spec;
+        const qfs_spec *si = w[i] == SIZE_MAX ? NULL : r[w[i]].spec;
+        if (s0 != si) {
+            *a = w[0];
+            *b = w[i];
+            return true;
+        }
+    }
+    return false;
 }
 
 const char *qfs_select_reason(qfs_select_result r)

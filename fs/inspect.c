@@ -101,11 +101,11 @@ static int tensor_error(const qfs_model *m, const qfs_entry *e, size_t src, size
     if (rc == 0) {
         char what[1024];
         snprintf(what, sizeof what, "%s: tensor '%s'", e->src_path, t->name);
-        rc = qfs_quantize_layout(m->opts.spec, m->opts.format, t->dtype, in, j->rows, j->cols,
+        rc = qfs_quantize_layout(j->spec, m->opts.format, t->dtype, in, j->rows, j->cols,
                                  &j->layout, w, sc, threads, what, err);
     }
     if (rc == 0)
-        rc = qfs_dequantize_layout(m->opts.spec, m->opts.format, j->rows, j->cols, &j->layout, w,
+        rc = qfs_dequantize_layout(j->spec, m->opts.format, j->rows, j->cols, &j->layout, w,
                                    sc, deq, threads);
     if (rc == 0) rc = qfs_quant_error(in, t->dtype, deq, n, st, threads);
     free(in);
@@ -181,12 +181,21 @@ static int walk(const qfs_model *m, const qfs_inspect_options *o, FILE *out, jso
             shape_str(s, shape, sizeof shape);
             outputs_of(&e->plan, &ix, t, dtypes, sizeof dtypes, &vb);
             snprintf(why, sizeof why, "%s", qfs_select_reason(d));
+            size_t rule = SIZE_MAX;
+            const qfs_spec *ls = d == QFS_SELECT_QUANTIZE || d == QFS_SKIP_SHAPE
+                               ? qfs_model_spec_for(m, s->name, &rule) : NULL;
+            if (rule != SIZE_MAX) {   /* the per-layer plan: which rule gave the spec */
+                const qfs_layer_rule *r = &m->opts.rules.layers[rule];
+                snprintf(why, sizeof why, "%s %s (%s '%s')", qfs_select_reason(d), ls->name,
+                         r->from_preset ? "preset" : "--layer", r->glob);
+            }
             qfs_layout l;
             if (d == QFS_SKIP_SHAPE) {   /* say which dimension the spec cannot take */
                 qfs_error lerr = {{0}};
-                if (qfs_layout_for(m->opts.spec, m->opts.format, s->dtype, s->shape[0],
+                if (qfs_layout_for(ls, m->opts.format, s->dtype, s->shape[0],
                                    s->shape[1], &l, &lerr))
-                    snprintf(why, sizeof why, "%s", lerr.msg);
+                    snprintf(why, sizeof why, "%s%s%s", rule != SIZE_MAX ? ls->name : "",
+                             rule != SIZE_MAX ? ": " : "", lerr.msg);
                 if (!tot->shape_skipped++)
                     snprintf(tot->first_skip, sizeof tot->first_skip, "%.120s: %.120s", s->name,
                              why);
@@ -218,6 +227,7 @@ static int walk(const qfs_model *m, const qfs_inspect_options *o, FILE *out, jso
                     "out_dtypes", dtypes, "src_bytes", (json_int_t)(s->end - s->begin),
                     "view_bytes", (json_int_t)vb, "quantized", d == QFS_SELECT_QUANTIZE,
                     "reason", why);
+                if (ls) json_object_set_new(row, "spec", json_string(ls->name));
                 if (have_err)
                     json_object_set_new(row, "error", json_pack("{s:f,s:f,s:f}",
                         "rel_rms", qfs_inspect_rel_rms(&st), "snr_db", qfs_inspect_snr_db(&st),

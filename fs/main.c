@@ -123,12 +123,13 @@ static void log_plan(const qfs_model *m)
             } else if (d == QFS_SKIP_SHAPE) {
                 qfs_error lerr = {{0}};
                 qfs_layout l;
-                qfs_layout_for(m->opts.spec, m->opts.format, s->dtype, s->shape[0], s->shape[1],
-                               &l, &lerr);
+                size_t rule;
+                const qfs_spec *ls = qfs_model_spec_for(m, s->name, &rule);
+                qfs_layout_for(ls, m->opts.format, s->dtype, s->shape[0], s->shape[1], &l, &lerr);
                 const char *why = lerr.msg;
                 log_msg(LOG_DEBUG, "%s: tensor '%s' [%llu, %llu] stays %s: spec %s cannot take "
                         "it: %s", e->src_path, s->name, (unsigned long long)s->shape[0],
-                        (unsigned long long)s->shape[1], dt, m->opts.spec->name, why);
+                        (unsigned long long)s->shape[1], dt, ls->name, why);
                 add_skip(groups, &n_groups, sizeof groups / sizeof groups[0], dt, why, s->name);
             } else if (d == QFS_SKIP_NAME_CLASH) {
                 log_msg(LOG_WARNING, "%s: tensor '%s' stays %s: the names of its quantized "
@@ -175,7 +176,8 @@ static int lookup_pair(const cli *c, const qfs_spec **spec, qfs_format *fmt)
     qfs_error err = {{0}};
     if (qfs_spec_lookup(c->spec ? c->spec : "int8", spec, &err) ||
         qfs_format_lookup(c->format ? c->format : "quark", fmt, &err) ||
-        qfs_spec_check_format(*spec, *fmt, &err)) {
+        qfs_spec_check_format(*spec, *fmt, &err) ||
+        qfs_layer_rules_check_format(*spec, *fmt, c->layer_rules, c->n_layer_rules, &err)) {
         fprintf(stderr, "quarkfs: %s\n", err.msg);
         return EXIT_USAGE;
     }
@@ -191,7 +193,8 @@ static int build_model(const cli *c, const char *src, bool verbose, qfs_model **
     if (verbose) warn_pair(spec, fmt);
     qfs_model_options o = {
         .spec = spec, .format = fmt,
-        .rules = {c->excludes, c->n_excludes, c->includes, c->n_includes},
+        .rules = {c->excludes, c->n_excludes, c->includes, c->n_includes, c->layer_rules,
+                  c->n_layer_rules},
         .check_finite = c->check_finite,
         .follow_all_symlinks = c->follow_symlinks,
     };

@@ -22,7 +22,7 @@
 #define DEFAULT_MAX_THREADS 16
 
 enum {
-    O_SPEC = 256, O_FORMAT, O_EXCLUDE, O_INCLUDE, O_THREADS, O_SYMLINKS, O_FOLLOW,
+    O_SPEC = 256, O_FORMAT, O_EXCLUDE, O_INCLUDE, O_LAYER, O_PRESET, O_THREADS, O_SYMLINKS, O_FOLLOW,
     O_CHECK_FINITE, O_CACHE_MEM, O_CACHE_DIR, O_CACHE_SIZE, O_CACHE, O_NO_CACHE, O_LOG,
     O_LOG_FILE, O_READAHEAD, O_MAX_BACKGROUND, O_ALLOW_EMPTY, O_JSON, O_ERROR, O_NO_WAIT,
     O_LIST_SPECS, O_HELP, O_VERSION, O_VIEW_FILES, O_PASSTHROUGH,
@@ -47,6 +47,8 @@ static const optdef table[] = {
     {O_FORMAT, "format", "format=", VIEW},
     {O_EXCLUDE, "exclude", "exclude=", VIEW},
     {O_INCLUDE, "include", "include=", VIEW},
+    {O_LAYER, "layer", "layer=", VIEW},
+    {O_PRESET, "preset", "preset=", VIEW},
     {O_THREADS, "threads", "threads=", VIEW},
     {O_SYMLINKS, "symlinks", "symlinks=", VIEW},
     {O_FOLLOW, "follow-symlinks", NULL, VIEW},
@@ -259,13 +261,16 @@ static int apply(qfs_cli *c, const optdef *d, const char *val, const char *shown
     switch (d->id) {
     case O_SPEC: c->spec = val; return 0;
     case O_FORMAT: c->format = val; return 0;
+    case O_PRESET: c->preset = val; return 0;
     case O_EXCLUDE:
-    case O_INCLUDE: {
+    case O_INCLUDE:
+    case O_LAYER: {
         bool ex = d->id == O_EXCLUDE;
+        const char ***list = ex ? &c->excludes : d->id == O_LAYER ? &c->layers : &c->includes;
+        size_t *n_list = ex ? &c->n_excludes : d->id == O_LAYER ? &c->n_layers : &c->n_includes;
         if (shown[1] != 'o') {   /* --exclude GLOB: one glob */
             if (!*val) goto empty_glob;
-            return push(ex ? &c->excludes : &c->includes, ex ? &c->n_excludes : &c->n_includes,
-                        val) ? 1 : 0;
+            return push(list, n_list, val) ? 1 : 0;
         }
         /* -o exclude=GLOB[:GLOB...]: module names never contain ':' */
         for (const char *p = val;; ) {
@@ -275,9 +280,7 @@ static int apply(qfs_cli *c, const optdef *d, const char *val, const char *shown
             const char *kept;
             int rc = g ? keep(c, g, &kept) : -ENOMEM;
             free(g);
-            if (rc || push(ex ? &c->excludes : &c->includes,
-                           ex ? &c->n_excludes : &c->n_includes, kept))
-                return 1;
+            if (rc || push(list, n_list, kept)) return 1;
             if (!p[len]) return 0;
             p += len + 1;
         }
@@ -457,6 +460,8 @@ static int take_o(qfs_cli *c, const char *list)
     return 0;
 }
 
+static int resolve_layers(qfs_cli *c);
+
 /* An unknown --option: its name, the nearest known one, and whether another command takes it. */
 static void unknown_long(const qfs_cli *c, const char *arg)
 {
@@ -538,13 +543,62 @@ int qfs_cli_parse(unsigned cmd, int argc, char **argv, qfs_cli *c)
         c->pos = p;
         c->pos[c->n_pos++] = argv[i];
     }
+    return resolve_layers(c);
+}
+
+/* --layer and --preset into rules: a glob given again takes the later spec in its first place
+ * (as a dict key would), a preset's rule for a glob the user gave is left out. EXIT_USAGE
+ * after a message for a bad rule or preset. */
+static int resolve_layers(qfs_cli *c)
+{
+    if (!c->n_layers && !c->preset) return 0;
+    qfs_layer_rule preset[QFS_PRESET_MAX_RULES];
+    size_t n_preset = 0;
+    qfs_error err = {{0}};
+    if (c->preset && qfs_preset_lookup(c->preset, preset, &n_preset, &err)) {
+        fprintf(stderr, "quarkfs: --preset: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    if (c->n_layers + n_preset > QFS_MAX_LAYER_RULES) {
+        fprintf(stderr, "quarkfs: more than %d --layer rules\n", QFS_MAX_LAYER_RULES);
+        return EXIT_USAGE;
+    }
+    c->layer_rules = calloc(c->n_layers + n_preset, sizeof *c->layer_rules);
+    if (!c->layer_rules) return 1;
+    for (size_t i = 0; i < c->n_layers + n_preset; i++) {
+        qfs_layer_rule r;
+        if (i < c->n_layers) {
+            char *glob;
+            if (qfs_layer_rule_parse(c->layers[i], &glob, &r.spec, &err)) {
+                fprintf(stderr, "quarkfs: %s\n", err.msg);
+                return EXIT_USAGE;
+            }
+            const char *kept;
+            int rc = keep(c, glob, &kept);
+            free(glob);
+            if (rc) return 1;
+            r.glob = kept;
+            r.from_preset = false;
+        } else {
+            r = preset[i - c->n_layers];
+        }
+        size_t k = 0;
+        while (k < c->n_layer_rules && strcmp(c->layer_rules[k].glob, r.glob) != 0) k++;
+        if (k < c->n_layer_rules) {
+            if (!r.from_preset) c->layer_rules[k].spec = r.spec;
+        } else {
+            c->layer_rules[c->n_layer_rules++] = r;
+        }
+    }
     return 0;
 }
 
 void qfs_cli_free(qfs_cli *c)
 {
+    free(c->layer_rules);
     free(c->excludes);
     free(c->includes);
+    free(c->layers);
     free(c->pos);
     for (size_t i = 0; i < c->n_owned; i++) free(c->owned[i]);
     free(c->owned);
@@ -582,6 +636,13 @@ void qfs_cli_usage(FILE *out)
 "  --include GLOB       quantize only modules matching GLOB (repeatable)\n"
 "                                                               -o include=GLOB[:GLOB...]\n"
 "                       (-o exclude/include are repeatable too; ':' separates several globs)\n"
+"  --layer GLOB=SPEC    quantize modules matching GLOB with SPEC instead (repeatable; the\n"
+"                       first match wins, an exact name before globs; --format quark only:\n"
+"                       written as Quark's layer_quant_config), e.g.\n"
+"                       --spec int4-g128 --layer 'model.layers.*.mlp.down_proj=int8-channel'\n"
+"                                                      -o layer=GLOB=SPEC[:GLOB=SPEC...]\n"
+"  --preset NAME        add a named set of --layer rules after yours: keep-sensitive keeps\n"
+"                       q_proj, k_proj, v_proj at int8-channel         -o preset=NAME\n"
 "  --threads N          OpenMP threads per tensor (default: all cores)     -o threads=N\n"
 "                       (idle ones sleep: OMP_WAIT_POLICY=passive unless set)\n"
 "  --follow-symlinks    show what every symlink in SRC points to (default: only targets\n"

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "quarkfs/spec.h"
+
 #define EXIT_USAGE 2
 
 /* The commands; an option lists those that take it. */
@@ -27,6 +29,11 @@ typedef struct qfs_cli {
     const char *spec, *format;         /* NULL: int8, quark */
     const char **excludes, **includes;
     size_t n_excludes, n_includes;
+    const char **layers;               /* --layer GLOB=SPEC, in order */
+    size_t n_layers;
+    const char *preset;                /* --preset NAME, NULL: none */
+    qfs_layer_rule *layer_rules;       /* --layer then the preset's rules, parsed and checked */
+    size_t n_layer_rules;
     int threads;                       /* 0: all cores */
     size_t cache_mem;
     const char *cache_dir;             /* NULL: the default directory */

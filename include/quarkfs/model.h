@@ -51,7 +51,7 @@ typedef struct qfs_entry {
 typedef struct qfs_model_options {
     const qfs_spec *spec;
     qfs_format format;
-    qfs_select_rules rules;
+    qfs_select_rules rules;  /* its layer rules must pass qfs_layer_rules_check_format */
     bool check_finite;       /* read every candidate at build time; NaN/Inf ones stay unquantized */
     bool follow_all_symlinks;/* else only symlinks into SRC (or its HF cache repository) */
 } qfs_model_options;
@@ -69,12 +69,17 @@ typedef struct qfs_model {
 
 /* Scans src and plans the view. Broken files do not fail the build: they become entries with
  * `error` set and a warning. Fails (-EINVAL, -ENOENT, ...) only when src is unusable as a whole
- * (not a directory, an already quantized config.json). */
+ * (not a directory, an already quantized config.json), or when the layer rules cannot be
+ * written unambiguously (-EINVAL): a user's rule that matches no candidate module, or a module
+ * that loaders reading the config's sorted layer_quant_config would give another spec. */
 int qfs_model_open(const char *src, const qfs_model_options *opts, qfs_model **out,
                    qfs_error *err);
 /* Closes source files and frees the model, its tensor sources with it: destroy the engine that
  * used them first. */
 void qfs_model_close(qfs_model *m);
+/* The spec of a weight's module under the view's layer rules (the view's spec when no rule
+ * matches); *rule receives the rule's index in opts.rules.layers, or SIZE_MAX. */
+const qfs_spec *qfs_model_spec_for(const qfs_model *m, const char *tensor_name, size_t *rule);
 /* Finds the child `name` of directory entry `dir`; 0 or -ENOENT / -ENOTDIR. */
 int qfs_model_lookup(const qfs_model *m, size_t dir, const char *name, size_t *out);
 

@@ -37,6 +37,7 @@ typedef struct qfs_plan_tensor {
 /* One quantized source tensor: computed as a unit (see engine.h for its two parts). */
 typedef struct qfs_plan_job {
     size_t src;
+    const qfs_spec *spec;       /* the view's spec, or the one a layer rule gives this module */
     uint64_t rows, cols;
     qfs_layout layout;          /* its output tensors and the sizes of its two parts */
 } qfs_plan_job;
@@ -53,7 +54,8 @@ typedef struct qfs_plan {
     uint64_t file_size;
 } qfs_plan;
 
-/* What to plan: the spec and format, the user's selection rules (may be NULL), and optionally
+/* What to plan: the spec and format, the user's selection rules (may be NULL; their layer rules
+ * give modules other specs, each checked against its shapes as the view's spec is), and optionally
  * which source tensors hold NaN/Inf (one flag per source tensor, found by --check-finite; NULL
  * when the data was not scanned): those stay unquantized. */
 typedef struct qfs_plan_options {

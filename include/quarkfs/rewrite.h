@@ -14,6 +14,12 @@
  * module names (sorted, unique). New reference, or NULL on allocation failure. */
 json_t *qfs_quant_config_build(const qfs_spec *spec, qfs_format format,
                                const char *const *exclude, size_t n_exclude);
+/* The same with per-layer rules: in the quark format each becomes a layer_quant_config entry
+ * (glob: that spec's layer config); the other formats take none (qfs_layer_rules_check_format
+ * refuses them first) and ignore them. */
+json_t *qfs_quant_config_build_layers(const qfs_spec *spec, qfs_format format,
+                                      const qfs_layer_rule *layers, size_t n_layers,
+                                      const char *const *exclude, size_t n_exclude);
 
 /* Inserts "quantization_config" into the source config text, keeping every other byte of the
  * source. -EINVAL if the text is not a JSON object or already has a quantization_config. The

@@ -14,6 +14,8 @@ typedef struct qfs_select_rules {
     size_t n_excludes;
     const char *const *includes;   /* if n_includes > 0, only matching modules are candidates */
     size_t n_includes;
+    const qfs_layer_rule *layers;  /* --layer / --preset, in order: which spec a module gets */
+    size_t n_layers;
 } qfs_select_rules;
 
 typedef enum qfs_select_result {
@@ -44,6 +46,19 @@ const char *qfs_select_reason(qfs_select_result r);
  * ".weight" that is neither embedding nor norm): such modules are named in the config's
  * exclusion list so loaders leave them unquantized. */
 bool qfs_select_is_linear_like(qfs_select_result r);
+
+/* The spec of a candidate module: the spec of the first layer rule that matches it, a rule whose
+ * glob equals the name exactly coming first (Quark's quantizer looks exact names up before
+ * trying globs), else `spec`. *rule receives the rule's index, or SIZE_MAX. rules may be NULL. */
+const qfs_spec *qfs_select_layer_spec(const char *module, const qfs_spec *spec,
+                                      const qfs_select_rules *rules, size_t *rule);
+
+/* True if loaders could give module another spec than qfs_select_layer_spec: the config's
+ * layer_quant_config is written with sorted keys, and Quark's exporter and importer and vLLM
+ * take the first matching key in that order (some without looking exact names up first).
+ * *a and *b receive the two rules that disagree. */
+bool qfs_select_layer_ambiguous(const char *module, const qfs_select_rules *rules, size_t *a,
+                                size_t *b);
 
 /* The module name of a tensor name (without a ".weight" suffix), malloc'd; NULL if out of
  * memory. Names have no length limit. */

@@ -56,4 +56,35 @@ const qfs_spec *qfs_spec_all(size_t *n);
 /* Prints the spec x format matrix with what the real loaders did with each pair when run on it. */
 void qfs_spec_print_table(FILE *out);
 
+/* One per-layer rule (`--layer GLOB=SPEC`): modules whose name matches glob (fnmatch, no
+ * flags, as --exclude) are quantized with spec instead of the view's spec. Quark's
+ * layer_quant_config entry "glob": layer config of spec. */
+typedef struct qfs_layer_rule {
+    const char *glob;
+    const qfs_spec *spec;
+    bool from_preset;       /* a preset's rule may match nothing; a user's rule must match */
+} qfs_layer_rule;
+
+/* Parses "GLOB=SPEC" (split at the last '='). *glob receives a malloc'd copy of GLOB. 0, or
+ * -EINVAL naming the argument (no '=', an empty glob, an unknown spec), or -ENOMEM. */
+int qfs_layer_rule_parse(const char *arg, char **glob, const qfs_spec **spec, qfs_error *err);
+
+/* 0 if every rule can be written in format f next to the view's spec: per-layer specs are
+ * Quark's layer_quant_config, so only the quark format takes them, and each rule's spec must
+ * be a quark spec; else -EINVAL naming the rule, the format and why. */
+int qfs_layer_rules_check_format(const qfs_spec *spec, qfs_format f, const qfs_layer_rule *r,
+                                 size_t n, qfs_error *err);
+
+#define QFS_PRESET_MAX_RULES 8
+/* Layer rules a view takes at most (qfs_select_layer_ambiguous checks this many). */
+#define QFS_MAX_LAYER_RULES 64
+
+/* A named set of layer rules (`--preset NAME`), written into out[0..*n) (at most
+ * QFS_PRESET_MAX_RULES, globs in static storage, from_preset set); the caller appends them
+ * after the user's rules, so a user's --layer overrides them. 0, or -EINVAL listing the
+ * presets. */
+int qfs_preset_lookup(const char *name, qfs_layer_rule *out, size_t *n, qfs_error *err);
+/* The presets, for --help and --list-specs: name, and one line saying what it keeps. */
+void qfs_preset_print(FILE *out);
+
 #endif

@@ -336,7 +336,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_check_st_file(&f, file_size);
 
     globs g;
-    qfs_select_rules rules;
+    qfs_select_rules rules = {0};
     gen_rules(&r, &g, &rules);
     bool use_rules = rules.n_excludes || rules.n_includes;
     bool *nonfinite = NULL;

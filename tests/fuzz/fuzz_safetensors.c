@@ -26,8 +26,8 @@ static const struct {
 static const char *const excl0[] = {"*.mlp.*"};
 static const char *const incl1[] = {"model.layers.[02].*", "*proj"};
 static const qfs_select_rules rules[] = {
-    {excl0, 1, NULL, 0},
-    {NULL, 0, incl1, 2},
+    {excl0, 1, NULL, 0, NULL, 0},
+    {NULL, 0, incl1, 2, NULL, 0},
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -449,7 +449,7 @@ static void test_plan_exclude_include(void **state)
     qfs_plan p;
     parse_source(SOURCE, SOURCE_DATA, &f);
     const char *const ex[] = {"*.q_proj"};
-    qfs_select_rules rules = {ex, 1, NULL, 0};
+    qfs_select_rules rules = {ex, 1, NULL, 0, NULL, 0};
     build_plan(&f, "int8", &rules, &p);
     assert_int_equal(p.decisions[0], QFS_SKIP_USER_EXCLUDE);
     assert_int_equal(p.decisions[3], QFS_SELECT_QUANTIZE);
@@ -471,7 +471,7 @@ static void test_plan_exclude_include(void **state)
     qfs_plan_free(&p);
 
     const char *const in[] = {"*mlp*"};
-    rules = (qfs_select_rules){NULL, 0, in, 1};
+    rules = (qfs_select_rules){NULL, 0, in, 1, NULL, 0};
     build_plan(&f, "int8", &rules, &p);
     assert_int_equal(p.decisions[0], QFS_SKIP_NOT_INCLUDED);
     assert_int_equal(p.decisions[3], QFS_SELECT_QUANTIZE);
@@ -690,9 +690,9 @@ static void test_select_user_rules(void **state)
     (void)state;
     const char *const ex[] = {"*.q_proj", "model.layers.1.*"};
     const char *const in[] = {"*_proj"};
-    qfs_select_rules r_ex = {ex, 2, NULL, 0};
-    qfs_select_rules r_in = {NULL, 0, in, 1};
-    qfs_select_rules r_both = {ex, 2, in, 1};
+    qfs_select_rules r_ex = {ex, 2, NULL, 0, NULL, 0};
+    qfs_select_rules r_in = {NULL, 0, in, 1, NULL, 0};
+    qfs_select_rules r_both = {ex, 2, in, 1, NULL, 0};
     const char *q0 = L0 "self_attn.q_proj.weight", *k0 = L0 "self_attn.k_proj.weight";
     const char *o0 = L0 "self_attn.o.weight", *k1 = "model.layers.1.self_attn.k_proj.weight";
     assert_int_equal(sel(q0, QFS_DT_BF16, 2, 4, 4, &r_ex), QFS_SKIP_USER_EXCLUDE);
@@ -705,11 +705,11 @@ static void test_select_user_rules(void **state)
     assert_int_equal(sel(o0, QFS_DT_BF16, 2, 4, 4, &r_both), QFS_SKIP_NOT_INCLUDED);
     /* the glob sees the module name, without ".weight" */
     const char *const exw[] = {"*.weight"};
-    qfs_select_rules r_w = {exw, 1, NULL, 0};
+    qfs_select_rules r_w = {exw, 1, NULL, 0, NULL, 0};
     assert_int_equal(sel(q0, QFS_DT_BF16, 2, 4, 4, &r_w), QFS_SELECT_QUANTIZE);
     /* built-in rules come first: an included norm is still a norm */
     const char *const all[] = {"*"};
-    qfs_select_rules r_all = {NULL, 0, all, 1};
+    qfs_select_rules r_all = {NULL, 0, all, 1, NULL, 0};
     assert_int_equal(sel("model.norm.weight", QFS_DT_BF16, 2, 4, 4, &r_all), QFS_SKIP_NORM);
 }
 
@@ -948,6 +948,133 @@ static void test_plan_awq_name_clash(void **state)
     qfs_st_file_free(&sf);
 }
 
+/* Layer rules: up_proj (BF16 [3,2]) gets fp8-channel: F8_E4M3 [3,2] + a BF16 scale per row
+ * [3], no zero point; down_proj (F16 [2,3]) gets uint4-g32, whose group does not divide in=3:
+ * it stays F16 (QFS_SKIP_SHAPE) and is no job; q_proj keeps the view's int8. */
+static void test_plan_layer_rules(void **state)
+{
+    (void)state;
+    qfs_st_file f;
+    qfs_plan p;
+    parse_source(SOURCE, SOURCE_DATA, &f);
+    const qfs_layer_rule layers[] = {{"*.up_proj", unit_spec("fp8-channel"), false},
+                                     {"*.down_proj", unit_spec("uint4-g32"), false}};
+    qfs_select_rules rules = {NULL, 0, NULL, 0, layers, 2};
+    build_plan(&f, "int8", &rules, &p);
+    assert_int_equal(p.decisions[0], QFS_SELECT_QUANTIZE);
+    assert_int_equal(p.decisions[3], QFS_SELECT_QUANTIZE);
+    assert_int_equal(p.decisions[7], QFS_SKIP_SHAPE);
+    assert_int_equal(p.n_jobs, 2);
+    for (size_t j = 0; j < p.n_jobs; j++) {
+        const char *want = p.jobs[j].src == 0 ? "int8" : "fp8-channel";
+        assert_string_equal(p.jobs[j].spec->name, want);
+    }
+    bool up_w = false, up_s = false;
+    for (size_t i = 0; i < p.n_tensors; i++) {
+        const qfs_plan_tensor *t = &p.tensors[i];
+        assert_null(strstr(t->name, "up_proj.weight_zero_point"));
+        if (strcmp(t->name, L0 "mlp.up_proj.weight") == 0) {
+            up_w = true;
+            assert_int_equal(t->dtype, QFS_DT_F8_E4M3);
+            assert_int_equal(t->size, 6);
+        }
+        if (strcmp(t->name, L0 "mlp.up_proj.weight_scale") == 0) {
+            up_s = true;
+            assert_int_equal(t->dtype, QFS_DT_BF16);
+            assert_int_equal(t->ndim, 1);
+            assert_int_equal(t->shape[0], 3);
+        }
+        if (strcmp(t->name, L0 "mlp.down_proj.weight") == 0) {
+            assert_int_equal(t->dtype, QFS_DT_F16);
+            assert_int_equal(t->role, PT);
+        }
+        if (strcmp(t->name, L0 "self_attn.q_proj.weight_scale") == 0)
+            assert_int_equal(t->ndim, 0);   /* int8 per tensor */
+    }
+    assert_true(up_w && up_s);
+    qfs_plan_free(&p);
+    qfs_st_file_free(&f);
+}
+
+/* Which spec a module gets, and when loaders reading the sorted layer_quant_config would
+ * disagree: worked out by hand from the rules in FORMAT.md §3.4. */
+static void test_select_layer_spec(void **state)
+{
+    (void)state;
+    const qfs_spec *i8 = unit_spec("int8"), *f8 = unit_spec("fp8"), *u4 = unit_spec("uint4-g32");
+    size_t k, a, b;
+    const qfs_layer_rule r1[] = {{"model.layers.*", f8, false}, {"model.layers.0.mlp", u4, false}};
+    qfs_select_rules rs = {NULL, 0, NULL, 0, r1, 2};
+    /* an exact name comes before an earlier glob */
+    assert_ptr_equal(qfs_select_layer_spec("model.layers.0.mlp", i8, &rs, &k), u4);
+    assert_int_equal(k, 1);
+    assert_ptr_equal(qfs_select_layer_spec("model.layers.1.mlp", i8, &rs, &k), f8);
+    assert_int_equal(k, 0);
+    assert_ptr_equal(qfs_select_layer_spec("lm_head", i8, &rs, &k), i8);
+    assert_true(k == SIZE_MAX);
+    assert_ptr_equal(qfs_select_layer_spec("x", i8, NULL, &k), i8);
+    /* sorted, "model.layers.*" < "model.layers.0.mlp" ('*' < '0'): a loader without the exact
+     * lookup takes the glob first and gives the exact module fp8 */
+    assert_true(qfs_select_layer_ambiguous("model.layers.0.mlp", &rs, &a, &b));
+    assert_int_equal(a, 1);
+    assert_int_equal(b, 0);
+    assert_false(qfs_select_layer_ambiguous("model.layers.1.mlp", &rs, &a, &b));
+    /* user order b.* then *.x: "*.x" sorts first, so b.x is read as fp8, not int8 */
+    const qfs_layer_rule r2[] = {{"b.*", i8, false}, {"*.x", f8, false}};
+    qfs_select_rules rs2 = {NULL, 0, NULL, 0, r2, 2};
+    assert_ptr_equal(qfs_select_layer_spec("b.x", u4, &rs2, &k), i8);
+    assert_true(qfs_select_layer_ambiguous("b.x", &rs2, &a, &b));
+    assert_false(qfs_select_layer_ambiguous("b.y", &rs2, &a, &b));
+    /* the same two globs in sorted order, or one spec for both, are not ambiguous */
+    const qfs_layer_rule r3[] = {{"*.x", f8, false}, {"b.*", i8, false}};
+    qfs_select_rules rs3 = {NULL, 0, NULL, 0, r3, 2};
+    assert_false(qfs_select_layer_ambiguous("b.x", &rs3, &a, &b));
+    const qfs_layer_rule r4[] = {{"b.*", f8, false}, {"*.x", f8, false}};
+    qfs_select_rules rs4 = {NULL, 0, NULL, 0, r4, 2};
+    assert_false(qfs_select_layer_ambiguous("b.x", &rs4, &a, &b));
+}
+
+/* --layer GLOB=SPEC parsing, the formats that take rules, and the presets. */
+static void test_layer_rule_parse(void **state)
+{
+    (void)state;
+    qfs_error err = {{0}};
+    char *glob;
+    const qfs_spec *s;
+    assert_int_equal(qfs_layer_rule_parse("a=b=int8-channel", &glob, &s, &err), 0);
+    assert_string_equal(glob, "a=b");   /* split at the last '=' */
+    assert_string_equal(s->name, "int8-channel");
+    free(glob);
+    assert_int_equal(qfs_layer_rule_parse("noequals", &glob, &s, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "GLOB=SPEC"));
+    assert_int_equal(qfs_layer_rule_parse("=int8", &glob, &s, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "empty glob"));
+    assert_int_equal(qfs_layer_rule_parse("x=int9", &glob, &s, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "unknown spec 'int9'"));
+
+    const qfs_layer_rule ok[] = {{"*.down_proj", unit_spec("int8-channel"), false}};
+    const qfs_layer_rule block[] = {{"*.o_proj", unit_spec("fp8-block"), false}};
+    const qfs_spec *g = unit_spec("int4-g128");
+    assert_int_equal(qfs_layer_rules_check_format(g, QFS_FMT_QUARK, ok, 1, &err), 0);
+    assert_int_equal(qfs_layer_rules_check_format(g, QFS_FMT_QUARK, block, 1, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "'*.o_proj=fp8-block'"));
+    static const qfs_format others[] = {QFS_FMT_AWQ, QFS_FMT_FP8, QFS_FMT_COMPRESSED_TENSORS};
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(qfs_layer_rules_check_format(g, others[i], ok, 1, &err), -EINVAL);
+        assert_non_null(strstr(err.msg, qfs_format_name(others[i])));
+        assert_non_null(strstr(err.msg, "--format quark"));
+    }
+    assert_int_equal(qfs_layer_rules_check_format(g, QFS_FMT_AWQ, NULL, 0, &err), 0);
+
+    qfs_layer_rule pr[QFS_PRESET_MAX_RULES];
+    size_t n;
+    assert_int_equal(qfs_preset_lookup("keep-sensitive", pr, &n, &err), 0);
+    assert_true(n >= 1);
+    for (size_t i = 0; i < n; i++) assert_true(pr[i].from_preset);
+    assert_int_equal(qfs_preset_lookup("nope", pr, &n, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "keep-sensitive"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -979,6 +1106,9 @@ int main(void)
         cmocka_unit_test(test_plan_compressed_tensors_int4),
         cmocka_unit_test(test_plan_fp8_block),
         cmocka_unit_test(test_plan_awq_name_clash),
+        cmocka_unit_test(test_plan_layer_rules),
+        cmocka_unit_test(test_select_layer_spec),
+        cmocka_unit_test(test_layer_rule_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

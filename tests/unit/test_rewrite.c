@@ -277,6 +277,37 @@ static const json_t *check_common(const json_t *qc, const char *const *exclude, 
     return g;
 }
 
+/* Per-layer rules: Quark's layer_quant_config maps each glob to a whole layer config (bias,
+ * input_tensors, output_tensors, target_device, weight) of its spec; the global config stays
+ * the view's spec; layer_type_quant_config stays empty. */
+static void test_quant_config_layers(void **state)
+{
+    (void)state;
+    const qfs_layer_rule rules[] = {{"model.layers.*.mlp.down_proj", unit_spec("int8-channel"), false},
+                                    {"model.layers.0.*", unit_spec("fp8"), false}};
+    json_t *qc = qfs_quant_config_build_layers(unit_spec("int4-g128"), QFS_FMT_QUARK, rules, 2,
+                                               NULL, 0);
+    const json_t *gw = json_object_get(json_object_get(qc, "global_quant_config"), "weight");
+    assert_string_equal(json_string_value(json_object_get(gw, "dtype")), "int4");
+    assert_int_equal(json_integer_value(json_object_get(gw, "group_size")), 128);
+    const json_t *lq = json_object_get(qc, "layer_quant_config");
+    assert_int_equal(json_object_size(lq), 2);
+    assert_int_equal(json_object_size(json_object_get(qc, "layer_type_quant_config")), 0);
+    const json_t *down = json_object_get(lq, "model.layers.*.mlp.down_proj");
+    assert_int_equal(json_object_size(down), 5);
+    check_tensor_spec(json_object_get(down, "weight"), "int8", "per_channel", 0, false);
+    assert_true(json_is_null(json_object_get(down, "input_tensors")));
+    assert_true(json_is_null(json_object_get(down, "bias")));
+    const json_t *l0 = json_object_get(lq, "model.layers.0.*");
+    check_tensor_spec(json_object_get(l0, "weight"), "fp8_e4m3", "per_tensor", -1, false);
+    check_tensor_spec(json_object_get(l0, "input_tensors"), "fp8_e4m3", "per_tensor", -1, true);
+    json_decref(qc);
+    /* the other formats take no rules (refused before) and write their usual config */
+    qc = qfs_quant_config_build_layers(unit_spec("int4-g128"), QFS_FMT_AWQ, rules, 2, NULL, 0);
+    assert_null(json_object_get(qc, "layer_quant_config"));
+    json_decref(qc);
+}
+
 static void test_quant_config_int8(void **state)
 {
     (void)state;
@@ -936,6 +967,7 @@ int main(void)
         cmocka_unit_test(test_quant_config_fp8_format),
         cmocka_unit_test(test_quant_config_compressed_tensors),
         cmocka_unit_test(test_quant_config_quark_4bit_and_mx),
+        cmocka_unit_test(test_quant_config_layers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

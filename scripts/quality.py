@@ -175,26 +175,46 @@ def fp8_to_f32(t):
 # the dequantizer
 # --------------------------------------------------------------------------------------------
 
+def scheme_for_module(qc, sch, mod):
+    """The layout of module mod: a quark config's layer_quant_config entry for it (an exact
+    name first, else the first fnmatch key in the file's order, as Quark's importer reads
+    it), else the view's scheme sch."""
+    if not qc or qc.get("quant_method") != "quark" or not qc.get("layer_quant_config"):
+        return sch
+    import fnmatch
+    layers = qc["layer_quant_config"]
+    hit = layers.get(mod) if not any(c in mod for c in "*?[") else None
+    if hit is None:
+        hit = next((v for k, v in layers.items() if fnmatch.fnmatchcase(mod, k)), None)
+    if hit is None:
+        return sch
+    return quark_scheme(hit["weight"], qc.get("exclude", []))
+
+
+def quark_scheme(w, excl):
+    """The layout of one quark weight spec (a global_quant_config or layer entry's weight)."""
+    dt, qs = w["dtype"], w["qscheme"]
+    if dt in ("int8", "fp8_e4m3") and qs in ("per_tensor", "per_channel"):
+        return dict(kind="direct", elem="i8" if dt == "int8" else "fp8", per=qs[4:],
+                    scale="weight_scale", zp="weight_zero_point", excl=excl)
+    if dt in ("int4", "uint4") and qs == "per_group":
+        return dict(kind="awqpack", signed=dt == "int4", group=int(w["group_size"]),
+                    qweight="weight", scale="weight_scale", zp="weight_zero_point",
+                    excl=excl)
+    if dt == "fp4" and qs == "per_group" and w.get("scale_format") == "e8m0":
+        if int(w["group_size"]) != 32:
+            raise Fail("mxfp4 with group %s" % w["group_size"])
+        return dict(kind="mxfp4", scale="weight_scale", excl=excl)
+    raise Fail("unknown quark weight spec %s/%s" % (dt, qs))
+
+
 def scheme_of(qc):
     """The layout of a view from its quantization_config (None: not quantized)."""
     if qc is None:
         return None
     m = qc.get("quant_method")
     if m == "quark":
-        w = qc["global_quant_config"]["weight"]
-        dt, qs = w["dtype"], w["qscheme"]
-        if dt in ("int8", "fp8_e4m3") and qs in ("per_tensor", "per_channel"):
-            return dict(kind="direct", elem="i8" if dt == "int8" else "fp8", per=qs[4:],
-                        scale="weight_scale", zp="weight_zero_point", excl=qc.get("exclude", []))
-        if dt in ("int4", "uint4") and qs == "per_group":
-            return dict(kind="awqpack", signed=dt == "int4", group=int(w["group_size"]),
-                        qweight="weight", scale="weight_scale", zp="weight_zero_point",
-                        excl=qc.get("exclude", []))
-        if dt == "fp4" and qs == "per_group" and w.get("scale_format") == "e8m0":
-            if int(w["group_size"]) != 32:
-                raise Fail("mxfp4 with group %s" % w["group_size"])
-            return dict(kind="mxfp4", scale="weight_scale", excl=qc.get("exclude", []))
-        raise Fail("unknown quark weight spec %s/%s" % (dt, qs))
+        return quark_scheme(qc["global_quant_config"]["weight"], qc.get("exclude", []))
     if m == "awq":
         if int(qc["bits"]) != 4:
             raise Fail("awq bits %s" % qc["bits"])
@@ -407,13 +427,14 @@ def dequantize_view(view_dir, src_tensors):
     Checks: quantized set == candidates - excluded; every view tensor is used; unquantized
     tensors keep the source's dtype, shape and bytes; dequantized shapes equal the source's."""
     cfg, T = read_model_dir(view_dir)
-    sch = scheme_of(cfg.get("quantization_config"))
+    qc = cfg.get("quantization_config")
+    sch = scheme_of(qc)
     W = {}
     used = set()
     aux = {}
     qmods = quantized_modules(sch, T) if sch else []
     for mod in qmods:
-        w, u, aux[mod] = dequant_module(sch, mod, T)
+        w, u, aux[mod] = dequant_module(scheme_for_module(qc, sch, mod), mod, T)
         name = mod + ".weight"
         if name not in src_tensors:
             raise Fail("%s: %s has no source tensor" % (view_dir, name))
@@ -668,6 +689,37 @@ def fmt_pct(x):
 # main
 # --------------------------------------------------------------------------------------------
 
+def measure_views(args):
+    """--view: PPL, top-1 agreement and weight error of each given view, one line each."""
+    import shlex
+    src = os.path.join(args.models, "stories260K-bf16")
+    seqs = load_corpus(args.corpus, args.seqs)
+    cfg, T = read_model_dir(src)
+    model = Llama(cfg)
+    W_b = float_weights(T)
+    ppl_b, am_b, npred = evaluate(model, W_b, seqs)
+    def weight_bytes(d):
+        return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)
+                   if f.startswith("model") and f.endswith(".safetensors"))
+
+    src_bytes = weight_bytes(src)
+    print("%-64s %9s %6s %8s %8s %9s" % ("VIEW (stories260K-bf16)", "QUANTIZED", "SIZE", "PPL",
+                                         "TOP-1", "REL RMS"))
+    print("%-64s %9s %6s %8.4f %8s %9s" % ("(bf16 source)", "", "100%", ppl_b, "100.00%", ""))
+    with tempfile.TemporaryDirectory(prefix="quality-") as work:
+        for i, view in enumerate(args.view):
+            out = os.path.join(work, "v%d" % i)
+            subprocess.run([args.quarkfs, "export", "--no-cache"] + shlex.split(view) + [src, out],
+                           check=True, capture_output=True, text=True)
+            W, info = dequantize_view(out, T)
+            qn = [m + ".weight" for m in info["quantized"]]
+            ppl, am, _ = evaluate(model, W, seqs)
+            print("%-64s %4d/%-4d %5.1f%% %8.4f %8s %9.3e" % (
+                view, len(qn), len(info["candidates"]), 100.0 * weight_bytes(out) / src_bytes,
+                ppl, fmt_pct(float(np.mean(am == am_b))), rel_rms(W, W_b, qn) if qn else 0.0))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quarkfs", default=os.path.join(REPO, "build", "quarkfs"))
@@ -679,7 +731,12 @@ def main():
     ap.add_argument("--no-selftest", action="store_true",
                     help="skip the synthetic-model layout self-test")
     ap.add_argument("--keep", help="export the views into this new directory and keep them")
+    ap.add_argument("--view", action="append", default=[], metavar="'QUARKFS VIEW OPTIONS'",
+                    help="only measure these views of stories260K-bf16 (repeatable), e.g. "
+                         "'--spec int4-g32 --layer *.o_proj=int8-channel'; one line each")
     args = ap.parse_args()
+    if args.view:
+        return measure_views(args)
     t0 = time.time()
     qfs = args.quarkfs
     src = {k: os.path.join(args.models, "stories260K-" + k) for k in ("f32", "f16", "bf16")}

@@ -2,7 +2,8 @@
 """Independent reference of the quarkfs quantized view, in numpy.
 
 Usage:
-    python3 scripts/quarkref.py --spec S [--format F] [--exclude GLOB]... [--include GLOB]... SRC OUT
+    python3 scripts/quarkref.py --spec S [--format F] [--exclude GLOB]... [--include GLOB]...
+                                [--layer GLOB=SPEC]... SRC OUT
         write the expected view of model directory SRC into OUT (must not exist or be empty)
     python3 scripts/quarkref.py --spec S [--format F] [--exclude GLOB]... [--include GLOB]... --check SRC VIEW
         compare directory VIEW (a FUSE mount or an export) with the expected view of SRC;
@@ -22,7 +23,7 @@ Formats (default quark) and the specs they take (FORMATS):
 
 Written from notes on Quark's export code and the loaders' source (the contract they give is
 restated in doc/FORMAT.md §1-§8), without looking at the C implementation. Library use:
-plan_view(src, spec, excludes, includes, fmt) builds a ViewPlan; write_view(plan, out) writes
+plan_view(src, spec, excludes, includes, fmt, layers) builds a ViewPlan; write_view(plan, out) writes
 it; check_view(plan, view) compares. The tensors written per quantized weight are in layout(),
 the shape rule in shape_reason(), the configs in quantization_config().
 
@@ -585,6 +586,24 @@ def shape_reason(spec, fmt, shape):
     return None
 
 
+def has_magic(glob):
+    """True if an fnmatch pattern holds a wildcard."""
+    return any(c in glob for c in "*?[")
+
+
+def module_spec(module, spec, layers):
+    """The spec of one module under per-layer rules (an ordered dict glob -> spec, Quark's
+    layer_quant_config as given): an entry naming the module exactly comes first (Quark's
+    quantizer looks exact names up before matching), then the first glob in order that
+    matches; else the view's spec."""
+    if module in layers and not has_magic(module):
+        return layers[module]
+    for glob, s in layers.items():
+        if fnmatch.fnmatchcase(module, glob):
+            return s
+    return spec
+
+
 def classify(info, names, spec, excludes, includes, fmt="quark"):
     """('quantize' | 'linear' | None, reason): how one source tensor is treated.
 
@@ -639,6 +658,7 @@ class FilePlan:
     def __init__(self, relpath, source, spec, fmt="quark"):
         self.relpath, self.source, self.spec, self.fmt = relpath, source, spec, fmt
         self.quantized = {}        # source tensor name -> TensorInfo
+        self.spec_of = {}          # quantized source tensor name -> its spec (per-layer rules)
         self.out_names = {}        # source tensor name -> its output tensor names
         self.unquantized_linear = {}   # module -> reason
         self.outputs = []
@@ -651,22 +671,24 @@ class FilePlan:
         return len(self.header) + self.data_size
 
 
-def plan_safetensors(relpath, path, spec, excludes, includes, fmt="quark"):
+def plan_safetensors(relpath, path, spec, excludes, includes, fmt="quark", layers=None):
     """Build the FilePlan of one model*.safetensors file (headers only, no data read)."""
     src = SafetensorsFile(path)
     plan = FilePlan(relpath, src, spec, fmt)
     outputs = []
     for name, info in src.tensors.items():
-        verdict, reason = classify(info, src.tensors, spec, excludes, includes, fmt)
+        tspec = module_spec(name[: -len(".weight")], spec, layers or {})
+        verdict, reason = classify(info, src.tensors, tspec, excludes, includes, fmt)
         if verdict != "quantize":
             if verdict == "linear":
                 plan.unquantized_linear[name[: -len(".weight")]] = reason
             outputs.append(OutTensor(name, info.dtype, info.shape, info.nbytes, "copy", name))
             continue
         plan.quantized[name] = info
+        plan.spec_of[name] = tspec
         module = name[: -len(".weight")]
         plan.out_names[name] = []
-        for out_name, dtype, shape, role in layout(spec, fmt, module, info.shape, info.dtype):
+        for out_name, dtype, shape, role in layout(tspec, fmt, module, info.shape, info.dtype):
             count = 1
             for d in shape:
                 count *= d
@@ -699,9 +721,12 @@ def plan_safetensors(relpath, path, spec, excludes, includes, fmt="quark"):
 class ViewPlan:
     """Everything the view of SRC contains, decided from headers and file names only."""
 
-    def __init__(self, src, spec, excludes, includes, fmt="quark"):
+    def __init__(self, src, spec, excludes, includes, fmt="quark", layers=()):
         self.src, self.spec, self.fmt = src, spec, fmt
         self.excludes, self.includes = list(excludes), list(includes)
+        self.layers = {}           # glob -> spec, in the order given (a repeated glob: last spec)
+        for glob, lspec in layers:
+            self.layers[glob] = lspec
         self.files = {}            # relpath -> ('safetensors'|'config'|'index'|'copy', abspath)
         self.dirs = set()          # relpaths of directories
         self.safetensors = {}      # relpath -> FilePlan
@@ -759,16 +784,22 @@ def check_pair(spec, fmt):
                             % (spec, fmt, fmt, ", ".join(FORMATS[fmt])))
 
 
-def plan_view(src, spec, excludes=(), includes=(), fmt="quark"):
-    """Build the ViewPlan of model directory src for one spec and format."""
+def plan_view(src, spec, excludes=(), includes=(), fmt="quark", layers=()):
+    """Build the ViewPlan of model directory src for one spec and format; layers: ((glob,
+    spec), ...) per-layer rules, written as Quark's layer_quant_config (format quark only)."""
     check_pair(spec, fmt)
-    plan = ViewPlan(src, spec, excludes, includes, fmt)
+    for glob, lspec in layers:
+        check_pair(lspec, fmt)
+        if fmt != "quark":
+            raise QuarkRefError("per-layer specs are Quark's layer_quant_config: format quark "
+                                "only, not %s" % fmt)
+    plan = ViewPlan(src, spec, excludes, includes, fmt, layers)
     files, plan.dirs, plan.notes = walk_source(src)
     for rel, path in sorted(files.items()):
         if is_model_file(rel):
             plan.files[rel] = ("safetensors", path)
             plan.safetensors[rel] = plan_safetensors(rel, path, spec, plan.excludes,
-                                                     plan.includes, fmt)
+                                                     plan.includes, fmt, plan.layers)
         elif rel == "config.json":
             plan.files[rel] = ("config", path)
         elif rel == "model.safetensors.index.json":
@@ -805,16 +836,16 @@ EXPORT = {"kv_cache_group": [], "min_kv_scale": 0.0, "pack_method": "reorder",
           "weight_format": "real_quantized", "weight_merge_groups": None}
 
 
-def quark_config(plan):
-    """quantization_config of format quark."""
-    sp = SPECS[plan.spec]
+def quark_layer(spec):
+    """One Quark layer config (QLayerConfig.to_dict) for a spec."""
+    sp = SPECS[spec]
     per_tensor = ("per_tensor", None, "PerTensorMinMaxObserver")
     per_channel_w = ("per_channel", 0, "PerChannelMinMaxObserver")
     per_token = ("per_channel", 1, "PerChannelMinMaxObserver")
     inp = None
     if sp.kind == "int8":
         weight = tensor_spec("int8", *(per_channel_w if sp.per_channel else per_tensor), False)
-        if plan.spec == "w8a8-int8":
+        if spec == "w8a8-int8":
             inp = tensor_spec("int8", *per_token, True)
     elif sp.kind == "fp8":
         if sp.per_channel:
@@ -832,16 +863,21 @@ def quark_config(plan):
         weight = tensor_spec("fp4", "per_group", -1, "PerBlockMXObserver", False, **mx)
         inp = tensor_spec("fp4", "per_group", -1, "PerBlockMXObserver", True, **mx)
     else:
-        raise QuarkRefError("spec %s has no quark config" % plan.spec)
+        raise QuarkRefError("spec %s has no quark config" % spec)
+    return {"bias": None, "input_tensors": inp, "output_tensors": None, "target_device": None,
+            "weight": weight}
+
+
+def quark_config(plan):
+    """quantization_config of format quark."""
     return {
         "algo_config": None,
         "exclude": exclude_list(plan),
         "export": dict(EXPORT),
-        "global_quant_config": {"bias": None, "input_tensors": inp, "output_tensors": None,
-                                "target_device": None, "weight": weight},
+        "global_quant_config": quark_layer(plan.spec),
         "kv_cache_post_rope": False,
         "kv_cache_quant_config": {},
-        "layer_quant_config": {},
+        "layer_quant_config": {g: quark_layer(s) for g, s in plan.layers.items()},
         "layer_type_quant_config": {},
         "quant_method": "quark",
         "quant_mode": "eager_mode",
@@ -994,11 +1030,15 @@ class Quantizer:
 
     def __init__(self, fplan):
         self.fplan = fplan
-        self.sp = SPECS[fplan.spec]
+        self.sp = SPECS[fplan.spec]     # the file's spec; a tensor's own is spec_of(name)
         self.fmt = fplan.fmt
         self.per_channel = self.sp.per_channel
         self.params = {}           # source tensor name -> parameters (see compute_scales)
         self.nonfinite = []        # source tensor names holding NaN/Inf
+
+    def spec_of(self, name):
+        """The Spec a quantized source tensor is quantized with (per-layer rules applied)."""
+        return SPECS[self.fplan.spec_of.get(name, self.fplan.spec)]
 
     @property
     def scales(self):
@@ -1011,8 +1051,8 @@ class Quantizer:
         params[name]: int8/fp8: (scale,); uint4/int4: (scale [O, I/G], zp [O, I/G]);
         mxfp4: (e [O, I/32],); fp8-block: (scale [O/128, I/128],).
         """
-        sp = self.sp
         for name, info in self.fplan.quantized.items():
+            sp = self.spec_of(name)
             x = self.fplan.source.read_float32(info)
             if sp.kind == "int8":
                 s, finite = int8_scale(x, sp.per_channel, info.dtype)
@@ -1036,7 +1076,7 @@ class Quantizer:
     def scale_bytes(self, name):
         """Bytes of the scale tensor of source tensor `name`."""
         info = self.fplan.quantized[name]
-        sp, params = self.sp, self.params[name]
+        sp, params = self.spec_of(name), self.params[name]
         if sp.kind == "int8" and not sp.per_channel:
             return encode_float(params[0], "F32")
         if sp.is_4bit:
@@ -1050,7 +1090,7 @@ class Quantizer:
 
     def zero_point_bytes(self, name, nbytes):
         """Bytes of the zero-point tensor of source tensor `name`."""
-        if self.sp.kind == "uint4":
+        if self.spec_of(name).kind == "uint4":
             return pack_reorder(self.params[name][1].T).reshape(-1).view(np.uint8)
         return np.zeros(nbytes, dtype=np.uint8)
 
@@ -1061,11 +1101,11 @@ class Quantizer:
     def weight_values(self, name):
         """The quantized weight tensor as stored (int8, e4m3 codes, packed int32 or bytes)."""
         info = self.fplan.quantized[name]
-        sp, params = self.sp, self.params[name]
+        sp, params = self.spec_of(name), self.params[name]
         x = self.fplan.source.read_float32(info)
         if sp.kind == "int8":
             q = int8_quantize(x, params[0], sp.per_channel)
-            if self.fmt == "compressed-tensors" and self.fplan.spec == "int8-channel":
+            if self.fmt == "compressed-tensors" and sp.name == "int8-channel":
                 return pack_ct8(q)
             return q
         if sp.kind == "fp8":
@@ -1646,6 +1686,8 @@ def main(argv=None):
                     help="module-name glob to leave unquantized (repeatable)")
     ap.add_argument("--include", action="append", default=[], metavar="GLOB",
                     help="quantize only modules matching one of these globs (repeatable)")
+    ap.add_argument("--layer", action="append", default=[], metavar="GLOB=SPEC",
+                    help="per-layer spec, repeatable, in order (format quark)")
     ap.add_argument("--check", action="store_true", help="compare VIEW with the expected view of SRC")
     ap.add_argument("--selftest", action="store_true", help="test the numeric kernels and exit")
     ap.add_argument("src", nargs="?", metavar="SRC")
@@ -1664,7 +1706,13 @@ def main(argv=None):
         return 2
     start = time.time()
     try:
-        plan = plan_view(args.src, args.spec, args.exclude, args.include, args.format)
+        layers = []
+        for arg in args.layer:
+            glob, eq, lspec = arg.rpartition("=")
+            if not eq or not glob:
+                raise QuarkRefError("--layer %r: expected GLOB=SPEC" % arg)
+            layers.append((glob, lspec))
+        plan = plan_view(args.src, args.spec, args.exclude, args.include, args.format, layers)
         if args.check:
             if not os.path.isdir(args.dest):
                 ap.error("VIEW %s is not a directory" % args.dest)

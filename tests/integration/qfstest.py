@@ -245,10 +245,19 @@ def export(src, spec="int8", excludes=(), includes=(), extra=(), fmt=None):
 PY_ENV = {k: v for k, v in os.environ.items() if k != "MALLOC_PERTURB_"}
 
 
-def quarkref_check(src, view, spec, excludes=(), includes=(), expect_ok=True, fmt=None):
+def layer_flags(layers):
+    """--layer GLOB=SPEC for each (glob, spec), in order (quarkfs and quarkref take the same)."""
+    out = []
+    for glob, spec in layers:
+        out += ["--layer", "%s=%s" % (glob, spec)]
+    return out
+
+
+def quarkref_check(src, view, spec, excludes=(), includes=(), expect_ok=True, fmt=None,
+                   layers=()):
     """Run quarkref --check SRC VIEW; asserts its verdict (exit 0 iff identical) is expect_ok."""
-    res = run([PY, QUARKREF, "--check"] + view_flags(spec, excludes, includes, fmt) + [src, view],
-              env=PY_ENV)
+    res = run([PY, QUARKREF, "--check"] + view_flags(spec, excludes, includes, fmt)
+              + layer_flags(layers) + [src, view], env=PY_ENV)
     if expect_ok and res.returncode != 0:
         raise AssertionError("quarkref --check says the view differs from the reference: %r" % res)
     if not expect_ok and res.returncode != 1:
@@ -256,11 +265,11 @@ def quarkref_check(src, view, spec, excludes=(), includes=(), expect_ok=True, fm
     return res
 
 
-def quarkref_write(src, spec, excludes=(), includes=(), fmt=None):
+def quarkref_write(src, spec, excludes=(), includes=(), fmt=None, layers=()):
     """The reference's own expected view of SRC written to a fresh directory."""
     out = tmppath("ref")
-    res = run([PY, QUARKREF] + view_flags(spec, excludes, includes, fmt) + [src, out],
-              env=PY_ENV)
+    res = run([PY, QUARKREF] + view_flags(spec, excludes, includes, fmt) + layer_flags(layers)
+              + [src, out], env=PY_ENV)
     if res.returncode != 0:
         raise AssertionError("quarkref (writer) failed: %r" % res)
     return out

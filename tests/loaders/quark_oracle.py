@@ -7,9 +7,12 @@ exporter (`export_safetensors`) in the custom_mode that matches the quarkfs form
 static and activations dynamic in every spec, so no calibration data is needed
 (dataloader=None). lm_head is excluded, as quarkfs does by default.
 
-Library:  export(src, spec, fmt, out, exclude=())  ->  out   (raises QuarkCannot if Quark refuses)
-          Oracle(cache_root).get(src, spec, fmt, exclude=())  (each model/spec quantized once)
-CLI:      python quark_oracle.py --spec S [--format F] [--exclude MODULE]... SRC OUT
+Library:  export(src, spec, fmt, out, exclude=(), layers=())  ->  out   (raises QuarkCannot)
+          Oracle(cache_root).get(src, spec, fmt, exclude=(), layers=())  (each recipe once)
+CLI:      python quark_oracle.py --spec S [--format F] [--exclude MODULE]... [--layer GLOB=SPEC]...
+                                 SRC OUT
+
+layers: ((glob, spec), ...), Quark's layer_quant_config in that order (quarkfs's --layer).
 
 exclude: module names (fnmatch globs) excluded besides lm_head, e.g. the modules whose shapes
 quarkfs's spec cannot take (Quark pads or refuses those).
@@ -49,11 +52,11 @@ class QuarkCannot(Exception):
     """Quark itself refused or failed to produce this export (the message is its exception)."""
 
 
-def quark_config(spec, exclude=()):
-    """The Quark QConfig that quarkfs's spec describes (import of quark deferred to here)."""
+def quark_layer(spec):
+    """The Quark QLayerConfig of one quarkfs spec (import of quark deferred to here)."""
     from quark.torch.quantization.config.config import (
         FP8E4M3PerChannelSpec, FP8E4M3PerTensorSpec, Int4PerGroupSpec,
-        Int8PerChannelSpec, Int8PerTensorSpec, OCP_MXFP4Spec, QConfig, QLayerConfig,
+        Int8PerChannelSpec, Int8PerTensorSpec, OCP_MXFP4Spec, QLayerConfig,
         Uint4PerGroupSpec)
     common = dict(scale_type="float", round_method="half_even")
     inp = None
@@ -80,10 +83,18 @@ def quark_config(spec, exclude=()):
         inp = OCP_MXFP4Spec(ch_axis=-1, is_dynamic=True)
     else:
         raise QuarkCannot("%s is not a Quark scheme" % spec)
-    layer = QLayerConfig(weight=w.to_quantization_spec(),
-                         input_tensors=inp.to_quantization_spec() if inp else None)
+    return QLayerConfig(weight=w.to_quantization_spec(),
+                        input_tensors=inp.to_quantization_spec() if inp else None)
+
+
+def quark_config(spec, exclude=(), layers=()):
+    """The Quark QConfig of quarkfs's spec, with layers = ((glob, spec), ...) as Quark's
+    layer_quant_config (quarkfs's --layer GLOB=SPEC, in that order)."""
+    from quark.torch.quantization.config.config import QConfig
     # Quark writes the list verbatim; quarkfs writes its exclusions sorted.
-    cfg = QConfig(global_quant_config=layer, exclude=sorted(set(EXCLUDE) | set(exclude)))
+    cfg = QConfig(global_quant_config=quark_layer(spec),
+                  layer_quant_config={g: quark_layer(s) for g, s in layers},
+                  exclude=sorted(set(EXCLUDE) | set(exclude)))
     return cfg
 
 
@@ -111,12 +122,12 @@ def _quiet(log):
         yield
 
 
-def quantize(src, spec, log=None, exclude=()):
+def quantize(src, spec, log=None, exclude=(), layers=()):
     """The model of SRC quantized and frozen by Quark (weights real-quantized at export)."""
     import torch
     from transformers import AutoModelForCausalLM
     from quark.torch import ModelQuantizer
-    cfg = quark_config(spec, exclude)
+    cfg = quark_config(spec, exclude, layers)
     log = log if log is not None else io.StringIO()
     try:
         with _quiet(log):
@@ -124,7 +135,13 @@ def quantize(src, spec, log=None, exclude=()):
                 src, dtype=getattr(torch, source_dtype(src)), device_map="cpu")
             model.eval()
             quantizer = ModelQuantizer(cfg)
-            model = quantizer.quantize_model(model, dataloader=None)
+            # Quark 0.13 asks for calibration data when weight-only layers and layers with
+            # (dynamic) activations are mixed (config_verification.py: is_act_dynamic is and-ed
+            # over the layers, and a weight-only layer counts as not dynamic); dynamic
+            # activations keep no scales and weights are min-max, so one short batch of token
+            # ids changes no exported byte.
+            data = [torch.tensor([[1, 2, 3, 4]])] if layers else None
+            model = quantizer.quantize_model(model, dataloader=data)
             model = quantizer.freeze(model)
     except Exception as exc:       # noqa: BLE001 - the reason is reported, the case skipped
         raise QuarkCannot("quantize_model/freeze raised %s: %s" % (type(exc).__name__, exc)) from exc
@@ -154,9 +171,10 @@ def export_model(model, fmt, out, log=None):
     return out
 
 
-def export(src, spec, fmt, out, log=None, exclude=()):
-    """Quantize SRC with Quark for spec and export it in fmt's custom_mode into OUT."""
-    return export_model(quantize(src, spec, log, exclude), fmt, out, log)
+def export(src, spec, fmt, out, log=None, exclude=(), layers=()):
+    """Quantize SRC with Quark for spec (and layers) and export it in fmt's custom_mode into
+    OUT."""
+    return export_model(quantize(src, spec, log, exclude, layers), fmt, out, log)
 
 
 class Oracle:
@@ -167,15 +185,15 @@ class Oracle:
         self.root = cache_root
         self.models, self.exports, self.logs = {}, {}, {}
 
-    def get(self, src, spec, fmt, exclude=()):
-        key = (os.path.realpath(src), spec, tuple(sorted(exclude)), fmt)
+    def get(self, src, spec, fmt, exclude=(), layers=()):
+        key = (os.path.realpath(src), spec, tuple(sorted(exclude)), tuple(layers), fmt)
         if key not in self.exports:
-            mkey = key[:3]
+            mkey = key[:4]
             log = self.logs.setdefault(mkey, io.StringIO())
             try:
                 if mkey not in self.models:
                     try:
-                        self.models[mkey] = quantize(src, spec, log, exclude)
+                        self.models[mkey] = quantize(src, spec, log, exclude, layers)
                     except QuarkCannot as exc:
                         self.models[mkey] = exc
                 if isinstance(self.models[mkey], QuarkCannot):
@@ -195,6 +213,8 @@ def main():
     ap.add_argument("--format", default="quark", choices=sorted(CUSTOM_MODE))
     ap.add_argument("--exclude", action="append", default=[], metavar="MODULE",
                     help="also exclude this module (repeatable; lm_head always is)")
+    ap.add_argument("--layer", action="append", default=[], metavar="GLOB=SPEC",
+                    help="layer_quant_config entry (repeatable, in order)")
     ap.add_argument("--verbose", action="store_true", help="show Quark's own output")
     ap.add_argument("src")
     ap.add_argument("out")
@@ -203,7 +223,8 @@ def main():
         ap.error("Quark has no %s export of %s" % (a.format, a.spec))
     log = sys.stderr if a.verbose else io.StringIO()
     try:
-        export(a.src, a.spec, a.format, a.out, log, a.exclude)
+        export(a.src, a.spec, a.format, a.out, log, a.exclude,
+               [tuple(x.rsplit("=", 1)) for x in a.layer])
     except QuarkCannot as exc:
         print("quark_oracle: %s" % exc, file=sys.stderr)
         if not a.verbose:

@@ -497,9 +497,52 @@ def dense_reference():
         "dense BF16 PPL %.5f, published %.4f" % (ppl, qual.REF_PPL["bf16"])
 
 
+# Per-layer recipes (--layer / --preset: Quark's layer_quant_config, format quark only), loaded
+# by transformers + amd-quark; the rules are written out here, not read from quarkfs.
+MIXED_RECIPES = {
+    "int4-g32 --preset keep-sensitive": ("int4-g32", ["--preset", "keep-sensitive"]),
+    "int4-g128 + down_proj int8-channel + layer 0 fp8": (
+        "int4-g128", ["--layer", "model.layers.*.mlp.down_proj=int8-channel",
+                      "--layer", "model.layers.0.*=fp8"]),
+}
+
+
+def run_mixed(name):
+    """One per-layer recipe through transformers + amd-quark: checks (1) and (2) (each module's
+    dequantized weight against quality.py's numpy reading of its own layer config), the
+    perplexity on stories260K, and greedy tokens and logits from the mount = the export's."""
+    spec, flags = MIXED_RECIPES[name]
+    row = Ctx.rows.setdefault((name, "quark"), {"loader": LOADERS["quark"].name,
+                                                "versions": LOADERS["quark"].versions()})
+    row["status"] = "ok"
+    src = stories()
+    with q.mounted(src, spec, extra=flags) as m:
+        model = None
+        try:
+            model, info, _ = load(m.path, "quark")
+            row["stories loads"] = "yes"
+            W = check_load(src, m.path, spec, "quark", model, info, row, "stories")
+            ppl, n = perplexity(model, Ctx.seqs)
+            assert n == qual.REF_NPRED and math.isfinite(ppl), (n, ppl)
+            row["stories runs"] = "yes"
+            row["PPL"], row["PPL dense"] = ppl, ppl_of_weights(src, W)
+        finally:
+            model = None
+            gc.collect()
+    gsrc = generated()
+    exported = q.export(gsrc, spec, extra=flags)
+    with q.mounted(gsrc, spec, extra=flags) as m:
+        toks_m, logits_m = on_generated(gsrc, m.path, spec, "quark", row)
+    toks_e, logits_e = on_generated(gsrc, exported, spec, "quark", None)
+    assert toks_m == toks_e and torch.equal(logits_m, logits_e), "mount and export differ"
+    row["generation"] = "= export (%d tokens)" % len(toks_m)
+
+
 def register():
     for spec, fmt in list_pairs():
         q.add_test("%s/%s" % (spec, fmt), lambda s=spec, f=fmt: run_pair(s, f))
+    for name in MIXED_RECIPES:
+        q.add_test("mixed/%s" % name, lambda n=name: run_mixed(n))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,7 +562,7 @@ def report():
                      "yes | — | — | %.4f | — | — | reference (published %.4f) |"
                      % (version("transformers"), version("torch"), Ctx.ref_row,
                         qual.REF_PPL["bf16"]))
-    for (spec, fmt) in list_pairs():
+    for (spec, fmt) in list_pairs() + [(n, "quark") for n in MIXED_RECIPES]:
         r = Ctx.rows.get((spec, fmt))
         if r is None:
             continue

@@ -216,18 +216,34 @@ def group_of(spec):
     return int(m.group(1)) if m else None
 
 
-def shape_excluded(src, spec):
+def layer_spec(module, spec, layers):
+    """The spec Quark's quantizer gives module under layer_quant_config = layers ((glob, spec),
+    in order): an exact key first, then the first fnmatch match
+    (quark/torch/quantization/model_transformation.py, setup_config_per_layer)."""
+    import fnmatch
+    for glob, s in layers:
+        if glob == module:
+            return s
+    for glob, s in layers:
+        if fnmatch.fnmatch(module, glob):
+            return s
+    return spec
+
+
+def shape_excluded(src, spec, layers=()):
     """Linear modules of src the spec cannot take, by the documented rules: 4-bit groups must
     divide in and out must be a multiple of 8 (int32 packing along the output dim); MXFP4 needs
-    in to be a multiple of 32. Candidates: 2-D float *.weight, not embeddings, not lm_head."""
+    in to be a multiple of 32. Candidates: 2-D float *.weight, not embeddings, not lm_head.
+    With layers, each module's own spec decides."""
     out = []
     for name, (dtype, shape, _) in sorted(model_tensors(src).items()):
         if (not name.endswith(".weight") or len(shape) != 2 or dtype not in qo.ST_DTYPES
                 or "embed" in name or name == "lm_head.weight"):
             continue
         rows, cols = shape
-        g = group_of(spec)
-        if (g and (cols % g or rows % 8)) or (spec == "mxfp4" and cols % 32):
+        spec_m = layer_spec(name[:-len(".weight")], spec, layers)
+        g = group_of(spec_m)
+        if (g and (cols % g or rows % 8)) or (spec_m == "mxfp4" and cols % 32):
             out.append(name[:-len(".weight")])
     return out
 
@@ -336,10 +352,10 @@ def require_quark():
         raise q.Skip(QUARK_MISSING)
 
 
-def quark_export(src, spec, fmt, exclude=()):
+def quark_export(src, spec, fmt, exclude=(), layers=()):
     require_quark()
     try:
-        return ORACLE.get(src, spec, fmt, exclude)
+        return ORACLE.get(src, spec, fmt, exclude, layers)
     except qo.QuarkCannot as exc:
         raise q.Skip("Quark cannot produce %s/%s of %s: %s" % (fmt, spec, src, exc))
 
@@ -374,6 +390,48 @@ for _model in MODELS:
         if _model == "ties" and (_spec not in ("int8", "fp8", "mxfp4") and group_of(_spec) != 32):
             continue
         add_pair(_model, _spec, _fmt)
+
+
+# Per-layer recipes (quarkfs --layer / --preset; Quark's layer_quant_config): the same recipe
+# given to Quark's quantizer as layer_quant_config, in the same order. The preset's rule is
+# written out here from README "Per-layer precision", not read from quarkfs.
+KEEP_SENSITIVE = [("*.self_attn.[qkv]_proj", "int8-channel")]
+MIXED = {
+    # weight-only layers beside fp8 layers with dynamic activations (the oracle needs a
+    # dataloader then: quark_oracle.quantize)
+    "int4-g128+down-int8ch+layer0-fp8": (
+        "fit", "int4-g128", [("model.layers.*.mlp.down_proj", "int8-channel"),
+                             ("model.layers.0.*", "fp8")], []),
+    # a rule that makes down_proj (in=172) quantizable, and an MX layer
+    "uint4-g32+down-int8ch+o-mxfp4": (
+        "stories-bf16", "uint4-g32", [("*.mlp.down_proj", "int8-channel"),
+                                      ("*.self_attn.o_proj", "mxfp4")], []),
+    "int4-g32+preset-keep-sensitive": (
+        "stories-bf16", "int4-g32", KEEP_SENSITIVE, ["--preset", "keep-sensitive"]),
+    "int4-g128+preset-keep-sensitive": (
+        "fit", "int4-g128", KEEP_SENSITIVE, ["--preset", "keep-sensitive"]),
+}
+
+
+def add_mixed(name):
+    def case():
+        model, spec, layers, flags = MIXED[name]
+        src = MODELS[model]()
+        qdir = quark_export(src, spec, "quark", shape_excluded(src, spec, layers), layers)
+        problems = []
+        with q.mounted(src, spec, extra=flags or q.layer_flags(layers)) as m:
+            n = compare(m.path, qdir, "quark", src, problems)
+        if problems:
+            raise AssertionError("%s of %s differs from Quark's export (%d problems):\n  %s"
+                                 % (name, model, len(problems), "\n  ".join(problems)))
+        assert n > 0, "no tensor compared"
+        lq = json.load(open(os.path.join(qdir, "config.json")))["quantization_config"]
+        assert sorted(lq["layer_quant_config"]) == sorted(g for g, _ in layers), lq
+    q.add_test("mixed/%s" % name, case)
+
+
+for _name in MIXED:
+    add_mixed(_name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,13 +472,13 @@ def import_and_compare(path, expect, info, src_tensors, problems):
                 problems.append("unquantized %s differs after import" % mod)
 
 
-def add_import(model, spec, fmt):
+def add_import(model, spec, fmt, flags=(), name=None):
     def case():
         require_quark()
         src = MODELS[model]()
         _, src_tensors = quality.read_model_dir(src)
         problems = []
-        with q.mounted(src, spec, fmt=fmt) as m:
+        with q.mounted(src, spec, fmt=fmt, extra=flags) as m:
             expect, info = quality.dequantize_view(m.path, src_tensors)
             import_and_compare(m.path, expect, info, src_tensors, problems)
             gc.collect()
@@ -428,13 +486,15 @@ def add_import(model, spec, fmt):
             raise AssertionError("Quark's import of the %s/%s mount of %s (%d problems):\n  %s"
                                  % (fmt, spec, model, len(problems), "\n  ".join(problems)))
         assert info["quantized"], "nothing quantized"
-    q.add_test("import/%s/%s/%s" % (model, fmt, spec), case)
+    q.add_test("import/%s/%s/%s" % (model, fmt, name or spec), case)
 
 
 for _spec, _fmt in qo.PAIRS:
     add_import("fit", _spec, _fmt)
 add_import("stories-bf16", "mxfp4", "quark")       # with modules left unquantized by shape
 add_import("stories-bf16", "uint4-g32", "awq")
+for _name, (_model, _spec, _layers, _flags) in MIXED.items():     # each module its own layout
+    add_import(_model, _spec, "quark", _flags or q.layer_flags(_layers), "mixed/" + _name)
 
 
 # ---------------------------------------------------------------------------------------------

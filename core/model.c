@@ -298,13 +298,26 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* True if a weight named lm_head.weight is quantized (a --layer rule named it). */
+static bool lm_head_quantized(const qfs_model *m)
+{
+    for (size_t i = 0; i < m->n_entries; i++) {
+        const qfs_entry *e = &m->entries[i];
+        if (e->kind != QFS_ENTRY_QUANTIZED || e->error) continue;
+        const qfs_st_tensor *t = qfs_st_find(&e->st_file, "lm_head.weight");
+        if (t && e->plan.decisions[t - e->st_file.tensors] == QFS_SELECT_QUANTIZE) return true;
+    }
+    return false;
+}
+
 /* Module names of every unquantized Linear-like weight, plus "lm_head" (Quark's templates
- * always exclude it, and a tied lm_head has no tensor to find). Sorted, unique. */
+ * always exclude it, and a tied lm_head has no tensor to find) unless a rule quantized it.
+ * Sorted, unique. */
 static int exclusion_list(const qfs_model *m, char ***out, size_t *n_out)
 {
     size_t cap = 16, n = 0;
     char **list = malloc(cap * sizeof *list);
-    if (!list || !(list[n++] = strdup("lm_head"))) {
+    if (!list || (!lm_head_quantized(m) && !(list[n++] = strdup("lm_head")))) {
         free(list);
         return -ENOMEM;
     }
@@ -558,8 +571,11 @@ static int check_layer_rules(qfs_model *m, qfs_error *err)
     for (size_t k = 0; k < r->n_layers && !rc; k++) {
         if (used[k] || r->layers[k].from_preset) continue;
         qfs_error_set(err, "%s: --layer '%s=%s' matches no quantizable module (module names "
-                      "are tensor names without '.weight'; `quarkfs inspect` lists them)",
-                      m->src_root, r->layers[k].glob, r->layers[k].spec->name);
+                      "are tensor names without '.weight'; `quarkfs inspect` lists them%s)",
+                      m->src_root, r->layers[k].glob, r->layers[k].spec->name,
+                      strstr(r->layers[k].glob, "lm_head")
+                          ? "; an lm_head is quantized only when a rule names it exactly and "
+                            "it has a weight of its own, not tied to the embeddings" : "");
         rc = -EINVAL;
     }
     free(used);

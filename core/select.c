@@ -70,6 +70,17 @@ static bool matches_any(const char *module, const char *const *globs, size_t n)
 static qfs_select_result select_module(const char *module, const qfs_st_tensor *t,
                                        const qfs_select_rules *rules);
 
+/* True if a user's --layer rule names module exactly (no wildcard): the one way to quantize an
+ * lm_head, which globs (even "*") never reach. */
+static bool names_exactly(const qfs_select_rules *rules, const char *module)
+{
+    for (size_t k = 0; rules && k < rules->n_layers; k++)
+        if (!rules->layers[k].from_preset && strcmp(rules->layers[k].glob, module) == 0 &&
+            !strpbrk(module, "*?["))
+            return true;
+    return false;
+}
+
 qfs_select_result qfs_select_tensor(const qfs_st_tensor *t, const qfs_spec *spec,
                                     const qfs_select_rules *rules)
 {
@@ -92,7 +103,7 @@ static qfs_select_result select_module(const char *module, const qfs_st_tensor *
         return QFS_SKIP_EMBEDDING;
     if (contains_ci(module, "norm") || any_component(module, is_ln_component))
         return QFS_SKIP_NORM;
-    if (is_lm_head(module)) return QFS_SKIP_LM_HEAD;
+    if (is_lm_head(module) && !names_exactly(rules, module)) return QFS_SKIP_LM_HEAD;
     if (rules && matches_any(module, rules->excludes, rules->n_excludes))
         return QFS_SKIP_USER_EXCLUDE;
     if (rules && rules->n_includes && !matches_any(module, rules->includes, rules->n_includes))

@@ -604,7 +604,7 @@ def module_spec(module, spec, layers):
     return spec
 
 
-def classify(info, names, spec, excludes, includes, fmt="quark"):
+def classify(info, names, spec, excludes, includes, fmt="quark", layers=None):
     """('quantize' | 'linear' | None, reason): how one source tensor is treated.
 
     'linear' = Linear-like (2-D float *.weight, not an embedding nor a norm) but left
@@ -621,7 +621,9 @@ def classify(info, names, spec, excludes, includes, fmt="quark"):
     if info.numel == 0:
         return "linear", "empty tensor"
     if module == "lm_head" or module.endswith(".lm_head"):
-        return "linear", "lm_head"
+        # only a per-layer rule naming it exactly (no wildcard) quantizes an lm_head
+        if not (layers and module in layers and not has_magic(module)):
+            return "linear", "lm_head"
     if any(fnmatch.fnmatchcase(module, g) for g in excludes):
         return "linear", "--exclude"
     if includes and not any(fnmatch.fnmatchcase(module, g) for g in includes):
@@ -678,7 +680,7 @@ def plan_safetensors(relpath, path, spec, excludes, includes, fmt="quark", layer
     outputs = []
     for name, info in src.tensors.items():
         tspec = module_spec(name[: -len(".weight")], spec, layers or {})
-        verdict, reason = classify(info, src.tensors, tspec, excludes, includes, fmt)
+        verdict, reason = classify(info, src.tensors, tspec, excludes, includes, fmt, layers)
         if verdict != "quantize":
             if verdict == "linear":
                 plan.unquantized_linear[name[: -len(".weight")]] = reason
@@ -825,8 +827,11 @@ def tensor_spec(dtype, qscheme, ch_axis, observer, dynamic, group_size=None, sym
 
 
 def exclude_list(plan):
-    """Sorted exact module names of every unquantized Linear-like tensor, plus 'lm_head'."""
-    names = {"lm_head"}
+    """Sorted exact module names of every unquantized Linear-like tensor, plus 'lm_head'
+    unless a per-layer rule had lm_head.weight quantized."""
+    names = set()
+    if not any("lm_head.weight" in f.quantized for f in plan.safetensors.values()):
+        names.add("lm_head")
     for fplan in plan.safetensors.values():
         names.update(fplan.unquantized_linear)
     return sorted(names)

@@ -25,7 +25,8 @@ typedef enum qfs_select_result {
     QFS_SKIP_NOT_FLOAT,        /* dtype other than BF16/F16/F32 */
     QFS_SKIP_EMBEDDING,
     QFS_SKIP_NORM,
-    QFS_SKIP_LM_HEAD,          /* excluded by default, as in Quark's templates */
+    QFS_SKIP_LM_HEAD,          /* excluded by default, as in Quark's templates, unless a
+                                * user's --layer rule names the module exactly */
     QFS_SKIP_USER_EXCLUDE,     /* --exclude */
     QFS_SKIP_NOT_INCLUDED,     /* --include given and not matched */
     QFS_SKIP_EMPTY,            /* a dimension is 0 */

@@ -117,6 +117,28 @@ def layer_rule_makes_a_shape_fit():
 
 
 @q.test
+def lm_head_by_exact_name():
+    """An untied lm_head is quantized only by a rule naming it exactly (a glob such as '*'
+    leaves it alone), and then leaves the exclusion list; a tied one has no weight: exit 1."""
+    src = q.gen_model("demo", "bf16", "--hidden", "256", "--intermediate", "512", "--layers",
+                      "2", "--heads", "4", "--kv-heads", "2", "--vocab", "512", "--untied")
+    layers = [("lm_head", "fp8-channel")]
+    exp = q.export(src, "int4-g128", extra=q.layer_flags(layers))
+    q.quarkref_check(src, exp, "int4-g128", layers=layers)
+    dt = view_dtypes(exp)
+    assert dt["lm_head.weight"] == "F8_E4M3", dt["lm_head.weight"]
+    qc = json.load(open(os.path.join(exp, "config.json")))["quantization_config"]
+    assert "lm_head" not in qc["exclude"], qc["exclude"]
+    star = [("*", "fp8-channel")]
+    exp = q.export(src, "int4-g128", extra=q.layer_flags(star))
+    q.quarkref_check(src, exp, "int4-g128", layers=star)
+    assert view_dtypes(exp)["lm_head.weight"] == "BF16"
+    tied = q.gen_model("demo", "bf16")     # the generator's demo model ties lm_head
+    res = q.quarkfs("inspect", "--spec", "int8", "--layer", "lm_head=fp8", tied)
+    assert res.returncode == 1 and "not tied to the embeddings" in res.stderr, res
+
+
+@q.test
 def refusals():
     """Formats without per-layer configs, a spec the format cannot write, bad syntax and an
     unknown preset exit 2 naming the rule; a rule matching nothing and rules the sorted config

@@ -683,6 +683,18 @@ static void test_select_lm_head(void **state)
     assert_int_equal(SEL2("xlm_head.weight"), QFS_SELECT_QUANTIZE);
     /* an empty lm_head is still reported as lm_head (checked first) */
     assert_int_equal(sel("lm_head.weight", QFS_DT_BF16, 2, 0, 4, NULL), QFS_SKIP_LM_HEAD);
+    /* only a user's rule naming it exactly brings it in: not a glob, not a preset's rule */
+    const qfs_layer_rule exact[] = {{"lm_head", unit_spec("fp8"), false}};
+    const qfs_layer_rule star[] = {{"*", unit_spec("fp8"), false}};
+    const qfs_layer_rule preset[] = {{"lm_head", unit_spec("fp8"), true}};
+    qfs_select_rules r_exact = {NULL, 0, NULL, 0, exact, 1};
+    qfs_select_rules r_star = {NULL, 0, NULL, 0, star, 1};
+    qfs_select_rules r_preset = {NULL, 0, NULL, 0, preset, 1};
+    assert_int_equal(sel("lm_head.weight", QFS_DT_BF16, 2, 4, 4, &r_exact), QFS_SELECT_QUANTIZE);
+    assert_int_equal(sel("lm_head.weight", QFS_DT_BF16, 2, 4, 4, &r_star), QFS_SKIP_LM_HEAD);
+    assert_int_equal(sel("lm_head.weight", QFS_DT_BF16, 2, 4, 4, &r_preset), QFS_SKIP_LM_HEAD);
+    assert_int_equal(sel("model.lm_head.weight", QFS_DT_BF16, 2, 4, 4, &r_exact),
+                     QFS_SKIP_LM_HEAD);
 }
 
 static void test_select_user_rules(void **state)

@@ -91,10 +91,11 @@ def quark_config(spec, exclude=(), layers=()):
     """The Quark QConfig of quarkfs's spec, with layers = ((glob, spec), ...) as Quark's
     layer_quant_config (quarkfs's --layer GLOB=SPEC, in that order)."""
     from quark.torch.quantization.config.config import QConfig
-    # Quark writes the list verbatim; quarkfs writes its exclusions sorted.
+    # Quark writes the list verbatim; quarkfs writes its exclusions sorted. A layer rule naming
+    # lm_head quantizes it (quarkfs --layer lm_head=SPEC): then it is not excluded.
     cfg = QConfig(global_quant_config=quark_layer(spec),
                   layer_quant_config={g: quark_layer(s) for g, s in layers},
-                  exclude=sorted(set(EXCLUDE) | set(exclude)))
+                  exclude=sorted((set(EXCLUDE) - {g for g, _ in layers}) | set(exclude)))
     return cfg
 
 

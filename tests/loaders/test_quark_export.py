@@ -178,6 +178,9 @@ def ties_model():
 
 MODELS = {
     "fit": fitting_model,
+    "untied": lambda: q.gen_model("demo", "bf16", "--hidden", "256", "--intermediate", "512",
+                                  "--layers", "2", "--heads", "4", "--kv-heads", "2", "--vocab",
+                                  "512", "--untied"),
     "ties": ties_model,
     "stories-bf16": lambda: q.shared_model("bf16"),
     "stories-f16": lambda: q.shared_model("f16"),
@@ -383,6 +386,8 @@ def add_pair(model, spec, fmt):
 # 4-bit specs at g32 only (their awq/fp8 layouts are the same tensors renamed, and on stories
 # g64/g128 leave little or nothing quantized: both are compared on the other two models).
 for _model in MODELS:
+    if _model == "untied":          # for the lm_head recipe below only
+        continue
     for _spec, _fmt in qo.PAIRS:
         if _model in ("stories-f16", "stories-f32") and (
                 _fmt != "quark" or group_of(_spec) in (64, 128)):
@@ -410,6 +415,9 @@ MIXED = {
         "stories-bf16", "int4-g32", KEEP_SENSITIVE, ["--preset", "keep-sensitive"]),
     "int4-g128+preset-keep-sensitive": (
         "fit", "int4-g128", KEEP_SENSITIVE, ["--preset", "keep-sensitive"]),
+    # an untied lm_head, quantized because a rule names it
+    "int4-g128+lm_head-fp8ch": (
+        "untied", "int4-g128", [("lm_head", "fp8-channel")], []),
 }
 
 

@@ -195,6 +195,8 @@ void qfs_spec_print_table(FILE *out)
                  "7.6.0) on a CPU and an H200;\nvLLM 0.26.0 on an H200.\n\n");
     for (size_t i = 0; i < N_SPECS; i++)
         fprintf(out, "%-12s %s\n", specs[i].name, specs[i].description);
+    fprintf(out, "\nPresets (--preset NAME: --layer rules, format quark):\n");
+    qfs_preset_print(out);
 }
 
 int qfs_layer_rule_parse(const char *arg, char **glob, const qfs_spec **spec, qfs_error *err)

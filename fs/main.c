@@ -378,6 +378,19 @@ static int inspect_all_specs(cli *c, const char *src, const qfs_inspect_options 
         for (int k = 0; !qfs_spec_format_ok(&all[i], f) && k < QFS_FMT_COUNT; k++) f = (qfs_format)k;
         c->spec = all[i].name;
         c->format = qfs_format_name(f);
+        qfs_error lerr = {{0}};
+        if (qfs_layer_rules_check_format(&all[i], f, c->layer_rules, c->n_layer_rules, &lerr)) {
+            /* a spec only another format takes: its row cannot carry the per-layer rules */
+            const char *why = "per-layer rules (--layer, --preset) need --format quark";
+            if (o->json)
+                json_array_append_new(rows, json_pack("{s:s,s:s,s:s}", "spec", all[i].name,
+                                                      "format", c->format, "skipped", why));
+            else
+                printf("%-12s %-19s %9s %8s %10s %8s %10s  %s\n", all[i].name, c->format, "-",
+                       "-", "", "", "", why);
+            if (o->error) qfs_progress_update(&pr, 0, i + 1, all[i].name);
+            continue;
+        }
         qfs_model *m;
         if ((rc = build_model(c, src, false, &m))) {
             if (o->error) qfs_progress_abort(&pr);

@@ -193,6 +193,20 @@ def inspect_shows_the_plan():
 
 
 @q.test
+def spec_all_and_list_specs():
+    """inspect --spec all with a preset: every quark spec gets a row with the rules, fp8-block
+    (fp8 or compressed-tensors only) a row saying why not; --list-specs names the preset."""
+    src = fitting()
+    res = q.quarkfs("inspect", "--spec", "all", "--preset", "keep-sensitive", src)
+    assert res.returncode == 0, res
+    rows = {ln.split()[0]: ln for ln in res.stdout.splitlines()[1:] if ln.strip()}
+    assert "per-layer rules (--layer, --preset) need --format quark" in rows["fp8-block"]
+    assert "mxfp4" in rows and "int4-g128" in rows
+    res = q.quarkfs("--list-specs")
+    assert res.returncode == 0 and "keep-sensitive" in res.stdout, res
+
+
+@q.test
 def o_spelling_and_vllm_warning():
     """-o layer=A=S:B=S is --layer A=S --layer B=S (bytes equal); q/k/v given different specs
     get the warning that vLLM refuses it."""

@@ -57,6 +57,7 @@ static bool map_guard_on;         /* its SIGBUS handler is installed */
 /* Weights the spec cannot take, grouped by dtype and reason for one summary line each. */
 typedef struct skip_group {
     char dtype[16], why[256];
+    const char *spec;        /* the spec that cannot take them (a layer rule's, or the view's) */
     size_t n;
     char patterns[3][160];   /* module names with layer numbers as '*' */
     size_t n_patterns;
@@ -79,16 +80,19 @@ static void module_pattern(const char *name, char *out, size_t len)
     out[o] = '\0';
 }
 
-static void add_skip(skip_group *g, size_t *n_groups, size_t cap, const char *dtype,
-                     const char *why, const char *name)
+static void add_skip(skip_group *g, size_t *n_groups, size_t cap, const char *spec,
+                     const char *dtype, const char *why, const char *name)
 {
     size_t k = 0;
-    while (k < *n_groups && (strcmp(g[k].dtype, dtype) != 0 || strcmp(g[k].why, why) != 0)) k++;
+    while (k < *n_groups && (strcmp(g[k].dtype, dtype) != 0 || strcmp(g[k].why, why) != 0 ||
+                             g[k].spec != spec))
+        k++;
     if (k == *n_groups) {
         if (*n_groups == cap) k = cap - 1;   /* beyond the cap: counted with the last group */
         else {
             memset(&g[k], 0, sizeof g[k]);
             snprintf(g[k].dtype, sizeof g[k].dtype, "%s", dtype);
+            g[k].spec = spec;
             snprintf(g[k].why, sizeof g[k].why, "%.*s", (int)sizeof g[k].why - 1, why);
             (*n_groups)++;
         }
@@ -130,7 +134,8 @@ static void log_plan(const qfs_model *m)
                 log_msg(LOG_DEBUG, "%s: tensor '%s' [%llu, %llu] stays %s: spec %s cannot take "
                         "it: %s", e->src_path, s->name, (unsigned long long)s->shape[0],
                         (unsigned long long)s->shape[1], dt, ls->name, why);
-                add_skip(groups, &n_groups, sizeof groups / sizeof groups[0], dt, why, s->name);
+                add_skip(groups, &n_groups, sizeof groups / sizeof groups[0], ls->name, dt, why,
+                         s->name);
             } else if (d == QFS_SKIP_NAME_CLASH) {
                 log_msg(LOG_WARNING, "%s: tensor '%s' stays %s: the names of its quantized "
                         "tensors are already taken in that file", e->src_path, s->name, dt);
@@ -153,7 +158,7 @@ static void log_plan(const qfs_model *m)
         if (g->more) snprintf(mods + n, sizeof mods - n, ", ...");
         log_msg(LOG_INFO, "%zu weight%s stay%s %s, spec %s cannot take %s: %s (%s); "
                 "`quarkfs inspect` lists them, `inspect --spec all` compares the specs",
-                g->n, g->n == 1 ? "" : "s", g->n == 1 ? "s" : "", g->dtype, m->opts.spec->name,
+                g->n, g->n == 1 ? "" : "s", g->n == 1 ? "s" : "", g->dtype, g->spec,
                 g->n == 1 ? "it" : "them", g->why, mods);
     }
 }

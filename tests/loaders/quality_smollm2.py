@@ -2,6 +2,7 @@
 """Perplexity of SmolLM2-135M-Instruct through quarkfs views, each loaded by its real loader on CPU.
 
     build-venv/bin/python tests/loaders/quality_smollm2.py [--windows N] [--ctx L] [--only SPEC/FMT]
+        [--preset NAME]
 
 For the dense bf16 checkpoint (tests/loaders/smollm2.py) and every spec/format pair that
 quantizes something on it, mount the view with quarkfs, load it with transformers and the loader
@@ -258,7 +259,10 @@ def main():
     # [batch, seq, hidden] input, shared by the whole batch; only a batch of 1 is per token.
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--only", action="append", default=[], help="SPEC/FORMAT (repeatable)")
+    ap.add_argument("--preset", help="measure the quark pairs with `--preset NAME` (per-layer "
+                                     "rules) instead of uniformly")
     args = ap.parse_args()
+    extra = ["--preset", args.preset] if args.preset else []
 
     import torch
     from transformers import AutoTokenizer
@@ -280,13 +284,15 @@ def main():
         if args.only and "%s/%s" % (spec, fmt) not in args.only:
             continue
         why = skip_reason(spec, fmt, src)
+        if args.preset and fmt != "quark":
+            why = "per-layer rules (--preset) are written in the quark format only"
         if why:
             skipped.append((spec, fmt, why))
             print("skip %s/%s: %s" % (spec, fmt, why), flush=True)
             continue
         t = time.monotonic()
         try:
-            with q.mounted(src, spec=spec, fmt=fmt) as m:
+            with q.mounted(src, spec=spec, fmt=fmt, extra=extra) as m:
                 r = measure(m.path, fmt, seqs, args.batch)
         except Exception as exc:   # noqa: BLE001 - a row says what failed, the table goes on
             print("FAIL %s/%s: %s: %s" % (spec, fmt, type(exc).__name__, exc), flush=True)
@@ -301,7 +307,8 @@ def main():
         bad = [k for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)]
         if bad:
             note += " " + ", ".join("%s %d" % (k, len(info[k])) for k in bad)
-        rows.append((spec, fmt, LOADER[fmt], "%d/%d%s" % (len(quantized), len(linears), note),
+        label = spec + (" --preset " + args.preset if args.preset else "")
+        rows.append((label, fmt, LOADER[fmt], "%d/%d%s" % (len(quantized), len(linears), note),
                      ppl, ppl - ppl0, agree))
         print("%s/%s: PPL %.4f, %d/%d quantized, top-1 %.2f %% (%.0f s)" % (
             spec, fmt, ppl, len(quantized), len(linears), 100 * agree, time.monotonic() - t),

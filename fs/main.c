@@ -189,7 +189,10 @@ static int lookup_pair(const cli *c, const qfs_spec **spec, qfs_format *fmt)
     return 0;
 }
 
-static int build_model(const cli *c, const char *src, bool verbose, qfs_model **m)
+/* The view of c over src; with base (another view of the same src), its scan and headers are
+ * reused (qfs_model_open_like). */
+static int build_model_like(const cli *c, const char *src, bool verbose, const qfs_model *base,
+                            qfs_model **m)
 {
     qfs_error err = {{0}};
     const qfs_spec *spec;
@@ -203,13 +206,18 @@ static int build_model(const cli *c, const char *src, bool verbose, qfs_model **
         .check_finite = c->check_finite,
         .follow_all_symlinks = c->follow_symlinks,
     };
-    if (qfs_model_open(src, &o, m, &err)) {
+    if (base ? qfs_model_open_like(base, &o, m, &err) : qfs_model_open(src, &o, m, &err)) {
         log_msg(LOG_ERR, "%s", err.msg);
         return 1;
     }
     for (size_t i = 0; i < (*m)->n_warnings; i++) log_msg(LOG_WARNING, "%s", (*m)->warnings[i]);
     if (verbose) log_plan(*m);
     return 0;
+}
+
+static int build_model(const cli *c, const char *src, bool verbose, qfs_model **m)
+{
+    return build_model_like(c, src, verbose, NULL, m);
 }
 
 /* True if dir holds Mistral's native layout (params.json and consolidated*.safetensors), which
@@ -828,8 +836,9 @@ static int cmd_mount(int argc, char **argv)
         log_msg(LOG_DEBUG, "ignored mount options: %s (the view is always ro,nodev,nosuid with "
                 "fixed attributes; the others are for mount(8), fstab or systemd)", c.ignored);
     if (c.specs && (rc = parse_specs(c.specs, defs, &n_views))) goto out;
-    /* Several views: one model each (each scans the source's headers: mount-time work only),
-     * all served by one engine, so they share cache_mem and the disk cache. */
+    /* Several views: one scan of the source (the first view's; the others reuse its tree and
+     * parsed headers), one model each, all served by one engine, so they share cache_mem and
+     * the disk cache. */
     for (size_t v = 0; v < n_views; v++) {
         if (c.specs) {
             c.spec = defs[v].spec;
@@ -838,7 +847,8 @@ static int cmd_mount(int argc, char **argv)
         } else {
             names[v] = "";
         }
-        if ((rc = build_model(&c, c.pos[0], true, &views[v]))) goto out;
+        if ((rc = build_model_like(&c, c.pos[0], true, v ? views[0] : NULL, &views[v])))
+            goto out;
         if ((rc = check_source(&c, views[v]))) goto out;
     }
     m = views[0];
@@ -934,7 +944,7 @@ out:
     if (se) fuse_session_destroy(se);
     qfs_viewfiles_close(fs.files);   /* its writer reads through the engine */
     qfs_engine_destroy(engine);
-    for (size_t v = 0; v < n_views; v++) qfs_model_close(views[v]);
+    for (size_t v = n_views; v-- > 0; ) qfs_model_close(views[v]);   /* views[0] owns headers */
     qfs_fs_free_read_buffers(&fs);
     free(fs.modes);
     free(fs.read_error_logged);

@@ -83,6 +83,32 @@ def one_engine_status_per_view():
 
 
 @q.test
+def broken_shard_in_every_view():
+    """The views share one scan: a shard whose header is broken answers EIO in every view,
+    the other shard is served in both, and status lists the file once per view."""
+    good = fitting()
+    src = q.copy_model(good)
+    bad = os.path.join(src, "model-00002-of-00002.safetensors")
+    with open(bad, "r+b") as f:
+        f.write((2 ** 40).to_bytes(8, "little"))      # a header length past the end
+    with q.mounted(src, None, extra=["--specs", "int8,fp8"]) as m:
+        for view in ("int8", "fp8"):
+            try:
+                q.read_bytes(os.path.join(m.p(view), "model-00002-of-00002.safetensors"))
+            except OSError as exc:
+                assert exc.errno == 5, exc                # EIO
+            else:
+                raise AssertionError("%s: the broken shard was read" % view)
+            same = q.export(good, view)      # a view file depends on its source file only
+            rel = "model-00001-of-00002.safetensors"
+            assert q.read_bytes(os.path.join(m.p(view), rel)) == q.read_bytes(
+                os.path.join(same, rel))
+        files = sorted(b["file"] for b in status(m.path)["broken_files"])
+        assert files == ["fp8/model-00002-of-00002.safetensors",
+                         "int8/model-00002-of-00002.safetensors"], files
+
+
+@q.test
 def o_spelling():
     """-o specs=int8+fp8-block:fp8 is --specs int8,fp8-block:fp8."""
     src = fitting()

@@ -109,6 +109,26 @@ def broken_shard_in_every_view():
 
 
 @q.test
+def one_disk_cache():
+    """The views write one disk cache, each tensor under its own recipe: after reading both
+    views of a --specs mount, single-spec mounts on the same directory quantize nothing and
+    serve the same bytes; each view's weights were written once (28 entries for 2 x 14)."""
+    src = fitting()
+    cache = q.tmpdir("cache")
+    with q.mounted(src, None, extra=["--specs", "int8,fp8"], opts=["cache_dir=" + cache]) as m:
+        for view in ("int8", "fp8"):
+            for rel in q.tree_files(m.p(view)):
+                q.read_bytes(os.path.join(m.p(view), rel))
+        st = status(m.path)
+    assert st["tensors_quantized"] == 28 and st["disk_writes"] == 28, st
+    for spec in ("int8", "fp8"):
+        with q.mounted(src, spec, opts=["cache_dir=" + cache]) as m:
+            same_tree(m.path, q.export(src, spec))
+            st = status(m.path)
+        assert st["tensors_quantized"] == 0 and st["disk_hits"] >= 14, (spec, st)
+
+
+@q.test
 def o_spelling():
     """-o specs=int8+fp8-block:fp8 is --specs int8,fp8-block:fp8."""
     src = fitting()

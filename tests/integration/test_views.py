@@ -119,7 +119,7 @@ def one_disk_cache():
         for view in ("int8", "fp8"):
             for rel in q.tree_files(m.p(view)):
                 q.read_bytes(os.path.join(m.p(view), rel))
-        st = status(m.path)
+        st = q.status_settled(m.path)     # entries are written in the background
     assert st["tensors_quantized"] == 28 and st["disk_writes"] == 28, st
     for spec in ("int8", "fp8"):
         with q.mounted(src, spec, opts=["cache_dir=" + cache]) as m:

@@ -1,12 +1,14 @@
 """Several views in one mount (--specs S[:F],...): MNT/<view>/ each the complete view of one
 spec/format pair, byte for byte what `quarkfs export` writes for it and what quarkref expects;
 the listing root; one engine for all (one memory budget: status counts every view's tensors);
-status per view; warm covers every view; the -o spelling; the refusals.
+status per view; warm covers every view; one disk cache and no complete view files (those
+serve one view); the -o spelling; the refusals.
 """
 
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import qfstest as q  # noqa: E402
@@ -126,6 +128,37 @@ def one_disk_cache():
             same_tree(m.path, q.export(src, spec))
             st = status(m.path)
         assert st["tensors_quantized"] == 0 and st["disk_hits"] >= 14, (spec, st)
+
+
+@q.test
+def no_view_files_with_several_views():
+    """Complete view files serve one view: a --specs mount with a disk cache writes none and
+    serves every open by assembling (status and one log line say why), with the right bytes;
+    a single-spec mount on the same cache then writes its view files as usual."""
+    src = fitting()
+    cache = q.tmpdir("cache")
+    with q.mounted(src, None, extra=["--specs", "int8,fp8"], opts=["cache_dir=" + cache]) as m:
+        for view in ("int8", "fp8"):
+            same_tree(m.p(view), q.export(src, view))
+        st = q.status_settled(m.path)
+        log = m.log()
+    vf = st["view_files"]
+    assert vf["present"] == 0 and vf["queued"] == 0, vf
+    assert vf["opens_passthrough"] == 0 and vf["opens_channel"] == 0, vf
+    assert "several views" in vf["served_by"], vf
+    lines = [l for l in log.splitlines() if "view files" in l and "several views" in l]
+    assert len(lines) == 1, log
+    files = os.path.join(cache, "files")
+    assert not os.path.isdir(files) or not [f for f in os.listdir(files)
+                                            if f.endswith(".view")], os.listdir(files)
+    with q.mounted(src, "int8", opts=["cache_dir=" + cache]) as m:
+        for rel in q.tree_files(m.path):
+            q.read_bytes(os.path.join(m.path, rel))
+        deadline = time.monotonic() + 60
+        while status(m.path)["view_files"]["present"] < 2:    # the fitting model's two shards
+            assert time.monotonic() < deadline, (status(m.path), m.log())
+            time.sleep(0.1)
+        same_tree(m.path, q.export(src, "int8"))
 
 
 @q.test

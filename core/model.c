@@ -259,16 +259,21 @@ static int scan_nonfinite(qfs_model *m, qfs_entry *e, bool **out, qfs_error *err
     return 0;
 }
 
+/* Plans a quantized file: opens and parses it, unless a view of the same scan did already
+ * (st_borrowed: src_fd and st_file are set). */
 static int plan_quantized(qfs_model *m, qfs_entry *e)
 {
     qfs_error err = {{0}};
-    int rc = qfs_open_regular(e->src_path, !e->src_link, e->src_dev, e->src_ino, &e->src_fd,
+    int rc = 0;
+    if (!e->st_borrowed) {
+        rc = qfs_open_regular(e->src_path, !e->src_link, e->src_dev, e->src_ino, &e->src_fd,
                               &err);
-    if (rc) {
-        set_entry_error(m, e, err.msg);
-        return 0;
+        if (rc) {
+            set_entry_error(m, e, err.msg);
+            return 0;
+        }
+        rc = qfs_st_read_fd(e->src_fd, e->src_path, &e->st_file, &err);
     }
-    rc = qfs_st_read_fd(e->src_fd, e->src_path, &e->st_file, &err);
     bool *nonfinite = NULL;
     if (rc == 0 && m->opts.check_finite) rc = scan_nonfinite(m, e, &nonfinite, &err);
     qfs_plan_options po = {m->opts.spec, m->opts.format, &m->opts.rules, nonfinite};
@@ -582,6 +587,32 @@ static int check_layer_rules(qfs_model *m, qfs_error *err)
     return rc;
 }
 
+/* What depends on the spec: the plans, the layer rules, config.json and the index. */
+static int finish_model(qfs_model *m, qfs_error *err)
+{
+    int rc;
+    size_t n_quantized = 0, idx;
+    for (size_t i = 0; i < m->n_entries; i++) {
+        if (m->entries[i].kind != QFS_ENTRY_QUANTIZED) continue;
+        n_quantized++;
+        if ((rc = plan_quantized(m, &m->entries[i]))) return rc;
+    }
+    if (n_quantized == 0)
+        add_warning(m, "%s: no model*.safetensors file: every file passes through unchanged",
+                    m->src_root);
+    if ((rc = check_layer_rules(m, err))) return rc;
+    if (qfs_model_lookup(m, 0, "config.json", &idx) == 0 && m->entries[idx].kind != QFS_ENTRY_DIR) {
+        if ((rc = generate_config(m, &m->entries[idx], err))) return rc;
+    } else if (n_quantized) {
+        add_warning(m, "%s: no config.json: the view has no quantization_config for loaders",
+                    m->src_root);
+    }
+    if (qfs_model_lookup(m, 0, "model.safetensors.index.json", &idx) == 0 &&
+        m->entries[idx].kind != QFS_ENTRY_DIR)
+        return generate_index(m, &m->entries[idx]);
+    return 0;
+}
+
 int qfs_model_open(const char *src, const qfs_model_options *opts, qfs_model **out,
                    qfs_error *err)
 {
@@ -608,33 +639,75 @@ int qfs_model_open(const char *src, const qfs_model_options *opts, qfs_model **o
     if (!(m->src_root = strdup(root))) goto fail;
     find_link_root(root, m->link_root, sizeof m->link_root);
     size_t cap = 0, idx;
-    if ((rc = new_entry(m, &cap, 0, "", root, &sb, QFS_ENTRY_DIR, &idx))) goto fail;
+    if ((rc = new_entry(m, &cap, 0, "", root, &sb, QFS_ENTRY_DIR, &idx))) goto fail;   /* root */
     ancestor top = {sb.st_dev, sb.st_ino, NULL};
     if ((rc = scan_dir(m, &cap, 0, root, "", 0, &top))) goto fail;
     if ((rc = link_children(m))) goto fail;
-
-    size_t n_quantized = 0;
-    for (size_t i = 0; i < m->n_entries; i++) {
-        if (m->entries[i].kind != QFS_ENTRY_QUANTIZED) continue;
-        n_quantized++;
-        if ((rc = plan_quantized(m, &m->entries[i]))) goto fail;
-    }
-    if (n_quantized == 0)
-        add_warning(m, "%s: no model*.safetensors file: every file passes through unchanged", root);
-    if ((rc = check_layer_rules(m, err))) goto fail;
-    if (qfs_model_lookup(m, 0, "config.json", &idx) == 0 && m->entries[idx].kind != QFS_ENTRY_DIR) {
-        if ((rc = generate_config(m, &m->entries[idx], err))) goto fail;
-    } else if (n_quantized) {
-        add_warning(m, "%s: no config.json: the view has no quantization_config for loaders", root);
-    }
-    if (qfs_model_lookup(m, 0, "model.safetensors.index.json", &idx) == 0 &&
-        m->entries[idx].kind != QFS_ENTRY_DIR) {
-        if ((rc = generate_index(m, &m->entries[idx]))) goto fail;
-    }
+    if ((rc = finish_model(m, err))) goto fail;
     *out = m;
     return 0;
 fail:
     if (rc == -ENOMEM) qfs_error_set(err, "%s: out of memory while scanning", src);
+    qfs_model_close(m);
+    return rc;
+}
+
+/* One copy of an entry of another view of the same scan, before planning: a quantized file
+ * shares the parsed header (and gets its own descriptor), a generated file is made again. */
+static int copy_entry(const qfs_entry *b, qfs_entry *e)
+{
+    e->path = strdup(b->path);
+    e->name = e->path ? e->path + (b->name - b->path) : NULL;
+    e->parent = b->parent;
+    e->kind = b->kind == QFS_ENTRY_GENERATED ? QFS_ENTRY_PASSTHROUGH : b->kind;
+    e->st = b->st;
+    e->src_path = b->src_path ? strdup(b->src_path) : NULL;
+    e->src_dev = b->src_dev;
+    e->src_ino = b->src_ino;
+    e->src_link = b->src_link;
+    e->src_fd = -1;
+    if (!e->path || (b->src_path && !e->src_path)) return -ENOMEM;
+    if (b->n_children) {
+        e->children = malloc(b->n_children * sizeof *e->children);
+        if (!e->children) return -ENOMEM;
+        memcpy(e->children, b->children, b->n_children * sizeof *e->children);
+        e->n_children = b->n_children;
+    }
+    if (b->error) {   /* unreadable in every view: the same error */
+        e->error = b->error;
+        if (b->error_msg && !(e->error_msg = strdup(b->error_msg))) return -ENOMEM;
+        return 0;
+    }
+    if (b->kind != QFS_ENTRY_QUANTIZED) return 0;
+    e->src_fd = fcntl(b->src_fd, F_DUPFD_CLOEXEC, 0);
+    if (e->src_fd < 0) return -errno;
+    e->st_file = b->st_file;
+    e->st_borrowed = true;
+    e->st.st_size = b->src_size;   /* the source's size: planning sets the view's */
+    return 0;
+}
+
+int qfs_model_open_like(const qfs_model *base, const qfs_model_options *opts, qfs_model **out,
+                        qfs_error *err)
+{
+    qfs_model *m = calloc(1, sizeof *m);
+    int rc = -ENOMEM;
+    if (!m) goto fail;
+    m->opts = *opts;
+    memcpy(m->link_root, base->link_root, sizeof m->link_root);
+    if (!(m->src_root = strdup(base->src_root))) goto fail;
+    if (!(m->entries = calloc(base->n_entries, sizeof *m->entries))) goto fail;
+    for (size_t i = 0; i < base->n_entries; i++) {
+        m->n_entries = i + 1;
+        if ((rc = copy_entry(&base->entries[i], &m->entries[i]))) goto fail;
+    }
+    if ((rc = finish_model(m, err))) goto fail;
+    *out = m;
+    return 0;
+fail:
+    if (rc == -ENOMEM) qfs_error_set(err, "%s: out of memory while planning another view",
+                                     base->src_root);
+    else if (rc != -EINVAL) qfs_error_set(err, "%s: %s", base->src_root, strerror(-rc));
     qfs_model_close(m);
     return rc;
 }
@@ -652,7 +725,7 @@ void qfs_model_close(qfs_model *m)
         qfs_tensor_source_free(e->source);
         if (e->src_fd >= 0) close(e->src_fd);
         qfs_plan_free(&e->plan);
-        qfs_st_file_free(&e->st_file);
+        if (!e->st_borrowed) qfs_st_file_free(&e->st_file);
     }
     for (size_t i = 0; i < m->n_warnings; i++) free(m->warnings[i]);
     free(m->warnings);

@@ -189,7 +189,10 @@ static int lookup_pair(const cli *c, const qfs_spec **spec, qfs_format *fmt)
     return 0;
 }
 
-static int build_model(const cli *c, const char *src, bool verbose, qfs_model **m)
+/* The view of c over src; with base (another view of the same src), its scan and headers are
+ * reused (qfs_model_open_like). */
+static int build_model_like(const cli *c, const char *src, bool verbose, const qfs_model *base,
+                            qfs_model **m)
 {
     qfs_error err = {{0}};
     const qfs_spec *spec;
@@ -203,13 +206,18 @@ static int build_model(const cli *c, const char *src, bool verbose, qfs_model **
         .check_finite = c->check_finite,
         .follow_all_symlinks = c->follow_symlinks,
     };
-    if (qfs_model_open(src, &o, m, &err)) {
+    if (base ? qfs_model_open_like(base, &o, m, &err) : qfs_model_open(src, &o, m, &err)) {
         log_msg(LOG_ERR, "%s", err.msg);
         return 1;
     }
     for (size_t i = 0; i < (*m)->n_warnings; i++) log_msg(LOG_WARNING, "%s", (*m)->warnings[i]);
     if (verbose) log_plan(*m);
     return 0;
+}
+
+static int build_model(const cli *c, const char *src, bool verbose, qfs_model **m)
+{
+    return build_model_like(c, src, verbose, NULL, m);
 }
 
 /* True if dir holds Mistral's native layout (params.json and consolidated*.safetensors), which
@@ -698,12 +706,66 @@ static int check_mountpoint(const char *src, const char *mnt)
     return 0;
 }
 
+/* One view of a --specs mount: its spec, format (empty: quark) and directory name. */
+typedef struct view_def {
+    char spec[64], format[64], name[160];
+} view_def;
+
+#define MAX_VIEWS 16
+
+/* --specs S[:F],S[:F]... (',' or '+' between views: mount(8) splits -o lists at commas) into
+ * defs; each pair checked. The directory is S, or S-F for a format other than quark. 0, or
+ * EXIT_USAGE after a message. */
+static int parse_specs(const char *list, view_def *defs, size_t *n)
+{
+    *n = 0;
+    for (const char *p = list;;) {
+        size_t len = strcspn(p, ",+");
+        if (len == 0 || *n == MAX_VIEWS) {
+            fprintf(stderr, "quarkfs: --specs %s: %s\n", list, len ? "more than 16 views"
+                    : "an empty view (views are separated by ',' or '+')");
+            return EXIT_USAGE;
+        }
+        view_def *d = &defs[(*n)++];
+        memset(d, 0, sizeof *d);
+        char item[64];
+        snprintf(item, sizeof item, "%.*s", (int)(len < 63 ? len : 63), p);
+        char *colon = strchr(item, ':');
+        if (colon) *colon = '\0';
+        snprintf(d->spec, sizeof d->spec, "%.63s", item);
+        if (colon) snprintf(d->format, sizeof d->format, "%.63s", colon + 1);
+        const qfs_spec *spec;
+        qfs_format fmt = QFS_FMT_QUARK;
+        qfs_error err = {{0}};
+        if (qfs_spec_lookup(d->spec, &spec, &err) ||
+            (d->format[0] && qfs_format_lookup(d->format, &fmt, &err)) ||
+            qfs_spec_check_format(spec, fmt, &err)) {
+            fprintf(stderr, "quarkfs: --specs: %s\n", err.msg);
+            return EXIT_USAGE;
+        }
+        if (fmt == QFS_FMT_QUARK) snprintf(d->name, sizeof d->name, "%.63s", d->spec);
+        else snprintf(d->name, sizeof d->name, "%.63s-%.63s", d->spec, qfs_format_name(fmt));
+        for (size_t k = 0; k + 1 < *n; k++)
+            if (strcmp(defs[k].name, d->name) == 0) {
+                fprintf(stderr, "quarkfs: --specs %s: the view %s is given twice\n", list,
+                        d->name);
+                return EXIT_USAGE;
+            }
+        if (!p[len]) return 0;
+        p += len + 1;
+    }
+}
+
 static int cmd_mount(int argc, char **argv)
 {
     cli c = {.readahead_kb = DEFAULT_READAHEAD_KB, .max_background = DEFAULT_MAX_BACKGROUND,
              .cache_mem = DEFAULT_CACHE_MEM, .log_level = -1};
     struct fuse_cmdline_opts opts = {0};
     qfs_model *m = NULL;
+    qfs_model *views[MAX_VIEWS] = {NULL};
+    view_def defs[MAX_VIEWS];
+    const char *names[MAX_VIEWS];
+    size_t n_views = 1;
     qfs_engine *engine = NULL;
     struct fuse_session *se = NULL;
     qfs_fs fs = {.log = log_msg, .timeout = ATTR_TIMEOUT, .readahead_done = ATOMIC_FLAG_INIT,
@@ -773,27 +835,35 @@ static int cmd_mount(int argc, char **argv)
     if (c.ignored[0])
         log_msg(LOG_DEBUG, "ignored mount options: %s (the view is always ro,nodev,nosuid with "
                 "fixed attributes; the others are for mount(8), fstab or systemd)", c.ignored);
-    rc = build_model(&c, c.pos[0], true, &m);
-    if (rc) goto out;
-    if ((rc = check_source(&c, m))) goto out;
+    if (c.specs && (rc = parse_specs(c.specs, defs, &n_views))) goto out;
+    /* Several views: one scan of the source (the first view's; the others reuse its tree and
+     * parsed headers), one model each, all served by one engine, so they share cache_mem and
+     * the disk cache. */
+    for (size_t v = 0; v < n_views; v++) {
+        if (c.specs) {
+            c.spec = defs[v].spec;
+            c.format = defs[v].format[0] ? defs[v].format : NULL;
+            names[v] = defs[v].name;
+        } else {
+            names[v] = "";
+        }
+        if ((rc = build_model_like(&c, c.pos[0], true, v ? views[0] : NULL, &views[v])))
+            goto out;
+        if ((rc = check_source(&c, views[v]))) goto out;
+    }
+    m = views[0];
     rc = 1;
     log_msg(LOG_DEBUG, "spec %s, format %s, %zu exclude and %zu include globs, %d threads "
             "(0: all cores), cache_mem %zu, disk cache %s, readahead_kb %u, max_background %u",
             m->opts.spec->name, qfs_format_name(m->opts.format), c.n_excludes, c.n_includes,
             c.threads, c.cache_mem, c.no_disk_cache ? "off"
             : c.cache_dir ? c.cache_dir : "default directory", c.readahead_kb, c.max_background);
-    fs.model = m;
+    fs.views = views;
+    fs.view_names = names;
+    fs.n_views = n_views;
     fs.max_background = c.max_background;
-    fs.read_error_logged = calloc(m->n_entries, sizeof *fs.read_error_logged);
-    fs.refusal_logged = calloc(m->n_entries, sizeof *fs.refusal_logged);
-    fs.modes = calloc(m->n_entries, sizeof *fs.modes);
-    if (!fs.read_error_logged || !fs.refusal_logged || !fs.modes) goto out;
-    for (size_t i = 0; i < m->n_entries; i++) pthread_mutex_init(&fs.modes[i].lock, NULL);
     fs.passthrough_off = c.no_passthrough;
-    for (size_t i = 0; i < m->n_entries; i++) {
-        atomic_flag_clear(&fs.read_error_logged[i]);
-        atomic_flag_clear(&fs.refusal_logged[i]);
-    }
+    if (qfs_fs_set_views(&fs)) goto out;
 
     if (fuse_set_signal_handlers(se) != 0) goto out;
     if (fuse_session_mount(se, opts.mountpoint) != 0) {
@@ -817,9 +887,12 @@ static int cmd_mount(int argc, char **argv)
     qfs_diskcache *disk = NULL;
     if (open_engine(&c, &engine, &disk)) goto out_unmount;
     fs.engine = engine;
+    /* The view-file writer and its files/ index serve one model: with several views every
+     * file is assembled (the disk cache still holds each view's tensors); op_init logs why. */
     fs.no_files_why = !disk ? "no disk cache to hold view files"
-                      : c.no_view_files ? "-o view_files=off" : NULL;
-    if (disk && !c.no_view_files) {
+                      : c.no_view_files ? "-o view_files=off"
+                      : n_views > 1 ? "several views (--specs) are mounted" : NULL;
+    if (disk && !fs.no_files_why) {
         qfs_error err = {{0}};
         uint64_t budget = c.cache_size ? c.cache_size : DEFAULT_CACHE_SIZE;
         int vrc = qfs_viewfiles_open(disk, budget, m, &fs.files, &err);
@@ -836,9 +909,11 @@ static int cmd_mount(int argc, char **argv)
         }
     }
     clock_gettime(CLOCK_MONOTONIC, &fs.started);
-    log_msg(LOG_INFO, "serving %s on %s (spec %s, format %s, %llu -> %llu bytes of safetensors)",
-            m->src_root, opts.mountpoint, m->opts.spec->name, qfs_format_name(m->opts.format),
-            (unsigned long long)m->src_bytes, (unsigned long long)m->view_bytes);
+    for (size_t v = 0; v < n_views; v++)
+        log_msg(LOG_INFO, "serving %s on %s%s%s (spec %s, format %s, %llu -> %llu bytes of "
+                "safetensors)", m->src_root, opts.mountpoint, c.specs ? "/" : "", names[v],
+                views[v]->opts.spec->name, qfs_format_name(views[v]->opts.format),
+                (unsigned long long)views[v]->src_bytes, (unsigned long long)views[v]->view_bytes);
     {
         char state[256];
         snprintf(state, sizeof state, "READY=1\nMAINPID=%d\nSTATUS=serving %s on %s",
@@ -869,11 +944,13 @@ out:
     if (se) fuse_session_destroy(se);
     qfs_viewfiles_close(fs.files);   /* its writer reads through the engine */
     qfs_engine_destroy(engine);
-    qfs_model_close(m);
+    for (size_t v = n_views; v-- > 0; ) qfs_model_close(views[v]);   /* views[0] owns headers */
     qfs_fs_free_read_buffers(&fs);
     free(fs.modes);
     free(fs.read_error_logged);
     free(fs.refusal_logged);
+    free(fs.view_base);
+    free(fs.view_bytes_served);
     free(opts.mountpoint);
     qfs_cli_free(&c);
     qfs_log_close();
@@ -981,6 +1058,17 @@ static int cmd_status(int argc, char **argv)
                (long long)jint(st, "view_files", "opens_channel"),
                json_string_value(json_object_get(json_object_get(st, "view_files"),
                                                  "served_by")));
+        json_t *views = json_object_get(st, "views");
+        for (size_t i = 0; json_array_size(views) > 1 && i < json_array_size(views); i++) {
+            const json_t *v = json_array_get(views, i);
+            printf("  view %-15s spec %s, format %s: %lld files, %lld broken, %lld bytes "
+                   "served\n", json_string_value(json_object_get(v, "name")),
+                   json_string_value(json_object_get(v, "spec")),
+                   json_string_value(json_object_get(v, "format")),
+                   (long long)jint(v, "quantized_files", NULL),
+                   (long long)jint(v, "broken_files", NULL),
+                   (long long)jint(v, "bytes_served", NULL));
+        }
         json_t *broken = json_object_get(st, "broken_files");
         printf("  %-20s %zu\n", "broken_files", json_array_size(broken));
         for (size_t i = 0; i < json_array_size(broken); i++)

@@ -27,13 +27,28 @@
 
 static qfs_fs *fs_of(fuse_req_t req) { return fuse_req_userdata(req); }
 
-static int check_requester(qfs_fs *fs, fuse_req_t req, size_t idx, int mode);
+/* What an inode is: the listing root of several views (top), or entry idx of view m. */
+typedef struct node {
+    bool top;
+    size_t view, idx;
+    qfs_model *m;
+} node;
 
-/* FUSE inode numbers are entry index + 1 (the root, entry 0, is FUSE_ROOT_ID = 1). */
-static int entry_of(const qfs_fs *fs, fuse_ino_t ino, size_t *idx)
+/* One view: inode = entry index + 1 (the root, entry 0, is FUSE_ROOT_ID = 1). Several: inode 1
+ * lists them and view v's entries follow from view_base[v] (qfs_fs_set_views). */
+static int node_of(const qfs_fs *fs, fuse_ino_t ino, node *n)
 {
-    if (ino < 1 || ino > fs->model->n_entries) return -ENOENT;
-    *idx = (size_t)(ino - 1);
+    if (ino < 1 || ino > fs->n_inodes) return -ENOENT;
+    memset(n, 0, sizeof *n);
+    if (fs->n_views > 1 && ino == FUSE_ROOT_ID) {
+        n->top = true;
+        return 0;
+    }
+    size_t v = fs->n_views - 1;
+    while (fs->view_base[v] > ino) v--;
+    n->view = v;
+    n->m = fs->views[v];
+    n->idx = (size_t)(ino - fs->view_base[v]);
     return 0;
 }
 
@@ -58,6 +73,52 @@ static bool admin_in_initial_ns(void)
     return initial;
 }
 #endif
+
+/* An entry's inode, and its attributes with that number. */
+static fuse_ino_t ino_of(const qfs_fs *fs, size_t view, size_t idx)
+{
+    return fs->view_base[view] + idx;
+}
+
+static struct stat attr_of(const qfs_fs *fs, const node *n)
+{
+    if (n->top) return fs->top_st;
+    struct stat st = n->m->entries[n->idx].st;
+    st.st_ino = (ino_t)ino_of(fs, n->view, n->idx);
+    return st;
+}
+
+int qfs_fs_set_views(qfs_fs *fs)
+{
+    fs->view_base = calloc(fs->n_views, sizeof *fs->view_base);
+    fs->view_bytes_served = calloc(fs->n_views, sizeof *fs->view_bytes_served);
+    if (!fs->view_base || !fs->view_bytes_served) return -ENOMEM;
+    fuse_ino_t next = fs->n_views > 1 ? 2 : 1;
+    for (size_t v = 0; v < fs->n_views; v++) {
+        fs->view_base[v] = next;
+        next += fs->views[v]->n_entries;
+        atomic_init(&fs->view_bytes_served[v], 0);
+    }
+    fs->n_inodes = next - 1;
+    fs->model = fs->views[0];
+    if (fs->n_views > 1) {
+        fs->top_st = fs->views[0]->entries[0].st;
+        fs->top_st.st_ino = FUSE_ROOT_ID;
+        fs->top_st.st_nlink = (nlink_t)(2 + fs->n_views);
+    }
+    fs->read_error_logged = calloc(fs->n_inodes + 1, sizeof *fs->read_error_logged);
+    fs->refusal_logged = calloc(fs->n_inodes + 1, sizeof *fs->refusal_logged);
+    fs->modes = calloc(fs->n_inodes + 1, sizeof *fs->modes);
+    if (!fs->read_error_logged || !fs->refusal_logged || !fs->modes) return -ENOMEM;
+    for (fuse_ino_t i = 0; i <= fs->n_inodes; i++) {
+        pthread_mutex_init(&fs->modes[i].lock, NULL);
+        atomic_flag_clear(&fs->read_error_logged[i]);
+        atomic_flag_clear(&fs->refusal_logged[i]);
+    }
+    return 0;
+}
+
+static int check_requester(qfs_fs *fs, fuse_req_t req, const node *n, int mode);
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
@@ -109,18 +170,27 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     qfs_fs *fs = fs_of(req);
-    size_t dir, idx;
-    int rc = entry_of(fs, parent, &dir);
-    if (!rc) rc = qfs_model_lookup(fs->model, dir, name, &idx);
+    node dir = {0}, n = {0};
+    int rc = node_of(fs, parent, &dir);
+    if (!rc && dir.top) {
+        rc = -ENOENT;
+        for (size_t v = 0; v < fs->n_views && rc; v++)
+            if (strcmp(fs->view_names[v], name) == 0) {
+                rc = node_of(fs, ino_of(fs, v, 0), &n);
+            }
+    } else if (!rc) {
+        n = dir;
+        rc = qfs_model_lookup(dir.m, dir.idx, name, &n.idx);
+    }
     if (rc) {
         fuse_reply_err(req, -rc);
         return;
     }
     struct fuse_entry_param ep;
     memset(&ep, 0, sizeof ep);
-    ep.ino = idx + 1;
+    ep.ino = ino_of(fs, n.view, n.idx);
     ep.generation = 1;
-    ep.attr = fs->model->entries[idx].st;
+    ep.attr = attr_of(fs, &n);
     ep.attr_timeout = fs->timeout;
     ep.entry_timeout = fs->timeout;
     fuse_reply_entry(req, &ep);
@@ -130,23 +200,25 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
     (void)fi;
     qfs_fs *fs = fs_of(req);
-    size_t idx;
-    if (entry_of(fs, ino, &idx)) {
+    node n = {0};
+    if (node_of(fs, ino, &n)) {
         fuse_reply_err(req, ENOENT);
         return;
     }
-    fuse_reply_attr(req, &fs->model->entries[idx].st, fs->timeout);
+    struct stat st = attr_of(fs, &n);
+    fuse_reply_attr(req, &st, fs->timeout);
 }
 
 /* A write-like request on entry ino (for name in it, if name): EROFS, logged once per entry. */
 static void refuse(fuse_req_t req, fuse_ino_t ino, const char *name, const char *what)
 {
     qfs_fs *fs = fs_of(req);
-    size_t idx;
-    if (entry_of(fs, ino, &idx) == 0 && !atomic_flag_test_and_set(&fs->refusal_logged[idx]))
+    node n = {0};
+    if (node_of(fs, ino, &n) == 0 && !atomic_flag_test_and_set(&fs->refusal_logged[ino]))
         fs->log(LOG_WARNING, "%s%s%s: %s refused (EROFS): the view is read-only; change the "
                 "source and remount, or `quarkfs export` a writable copy",
-                fs->model->entries[idx].src_path, name ? "/" : "", name ? name : "", what);
+                n.top ? fs->model->src_root : n.m->entries[n.idx].src_path, name ? "/" : "",
+                name ? name : "", what);
     fuse_reply_err(req, EROFS);
 }
 
@@ -221,16 +293,16 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     qfs_fs *fs = fs_of(req);
-    size_t idx;
-    if (entry_of(fs, ino, &idx)) {
+    node n = {0};
+    if (node_of(fs, ino, &n)) {
         fuse_reply_err(req, ENOENT);
         return;
     }
-    if (fs->model->entries[idx].kind != QFS_ENTRY_DIR) {
+    if (!n.top && n.m->entries[n.idx].kind != QFS_ENTRY_DIR) {
         fuse_reply_err(req, ENOTDIR);
         return;
     }
-    int arc = check_requester(fs, req, idx, R_OK);
+    int arc = check_requester(fs, req, &n, R_OK);
     if (arc) {
         fuse_reply_err(req, -arc);
         return;
@@ -246,24 +318,37 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
     (void)fi;
     qfs_fs *fs = fs_of(req);
-    size_t idx;
-    if (entry_of(fs, ino, &idx)) {
+    node dn = {0};
+    if (node_of(fs, ino, &dn)) {
         fuse_reply_err(req, ENOENT);
         return;
     }
-    const qfs_entry *d = &fs->model->entries[idx];
+    const qfs_entry *d = dn.top ? NULL : &dn.m->entries[dn.idx];
+    size_t n_children = dn.top ? fs->n_views : d->n_children;
     char *buf = malloc(size);
     if (!buf) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
     size_t used = 0;
-    for (off_t i = off; (size_t)i < d->n_children + 2; i++) {
-        const qfs_entry *e = i == 0 ? d : i == 1 ? &fs->model->entries[d->parent]
-                                                : &fs->model->entries[d->children[i - 2]];
-        const char *name = i == 0 ? "." : i == 1 ? ".." : e->name;
-        struct stat st = {.st_ino = e->st.st_ino, .st_mode = e->st.st_mode};
-        size_t n = fuse_add_direntry(req, buf + used, size - used, name, &st, i + 1);
+    for (off_t i = off; (size_t)i < n_children + 2; i++) {
+        const char *name = i == 0 ? "." : i == 1 ? ".." : NULL;
+        struct stat st = {0};
+        if (dn.top) {   /* the listing root: itself, then one directory per view */
+            st = fs->top_st;
+            if (i >= 2) {
+                st.st_ino = (ino_t)ino_of(fs, (size_t)i - 2, 0);
+                name = fs->view_names[i - 2];
+            }
+        } else {
+            size_t e = i == 0 ? dn.idx : i == 1 ? d->parent : d->children[i - 2];
+            st = dn.m->entries[e].st;
+            st.st_ino = (ino_t)ino_of(fs, dn.view, e);
+            if (i == 1 && dn.idx == 0 && fs->n_views > 1) st = fs->top_st;   /* a view's ".." */
+            if (!name) name = dn.m->entries[e].name;
+        }
+        struct stat de = {.st_ino = st.st_ino, .st_mode = st.st_mode};
+        size_t n = fuse_add_direntry(req, buf + used, size - used, name, &de, i + 1);
         if (n > size - used) break;
         used += n;
     }
@@ -370,7 +455,7 @@ static int source_access_as(const char *path, int mode, uid_t uid, gid_t gid,
 
 /* 0 if the requester may have entry idx's bytes now (see source_access_as), else -errno. The
  * mount's owner and root are not checked: the daemon reads as them. */
-static int check_requester(qfs_fs *fs, fuse_req_t req, size_t idx, int mode)
+static int check_requester(qfs_fs *fs, fuse_req_t req, const node *nd, int mode)
 {
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     if (ctx->uid == 0 || ctx->uid == getuid()) return 0;
@@ -378,8 +463,8 @@ static int check_requester(qfs_fs *fs, fuse_req_t req, size_t idx, int mode)
     int n = fuse_req_getgroups(req, 256, groups);
     if (n < 0) n = 0;                   /* unknown: the primary group only (stricter) */
     if (n > 256) n = 256;
-    return source_access_as(fs->model->entries[idx].src_path, mode, ctx->uid, ctx->gid, groups,
-                            n);
+    return source_access_as(nd->top ? fs->model->src_root : nd->m->entries[nd->idx].src_path,
+                            mode, ctx->uid, ctx->gid, groups, n);
 }
 
 /* What an open of a file holds (fi->fh). */
@@ -390,16 +475,16 @@ typedef struct open_file {
     bool chan;               /* counted as a channel open of its entry */
 } open_file;
 
-static void release_file(qfs_fs *fs, fuse_req_t req, size_t idx, open_file *of);
+static void release_file(qfs_fs *fs, fuse_req_t req, fuse_ino_t ino, open_file *of);
 
-/* How an open of quantized entry idx is served (see qfs_file_mode): the kernel from its view
- * file, pread of that file, or the engine. */
-static void choose_mode(qfs_fs *fs, fuse_req_t req, size_t idx, open_file *of,
-                        struct fuse_file_info *fi)
+/* How an open of quantized entry nd (inode ino) is served (see qfs_file_mode): the kernel from
+ * its view file, pread of that file, or the engine. */
+static void choose_mode(qfs_fs *fs, fuse_req_t req, const node *nd, fuse_ino_t ino,
+                        open_file *of, struct fuse_file_info *fi)
 {
     (void)req;
     (void)fi;
-    qfs_file_mode *fm = &fs->modes[idx];
+    qfs_file_mode *fm = &fs->modes[ino];
     int vfd = -1;
     pthread_mutex_lock(&fm->lock);
 #if QFS_HAVE_PASSTHROUGH
@@ -413,7 +498,7 @@ static void choose_mode(qfs_fs *fs, fuse_req_t req, size_t idx, open_file *of,
         return;
     }
 #endif
-    if (qfs_viewfiles_get(fs->files, idx, &vfd) != 0) vfd = -1;
+    if (qfs_viewfiles_get(fs->files, nd->idx, &vfd) != 0) vfd = -1;
 #if QFS_HAVE_PASSTHROUGH
     /* O_DIRECT on a backing file would take the backing filesystem's alignment rules, which
      * the channel does not impose: such an open of an idle inode stays on the channel. */
@@ -435,7 +520,7 @@ static void choose_mode(qfs_fs *fs, fuse_req_t req, size_t idx, open_file *of,
         int none = 0;
         if (atomic_compare_exchange_strong(&fs->passthrough_failed, &none, e)) {
             fs->log(LOG_WARNING, "%s: FUSE passthrough refused (%s%s): complete view files are "
-                    "served through the channel from now on", fs->model->entries[idx].path,
+                    "served through the channel from now on", nd->m->entries[nd->idx].path,
                     strerror(e), e == ELOOP ? ": the cache directory is on overlayfs or a "
                     "FUSE mount" : "");
         }
@@ -454,24 +539,24 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     qfs_fs *fs = fs_of(req);
     apply_readahead(fs);
-    size_t idx;
-    if (entry_of(fs, ino, &idx)) {
-        fuse_reply_err(req, ENOENT);
+    node nd = {0};
+    if (node_of(fs, ino, &nd) || nd.top) {
+        fuse_reply_err(req, nd.top ? EISDIR : ENOENT);
         return;
     }
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
         refuse(req, ino, NULL, "open for writing");
         return;
     }
-    int arc = check_requester(fs, req, idx, R_OK);
+    int arc = check_requester(fs, req, &nd, R_OK);
     if (arc) {
         fuse_reply_err(req, -arc);
         return;
     }
     qfs_error err = {{0}};
-    int fd, rc = qfs_view_open(fs->model, idx, &fd, &err);
+    int fd, rc = qfs_view_open(nd.m, nd.idx, &fd, &err);
     if (rc) {
-        if (!atomic_flag_test_and_set(&fs->read_error_logged[idx]))
+        if (!atomic_flag_test_and_set(&fs->read_error_logged[ino]))
             fs->log(LOG_ERR, "%s", err.msg);
         fuse_reply_err(req, -rc);
         return;
@@ -486,18 +571,18 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fi->keep_cache = 1;      /* the bytes never change: page-cache hits never reach us */
     fi->direct_io = 0;       /* mmap (every safetensors loader) needs the page cache */
     fi->noflush = 1;
-    if (fs->model->entries[idx].kind == QFS_ENTRY_QUANTIZED) choose_mode(fs, req, idx, of, fi);
+    if (nd.m->entries[nd.idx].kind == QFS_ENTRY_QUANTIZED) choose_mode(fs, req, &nd, ino, of, fi);
     fi->fh = (uint64_t)(uintptr_t)of;
     if (fuse_reply_open(req, fi) == -ENOENT)   /* the opener was interrupted: no release */
-        release_file(fs, req, idx, of);
+        release_file(fs, req, ino, of);
 }
 
 /* Gives back what an open took: its descriptors and its count in the entry's mode. */
-static void release_file(qfs_fs *fs, fuse_req_t req, size_t idx, open_file *of)
+static void release_file(qfs_fs *fs, fuse_req_t req, fuse_ino_t ino, open_file *of)
 {
     (void)req;
     if (of->pt || of->chan) {
-        qfs_file_mode *fm = &fs->modes[idx];
+        qfs_file_mode *fm = &fs->modes[ino];
         pthread_mutex_lock(&fm->lock);
         if (of->chan) fm->n_chan--;
 #if QFS_HAVE_PASSTHROUGH
@@ -549,9 +634,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
     qfs_fs *fs = fs_of(req);
-    size_t idx;
-    if (entry_of(fs, ino, &idx)) {
-        fuse_reply_err(req, ENOENT);
+    node nd = {0};
+    if (node_of(fs, ino, &nd) || nd.top) {
+        fuse_reply_err(req, nd.top ? EISDIR : ENOENT);
         return;
     }
     uint8_t *buf = read_buf_get(fs, size);
@@ -564,24 +649,25 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     open_file *of = (open_file *)(uintptr_t)fi->fh;
     int rc;
     if (of->view_fd >= 0) {
-        uint64_t fsize = (uint64_t)fs->model->entries[idx].st.st_size;
+        uint64_t fsize = (uint64_t)nd.m->entries[nd.idx].st.st_size;
         size_t want = (uint64_t)off >= fsize ? 0
                       : fsize - (uint64_t)off < size ? (size_t)(fsize - (uint64_t)off) : size;
         rc = qfs_pread_full(of->view_fd, buf, want, (uint64_t)off);
         if (rc) qfs_error_set(&err, "%s: its view file cannot be read: %s",
-                              fs->model->entries[idx].path, strerror(-rc));
+                              nd.m->entries[nd.idx].path, strerror(-rc));
         got = rc ? 0 : want;
     } else {
-        rc = qfs_view_read(fs->model, fs->engine, idx, of->src_fd, buf, size, (uint64_t)off,
+        rc = qfs_view_read(nd.m, fs->engine, nd.idx, of->src_fd, buf, size, (uint64_t)off,
                            &got, &err);
-        if (rc == 0) qfs_viewfiles_note_read(fs->files, idx, got);
+        if (rc == 0) qfs_viewfiles_note_read(fs->files, nd.idx, got);
     }
     if (rc) {
-        if (!atomic_flag_test_and_set(&fs->read_error_logged[idx]))
+        if (!atomic_flag_test_and_set(&fs->read_error_logged[ino]))
             fs->log(LOG_ERR, "%s", err.msg);
         fuse_reply_err(req, -rc);   /* the engine turned kernel failures into EIO */
     } else {
         atomic_fetch_add(&fs->bytes_served, got);
+        atomic_fetch_add(&fs->view_bytes_served[nd.view], got);
         fuse_reply_buf(req, (const char *)buf, got);
     }
     read_buf_put(fs, buf, size);
@@ -590,8 +676,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     qfs_fs *fs = fs_of(req);
-    size_t idx;
-    if (entry_of(fs, ino, &idx) == 0) release_file(fs, req, idx, (open_file *)(uintptr_t)fi->fh);
+    node nd = {0};
+    if (node_of(fs, ino, &nd) == 0 && !nd.top)
+        release_file(fs, req, ino, (open_file *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
 
@@ -604,10 +691,11 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
     sv.f_bsize = 4096;
     sv.f_frsize = 4096;
     uint64_t bytes = 0;
-    for (size_t i = 0; i < fs->model->n_entries; i++)
-        bytes += (uint64_t)fs->model->entries[i].st.st_size;
+    for (size_t v = 0; v < fs->n_views; v++)
+        for (size_t i = 0; i < fs->views[v]->n_entries; i++)
+            bytes += (uint64_t)fs->views[v]->entries[i].st.st_size;
     sv.f_blocks = (bytes + 4095) / 4096;
-    sv.f_files = fs->model->n_entries;
+    sv.f_files = fs->n_inodes;
     sv.f_namemax = 255;
     sv.f_flag = ST_RDONLY;
     fuse_reply_statfs(req, &sv);
@@ -646,13 +734,43 @@ static char *status_json(qfs_fs *fs, bool with_source)
      * its budget, the disk cache, and the files that answer EIO. */
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    json_t *broken = json_array();
-    for (size_t i = 0; doc && broken && i < fs->model->n_entries; i++) {
-        const qfs_entry *e = &fs->model->entries[i];
-        if (e->error)
-            json_array_append_new(broken, json_pack("{s:s,s:s}", "file", e->path, "error",
+    json_t *broken = json_array(), *views = json_array();
+    for (size_t v = 0; doc && broken && views && v < fs->n_views; v++) {
+        const qfs_model *m = fs->views[v];
+        size_t files = 0, n_broken = 0;
+        for (size_t i = 0; i < m->n_entries; i++) {
+            const qfs_entry *e = &m->entries[i];
+            files += e->kind == QFS_ENTRY_QUANTIZED;
+            if (!e->error) continue;
+            n_broken++;
+            /* several views: a file's path starts with its view's directory */
+            char path[4096];
+            snprintf(path, sizeof path, "%s%s%s", fs->n_views > 1 ? fs->view_names[v] : "",
+                     fs->n_views > 1 ? "/" : "", e->path);
+            json_array_append_new(broken, json_pack("{s:s,s:s}", "file", path, "error",
                                                     e->error_msg ? e->error_msg : ""));
+        }
+        /* what each view is and what it served; the engine's counters are for all of them */
+        json_array_append_new(views, json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I}",
+            "name", fs->n_views > 1 ? fs->view_names[v] : "", "spec", m->opts.spec->name,
+            "format", qfs_format_name(m->opts.format), "quantized_files", (json_int_t)files,
+            "broken_files", (json_int_t)n_broken, "view_bytes", (json_int_t)m->view_bytes,
+            "bytes_served", (json_int_t)atomic_load(&fs->view_bytes_served[v])));
     }
+    if (doc && views) json_object_set(doc, "views", views);
+    if (doc && fs->n_views > 1) {   /* several views: the spec and format of each, in order */
+        char specs[1024] = "", formats[1024] = "";
+        for (size_t v = 0; v < fs->n_views; v++) {
+            const qfs_model *m = fs->views[v];
+            size_t a = strlen(specs), b = strlen(formats);
+            snprintf(specs + a, sizeof specs - a, "%s%s", v ? "," : "", m->opts.spec->name);
+            snprintf(formats + b, sizeof formats - b, "%s%s", v ? "," : "",
+                     qfs_format_name(m->opts.format));
+        }
+        json_object_set_new(doc, "spec", json_string(specs));
+        json_object_set_new(doc, "format", json_string(formats));
+    }
+    json_decref(views);
     if (doc && broken)
         json_object_update_new(doc, json_pack("{s:s,s:f,s:I,s:I,s:s?,s:I,s:o}",
             "version", fs->version ? fs->version : "unknown",
@@ -697,13 +815,15 @@ static char *status_json(qfs_fs *fs, bool with_source)
 
 static void start_warm(qfs_fs *fs)
 {
-    qfs_model *m = fs->model;
-    qfs_tensor_source **srcs = calloc(m->n_entries, sizeof *srcs);
+    qfs_tensor_source **srcs = calloc(fs->n_inodes + 1, sizeof *srcs);
     size_t n = 0;
     if (!srcs) return;
-    for (size_t i = 0; i < m->n_entries; i++)
-        if (m->entries[i].kind == QFS_ENTRY_QUANTIZED && !m->entries[i].error)
-            srcs[n++] = m->entries[i].source;
+    for (size_t v = 0; v < fs->n_views; v++) {   /* every view, in the order of --specs */
+        qfs_model *m = fs->views[v];
+        for (size_t i = 0; i < m->n_entries; i++)
+            if (m->entries[i].kind == QFS_ENTRY_QUANTIZED && !m->entries[i].error)
+                srcs[n++] = m->entries[i].source;
+    }
     qfs_engine_warm(fs->engine, srcs, n);
     qfs_viewfiles_after_warm(fs->files);
     free(srcs);

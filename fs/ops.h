@@ -37,13 +37,24 @@ typedef struct qfs_file_mode {
 } qfs_file_mode;
 
 typedef struct qfs_fs {
-    qfs_model *model;
+    qfs_model *model;           /* the first view (the only one unless --specs) */
+    /* The views: one, at the root; or, with --specs, several, each a directory
+     * MNT/<view_names[v]>/ below a root that lists them. Inode numbers: entry i of view v is
+     * view_base[v] + i; with several views inode 1 is that listing root. One engine serves
+     * them all (one memory budget, one disk cache). */
+    qfs_model **views;
+    const char **view_names;
+    fuse_ino_t *view_base;
+    size_t n_views;
+    fuse_ino_t n_inodes;        /* the highest inode number */
+    struct stat top_st;         /* the listing root's attributes (several views) */
+    atomic_uint_fast64_t *view_bytes_served;   /* per view, for `quarkfs status` */
     qfs_engine *engine;         /* created after daemonizing, before the loop starts */
     qfs_log_fn log;
     double timeout;             /* entry/attr timeout: the view never changes while mounted */
     unsigned max_background;    /* FUSE background requests (kernel default 12) */
-    atomic_flag *read_error_logged; /* one per entry: log a file's read error once */
-    atomic_flag *refusal_logged;    /* one per entry: log a refused write to it once */
+    atomic_flag *read_error_logged; /* one per inode: log a file's read error once */
+    atomic_flag *refusal_logged;    /* one per inode: log a refused write to it once */
     char readahead_path[128];   /* /sys/class/bdi/MAJ:MIN/read_ahead_kb of the mount, or "" */
     unsigned readahead_kb;
     atomic_flag readahead_done; /* applied at the first open: FUSE INIT resets it before that */
@@ -57,7 +68,7 @@ typedef struct qfs_fs {
     unsigned n_read_bufs;
     /* Materialized view files (NULL without a disk cache) and how they are served. */
     qfs_viewfiles *files;
-    qfs_file_mode *modes;       /* one per entry */
+    qfs_file_mode *modes;       /* one per inode (qfs_fs_set_views), across all views */
     const char *no_files_why;   /* why files is NULL (no disk cache, view_files=off, ...) */
     bool passthrough_off;       /* -o passthrough=off */
     bool passthrough;           /* negotiated at INIT: opens of complete files try it */
@@ -67,6 +78,10 @@ typedef struct qfs_fs {
     atomic_uint_fast64_t opens_passthrough;   /* opens served by the kernel from a view file */
     atomic_uint_fast64_t opens_viewfile;      /* opens served by pread of a view file */
 } qfs_fs;
+
+/* Lays out the inode numbers of fs->views (n_views >= 1) and allocates the per-inode flags.
+ * 0 or -ENOMEM. */
+int qfs_fs_set_views(qfs_fs *fs);
 
 /* Frees the kept reply buffers (after the session loop). */
 void qfs_fs_free_read_buffers(qfs_fs *fs);

@@ -22,7 +22,7 @@
 #define DEFAULT_MAX_THREADS 16
 
 enum {
-    O_SPEC = 256, O_FORMAT, O_EXCLUDE, O_INCLUDE, O_LAYER, O_PRESET, O_THREADS, O_SYMLINKS, O_FOLLOW,
+    O_SPEC = 256, O_SPECS, O_FORMAT, O_EXCLUDE, O_INCLUDE, O_LAYER, O_PRESET, O_THREADS, O_SYMLINKS, O_FOLLOW,
     O_CHECK_FINITE, O_CACHE_MEM, O_CACHE_DIR, O_CACHE_SIZE, O_CACHE, O_NO_CACHE, O_LOG,
     O_LOG_FILE, O_READAHEAD, O_MAX_BACKGROUND, O_ALLOW_EMPTY, O_JSON, O_ERROR, O_NO_WAIT,
     O_LIST_SPECS, O_HELP, O_VERSION, O_VIEW_FILES, O_PASSTHROUGH,
@@ -44,6 +44,7 @@ typedef struct optdef {
 
 static const optdef table[] = {
     {O_SPEC, "spec", "spec=", VIEW},
+    {O_SPECS, "specs", "specs=", QFS_CMD_MOUNT},
     {O_FORMAT, "format", "format=", VIEW},
     {O_EXCLUDE, "exclude", "exclude=", VIEW},
     {O_INCLUDE, "include", "include=", VIEW},
@@ -262,6 +263,7 @@ static int apply(qfs_cli *c, const optdef *d, const char *val, const char *shown
     case O_SPEC: c->spec = val; return 0;
     case O_FORMAT: c->format = val; return 0;
     case O_PRESET: c->preset = val; return 0;
+    case O_SPECS: c->specs = val; return 0;
     case O_EXCLUDE:
     case O_INCLUDE:
     case O_LAYER: {
@@ -629,6 +631,11 @@ void qfs_cli_usage(FILE *out)
 "\n"
 "View options (mount, export, inspect):\n"
 "  --spec NAME          quantization spec (default int8; see --list-specs)  -o spec=NAME\n"
+"  --specs S[:F],...    mount only: several views in one mount, MNT/<view>/ each a whole\n"
+"                       model directory (view = S, or S-F for a format other than quark),\n"
+"                       one source, engine, cache_mem and disk cache   -o specs=S[:F]+...\n"
+"                       e.g. --specs int8,fp8,fp8-block:fp8 (-o form: '+' between views);\n"
+"                       complete view files (--view-files) are off with several views\n"
 "  --format NAME        quark (default), awq, fp8, compressed-tensors       -o format=NAME\n"
 "  --exclude GLOB       keep modules matching GLOB unquantized; repeatable; the module is the\n"
 "                       tensor name without .weight, e.g. 'model.layers.0.*'\n"

@@ -27,6 +27,7 @@ enum {
 typedef struct qfs_cli {
     unsigned cmd;
     const char *spec, *format;         /* NULL: int8, quark */
+    const char *specs;                 /* --specs S[:F],... (mount): several views, or NULL */
     const char **excludes, **includes;
     size_t n_excludes, n_includes;
     const char **layers;               /* --layer GLOB=SPEC, in order */

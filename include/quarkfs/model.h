@@ -39,6 +39,7 @@ typedef struct qfs_entry {
     uint8_t *data;           /* GENERATED */
     size_t data_len;
     qfs_st_file st_file;     /* QUANTIZED */
+    bool st_borrowed;        /* st_file belongs to the view it was copied from (open_like) */
     qfs_plan plan;
     int src_fd;              /* QUANTIZED: the source, open from the build on (-1 otherwise) */
     off_t src_size;          /* QUANTIZED: its size and mtime at the build: a change is */
@@ -74,6 +75,12 @@ typedef struct qfs_model {
  * that loaders reading the config's sorted layer_quant_config would give another spec. */
 int qfs_model_open(const char *src, const qfs_model_options *opts, qfs_model **out,
                    qfs_error *err);
+/* Another view of the same source for other options (spec, format, rules): the directory
+ * tree and the parsed safetensors headers of base are reused, not scanned again, so only the
+ * plans and the generated files are made. base must outlive the new model (its headers are
+ * shared). Fails as qfs_model_open does for the layer rules. */
+int qfs_model_open_like(const qfs_model *base, const qfs_model_options *opts, qfs_model **out,
+                        qfs_error *err);
 /* Closes source files and frees the model, its tensor sources with it: destroy the engine that
  * used them first. */
 void qfs_model_close(qfs_model *m);

@@ -421,10 +421,10 @@ def version_and_help():
         man = f.read().replace("\\-", "-")
     with open(os.path.join(q.SOURCE_ROOT, "README.md")) as f:
         readme = f.read()
-    for o in ("spec=", "format=", "exclude=", "include=", "layer=", "preset=", "threads=",
-              "check_finite",
-              "cache_mem=", "cache_dir=", "cache_size=", "cache=", "log=", "readahead_kb=",
-              "max_background=", "view_files=", "passthrough=", "allow_other"):
+    for o in ("spec=", "specs=", "format=", "exclude=", "include=", "layer=", "preset=",
+              "threads=", "check_finite", "cache_mem=", "cache_dir=", "cache_size=", "cache=",
+              "log=", "readahead_kb=", "max_background=", "view_files=", "passthrough=",
+              "allow_other"):
         assert "-o " + o in helptext, "--help lacks -o %s" % o
         assert o in man, "the man page lacks %s" % o
         assert o in readme, "README.md lacks %s" % o

@@ -155,12 +155,76 @@ static void test_follow_all_shows_them(void **state)
     qfs_model_close(m);
 }
 
+/* A second view of the same source (qfs_model_open_like): the same tree, the first view's
+ * parsed header shared (not read again), its own plan and config. */
+static void test_open_like_shares_the_scan(void **state)
+{
+    (void)state;
+    char dir[600], p[PATH_MAX];   /* root is at most 511 bytes */
+    snprintf(dir, sizeof dir, "%s/like", root);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    /* one F32 [2,2] weight: header JSON padded with spaces to a multiple of 8 */
+    const char *json = "{\"l.weight\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}";
+    size_t n = strlen(json), padded = (n + 7) / 8 * 8;
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    uint8_t len[8];
+    for (int i = 0; i < 8; i++) len[i] = (uint8_t)((uint64_t)padded >> (8 * i));
+    fwrite(len, 1, 8, f);
+    fputs(json, f);
+    for (size_t i = n; i < padded; i++) fputc(' ', f);
+    const float w[4] = {1.0f, -2.0f, 0.5f, 0.25f};
+    fwrite(w, sizeof w, 1, f);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    f = fopen(p, "w");
+    assert_non_null(f);
+    fputs("{}\n", f);
+    fclose(f);
+
+    const qfs_spec *i8, *f8;
+    qfs_error err = {{0}};
+    assert_int_equal(qfs_spec_lookup("int8", &i8, &err), 0);
+    assert_int_equal(qfs_spec_lookup("fp8", &f8, &err), 0);
+    qfs_model_options o = {.spec = i8, .format = QFS_FMT_QUARK};
+    qfs_model *a = NULL, *b = NULL;
+    assert_int_equal(qfs_model_open(dir, &o, &a, &err), 0);
+    o.spec = f8;
+    assert_int_equal(qfs_model_open_like(a, &o, &b, &err), 0);
+    assert_int_equal(a->n_entries, b->n_entries);
+    size_t ia, ib;
+    assert_int_equal(qfs_model_lookup(a, 0, "model.safetensors", &ia), 0);
+    assert_int_equal(qfs_model_lookup(b, 0, "model.safetensors", &ib), 0);
+    const qfs_entry *ea = &a->entries[ia], *eb = &b->entries[ib];
+    assert_ptr_equal(ea->st_file.tensors, eb->st_file.tensors);   /* one parse */
+    assert_true(eb->st_borrowed && !ea->st_borrowed);
+    assert_true(ea->src_fd >= 0 && eb->src_fd >= 0 && ea->src_fd != eb->src_fd);
+    assert_int_equal(ea->plan.n_jobs, 1);
+    assert_int_equal(eb->plan.n_jobs, 1);
+    assert_ptr_equal(ea->plan.jobs[0].spec, i8);
+    assert_ptr_equal(eb->plan.jobs[0].spec, f8);
+    /* the same source bytes: int8 has a zero point tensor, fp8 none */
+    assert_int_equal(a->src_bytes, b->src_bytes);
+    assert_true(ea->plan.n_tensors == 3 && eb->plan.n_tensors == 2);
+    assert_int_equal(qfs_model_lookup(b, 0, "config.json", &ib), 0);
+    assert_int_equal(b->entries[ib].kind, QFS_ENTRY_GENERATED);
+    assert_non_null(memmem(b->entries[ib].data, b->entries[ib].data_len, "fp8_e4m3", 8));
+    qfs_model_close(b);
+    qfs_model_close(a);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    unlink(p);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dot_names_find_nothing),
         cmocka_unit_test(test_symlinks_out_of_src_left_out),
         cmocka_unit_test(test_follow_all_shows_them),
+        cmocka_unit_test(test_open_like_shares_the_scan),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -143,13 +143,10 @@ struct qfs_engine {
 static void logf_(qfs_engine *e, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void logf_(qfs_engine *e, int level, const char *fmt, ...)
 {
-    if (!e->log) return;
-    char buf[1400];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    qfs_log_vprintf(e->log, e->log_ctx, level, fmt, ap);
     va_end(ap);
-    e->log(e->log_ctx, level, buf);
 }
 
 static void queue_push(qfs_engine *e, queue_id q, job_slot *s)

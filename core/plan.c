@@ -1,4 +1,5 @@
 #include "quarkfs/plan.h"
+#include "quarkfs/textbuf.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -76,69 +77,44 @@ static int add_output(qfs_plan *p, char *name, qfs_dtype dt, unsigned ndim, cons
     return 0;
 }
 
-/* A growing byte buffer for the header text. */
-typedef struct text_buf {
-    char *s;
-    size_t len, cap;
-    bool failed;
-} text_buf;
-
-static void put(text_buf *b, const char *s, size_t n)
-{
-    if (b->failed) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (b->len + n + 1 > cap) cap *= 2;
-        char *ns = realloc(b->s, cap);
-        if (!ns) {
-            b->failed = true;
-            return;
-        }
-        b->s = ns;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-}
-
-static void put_str(text_buf *b, const char *s) { put(b, s, strlen(s)); }
+static void put_str(qfs_textbuf *b, const char *s) { qfs_textbuf_put(b, s, strlen(s)); }
 
 /* A JSON string exactly as jansson's compact dump writes it (the bytes of the header are
  * those of Quark/transformers' export, which goes through the same rules): '"' and '\\'
  * escaped, \b \f \n \r \t short, other bytes below 0x20 as \u00XX, the rest (UTF-8) as is. */
-static void put_json_string(text_buf *b, const char *s)
+static void put_json_string(qfs_textbuf *b, const char *s)
 {
-    put(b, "\"", 1);
+    qfs_textbuf_put(b, "\"", 1);
     const char *run = s;
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c >= 0x20 && c != '"' && c != '\\') continue;
-        put(b, run, (size_t)(s - run));
+        qfs_textbuf_put(b, run, (size_t)(s - run));
         char esc[8];
         switch (c) {
-        case '"': put(b, "\\\"", 2); break;
-        case '\\': put(b, "\\\\", 2); break;
-        case '\b': put(b, "\\b", 2); break;
-        case '\f': put(b, "\\f", 2); break;
-        case '\n': put(b, "\\n", 2); break;
-        case '\r': put(b, "\\r", 2); break;
-        case '\t': put(b, "\\t", 2); break;
+        case '"': qfs_textbuf_put(b, "\\\"", 2); break;
+        case '\\': qfs_textbuf_put(b, "\\\\", 2); break;
+        case '\b': qfs_textbuf_put(b, "\\b", 2); break;
+        case '\f': qfs_textbuf_put(b, "\\f", 2); break;
+        case '\n': qfs_textbuf_put(b, "\\n", 2); break;
+        case '\r': qfs_textbuf_put(b, "\\r", 2); break;
+        case '\t': qfs_textbuf_put(b, "\\t", 2); break;
         default:
             snprintf(esc, sizeof esc, "\\u%04X", c);
-            put(b, esc, 6);
+            qfs_textbuf_put(b, esc, 6);
         }
         run = s + 1;
     }
-    put(b, run, (size_t)(s - run));
-    put(b, "\"", 1);
+    qfs_textbuf_put(b, run, (size_t)(s - run));
+    qfs_textbuf_put(b, "\"", 1);
 }
 
-static void put_u64(text_buf *b, uint64_t v)
+static void put_u64(qfs_textbuf *b, uint64_t v)
 {
     char num[24];
     size_t i = sizeof num;
     do num[--i] = (char)('0' + v % 10); while ((v /= 10));
-    put(b, num + i, sizeof num - i);
+    qfs_textbuf_put(b, num + i, sizeof num - i);
 }
 
 /* Header bytes: 8-byte LE length, compact JSON with __metadata__ first ("format":"pt", then the
@@ -147,40 +123,40 @@ static void put_u64(text_buf *b, uint64_t v)
  * header of a million tensors); tests/unit/test_plan.c checks it against jansson's dump. */
 static int build_header(qfs_plan *p, const qfs_st_file *src, const char *path, qfs_error *err)
 {
-    text_buf b = {0};
-    put(&b, "\x00\x00\x00\x00\x00\x00\x00\x00", 8);   /* the length, filled in below */
+    qfs_textbuf b = {0};
+    qfs_textbuf_put(&b, "\x00\x00\x00\x00\x00\x00\x00\x00", 8);   /* the length, filled in below */
     put_str(&b, "{\"__metadata__\":{\"format\":\"pt\"");
     if (src->metadata) {
         const char *k;
         json_t *v;
         json_object_foreach(src->metadata, k, v) {
             if (strcmp(k, "format") == 0 || !json_is_string(v)) continue;
-            put(&b, ",", 1);
+            qfs_textbuf_put(&b, ",", 1);
             put_json_string(&b, k);
-            put(&b, ":", 1);
+            qfs_textbuf_put(&b, ":", 1);
             put_json_string(&b, json_string_value(v));
         }
     }
-    put(&b, "}", 1);
+    qfs_textbuf_put(&b, "}", 1);
     for (size_t i = 0; i < p->n_tensors; i++) {
         const qfs_plan_tensor *t = &p->tensors[i];
-        put(&b, ",", 1);
+        qfs_textbuf_put(&b, ",", 1);
         put_json_string(&b, t->name);
         put_str(&b, ":{\"dtype\":");
         put_json_string(&b, qfs_dtype_name(t->dtype));
         put_str(&b, ",\"shape\":[");
         for (unsigned d = 0; d < t->ndim; d++) {
-            if (d) put(&b, ",", 1);
+            if (d) qfs_textbuf_put(&b, ",", 1);
             put_u64(&b, t->shape[d]);
         }
         put_str(&b, "],\"data_offsets\":[");
         put_u64(&b, t->offset);
-        put(&b, ",", 1);
+        qfs_textbuf_put(&b, ",", 1);
         put_u64(&b, t->offset + t->size);
         put_str(&b, "]}");
     }
-    put(&b, "}", 1);
-    while (!b.failed && (b.len - 8) % 8) put(&b, " ", 1);
+    qfs_textbuf_put(&b, "}", 1);
+    while (!b.failed && (b.len - 8) % 8) qfs_textbuf_put(&b, " ", 1);
     if (b.failed) {
         free(b.s);
         qfs_error_set(err, "%s: cannot serialize the output header", path);

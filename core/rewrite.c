@@ -1,4 +1,5 @@
 #include "quarkfs/rewrite.h"
+#include "quarkfs/textbuf.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -339,46 +340,20 @@ int qfs_config_rewrite(const char *text, size_t len, const json_t *quant_config,
     return 0;
 }
 
-/* A growing output buffer. */
-typedef struct out_buf {
-    char *s;
-    size_t len, cap;
-    bool failed;
-} out_buf;
-
-static void out_put(out_buf *b, const char *s, size_t n)
-{
-    if (b->failed) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (b->len + n + 1 > cap) cap *= 2;
-        char *ns = realloc(b->s, cap);
-        if (!ns) {
-            b->failed = true;
-            return;
-        }
-        b->s = ns;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
 /* A JSON string as dump_like_python writes it: jansson's JSON_ENSURE_ASCII escapes with
  * lowercase hex. The input is valid UTF-8 without NUL (jansson's parser checked it). */
-static void out_json_string(out_buf *b, const char *str)
+static void out_json_string(qfs_textbuf *b, const char *str)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *s = (const unsigned char *)str, *run = s;
-    out_put(b, "\"", 1);
+    qfs_textbuf_put(b, "\"", 1);
     while (*s) {
         unsigned c = *s;
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
             s++;
             continue;
         }
-        out_put(b, (const char *)run, (size_t)(s - run));
+        qfs_textbuf_put(b, (const char *)run, (size_t)(s - run));
         char esc[16];
         size_t n = 2;
         esc[0] = '\\';
@@ -409,12 +384,12 @@ static void out_json_string(out_buf *b, const char *str)
                 for (int sh = 12; sh >= 0; sh -= 4) esc[n++] = hex[(units[u] >> sh) & 0xF];
             }
         }
-        out_put(b, esc, n);
+        qfs_textbuf_put(b, esc, n);
         s += len;
         run = s;
     }
-    out_put(b, (const char *)run, (size_t)(s - run));
-    out_put(b, "\"", 1);
+    qfs_textbuf_put(b, (const char *)run, (size_t)(s - run));
+    qfs_textbuf_put(b, "\"", 1);
 }
 
 /* One weight_map member of the view: later members (higher seq) replace earlier ones of the
@@ -473,7 +448,7 @@ int qfs_index_rewrite(const char *text, size_t len, qfs_index_plan_fn plan_for, 
     wm_file *files = malloc((n_wm ? n_wm : 1) * sizeof *files);
     wm_member *members = NULL;
     char *text_out = NULL;
-    out_buf b = {0};
+    qfs_textbuf b = {0};
     int rc = files ? 0 : -ENOMEM;
     const char *k;
     json_t *v;
@@ -538,19 +513,19 @@ int qfs_index_rewrite(const char *text, size_t len, qfs_index_plan_fn plan_for, 
         goto out;
     }
     size_t head = (size_t)(slot - text_out) + strlen("\n  \"weight_map\": {");
-    out_put(&b, text_out, head);
+    qfs_textbuf_put(&b, text_out, head);
     bool first = true;
     for (size_t i = 0; i < n_members; i++) {
         if (i + 1 < n_members && strcmp(members[i].name, members[i + 1].name) == 0) continue;
-        out_put(&b, first ? "\n    " : ",\n    ", first ? 5 : 6);
+        qfs_textbuf_put(&b, first ? "\n    " : ",\n    ", first ? 5 : 6);
         first = false;
         out_json_string(&b, members[i].name);
-        out_put(&b, ": ", 2);
+        qfs_textbuf_put(&b, ": ", 2);
         out_json_string(&b, members[i].file);
     }
-    if (!first) out_put(&b, "\n  ", 3);
-    out_put(&b, text_out + head, strlen(text_out + head));
-    out_put(&b, "\n", 1);
+    if (!first) qfs_textbuf_put(&b, "\n  ", 3);
+    qfs_textbuf_put(&b, text_out + head, strlen(text_out + head));
+    qfs_textbuf_put(&b, "\n", 1);
     if (b.failed) goto out;
     *out = b.s;
     *out_len = b.len;

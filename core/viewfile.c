@@ -62,13 +62,10 @@ static void vlog(qfs_viewfiles *v, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void vlog(qfs_viewfiles *v, int level, const char *fmt, ...)
 {
-    if (!v->log) return;
-    char buf[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    qfs_log_vprintf(v->log, v->log_ctx, level, fmt, ap);
     va_end(ap);
-    v->log(v->log_ctx, level, buf);
 }
 
 static bool trusted_file(const struct stat *sb)

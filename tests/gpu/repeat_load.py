@@ -12,7 +12,16 @@ Rows (each read by both readers, --reps times, the page cache dropped where it s
   second mount, all disk hits (view_files=off), source warm
   second mount, view files, passthrough / channel (passthrough=off), view files warm
   cache files and source evicted, passthrough / channel
-The first load is also compared with cache=off. Results: OUT/repeat_load.json (every run,
+The first load is also compared with cache=off. Rows run only when --rows names them (what
+limits the first load; each against its baseline):
+  bf16 source dir itself, page cache cold (from_pretrained / cat of the source)
+  mount, cache=off, source cold (against the source itself)
+  mount, disk cache, first load, source cold (own empty cache dir; against cache=off cold)
+  mount, first load, cache dir on a tmpfs (/dev/shm, or a tmpfs mounted in --work when that
+  is too small: no disk writes; against cache=off and the disk first load)
+  mount, first load, empty cache dir bind-mounted read-only (quarkfs uses it for hits only
+  and drops every entry: no writer at all; against cache=off and the disk first load)
+Results: OUT/repeat_load.json (every run,
 quarkfs status of every mount) and OUT/repeat_load.md (medians and time ratios).
 
 Run (doc/loaders-gpu.md): here `bash scripts/gpu-check.sh bundle` (with the static libfuse 3.17
@@ -29,6 +38,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -37,7 +47,9 @@ import loaders_gpu as lg  # noqa: E402  (QFS, make_big, drop_caches, cat_tree, a
 log = lg.log
 
 ROWS = [
-    # key, label, warm before the load, mount options (None: the exported dir)
+    # key, label, warm before the load, mount options (None: the exported dir, SOURCE: the bf16
+    # source dir itself; CACHE: the disk cache the later rows reuse, CACHE_COLD / CACHE_TMPFS /
+    # CACHE_RO: an empty cache dir of that row's own, on disk / on a tmpfs / read-only)
     ("exp_warm", "exported dir, page cache warm", "exp", None),
     ("exp_cold", "exported dir, page cache cold", "", None),
     ("off", "mount, cache=off, source warm", "src", "cache=off"),
@@ -47,9 +59,21 @@ ROWS = [
     ("chan", "second mount, view files, channel", "views", "CACHE,passthrough=off"),
     ("pt_cold", "cache files and source evicted, passthrough", "", "CACHE"),
     ("chan_cold", "cache files and source evicted, channel", "", "CACHE,passthrough=off"),
+    # What limits the first load: the source read, the quantization, the writer's disk I/O, the
+    # writer itself. Not in the default run (--rows selects them).
+    ("src_cold", "bf16 source dir itself, page cache cold", "", "SOURCE"),
+    ("off_cold", "mount, cache=off, source cold", "", "cache=off"),
+    ("first_cold", "mount, disk cache, first load, source cold", "", "CACHE_COLD"),
+    ("first_tmpfs", "mount, first load, cache dir on a tmpfs", "src", "CACHE_TMPFS"),
+    ("first_nowriter", "mount, first load, empty read-only cache dir", "src", "CACHE_RO"),
 ]
-AGAINST = {"off": "exp_warm", "first": "exp_warm", "hits": "exp_warm", "pt": "exp_warm",
-           "chan": "exp_warm", "pt_cold": "exp_cold", "chan_cold": "exp_cold"}
+DEFAULT_ROWS = "exp_warm,exp_cold,off,first,hits,pt,chan,pt_cold,chan_cold"
+# Each row's baselines, in the table's order.
+AGAINST = {"off": ["exp_warm"], "first": ["exp_warm", "off"], "hits": ["exp_warm"],
+           "pt": ["exp_warm"], "chan": ["exp_warm"], "pt_cold": ["exp_cold"],
+           "chan_cold": ["exp_cold"],
+           "off_cold": ["src_cold"], "first_cold": ["off_cold", "src_cold"],
+           "first_tmpfs": ["off", "first"], "first_nowriter": ["off", "first"]}
 
 
 def status(a, mnt):
@@ -60,6 +84,58 @@ def status(a, mnt):
         return json.loads(r.stdout)
     except ValueError:
         return {}
+
+
+def tree_bytes(root):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+
+
+def tmpfs_cache_dir(work, need):
+    """An empty cache dir on a tmpfs with `need` bytes free: under /dev/shm if it has the room
+    (a container's /dev/shm is often 64 MB), else a tmpfs of our own mounted in work (root).
+    (dir, tmpfs mount point to unmount or None)."""
+    if os.path.isdir("/dev/shm"):
+        st = os.statvfs("/dev/shm")
+        if st.f_bavail * st.f_frsize >= need:
+            d = tempfile.mkdtemp(prefix="qfs-repeat-cache-", dir="/dev/shm")
+            os.chmod(d, 0o700)
+            return d, None
+    mp = os.path.join(work, "tmpfs")
+    os.makedirs(mp, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d,mode=0700" % need, "tmpfs", mp],
+                   check=True, capture_output=True)
+    d = os.path.join(mp, "cache")
+    os.mkdir(d, 0o700)
+    return d, mp
+
+
+def ro_cache_dir(path):
+    """An empty cache dir with the layout quarkfs makes (so its entry dir exists), bind-mounted
+    read-only on itself: quarkfs opens it for hits only and writes nothing (chmod would not stop
+    root). The caller unmounts it."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, mode=0o700)
+    for sub in ("tmp", "locks", "v1", "memo", "recipes"):
+        os.mkdir(os.path.join(path, sub), 0o700)
+    subprocess.run(["mount", "--bind", path, path], check=True, capture_output=True)
+    r = subprocess.run(["mount", "-o", "remount,bind,ro", path], capture_output=True, text=True)
+    if r.returncode:
+        subprocess.run(["umount", path], capture_output=True)
+        raise RuntimeError("read-only bind mount of %s: %s" % (path, r.stderr.strip()))
+
+
+def wait_writer(a, mnt, max_s=300):
+    """Waits until the background writer's queue is empty (quarkfs status), so that the next
+    row does not start under this row's write-back."""
+    t = time.perf_counter()
+    while True:
+        st = status(a, mnt)
+        q = st.get("cache_queue", {})
+        if not isinstance(q, dict) or q.get("queued", 0) == 0 or \
+                time.perf_counter() - t > max_s:
+            st["waited_s"] = round(time.perf_counter() - t, 2)
+            return st
+        time.sleep(0.2)
 
 
 def wait_view_files(a, mnt, n, max_s=300):
@@ -85,12 +161,20 @@ def main():
     p.add_argument("--layers", type=int, default=32)
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--rows", default=DEFAULT_ROWS, help="KEY,KEY: the rows to run (default: "
+                   "%s; also %s)" % (DEFAULT_ROWS, ",".join(
+                       k for k, *_ in ROWS if k not in DEFAULT_ROWS.split(","))))
     p.add_argument("--readers", default="hf,cat")
     p.add_argument("--run-timeout", type=int, default=300)
     p.add_argument("--src", help="an existing bf16 model directory instead of the 8B-shaped one")
     p.add_argument("--device", default="cuda", help="device_map of from_pretrained (cpu: a dry "
                    "run of the script without a GPU)")
     a = p.parse_args()
+    keys = [k for k, *_ in ROWS]
+    bad = [k for k in a.rows.split(",") if k not in keys]
+    if bad:
+        p.error("--rows: unknown %s (rows: %s)" % (",".join(bad), ",".join(keys)))
+    rows = [r for r in ROWS if r[0] in a.rows.split(",")]
     import torch
     import transformers
     from transformers import AutoModelForCausalLM
@@ -147,31 +231,65 @@ def main():
         t = time.perf_counter()
         load("hf", exp)
         head["warmup_load_s"] = round(time.perf_counter() - t, 2)
-    runs = {"%s %s" % (r, k): [] for r in readers for k, *_ in ROWS}
+    runs = {"%s %s" % (r, k): [] for r in readers for k, *_ in rows}
+    view_bytes = tree_bytes(exp)
     for rep in range(a.reps):
         for reader in readers:
-            for key, label, warm, opts in ROWS:
-                if key == "first":
-                    shutil.rmtree(cache, ignore_errors=True)
-                    os.makedirs(cache, mode=0o700)
-                lg.drop_caches()
-                if files_of(warm):
-                    lg.cat_tree(files_of(warm))
+            for key, label, warm, opts in rows:
                 r = {"rep": rep, "row": key}
+                cdir = cache
+                undo = []   # (what, path) to remove after the row
                 try:
+                    if key == "first":
+                        shutil.rmtree(cache, ignore_errors=True)
+                        os.makedirs(cache, mode=0o700)
+                    elif opts == "CACHE_COLD":
+                        cdir = cache + "-cold"
+                        shutil.rmtree(cdir, ignore_errors=True)
+                        os.makedirs(cdir, mode=0o700)
+                        undo.append(("rm", cdir))
+                    elif opts == "CACHE_TMPFS":
+                        # room for every entry, so the writer's queue is what drops, not ENOSPC
+                        cdir, mp = tmpfs_cache_dir(a.work, int(view_bytes * 1.2) + (64 << 20))
+                        undo.append(("rm", cdir))
+                        if mp:
+                            undo.append(("umount", mp))
+                        r["cache_dir"] = cdir
+                    elif opts == "CACHE_RO":
+                        cdir = cache + "-ro"
+                        ro_cache_dir(cdir)
+                        undo.append(("umount", cdir))
+                        undo.append(("rm", cdir))
+                    lg.drop_caches()
+                    if files_of(warm):
+                        lg.cat_tree(files_of(warm))
                     if opts is None:
                         r.update(load(reader, exp))
+                    elif opts == "SOURCE":
+                        r.update(load(reader, src))
                     else:
-                        o = opts.replace("CACHE", "cache=on,cache_dir=" + cache)
+                        o = opts.replace("CACHE_COLD", "CACHE").replace("CACHE_TMPFS", "CACHE")
+                        o = o.replace("CACHE_RO", "CACHE")
+                        o = o.replace("CACHE", "cache=on,cache_dir=" + cdir)
                         with qfs.mount(src, spec, fmt, opts=o) as mnt:
                             r.update(load(reader, mnt))
                             if key == "first":   # not timed: warm writes the view files
                                 subprocess.run([a.quarkfs, "warm", mnt], capture_output=True,
                                                env=qfs.env())
-                            r["status"] = wait_view_files(a, mnt, n_files) if key == "first" \
-                                else status(a, mnt)
+                            if key == "first":
+                                r["status"] = wait_view_files(a, mnt, n_files)
+                            elif key in ("first_cold", "first_tmpfs"):
+                                r["status"] = wait_writer(a, mnt)
+                            else:
+                                r["status"] = status(a, mnt)
                 except Exception as exc:
                     r["error"] = "%s: %s" % (type(exc).__name__, str(exc)[:400])
+                finally:
+                    for what, path in undo:
+                        if what == "umount":
+                            subprocess.run(["umount", path], capture_output=True)
+                        else:
+                            shutil.rmtree(path, ignore_errors=True)
                 runs["%s %s" % (reader, key)].append(r)
                 log("rep %d %-4s %-48s %s" % (rep, reader, label,
                                               r.get("seconds", r.get("error"))))
@@ -189,11 +307,10 @@ def main():
               if "seconds" in x and y.get("seconds", 0) > 0]
         return statistics.median(xs) if xs else float("nan")
 
+    have = {k for k, *_ in rows}
     for reader in readers:
-        for key, *_ in ROWS:
-            comps = [AGAINST[key]] if key in AGAINST else [None]
-            if key == "first":
-                comps.append("off")
+        for key, *_ in rows:
+            comps = [b for b in AGAINST.get(key, []) if b in have] or [None]
             for b in comps:
                 if b is None:
                     lines.append("| %s | %s | %.2f | | | |" % (label[key], reader, med(reader, key)))

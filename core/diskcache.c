@@ -27,6 +27,7 @@
 #define LOCK_WAIT_SECONDS 5.0     /* longest wait for another process computing the same tensor */
 #define LOCK_TRY_ONLY_SECONDS 60.0   /* after a wait ran out: try locks, do not wait */
 #define WRITE_RETRY_SECONDS 10.0     /* after a failed write: hits only, then writes again */
+#define LOCK_STALE_SECONDS 60        /* lock files untouched this long are candidates for removal */
 
 /* On-disk header, little-endian, followed by the scales part then the weight part. */
 typedef struct entry_header {
@@ -43,6 +44,7 @@ struct qfs_diskcache {
     struct timespec lock_gave_up;      /* the last lock wait that ran out (0: none) */
     uint64_t max_bytes;
     pthread_mutex_t lock;
+    pthread_mutex_t trim_lock;         /* one trim at a time: two would remove twice as much */
     uint64_t used;                     /* this process's estimate; trimming rescans */
     bool readonly;                     /* hits only: the directory takes no writes */
     bool paused;                       /* a write failed: hits only until a write succeeds */
@@ -213,7 +215,16 @@ static int check_path_trusted(const char *real, qfs_error *err)
     return 0;
 }
 
-typedef struct cached_file { char sub[3]; char name[40]; time_t mtime; off_t size; } cached_file;
+/* What a trim may remove: an entry (v1/sub/name), a memo (memo/name) or a view file
+ * (files/KEY.view, its size including KEY.meta; mtime: the meta's, refreshed when served). */
+enum { CF_ENTRY, CF_MEMO, CF_VIEW };
+typedef struct cached_file {
+    int kind;
+    char sub[3];
+    char name[48];
+    time_t mtime;
+    uint64_t size;
+} cached_file;
 
 static int cmp_mtime(const void *a, const void *b)
 {
@@ -221,20 +232,49 @@ static int cmp_mtime(const void *a, const void *b)
     return x->mtime < y->mtime ? -1 : x->mtime > y->mtime;
 }
 
-/* Lists every entry file (v1/XX/KEY.qfs: regular files only, found without following a
- * symlink) with its mtime and size, and their total size. */
+static int add_file(cached_file **files, size_t *n, size_t *cap, int kind, const char *sub,
+                    const char *name, time_t mtime, uint64_t size)
+{
+    if (*n == *cap) {
+        cached_file *nf = realloc(*files, (*cap = *cap ? *cap * 2 : 256) * sizeof *nf);
+        if (!nf) return -ENOMEM;
+        *files = nf;
+    }
+    cached_file *f = &(*files)[(*n)++];
+    f->kind = kind;
+    snprintf(f->sub, sizeof f->sub, "%s", sub);
+    snprintf(f->name, sizeof f->name, "%s", name);
+    f->mtime = mtime;
+    f->size = size;
+    return 0;
+}
+
+static bool has_suffix(const char *name, size_t len, const char *suffix)
+{
+    size_t l = strlen(name), s = strlen(suffix);
+    return l == len && strcmp(name + l - s, suffix) == 0;
+}
+
+/* Opens dirfd's directory for listing with its own offset. NULL on failure. */
+static DIR *list_dir(int dirfd)
+{
+    int fd = dirfd >= 0 ? openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d && fd >= 0) close(fd);
+    return d;
+}
+
+/* Lists what counts against the budget, found without following a symlink, and their total
+ * size (st_size): entries (v1/XX/KEY.qfs), memos (memo/KEY.qfm), view files with their metas
+ * (files/), and files being written (tmp/, files/.tmp.*: counted, never listed, their writers
+ * remove them). Lock files and recipe markers are empty: nothing to count. out may be NULL. */
 static int scan(qfs_diskcache *c, cached_file **out, size_t *n_out, uint64_t *total)
 {
     size_t n = 0, cap = 0;
     cached_file *files = NULL;
     *total = 0;
-    int vfd = openat(c->vfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);   /* own offset */
-    if (vfd < 0) return -errno;
-    DIR *d = fdopendir(vfd);
-    if (!d) {
-        close(vfd);
-        return -errno;
-    }
+    DIR *d = list_dir(c->vfd);
+    if (!d) return -errno;
     struct dirent *sub;
     while ((sub = readdir(d))) {
         if (sub->d_name[0] == '.' || strlen(sub->d_name) != 2) continue;
@@ -247,30 +287,63 @@ static int scan(qfs_diskcache *c, cached_file **out, size_t *n_out, uint64_t *to
         }
         struct dirent *de;
         while ((de = readdir(s))) {
-            size_t l = strlen(de->d_name);
             struct stat sb;
-            if (l != 36 || strcmp(de->d_name + l - 4, ".qfs") != 0 ||
+            if (!has_suffix(de->d_name, 36, ".qfs") ||
                 fstatat(sfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode))
                 continue;
             *total += (uint64_t)sb.st_size;
-            if (!out) continue;
-            if (n == cap) {
-                cached_file *nf = realloc(files, (cap = cap ? cap * 2 : 256) * sizeof *nf);
-                if (!nf) break;
-                files = nf;
-            }
-            memcpy(files[n].sub, sub->d_name, 3);
-            memcpy(files[n].name, de->d_name, l + 1);
-            files[n].mtime = sb.st_mtime;
-            files[n].size = sb.st_size;
-            n++;
+            if (out)
+                add_file(&files, &n, &cap, CF_ENTRY, sub->d_name, de->d_name, sb.st_mtime,
+                         (uint64_t)sb.st_size);
         }
         closedir(s);
     }
     closedir(d);
+    struct dirent *de;
+    struct stat sb, mb;
+    if ((d = list_dir(c->mfd))) {
+        while ((de = readdir(d))) {
+            if (!has_suffix(de->d_name, 36, ".qfm") ||
+                fstatat(c->mfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode))
+                continue;
+            *total += (uint64_t)sb.st_size;
+            if (out)
+                add_file(&files, &n, &cap, CF_MEMO, "", de->d_name, sb.st_mtime,
+                         (uint64_t)sb.st_size);
+        }
+        closedir(d);
+    }
+    if ((d = list_dir(c->tfd))) {
+        while ((de = readdir(d)))
+            if (fstatat(c->tfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode))
+                *total += (uint64_t)sb.st_size;
+        closedir(d);
+    }
+    int ffd = open_subdir(c->dfd, "files", false);   /* made by viewfile.c when used */
+    if (ffd >= 0 && (d = fdopendir(ffd))) {
+        while ((de = readdir(d))) {
+            const char *nm = de->d_name;
+            if (fstatat(ffd, nm, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode))
+                continue;
+            /* A view file's temporary has its final size from the start (viewfile.c). */
+            *total += (uint64_t)sb.st_size;
+            if (!has_suffix(nm, 37, ".view") || nm[0] == '.' || !out) continue;
+            char meta[48];
+            snprintf(meta, sizeof meta, "%.32s.meta", nm);
+            bool has_meta = fstatat(ffd, meta, &mb, AT_SYMLINK_NOFOLLOW) == 0 &&
+                            S_ISREG(mb.st_mode);
+            add_file(&files, &n, &cap, CF_VIEW, "", nm, has_meta ? mb.st_mtime : sb.st_mtime,
+                     (uint64_t)sb.st_size + (has_meta ? (uint64_t)mb.st_size : 0));
+        }
+        closedir(d);
+    } else if (ffd >= 0) {
+        close(ffd);
+    }
     if (out) {
         *out = files;
         *n_out = n;
+    } else {
+        free(files);
     }
     return 0;
 }
@@ -296,7 +369,8 @@ static void remove_old_at(int dirfd, time_t max_age)
     closedir(d);
 }
 
-static void trim(qfs_diskcache *c);
+static bool trim(qfs_diskcache *c, uint64_t need);
+static void remove_stale_locks(qfs_diskcache *c);
 
 int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out, qfs_error *err)
 {
@@ -309,6 +383,7 @@ int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out,
     c->max_bytes = max_bytes;
     c->dfd = c->tfd = c->lfd = c->vfd = c->mfd = c->rfd = -1;
     pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->trim_lock, NULL);
     int rc = mkdir_p(dir);
     char real[PATH_MAX];
     if (!realpath(dir, real)) {
@@ -363,10 +438,11 @@ int qfs_diskcache_open(const char *dir, uint64_t max_bytes, qfs_diskcache **out,
         /* Memos of files not mounted for a month (a hit refreshes the mtime) belong to sources
          * that changed or went away: removed, so the directory does not collect them. */
         remove_old_at(c->mfd, MEMO_UNUSED_SECONDS);
+        remove_stale_locks(c);
     }
     scan(c, NULL, NULL, &c->used);
     /* A budget lowered since the last run applies now, not after the next write. */
-    if (!c->readonly && c->used > c->max_bytes) trim(c);
+    if (!c->readonly && c->used > c->max_bytes) trim(c, 0);
     *out = c;
     return 0;
 }
@@ -378,6 +454,7 @@ void qfs_diskcache_close(qfs_diskcache *c)
     for (size_t i = 0; i < 6; i++)
         if (*fds[i] >= 0) close(*fds[i]);
     pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->trim_lock);
     free(c->dir);
     free(c);
 }
@@ -438,25 +515,87 @@ int qfs_diskcache_get(qfs_diskcache *c, const qfs_cache_key *key, void *scales,
     return 0;
 }
 
-/* Removes least recently used entries until the directory is under TRIM_TO of the budget. */
-static void trim(qfs_diskcache *c)
+/* The one trimming policy of the directory: entries, memos and view files, least recently
+ * used first (mtime: refreshed by every hit, memo read and view file served), are removed until
+ * what is counted (scan) plus need bytes about to be written is under TRIM_TO of the budget
+ * (under the budget itself when need alone passes TRIM_TO). Files are unlinked, never
+ * truncated: a view file or entry open elsewhere stays intact for its reader. Stale lock files
+ * go too. true when need fits in the budget afterwards; the estimate counts need. */
+static bool trim(qfs_diskcache *c, uint64_t need)
 {
+    if (need > c->max_bytes) return false;   /* removing everything would not help */
+    pthread_mutex_lock(&c->trim_lock);
+    remove_stale_locks(c);
     cached_file *files = NULL;
     size_t n = 0;
     uint64_t total;
-    if (scan(c, &files, &n, &total) != 0) return;
-    qsort(files, n, sizeof *files, cmp_mtime);
-    uint64_t goal = (uint64_t)((double)c->max_bytes * TRIM_TO);
-    for (size_t i = 0; i < n && total > goal; i++) {
-        int sfd = open_subdir(c->vfd, files[i].sub, false);   /* never leaves the directory */
-        if (sfd < 0) continue;
-        if (unlinkat(sfd, files[i].name, 0) == 0) total -= (uint64_t)files[i].size;
-        close(sfd);
+    if (scan(c, &files, &n, &total) != 0) {
+        pthread_mutex_unlock(&c->trim_lock);
+        return false;
     }
+    if (n) qsort(files, n, sizeof *files, cmp_mtime);
+    uint64_t goal = (uint64_t)((double)c->max_bytes * TRIM_TO);
+    if (need > goal) goal = c->max_bytes;
+    int ffd = -1;
+    for (size_t i = 0; i < n && total + need > goal; i++) {
+        cached_file *f = &files[i];
+        if (f->kind == CF_ENTRY) {
+            int sfd = open_subdir(c->vfd, f->sub, false);   /* never leaves the directory */
+            if (sfd < 0) continue;
+            if (unlinkat(sfd, f->name, 0) == 0) total -= f->size;
+            close(sfd);
+        } else if (f->kind == CF_MEMO) {
+            if (unlinkat(c->mfd, f->name, 0) == 0) total -= f->size;
+        } else {
+            if (ffd < 0 && (ffd = open_subdir(c->dfd, "files", false)) < 0) continue;
+            char meta[48];
+            snprintf(meta, sizeof meta, "%.32s.meta", f->name);
+            unlinkat(ffd, meta, 0);   /* the meta first: a view file without one is not served */
+            if (unlinkat(ffd, f->name, 0) == 0) total -= f->size;
+        }
+    }
+    if (ffd >= 0) close(ffd);
     free(files);
+    bool fits = total + need <= c->max_bytes;
     pthread_mutex_lock(&c->lock);
-    c->used = total;
+    c->used = total + (fits ? need : 0);
     pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&c->trim_lock);
+    return fits;
+}
+
+int qfs_diskcache_reserve(qfs_diskcache *c, uint64_t need)
+{
+    if (qfs_diskcache_readonly(c)) return -EROFS;
+    return trim(c, need) ? 0 : -ENOSPC;
+}
+
+/* Removes lock files no one holds: each one untouched for LOCK_STALE_SECONDS is locked without
+ * waiting and, if that succeeds and the name still leads to that file, unlinked while held.
+ * A process that opened it just before loses nothing: qfs_diskcache_lock checks, once it holds
+ * a lock, that the name still leads to its file, and starts over if not. */
+static void remove_stale_locks(qfs_diskcache *c)
+{
+    if (c->readonly || c->lfd < 0) return;
+    DIR *d = list_dir(c->lfd);
+    if (!d) return;
+    time_t now = time(NULL);
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        struct stat sb, fb;
+        if (de->d_name[0] == '.' || fstatat(c->lfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISREG(sb.st_mode) || now - sb.st_mtime < LOCK_STALE_SECONDS)
+            continue;
+        int f = openat(c->lfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (f < 0) continue;
+        if (fstat(f, &fb) == 0 && fb.st_ino == sb.st_ino && fb.st_dev == sb.st_dev &&
+            flock(f, LOCK_EX | LOCK_NB) == 0 &&
+            fstatat(c->lfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+            sb.st_ino == fb.st_ino && sb.st_dev == fb.st_dev)
+            unlinkat(c->lfd, de->d_name, 0);
+        close(f);   /* releases the lock */
+    }
+    closedir(d);
 }
 
 static double since(const struct timespec *t);
@@ -517,6 +656,17 @@ static int write_atomic(const qfs_diskcache *c, const char *magic, const qfs_cac
     return rc;
 }
 
+/* Counts size bytes just written and trims when the budget is passed. */
+static void note_written(qfs_diskcache *c, uint64_t size)
+{
+    pthread_mutex_lock(&c->lock);
+    c->paused = false;   /* the store takes writes again */
+    c->used += size;
+    bool over = c->used > c->max_bytes;
+    pthread_mutex_unlock(&c->lock);
+    if (over) trim(c, 0);
+}
+
 int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *scales,
                       size_t scales_len, const void *weight, size_t weight_len)
 {
@@ -531,13 +681,7 @@ int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *sc
                           name);
     close(sfd);
     if (rc) return rc;
-    uint64_t size = sizeof(entry_header) + scales_len + weight_len;
-    pthread_mutex_lock(&c->lock);
-    c->paused = false;   /* the store takes writes again */
-    c->used += size;
-    bool over = c->used > c->max_bytes;
-    pthread_mutex_unlock(&c->lock);
-    if (over) trim(c);
+    note_written(c, sizeof(entry_header) + scales_len + weight_len);
     return 0;
 }
 
@@ -602,7 +746,9 @@ int qfs_diskcache_memo_put(qfs_diskcache *c, const qfs_cache_key *name, const vo
     memo_name(name, fname);
     key_hex(name, hex);
     snprintf(tmp, sizeof tmp, "%s.m.%d.%lx", hex, (int)getpid(), (unsigned long)pthread_self());
-    return write_atomic(c, MEMO_MAGIC, name, data, len, NULL, 0, tmp, c->mfd, fname);
+    int rc = write_atomic(c, MEMO_MAGIC, name, data, len, NULL, 0, tmp, c->mfd, fname);
+    if (rc == 0) note_written(c, sizeof(entry_header) + len);   /* may replace one: trims rescan */
+    return rc;
 }
 
 static void recipe_name(const char *recipe, char hex[33])
@@ -640,27 +786,36 @@ static double since(const struct timespec *t)
     return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
 }
 
+/* Opens (creating) the lock file hex: a regular file of a trusted owner, 0600. fd or -errno. */
+static int open_lock_file(qfs_diskcache *c, const char *hex, struct stat *sb)
+{
+    int f = -1;
+    for (int attempt = 0; attempt < 2 && f < 0; attempt++) {
+        f = openat(c->lfd, hex, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+        if (f < 0 && errno != ELOOP) return -errno;
+        if (f >= 0 && fstat(f, sb) == 0 && S_ISREG(sb->st_mode) && trusted_owner(sb)) break;
+        if (f >= 0) close(f);
+        f = -1;
+        remove_tree_at(c->lfd, hex, 0);   /* a symlink, FIFO or foreign file: not a lock */
+    }
+    if (f < 0) return -EPERM;
+    if ((sb->st_mode & 07777) != 0600) fchmod(f, 0600);
+    return f;
+}
+
 int qfs_diskcache_lock(qfs_diskcache *c, const qfs_cache_key *key, int *fd)
 {
     *fd = -1;
     if (qfs_diskcache_readonly(c)) return -EROFS;   /* nothing will be written: no lock */
     char hex[33];
     key_hex(key, hex);
-    /* Lock files are never removed while in use: unlinking one while another process waits on
-     * it would let a third process lock a new file with the same name. They are empty and
-     * private (0600 in a 0700 directory): no other user can hold one. */
-    int f = -1;
+    /* Lock files are removed only by remove_stale_locks, while it holds them; so a lock is ours
+     * once flock succeeds and the name still leads to the file locked (else it was removed
+     * after we opened it, and another process may lock a new file of that name: start over).
+     * They are empty and private (0600 in a 0700 directory): no other user can hold one. */
     struct stat sb;
-    for (int attempt = 0; attempt < 2 && f < 0; attempt++) {
-        f = openat(c->lfd, hex, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
-        if (f < 0 && errno != ELOOP) return -errno;
-        if (f >= 0 && fstat(f, &sb) == 0 && S_ISREG(sb.st_mode) && trusted_owner(&sb)) break;
-        if (f >= 0) close(f);
-        f = -1;
-        remove_tree_at(c->lfd, hex, 0);   /* a symlink, FIFO or foreign file: not a lock */
-    }
-    if (f < 0) return -EPERM;
-    if ((sb.st_mode & 07777) != 0600) fchmod(f, 0600);
+    int f = open_lock_file(c, hex, &sb);
+    if (f < 0) return f;
     /* Never wait without a deadline: a holder may be stopped (Ctrl-Z) or hostile. Past it, the
      * tensor is computed anyway (entries are renamed into place atomically, so doing the work
      * twice is harmless); after a wait ran out, locks are only tried for a while, so that one
@@ -671,7 +826,17 @@ int qfs_diskcache_lock(qfs_diskcache *c, const qfs_cache_key *key, int *fd)
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     long nap_ms = 1;
-    while (flock(f, LOCK_EX | LOCK_NB) != 0) {
+    for (;;) {
+        if (flock(f, LOCK_EX | LOCK_NB) == 0) {
+            struct stat now;
+            if (fstatat(c->lfd, hex, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_ino == sb.st_ino &&
+                now.st_dev == sb.st_dev)
+                break;
+            close(f);   /* removed as stale after we opened it: lock the file there now */
+            if (since(&start) >= LOCK_WAIT_SECONDS) return -ETIMEDOUT;
+            if ((f = open_lock_file(c, hex, &sb)) < 0) return f;
+            continue;
+        }
         int e = errno;
         if (e != EWOULDBLOCK && e != EINTR) {
             close(f);

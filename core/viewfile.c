@@ -199,69 +199,32 @@ int qfs_viewfiles_get(qfs_viewfiles *v, size_t entry, int *fd)
     return rc == 0 ? 0 : -ENOENT;
 }
 
-typedef struct vf_listed { char key[33]; uint64_t size; time_t used; } vf_listed;
-
-static int cmp_used(const void *a, const void *b)
-{
-    const vf_listed *x = a, *y = b;
-    return x->used < y->used ? -1 : x->used > y->used;
-}
-
-/* Removes least recently used view files until `need` more bytes fit in the budget with the
- * entries; stale temporaries and meta-less leftovers go first. false if it cannot fit. */
-static bool make_room(qfs_viewfiles *v, uint64_t need)
+/* Removes dead writers' leftovers: temporaries and view files without a meta older than
+ * STALE_TMP_SECONDS. */
+static void remove_stale(qfs_viewfiles *v)
 {
     int dfd = openat(v->fdir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
     if (!d) {
         if (dfd >= 0) close(dfd);
-        return false;
+        return;
     }
-    vf_listed *l = NULL;
-    size_t n = 0, cap = 0;
-    uint64_t total = 0;
     time_t now = time(NULL);
     struct dirent *de;
     while ((de = readdir(d))) {
         struct stat sb, mb;
         const char *nm = de->d_name;
-        if (nm[0] == '.' && (nm[1] == '\0' || (nm[1] == '.' && nm[2] == '\0'))) continue;
-        if (fstatat(v->fdir, nm, &sb, AT_SYMLINK_NOFOLLOW) != 0) continue;
-        size_t len = strlen(nm);
-        bool view = len == 37 && strcmp(nm + 32, ".view") == 0;
-        if (strncmp(nm, ".tmp.", 5) == 0) {
-            if (now - sb.st_mtime > STALE_TMP_SECONDS) unlinkat(v->fdir, nm, 0);
-            else total += (uint64_t)sb.st_size;   /* another writer's, still growing */
+        if (fstatat(v->fdir, nm, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode) ||
+            now - sb.st_mtime <= STALE_TMP_SECONDS)
             continue;
-        }
-        if (!view) continue;
         char meta[48];
         snprintf(meta, sizeof meta, "%.32s.meta", nm);
-        bool has_meta = fstatat(v->fdir, meta, &mb, AT_SYMLINK_NOFOLLOW) == 0;
-        if (!has_meta && now - sb.st_mtime > STALE_TMP_SECONDS) {
+        bool view = strlen(nm) == 37 && strcmp(nm + 32, ".view") == 0;
+        if (strncmp(nm, ".tmp.", 5) == 0 ||
+            (view && fstatat(v->fdir, meta, &mb, AT_SYMLINK_NOFOLLOW) != 0))
             unlinkat(v->fdir, nm, 0);
-            continue;
-        }
-        if (n == cap) {
-            vf_listed *nl = realloc(l, (cap = cap ? cap * 2 : 64) * sizeof *nl);
-            if (!nl) break;
-            l = nl;
-        }
-        snprintf(l[n].key, sizeof l[n].key, "%.32s", nm);
-        l[n].size = (uint64_t)sb.st_size;
-        l[n].used = has_meta ? mb.st_mtime : sb.st_mtime;
-        total += l[n].size;
-        n++;
     }
     closedir(d);
-    uint64_t entries = qfs_diskcache_bytes(v->disk);
-    if (n) qsort(l, n, sizeof *l, cmp_used);   /* l is NULL when n is 0 */
-    for (size_t i = 0; i < n && total + entries + need > v->max_bytes; i++) {
-        remove_pair(v, l[i].key);
-        total -= l[i].size;
-    }
-    free(l);
-    return total + entries + need <= v->max_bytes;
 }
 
 static long long now_ns(void)
@@ -308,19 +271,24 @@ static int write_view(qfs_viewfiles *v, size_t i)
         return -ESTALE;
     }
     if (qfs_diskcache_readonly(v->disk)) return -EROFS;   /* its one warning said why */
-    if (!make_room(v, ve->size)) {
+    /* The disk cache's one trim makes room (least recently used entries, memos and view
+     * files go first) and counts the file as written. */
+    int room = qfs_diskcache_reserve(v->disk, ve->size);
+    if (room == -ENOSPC)
         vlog(v, QFS_LOG_INFO, "%s: its view file (%" PRIu64 " bytes) does not fit in the "
-             "cache's budget with the entries: not written", e->src_path, ve->size);
-        return -ENOSPC;
-    }
+             "cache's budget (%" PRIu64 " bytes): not written", e->src_path, ve->size,
+             v->max_bytes);
+    if (room) return room;
     char tmp[96], name[48];
     snprintf(tmp, sizeof tmp, ".tmp.%s.%d.%lx", ve->key, (int)getpid(),
              (unsigned long)pthread_self());
     unlinkat(v->fdir, tmp, 0);
     int fd = openat(v->fdir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400);
     if (fd < 0) return -errno;
-    uint8_t *buf = malloc(WRITE_CHUNK);
-    int rc = buf ? 0 : -ENOMEM;
+    /* Its final size from the start, so that a trim meanwhile counts all of it. */
+    int rc = ftruncate(fd, (off_t)ve->size) != 0 ? -errno : 0;
+    uint8_t *buf = rc ? NULL : malloc(WRITE_CHUNK);
+    if (!rc && !buf) rc = -ENOMEM;
     qfs_error err = {{0}};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -511,7 +479,7 @@ int qfs_viewfiles_open(qfs_diskcache *disk, uint64_t max_bytes, const qfs_model 
             ve->state = VF_DONE;
         }
     }
-    make_room(v, 0);   /* removes stale temporaries */
+    remove_stale(v);
     *out = v;
     return 0;
 }

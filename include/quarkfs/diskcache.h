@@ -5,8 +5,10 @@
  * two machines with identical sources can share one directory (NFS included). An entry is one
  * file written to tmp/ and renamed into place (never torn); its header repeats the key and holds
  * checksums of both parts, so a corrupt, truncated or foreign entry is detected, removed and
- * recomputed, never served. Least recently used entries (by mtime, refreshed on every hit) are
- * removed when the directory grows past its budget. Thread-safe. */
+ * recomputed, never served. The budget covers the whole directory: entries, memos and view
+ * files (viewfile.h) are trimmed by one policy, least recently used first (by mtime, refreshed
+ * on every hit), when the directory grows past it; lock files no one holds are removed.
+ * Thread-safe. */
 #ifndef QUARKFS_DISKCACHE_H
 #define QUARKFS_DISKCACHE_H
 
@@ -66,7 +68,8 @@ bool qfs_diskcache_set_readonly(qfs_diskcache *c);
  * usually only one of them computes a given tensor; *fd receives the lock (release with
  * _unlock). Waits at most a few seconds, and not at all for a while after a wait ran out:
  * -ETIMEDOUT then, and the caller computes the tensor anyway. Lock files are 0600 in a 0700
- * directory. */
+ * directory; one untouched for a minute is removed (at open and at each trim) when a
+ * non-blocking lock on it succeeds, i.e. no one holds it. */
 int qfs_diskcache_lock(qfs_diskcache *c, const qfs_cache_key *key, int *fd);
 void qfs_diskcache_unlock(int fd);
 
@@ -78,8 +81,9 @@ bool qfs_diskcache_may_hold(qfs_diskcache *c, const char *recipe);
 int qfs_diskcache_mark(qfs_diskcache *c, const char *recipe);
 
 /* Memos of source files (srcid.h): memo/KEY.qfm, written atomically with a checksum like an
- * entry (and under the same ownership rules), not counted in the budget; one not read for a
- * month is removed at open. get: 0 with *data (malloc'd, the caller frees it) and *len, or
+ * entry (and under the same ownership rules), counted in the budget and trimmed with the
+ * entries (a memo removed only costs hashing the source again); one not read for a month is
+ * removed at open. get: 0 with *data (malloc'd, the caller frees it) and *len, or
  * -ENOENT when absent or damaged (a damaged one is removed), another -errno on I/O errors.
  * put: 0 or -errno (-EROFS on a read-only cache). */
 int qfs_diskcache_memo_get(qfs_diskcache *c, const qfs_cache_key *name, void **data,
@@ -87,8 +91,15 @@ int qfs_diskcache_memo_get(qfs_diskcache *c, const qfs_cache_key *name, void **d
 int qfs_diskcache_memo_put(qfs_diskcache *c, const qfs_cache_key *name, const void *data,
                            size_t len);
 
-/* Bytes of entries in the directory: counted at open and after each trim, plus this
- * process's writes since. */
+/* Makes room for need bytes about to be written into the directory by another store
+ * (viewfile.h): the one trim runs (least recently used entries, memos and view files go first)
+ * and need is counted as written. 0; -ENOSPC when need does not fit in the budget even so
+ * (what was removed stays removed); -EROFS on a read-only cache. */
+int qfs_diskcache_reserve(qfs_diskcache *c, uint64_t need);
+
+/* Bytes counted against the budget (what the trim counts: entries, memos, view files and
+ * their metas, files being written; lock files and recipe markers are empty): counted at
+ * open and after each trim, plus this process's writes and reservations since. */
 uint64_t qfs_diskcache_bytes(qfs_diskcache *c);
 /* The directory in use. */
 const char *qfs_diskcache_dir(const qfs_diskcache *c);

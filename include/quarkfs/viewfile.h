@@ -16,9 +16,10 @@
  * served only when it is a regular file of this user (or root), writable by no one else, of
  * the exact size, and its inode and ctime match KEY.meta; anything else is removed (unlinked,
  * never truncated: a file handed out stays intact for its readers) and the file is assembled
- * as before. View files count against the cache's size budget together with the entries:
- * before one is written, the least recently used view files are removed until it fits, and it
- * is skipped when it cannot fit. Thread-safe. */
+ * as before. View files count against the cache's size budget with everything else in the
+ * directory: before one is written, the disk cache's one trim (qfs_diskcache_reserve) removes
+ * the least recently used entries, memos and view files until it fits, and it is skipped when
+ * it cannot fit. Thread-safe. */
 #ifndef QUARKFS_VIEWFILE_H
 #define QUARKFS_VIEWFILE_H
 

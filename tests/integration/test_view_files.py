@@ -342,6 +342,64 @@ def budget_bounds_view_files():
     assert view_files_on_disk(cache) == []
 
 
+def dir_bytes(cache):
+    """(bytes of the files under cache, bytes of its directories): apparent sizes, as du -b."""
+    files = dirs = 0
+    for root, ds, fs in os.walk(cache):
+        dirs += os.lstat(root).st_size
+        files += sum(os.lstat(os.path.join(root, f)).st_size for f in fs)
+    return files, dirs
+
+
+@q.test
+def one_budget_for_entries_and_view_files():
+    """Entries, memos and view files share cache_size under one least-recently-used trim.
+
+    A first mount with room for everything gives the sizes (everything: entries, memos and
+    view files of int8). A fresh cache with cache_size = 70% of that (still room for the
+    largest view file) is read whole by an int8 mount (entries, then view files), then by an
+    int8-channel mount with view_files=off, whose entries come after the last view file. Every
+    byte equals export; after each mount `du -sb` of the directory stays within cache_size
+    plus the directories' own sizes (not counted: the stated slack). Lock files and recipe
+    markers are empty: inodes, not bytes. A last int8 mount still reads every byte right."""
+    src = model()
+    exp = q.export(src)
+    exp_ch = q.export(src, "int8-channel")
+    roomy = q.tmpdir("cache")
+    files = materialize(src, roomy)
+    total, _ = dir_bytes(roomy)
+    views = [os.path.getsize(os.path.join(roomy, "files", f)) for f in view_files_on_disk(roomy)]
+    budget = int(total * 0.7)
+    assert budget * 0.9 > max(views) + 4096, "model too small for the test: %d %s" % (
+        total, views)
+    cache = q.tmpdir("cache")
+
+    def within(what):
+        used, dirs = dir_bytes(cache)
+        du = int(q.run(["du", "-sb", cache]).stdout.split()[0])
+        print("  %s: cache_size %d, files %d, du -sb %d (directories %d); unbounded int8: %d"
+              % (what, budget, used, du, dirs, total))
+        assert used <= budget, "%s: %d bytes of files, cache_size %d" % (what, used, budget)
+        assert du <= budget + dirs, "%s: du -sb %d > cache_size %d + directories %d" % (
+            what, du, budget, dirs)
+
+    with q.mounted(src, opts=cache_opts(cache, "cache_size=%d" % budget)) as m:
+        check_files(m, exp, files, use_mmap=False)
+        deadline = time.monotonic() + WAIT
+        while view_stats(m)["queued"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        vf = view_stats(m)
+        assert vf["queued"] == 0 and vf["written"] >= 1, vf
+    within("int8 with view files")
+    assert view_files_on_disk(cache), "no view file left to trim"
+    with q.mounted(src, "int8-channel",
+                   opts=cache_opts(cache, "cache_size=%d" % budget, "view_files=off")) as m:
+        check_files(m, exp_ch, files, use_mmap=False)
+    within("int8-channel entries after the view files")
+    with q.mounted(src, opts=cache_opts(cache, "cache_size=%d" % budget)) as m:
+        check_files(m, exp, files, use_mmap=False)
+
+
 @contextlib.contextmanager
 def read_only_bind(path):
     """A read-only bind mount of path (root: chmod does not stop root)."""

@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -252,6 +253,122 @@ static void test_trim(void **state)
     assert_false(exists(p[0]));
     assert_false(exists(p[2]));
     assert_true(exists(p[3]));
+    qfs_diskcache_close(c);
+}
+
+/* Writes a file of n bytes (byte i = i * 7 + seed) with mtime `age` seconds back. */
+static void write_aged(const char *path, size_t n, unsigned seed, time_t age)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t b = (uint8_t)(i * 7u + seed);
+        assert_int_equal(write(fd, &b, 1), 1);
+    }
+    close(fd);
+    set_mtime(path, time(NULL) - age);
+}
+
+static void test_one_budget(void **state)
+{
+    (void)state;
+    /* The budget covers entries and view files (files/KEY.view with KEY.meta, whose mtime is
+     * the view file's last use) with one least-recently-used order: a view file older than
+     * every entry goes first, and goes by unlink only (a reader holding it keeps its bytes). */
+    enum { N = 1000 };
+    const uint64_t budget = 6000;
+    char dir[1024], p[3][PATH_MAX], view[PATH_MAX], meta[PATH_MAX], view2[PATH_MAX],
+        meta2[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/one", root);
+    char files[1100];
+    snprintf(files, sizeof files, "%s/files", dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_int_equal(mkdir(files, 0700), 0);
+    const char *k1 = "0123456789abcdef0123456789abcdef", *k2 = "fedcba9876543210fedcba9876543210";
+    snprintf(view, sizeof view, "%s/%s.view", files, k1);
+    snprintf(meta, sizeof meta, "%s/%s.meta", files, k1);
+    snprintf(view2, sizeof view2, "%s/%s.view", files, k2);
+    snprintf(meta2, sizeof meta2, "%s/%s.meta", files, k2);
+    write_aged(view, 2000, 1, 0);
+    write_aged(meta, 40, 2, 2000);   /* last used 2000 s ago: the oldest of all */
+    write_aged(view2, 1500, 3, 0);
+    write_aged(meta2, 40, 4, 100);   /* used 100 s ago: newer than every entry below */
+    int held = open(view, O_RDONLY);
+    assert_true(held >= 0);
+    /* Opened after the view files were written (by another process): counted from the start. */
+    qfs_diskcache *c = open_cache("one", budget, dir, sizeof dir);
+    assert_int_equal(qfs_diskcache_bytes(c), 2000 + 40 + 1500 + 40);
+    uint8_t sc[10], w[N - 10];
+    qfs_cache_key k[3];
+    time_t now = time(NULL);
+    for (unsigned i = 0; i < 2; i++) {
+        key_of(300 + i, &k[i]);
+        entry_path(dir, &k[i], p[i], sizeof p[i]);
+        fill(sc, sizeof sc, i);
+        fill(w, sizeof w, i + 9);
+        assert_int_equal(qfs_diskcache_put(c, &k[i], sc, sizeof sc, w, sizeof w), 0);
+        set_mtime(p[i], now - 1000 + (time_t)i * 100);
+    }
+    /* 2 entries (~2150) + 2 view files with metas (3580) fit in 6000; a third entry does not:
+     * the trim (to 90%: 5400) removes the oldest, the first view file, and nothing else. */
+    key_of(302, &k[2]);
+    entry_path(dir, &k[2], p[2], sizeof p[2]);
+    assert_int_equal(qfs_diskcache_put(c, &k[2], sc, sizeof sc, w, sizeof w), 0);
+    assert_false(exists(view));
+    assert_false(exists(meta));
+    assert_true(exists(view2) && exists(meta2));
+    for (int i = 0; i < 3; i++) assert_true(exists(p[i]));
+    uint8_t got[2000];
+    assert_int_equal(pread(held, got, sizeof got, 0), (ssize_t)sizeof got);
+    for (size_t i = 0; i < sizeof got; i++) assert_int_equal(got[i], (uint8_t)(i * 7u + 1));
+    close(held);
+    /* A reservation for another store's file trims the same way: 2500 bytes need the two
+     * oldest entries gone (to 5400 - 2500), the newer view file stays; one larger than the
+     * budget removes nothing and is refused. */
+    uint64_t before = qfs_diskcache_bytes(c);
+    assert_int_equal(qfs_diskcache_reserve(c, budget + 1), -ENOSPC);
+    assert_int_equal(qfs_diskcache_bytes(c), before);
+    for (int i = 0; i < 3; i++) assert_true(exists(p[i]));
+    assert_int_equal(qfs_diskcache_reserve(c, 2500), 0);
+    assert_false(exists(p[0]));
+    assert_false(exists(p[1]));
+    assert_true(exists(p[2]));
+    assert_true(exists(view2));
+    assert_true(qfs_diskcache_bytes(c) <= (uint64_t)(budget * 0.9));
+    qfs_diskcache_close(c);
+}
+
+static void test_stale_locks(void **state)
+{
+    (void)state;
+    /* Lock files no one holds and untouched for over a minute are removed at open; one held
+     * (flock) by another open file, or one just made, stays. */
+    char dir[1024], old_free[PATH_MAX], old_held[PATH_MAX], fresh[PATH_MAX];
+    qfs_diskcache *c = open_cache("locks", 1 << 20, dir, sizeof dir);
+    qfs_diskcache_close(c);
+    qfs_cache_key k;
+    key_of(5, &k);
+    char hex[33];
+    for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", k.bytes[i]);
+    snprintf(old_free, sizeof old_free, "%s/locks/%s", dir, hex);
+    snprintf(old_held, sizeof old_held, "%s/locks/00000000000000000000000000000002", dir);
+    snprintf(fresh, sizeof fresh, "%s/locks/00000000000000000000000000000003", dir);
+    write_aged(old_free, 0, 0, 3600);
+    write_aged(old_held, 0, 0, 3600);
+    write_aged(fresh, 0, 0, 0);
+    int h = open(old_held, O_RDONLY);
+    assert_true(h >= 0);
+    assert_int_equal(flock(h, LOCK_EX | LOCK_NB), 0);
+    c = open_cache("locks", 1 << 20, dir, sizeof dir);
+    assert_false(exists(old_free));
+    assert_true(exists(old_held));
+    assert_true(exists(fresh));
+    close(h);
+    /* A lock removed as stale is made again by the next taker. */
+    int fd = -1;
+    assert_int_equal(qfs_diskcache_lock(c, &k, &fd), 0);
+    assert_true(exists(old_free));
+    qfs_diskcache_unlock(fd);
     qfs_diskcache_close(c);
 }
 
@@ -620,8 +737,6 @@ static void test_memo_store(void **state)
     }
     qfs_srcmemo_free(&back);
     free(data);
-    /* Memos are not entries: they do not count in the budget. */
-    assert_int_equal(qfs_diskcache_bytes(c), 0);
 
     /* The file: memo/KEY.qfm, private; a flipped byte, a cut or another memo's bytes under this
      * name are misses, and the file goes. */
@@ -631,6 +746,9 @@ static void test_memo_store(void **state)
     struct stat sb;
     assert_int_equal(stat(p, &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0600);
+    /* Memos count in the budget, as stored (header and bytes). */
+    assert_int_equal(qfs_diskcache_bytes(c), (uint64_t)sb.st_size);
+    assert_true((uint64_t)sb.st_size > blen);
     flip_byte(p, sb.st_size - 3);
     assert_int_equal(qfs_diskcache_memo_get(c, &id.name, &data, &len), -ENOENT);
     assert_int_not_equal(access(p, F_OK), 0);
@@ -668,6 +786,8 @@ int main(void)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_corrupt_truncated),
         cmocka_unit_test(test_trim),
+        cmocka_unit_test(test_one_budget),
+        cmocka_unit_test(test_stale_locks),
         cmocka_unit_test(test_lock),
         cmocka_unit_test(test_untrusted),
         cmocka_unit_test(test_content_hash),

@@ -11,7 +11,7 @@ src=$work/src mnt=$work/mnt
 mkdir -p "$mnt"
 cleanup() { mountpoint -q "$mnt" && fusermount3 -u "$mnt"; rm -rf "$work"; }
 trap cleanup EXIT
-/usr/bin/python3 scripts/genmodel.py "$src" --preset demo
+/usr/bin/python3 tests/fixtures/genmodel.py "$src" --preset demo
 echo; echo "== source: ls -l $src"; ls -l "$src"
 ./build/quarkfs --spec int8 "$src" "$mnt"
 echo; echo "== view: ls -l $mnt"; ls -l "$mnt"

@@ -24,7 +24,7 @@ limits the first load; each against its baseline):
 Results: OUT/repeat_load.json (every run,
 quarkfs status of every mount) and OUT/repeat_load.md (medians and time ratios).
 
-Run (doc/loaders-gpu.md): here `bash scripts/gpu-check.sh bundle` (with the static libfuse 3.17
+Run (doc/loaders-gpu.md): here `bash tests/gpu/gpu-check.sh bundle` (with the static libfuse 3.17
 build, .gpu/bin/quarkfs needs no libfuse on that machine), then on the device
     run("python3 tests/gpu/repeat_load.py --out $OUT", carry=[".gpu"], timeout_s=600)
 Needs root there (mounts, drop_caches; passthrough needs CAP_SYS_ADMIN), torch, transformers,

@@ -10,7 +10,7 @@
 #   hf       transformers from mounts (quark, compressed-tensors, fp8) with .gpu-vllm/hf wheels
 # e.g.  run(command="bash tests/gpu/run-loaders.sh stash big",
 #           carry=[".gpu", ".gpu-vllm/part0", ".gpu-vllm/site.tar.sha256"])  (doc/loaders-gpu.md)
-# Needs the quarkfs bundle in .gpu/ (scripts/gpu-check.sh bundle). Reports land in $OUT.
+# Needs the quarkfs bundle in .gpu/ (tests/gpu/gpu-check.sh bundle). Reports land in $OUT.
 # Environment: VLLM_VIEWS / HF_VIEWS (spec/format,... to run only those), VLLM_DEADLINE,
 # HF_DEADLINE, BIG_LAYERS, VLLM_STORIES=1 (add stories260K-bf16 to the vLLM run).
 set -uo pipefail
@@ -80,8 +80,8 @@ vllm() {
     install || return 1
     envinfo
     rm -rf "$WORK/syn-bf16"
-    python3 scripts/genmodel.py "$WORK/syn-bf16" --hidden 512 --intermediate 1536 --layers 2 \
-        --heads 8 --kv-heads 4 --vocab 2048 --shards 2 --untied >"$OUT/genmodel.log" 2>&1 ||
+    python3 tests/fixtures/genmodel.py "$WORK/syn-bf16" --hidden 512 --intermediate 1536 \
+        --layers 2 --heads 8 --kv-heads 4 --vocab 2048 --shards 2 --untied >"$OUT/genmodel.log" 2>&1 ||
         { echo "genmodel failed"; cat "$OUT/genmodel.log"; return 1; }
     local models=(--model "syn-bf16=$WORK/syn-bf16")
     # stories260K's head_dim 8 is below what the Triton and FlexAttention backends take
@@ -108,8 +108,8 @@ hf() {
             .gpu-vllm/hf/*.whl || { echo "hf: pip install failed"; return 1; }
     fi
     rm -rf "$WORK/syn-bf16h"
-    python3 scripts/genmodel.py "$WORK/syn-bf16h" --hidden 512 --intermediate 1536 --layers 2 \
-        --heads 8 --kv-heads 4 --vocab 2048 --shards 2 --untied >>"$OUT/genmodel.log" 2>&1
+    python3 tests/fixtures/genmodel.py "$WORK/syn-bf16h" --hidden 512 --intermediate 1536 \
+        --layers 2 --heads 8 --kv-heads 4 --vocab 2048 --shards 2 --untied >>"$OUT/genmodel.log" 2>&1
     # quark JIT-compiles its kernels at import: Hopper only, all cores
     TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 PYTHONPATH=/tmp/hfsite timeout -k 10 "${HF_TIMEOUT:-480}" \
         python3 tests/gpu/loaders_gpu.py hf "${Q[@]}" --model "syn-bf16=$WORK/syn-bf16h" \

@@ -5,7 +5,7 @@ repository holds no binary blobs.
     python3 tests/integration/malformed.py OUT [CASE...]    build cases into OUT/CASE
     python3 tests/integration/malformed.py --list           one line per case
 
-Each case starts from the `demo` model of scripts/genmodel.py (bf16, two shards and an index,
+Each case starts from the `demo` model of tests/fixtures/genmodel.py (bf16, two shards and an index,
 config.json, generation_config.json) plus a `tokenizer.json` and `extra/notes.txt`, and damages
 one file. A Case says what quarkfs must do with it:
 
@@ -40,7 +40,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_ROOT = os.path.abspath(os.environ.get("QUARKFS_SOURCE_ROOT") or os.path.join(HERE, "..", ".."))
-GENMODEL = os.path.join(SOURCE_ROOT, "scripts", "genmodel.py")
+GENMODEL = os.path.join(SOURCE_ROOT, "tests", "fixtures", "genmodel.py")
 PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 SHARD_A = "model-00001-of-00002.safetensors"

@@ -2,7 +2,7 @@
 
 Environment (set by tests/meson.build; defaults let a test run by hand from the source tree):
   QUARKFS              the quarkfs binary                 (default: SOURCE_ROOT/build/quarkfs)
-  QUARKFS_SOURCE_ROOT  the source tree (scripts/ lives there)
+  QUARKFS_SOURCE_ROOT  the source tree (tests/oracle/, tests/fixtures/ live there)
   QUARKFS_SHARED       the shared directory (models/ lives there; read-only, never written)
   QUARKFS_TEST_KEEP=1  keep the temporary root for debugging (mounts are still unmounted)
 
@@ -14,7 +14,7 @@ What is here:
     (fusermount3 -u, then -uz) and never leaves a quarkfs process behind;
   * small assertion helpers and a tiny test runner (last line: "N passed, N failed").
 
-Bit-exactness is only ever judged by scripts/quarkref.py (independent of the C code).
+Bit-exactness is only ever judged by tests/oracle/quarkref.py (independent of the C code).
 """
 
 import atexit
@@ -41,8 +41,8 @@ SHARED = os.path.abspath(os.environ.get("QUARKFS_SHARED") or os.path.join(SOURCE
 SHARED_MODELS = os.path.join(SHARED, "models")
 # Debian's interpreter has numpy; the first python3 on PATH may not.
 PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-GENMODEL = os.path.join(SOURCE_ROOT, "scripts", "genmodel.py")
-QUARKREF = os.path.join(SOURCE_ROOT, "scripts", "quarkref.py")
+GENMODEL = os.path.join(SOURCE_ROOT, "tests", "fixtures", "genmodel.py")
+QUARKREF = os.path.join(SOURCE_ROOT, "tests", "oracle", "quarkref.py")
 
 SPECS = ["int8", "int8-channel", "w8a8-int8", "fp8", "fp8-channel"]
 MOUNT_TIMEOUT = 20.0          # seconds to wait for a foreground mount to appear
@@ -126,7 +126,7 @@ def have_shared_models():
 
 
 def gen_model(preset="demo", dtype="bf16", *extra):
-    """Generate (once per run, cached) a model with scripts/genmodel.py; returns its path.
+    """Generate (once per run, cached) a model with tests/fixtures/genmodel.py; returns its path.
 
     The returned directory is shared by every test of the process: never modify it, use
     copy_model() first.

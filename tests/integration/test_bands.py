@@ -2,7 +2,7 @@
 
 A fresh mount per spec is read by 8 threads at once, in 1 MiB preads at shuffled offsets (the
 ends of tensors included, so later bands are asked for first), and every byte is compared with
-scripts/quarkref.py's own output for the same source: never quarkfs's. The daemon's counters
+tests/oracle/quarkref.py's own output for the same source: never quarkfs's. The daemon's counters
 show that the big weights were made in bands and that reads were answered before their tensor
 was complete; each tensor is still quantized once.
 """

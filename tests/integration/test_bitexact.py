@@ -1,4 +1,4 @@
-"""Bit-exactness of the quantized view against the independent reference (scripts/quarkref.py).
+"""Bit-exactness of the quantized view against the independent reference (tests/oracle/quarkref.py).
 
 For every spec, on the real stories260K (bf16, f16, f32) and on generated `awkward` models
 (bf16 and f16): the export and the mount both equal quarkref's expected view byte for byte,

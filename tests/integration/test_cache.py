@@ -2,7 +2,7 @@
 bounded memory.
 
 Expected bytes always come from `quarkfs export --no-cache` of the same source and spec (the
-demo model's export is also checked against scripts/quarkref.py): whatever the cache holds, a
+demo model's export is also checked against tests/oracle/quarkref.py): whatever the cache holds, a
 mount must serve exactly those bytes.
 
 Cache entries are checked here independently of quarkfs: the header of include/quarkfs/

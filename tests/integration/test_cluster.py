@@ -4,7 +4,7 @@ a replica-3 volume mounted by each node through its own link), each running its 
 with cache_dir on its own client mount of the volume.
 
 Expected bytes come from `quarkfs export --no-cache` of the same source, itself checked against
-scripts/quarkref.py; the number of quantized tensors is counted in quarkref's own view (the
+tests/oracle/quarkref.py; the number of quantized tensors is counted in quarkref's own view (the
 int8 weights it writes), not asked of quarkfs. Counters come from `quarkfs status --json`.
 
 Shown here: three nodes reading one model at once quantize every tensor once in the cluster;

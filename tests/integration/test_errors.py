@@ -2,7 +2,7 @@
 and clean process exit on unmount.
 
 Every damaged source is a private copy of a generated model (the cached models and the shared
-models are never written). Expected bytes of the healthy files come from scripts/quarkref.py.
+models are never written). Expected bytes of the healthy files come from tests/oracle/quarkref.py.
 """
 
 import errno

@@ -1,4 +1,4 @@
-"""Every spec x format pair against the independent reference (scripts/quarkref.py).
+"""Every spec x format pair against the independent reference (tests/oracle/quarkref.py).
 
 The pairs come from the reference's own table (not from quarkfs). For each pair: the export of
 stories260K (bf16, f16, f32), of a synthetic model whose shapes fit every spec (so 4-bit groups,
@@ -85,8 +85,8 @@ def fitting_model_quantizes_every_pair():
             [(t["name"], t["reason"]) for t in lin if not t["quantized"]])
 
 
-def load_script(name):
-    path = os.path.join(q.SOURCE_ROOT, "scripts", name + ".py")
+def load_script(folder, name):
+    path = os.path.join(q.SOURCE_ROOT, "tests", folder, name + ".py")
     sp = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(sp)
     sp.loader.exec_module(mod)
@@ -96,10 +96,10 @@ def load_script(name):
 @q.test
 def inspect_error_matches_an_independent_dequantizer():
     """`inspect --error` (C: quantize, dequantize, compare) gives the relative RMS error that
-    scripts/quality.py's own numpy dequantizer finds in the exported view's bytes."""
+    tests/quality/quality.py's own numpy dequantizer finds in the exported view's bytes."""
     import json
     import numpy as np
-    quality = load_script("quality")
+    quality = load_script("quality", "quality")
     src = fitting_model()
     _, src_tensors = quality.read_model_dir(src)
     W_src = {n: quality.to_f32(t) for n, t in src_tensors.items() if t.dtype in ("BF16", "F16", "F32")}

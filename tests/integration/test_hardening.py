@@ -130,7 +130,7 @@ _expected = {}
 
 def expected_view():
     """(src, {rel: sha256}) of the demo model's int8 view, from a no-cache export that
-    scripts/quarkref.py confirms."""
+    tests/oracle/quarkref.py confirms."""
     if not _expected:
         src = q.gen_model("demo")
         out = q.export(src, "int8")

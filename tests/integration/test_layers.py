@@ -1,7 +1,7 @@
 """Per-layer specs (--layer GLOB=SPEC, --preset): real mounts and exports checked byte for byte
-against scripts/quarkref.py, which resolves the rules on its own; the refusals (formats that
-cannot express them, a spec the format cannot write, a rule that matches nothing, rules that
-loaders would read differently); `inspect`'s per-layer plan; the -o spelling.
+against tests/oracle/quarkref.py, which resolves the rules on its own; the refusals (formats
+that cannot express them, a spec the format cannot write, a rule that matches nothing, rules
+that loaders would read differently); `inspect`'s per-layer plan; the -o spelling.
 """
 
 import json

@@ -8,7 +8,7 @@ safetensors files, choosing at random between
   * buffered pread of a random range (1 byte .. 3 MiB, often across tensor boundaries);
   * O_DIRECT pread of a random aligned range (every such read reaches the daemon);
 and compares every byte with `quarkfs export --no-cache` of the same source (mapped read-only,
-so the 32 readers share one copy), itself checked against scripts/quarkref.py.
+so the 32 readers share one copy), itself checked against tests/oracle/quarkref.py.
 
 The mount runs with -o cache_mem=64M while the view's quantized weights are about 1.4 times
 that, so tensors are evicted and recomputed all along. The test fails on

@@ -9,7 +9,7 @@ For every case:
   * a foreground mount: refused (exit 1, nothing mounted) or mounted with the same message in
     its log; the damaged file answers what its verdict says (EIO, ENOENT, EACCES or its bytes),
     every other file reads byte for byte as `quarkfs export --no-cache` of the intact model
-    (itself checked against scripts/quarkref.py once); the daemon is alive afterwards and exits
+    (itself checked against tests/oracle/quarkref.py once); the daemon is alive afterwards and exits
     0 on unmount.
 
 Unreadable files: root reads every file whatever its mode, so those cases run quarkfs as root

@@ -1,7 +1,7 @@
 """Read paths of a mount: sizes, sequential, random, mmap, threads, eviction, EOF.
 
 Every byte read from a mount is compared with the export of the same model and spec; the
-export itself is first checked against scripts/quarkref.py, so the expected bytes never come
+export itself is first checked against tests/oracle/quarkref.py, so the expected bytes never come
 from quarkfs alone. Each read mode runs on a fresh mount (cold page cache and tensor cache).
 """
 
@@ -384,7 +384,7 @@ def _single_threaded():
 def _quarkref_module():
     import importlib
     import sys
-    sys.path.insert(0, os.path.join(q.SOURCE_ROOT, "scripts"))
+    sys.path.insert(0, os.path.join(q.SOURCE_ROOT, "tests", "oracle"))
     try:
         return importlib.import_module("quarkref")
     finally:

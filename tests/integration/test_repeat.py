@@ -4,7 +4,7 @@ moved to another copy of a Hugging Face blob and are ignored when damaged, and t
 drops entries rather than letting readers wait.
 
 Expected bytes come from `quarkfs export --no-cache` of the same source (the demo model's int8
-export is checked against scripts/quarkref.py). "Not read" is checked two ways: the daemon's
+export is checked against tests/oracle/quarkref.py). "Not read" is checked two ways: the daemon's
 source_reads counter, and, independently, the page cache: the source's pages are dropped
 before the remount and, after the whole view was read, mincore(2) shows that the inner pages of
 its quantized tensors were never brought back (kernel readahead from the unquantized tensors
@@ -381,7 +381,8 @@ def writer_drops_rather_than_waits():
 
 @q.test
 def demo_export_matches_reference():
-    """The expected bytes of the tests above: the demo int8 export equals scripts/quarkref.py."""
+    """The expected bytes of the tests above: the demo int8 export equals
+    tests/oracle/quarkref.py."""
     src = q.gen_model("demo", "bf16")
     out = q.export(src, "int8")
     q.quarkref_check(src, out, "int8")

@@ -3,7 +3,7 @@ tensor of it was produced, then served from there, by the kernel (FUSE passthrou
 build, the kernel and the daemon's privileges allow it, else by pread through the FUSE channel.
 
 Expected bytes come from `quarkfs export --no-cache` of the same source (which never reads view
-files) and, for the first test, from scripts/quarkref.py. Which path served an open is read
+files) and, for the first test, from tests/oracle/quarkref.py. Which path served an open is read
 from `quarkfs status --json` (view_files.opens_passthrough / opens_channel); whether this build
 has passthrough is read from `quarkfs --version`. Run with QUARKFS=build-314/quarkfs (a build
 against Debian's libfuse 3.14: meson setup build-314 -Dlibfuse=system) for the path without it.

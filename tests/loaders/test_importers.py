@@ -8,15 +8,15 @@ spec/format pair of `quarkfs --list-specs`.
 Each pair is mounted from two sources and loaded once per mount with
 `AutoModelForCausalLM.from_pretrained(MNT, dtype=torch.float32)` through the loader its format
 is for (see LOADERS): stories260K-bf16 (a real trained Llama, from ../shared) and a generated
-Llama whose dimensions are multiples of 128 (scripts/genmodel.py), where the g128 and fp8-block
-specs quantize something. On every load:
+Llama whose dimensions are multiples of 128 (tests/fixtures/genmodel.py), where the g128 and
+fp8-block specs quantize something. On every load:
 
   1. classes: the modules the view stores quantized became the loader's quantized module class
      (counted), every other Linear (lm_head, modules the spec cannot take) is a plain nn.Linear
      holding the source weight; no missing or unexpected checkpoint keys;
   2. weights: the loader's dequantized weight of each quantized module equals the view's tensors
-     dequantized by scripts/quality.py's numpy dequantizer (independent of the C code), exactly
-     where the loader dequantizes in float32, else within the tolerance LOADERS states and why;
+     dequantized by tests/quality/quality.py's numpy dequantizer (independent of the C code),
+     exactly where the loader dequantizes in float32, else within the tolerance LOADERS states and why;
   3. generation (generated model): 16 greedy tokens and the logits from the mount equal those
      from the same view written by `quarkfs export`, loaded the same way;
   4. perplexity (stories260K): on the first 50 corpus sequences with quality.py's split and
@@ -43,7 +43,7 @@ import warnings
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
+sys.path.insert(0, os.path.join(REPO, "tests", "quality"))
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

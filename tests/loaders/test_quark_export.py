@@ -13,7 +13,7 @@ matching --spec/--format; the two are compared:
 
 And Quark's own importer (import_model_from_safetensors) loads the mount: every quantized
 Linear comes back as Quark's QParamsLinear whose dequantized weight equals the view's tensors
-dequantized by scripts/quality.py's numpy dequantizer, element for element.
+dequantized by tests/quality/quality.py's numpy dequantizer, element for element.
 
 Models: stories260K-bf16/-f16/-f32 from ../shared/models (skipped with the reason when absent)
 and a generated model whose Linear dims are multiples of 128, so that g128 quantizes something.
@@ -53,9 +53,10 @@ except Exception as exc:       # noqa: BLE001
 
 ORACLE = qo.Oracle(q.tmpdir("quark"))
 
-# scripts/quality.py's numpy dequantizer of a view (independent of the C code and of Quark).
+# tests/quality/quality.py's numpy dequantizer of a view (independent of the C code and of
+# Quark).
 _spec = importlib.util.spec_from_file_location(
-    "quality", os.path.join(q.SOURCE_ROOT, "scripts", "quality.py"))
+    "quality", os.path.join(q.SOURCE_ROOT, "tests", "quality", "quality.py"))
 quality = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(quality)
 

@@ -3,7 +3,7 @@
 quarkfs view against its exported files, and transformers' `from_pretrained` of the mount
 against the bf16 source (on-the-fly FP8) and against the exported directory.
 
-Run by `scripts/gpu-check.sh bench` on the GPU machine (as root: it mounts and writes
+Run by `tests/gpu/gpu-check.sh bench` on the GPU machine (as root: it mounts and writes
 /proc/sys/vm/drop_caches). It needs torch + transformers only for the load section; without
 them (local test runs) every load is recorded with its error.
 
@@ -297,8 +297,8 @@ def genmodel(args, res):
     src = os.path.join(args.work, "src")
     if not os.path.exists(os.path.join(src, "config.json")):
         t = time.perf_counter()
-        r = sh([sys.executable, os.path.join(HERE, "genmodel.py"), src, "--preset", "llama",
-                "--layers", str(args.layers)])
+        genmodel = os.path.join(HERE, "..", "fixtures", "genmodel.py")
+        r = sh([sys.executable, genmodel, src, "--preset", "llama", "--layers", str(args.layers)])
         log(r.stdout.strip() + r.stderr.strip())
         if r.returncode:
             raise RuntimeError("genmodel failed")
@@ -463,7 +463,7 @@ def write(args, res):
 
 def report(res):
     e = res.get("env", {})
-    o = ["# quarkfs on the GPU machine (scripts/gpu-bench.py)", ""]
+    o = ["# quarkfs on the GPU machine (tests/gpu/gpu-bench.py)", ""]
     o.append("Machine: %s; %s cores (%s); %s GiB RAM; kernel %s; work dir fs: %s" % (
         e.get("gpu"), e.get("nproc"), e.get("cpu"), e.get("mem_gib"), e.get("kernel"),
         e.get("work_fs")))

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Quality of quarkfs's quantized views on a real model (stories260K), measured end to end.
 
-    python3 scripts/quality.py [--quarkfs build/quarkfs] [--models ../shared/models]
+    python3 tests/quality/quality.py [--quarkfs build/quarkfs] [--models ../shared/models]
         [--corpus ../shared/corpus/tinystories.tok512.u16] [--seqs 50]
-        [--out scripts/quality-results.md] [--no-selftest] [--keep DIR]
+        [--out doc/quality-results.md] [--no-selftest] [--keep DIR]
 
 What it does (numpy only, no torch; independent of the C sources):
 
@@ -21,10 +21,10 @@ What it does (numpy only, no torch; independent of the C sources):
 3. For every valid spec x format pair (`quarkfs --list-specs`): export, dequantize, check that the
    same spec dequantizes to identical weights from every format, compute perplexity and top-1
    agreement with the bf16 model; plus int8/fp8 from the f32 source as a cross-check; plus a layout
-   self-test on a synthetic model (scripts/genmodel.py, shapes divisible by 128) where every layout,
-   fp8-block and g128 included, really quantizes something.
+   self-test on a synthetic model (tests/fixtures/genmodel.py, shapes divisible by 128) where every
+   layout, fp8-block and g128 included, really quantizes something.
 
-Writes a Markdown report (default scripts/quality-results.md) and prints it.
+Writes a Markdown report (default doc/quality-results.md) and prints it.
 """
 
 import argparse
@@ -52,7 +52,7 @@ except ImportError:  # pragma: no cover - depends on the interpreter used
         os.execv(_DEBIAN_PY, [_DEBIAN_PY] + sys.argv)
     raise
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Published with the shared stories260K models (first 50 sequences, 5,003 predicted tokens).
 REF_PPL = {"f32": 4.3942, "f16": 4.3939, "bf16": 4.3940}
@@ -727,7 +727,7 @@ def main():
     ap.add_argument("--corpus", default=os.path.join(REPO, "..", "shared", "corpus",
                                                      "tinystories.tok512.u16"))
     ap.add_argument("--seqs", type=int, default=50)
-    ap.add_argument("--out", default=os.path.join(REPO, "scripts", "quality-results.md"))
+    ap.add_argument("--out", default=os.path.join(REPO, "doc", "quality-results.md"))
     ap.add_argument("--no-selftest", action="store_true",
                     help="skip the synthetic-model layout self-test")
     ap.add_argument("--keep", help="export the views into this new directory and keep them")
@@ -858,7 +858,8 @@ def main():
         selftest = []
         if not args.no_selftest:
             syn = os.path.join(work, "synthetic")
-            subprocess.run([sys.executable, os.path.join(REPO, "scripts", "genmodel.py"), syn,
+            genmodel = os.path.join(REPO, "tests", "fixtures", "genmodel.py")
+            subprocess.run([sys.executable, genmodel, syn,
                             "--preset", "demo", "--hidden", "256", "--intermediate", "768",
                             "--layers", "1", "--shards", "2", "--vocab", "256"],
                            check=True, capture_output=True, text=True)
@@ -996,10 +997,11 @@ def main():
         md.append("")
         md.append("## Layout self-test on a synthetic model")
         md.append("")
-        md.append("`scripts/genmodel.py --preset demo --hidden 256 --intermediate 768 --layers 1 "
-                  "--shards 2 --vocab 256` (bf16; every shape a multiple of 128, so every spec — "
-                  "fp8-block and g128 included — quantizes something). Dequantized weights vs "
-                  "source: rel-RMS from this script and from `quarkfs inspect --error` must agree "
+        md.append("`tests/fixtures/genmodel.py --preset demo --hidden 256 --intermediate 768 "
+                  "--layers 1 --shards 2 --vocab 256` (bf16; every shape a multiple of 128, so "
+                  "every spec — fp8-block and g128 included — quantizes something). Dequantized "
+                  "weights vs source: rel-RMS from this script and from `quarkfs inspect --error` "
+                  "must agree "
                   "(to 0.1 %), and each format of a spec must give the first format's weights.")
         md.append("")
         md.append("| spec | format | layout | quantized | rel-RMS mine | rel-RMS inspect "

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Compare the C build's export with the independent reference (scripts/quarkref.py).
+"""Compare the C build's export with the independent reference (tests/oracle/quarkref.py).
 
 Usage:
-    python3 scripts/quarkref-compare.py [--quarkfs build/quarkfs] [-j N] [--self-only]
+    python3 tests/oracle/quarkref-compare.py [--quarkfs build/quarkfs] [-j N] [--self-only]
         [--spec S]... [--format F]... MODEL_DIR...
 
 For every model directory and every valid spec x format pair (or the ones given):
@@ -12,7 +12,7 @@ For every model directory and every valid spec x format pair (or the ones given)
      MODEL OUT (the mismatch lines are kept).
 Prints one line per model x pair and a summary; exit 0 only if everything agrees.
 
-    python3 scripts/quarkref-compare.py --make-edge OUT BF16|F16|F32 [collide]
+    python3 tests/oracle/quarkref-compare.py --make-edge OUT BF16|F16|F32 [collide]
         write a model whose weights hit the corner cases of the 4-bit, MXFP4 and fp8-block
         kernels (ties, zero groups and blocks, subnormals, odd shapes); with "collide", also
         tensors named like other layouts' outputs (qzeros, weight_scale_inv, weight_shape, ...)
@@ -219,7 +219,7 @@ def main():
         make_edge(sys.argv[2], sys.argv[3].upper(), sys.argv[4:] == ["collide"])
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quarkfs", default=os.path.join(HERE, "..", "build", "quarkfs"))
+    ap.add_argument("--quarkfs", default=os.path.join(HERE, "..", "..", "build", "quarkfs"))
     ap.add_argument("-j", type=int, default=os.cpu_count() or 4)
     ap.add_argument("--self-only", action="store_true")
     ap.add_argument("--spec", action="append", default=[])

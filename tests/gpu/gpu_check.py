@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """quarkfs "real clients" check: mount views with quarkfs and read them with the real loaders.
 
-Runs on the GPU machine (see scripts/gpu-check.sh `remote`), needs torch, safetensors and
+Runs on the GPU machine (see tests/gpu/gpu-check.sh `remote`), needs torch, safetensors and
 (for the config, forward and loader checks) transformers. For every model and every spec x
 format pair asked for (all 33 valid pairs of `quarkfs --list-specs` with --all-pairs NAME, else
 the --specs list in format quark) it:
@@ -298,7 +298,7 @@ class Check:
 
 
 # ---------------------------------------------------------------------------------------------
-# The contract (independent of quarkfs' own code and of scripts/quarkref.py)
+# The contract (independent of quarkfs' own code and of tests/oracle/quarkref.py)
 # ---------------------------------------------------------------------------------------------
 
 def is_embedding(module):

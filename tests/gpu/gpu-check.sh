@@ -2,22 +2,25 @@
 # quarkfs "real clients" check: read quarkfs views with the real safetensors / transformers /
 # torch stack on the GPU machine (which has no libfuse and no network).
 #
-#   scripts/gpu-check.sh bundle    here: build quarkfs and fill .gpu/ (git-ignored) with
-#                                  bin/quarkfs, bin/fusermount3, lib/<the shared libraries the
-#                                  GPU image lacks, named by soname>, models/stories260K-{bf16,f16,f32}
-#   scripts/gpu-check.sh command   print the commands that run the check on the GPU machine
-#   scripts/gpu-check.sh stage DIR copy this script, gpu_check.py, genmodel.py and .gpu/ into DIR,
-#                                  a git-ignored folder of another checkout (when the remote
-#                                  runner ships that checkout, not this worktree), and print the
-#                                  command to run there
-#   scripts/gpu-check.sh bench     on the GPU machine (.gpu/ from `bundle` copied there, OUT
-#                                  set): scripts/gpu-bench.py, the cold/warm read and
-#                                  from_pretrained benchmark (BENCHMARKS.md "GPU machine"); writes
-#                                  gpu-bench.{md,json,log}, load-*.log, quarkfs.log, env.txt to $OUT
-#   scripts/gpu-check.sh remote    on the GPU machine (.gpu/ there, OUT set): generate the
-#                                  synthetic models on local disk, run scripts/gpu_check.py, write
-#                                  gpu-check-report.{md,json}, run.log, quarkfs.log, env.txt,
-#                                  genmodel.log to $OUT
+#   tests/gpu/gpu-check.sh bundle    here: build quarkfs and fill .gpu/ (git-ignored) with
+#                                    bin/quarkfs, bin/fusermount3, lib/<the shared libraries
+#                                    the GPU image lacks, named by soname>,
+#                                    models/stories260K-{bf16,f16,f32}
+#   tests/gpu/gpu-check.sh command   print the commands that run the check on the GPU machine
+#   tests/gpu/gpu-check.sh stage DIR copy this script, gpu_check.py, genmodel.py (at their
+#                                    paths under tests/) and .gpu/ into DIR, a git-ignored
+#                                    folder of another checkout (when the remote runner ships
+#                                    that checkout, not this worktree), and print the command
+#                                    to run there
+#   tests/gpu/gpu-check.sh bench     on the GPU machine (.gpu/ from `bundle` copied there, OUT
+#                                    set): tests/gpu/gpu-bench.py, the cold/warm read and
+#                                    from_pretrained benchmark (BENCHMARKS.md "GPU machine");
+#                                    writes gpu-bench.{md,json,log}, load-*.log, quarkfs.log,
+#                                    env.txt to $OUT
+#   tests/gpu/gpu-check.sh remote    on the GPU machine (.gpu/ there, OUT set): generate the
+#                                    synthetic models on local disk, run tests/gpu/gpu_check.py,
+#                                    write gpu-check-report.{md,json}, run.log, quarkfs.log,
+#                                    env.txt, genmodel.log to $OUT
 #
 # Rows, in this order (a row = one mount of one model with one spec x format):
 #   stories260K-bf16 and syn-bf16 with every valid pair of `quarkfs --list-specs` (33 each);
@@ -28,10 +31,10 @@
 #   then the original 5 specs in format quark on stories260K-f16/-f32, awkward-bf16/-f16 and
 #   llama-bf16 (1.2 GB). Rows not started by GPU_CHECK_DEADLINE seconds are skipped (listed).
 #
-# The summary of the last run is kept in scripts/gpu-check-results.md.
+# The summary of the last run is kept in doc/gpu-check-results.md.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 GPU=$ROOT/.gpu
 MODELS_SRC=${QUARKFS_MODELS:-$ROOT/../shared/models}
 LIBS="libfuse3.so.3 libjansson.so.4 libgomp.so.1 libxxhash.so.0"
@@ -67,11 +70,11 @@ bundle() {
 
 command_line() {
     echo 'on the GPU machine, in a checkout with .gpu/ copied in and OUT set to an output folder:'
-    echo '  bash scripts/gpu-check.sh remote    # the check'
-    echo '  bash scripts/gpu-check.sh bench     # the benchmark'
+    echo '  bash tests/gpu/gpu-check.sh remote    # the check'
+    echo '  bash tests/gpu/gpu-check.sh bench     # the benchmark'
 }
 
-# The benchmark (scripts/gpu-bench.py) on the GPU machine. GPU_BENCH_ARGS: extra arguments
+# The benchmark (tests/gpu/gpu-bench.py) on the GPU machine. GPU_BENCH_ARGS: extra arguments
 # (e.g. "--reps 5"); GPU_BENCH_DEADLINE: no new measurement after this many seconds.
 bench() {
     : "${OUT:?bench needs OUT, the folder for its results}"
@@ -88,7 +91,7 @@ bench() {
         echo "== free"; free -g || true
     } >"$OUT/env.txt" 2>&1
     set +e
-    PYTHONUNBUFFERED=1 timeout -k 10 "${GPU_BENCH_TIMEOUT:-440}" python3 scripts/gpu-bench.py \
+    PYTHONUNBUFFERED=1 timeout -k 10 "${GPU_BENCH_TIMEOUT:-440}" python3 tests/gpu/gpu-bench.py \
         --quarkfs .gpu/bin/quarkfs --libdir .gpu/lib --work "$work" --out "$OUT" \
         --deadline "${GPU_BENCH_DEADLINE:-340}" ${GPU_BENCH_ARGS:-}
     local rc=$?
@@ -119,12 +122,12 @@ remote() {
     } >"$OUT/env.txt" 2>&1
     local t0=$SECONDS
     {
-        python3 scripts/genmodel.py "$work/syn-bf16" --hidden 512 --intermediate 1536 --layers 2 \
-            --heads 8 --kv-heads 4 --vocab 2048 --shards 2 --untied &&
-        python3 scripts/gpu_check.py --zero-blocks "$work/syn-bf16" &&
-        python3 scripts/genmodel.py "$work/awkward-bf16" --preset awkward &&
-        python3 scripts/genmodel.py "$work/awkward-f16" --preset awkward --dtype f16 &&
-        python3 scripts/genmodel.py "$work/llama-bf16" --preset llama --layers 2
+        python3 tests/fixtures/genmodel.py "$work/syn-bf16" --hidden 512 --intermediate 1536 \
+            --layers 2 --heads 8 --kv-heads 4 --vocab 2048 --shards 2 --untied &&
+        python3 tests/gpu/gpu_check.py --zero-blocks "$work/syn-bf16" &&
+        python3 tests/fixtures/genmodel.py "$work/awkward-bf16" --preset awkward &&
+        python3 tests/fixtures/genmodel.py "$work/awkward-f16" --preset awkward --dtype f16 &&
+        python3 tests/fixtures/genmodel.py "$work/llama-bf16" --preset llama --layers 2
     } 2>&1 | tee "$OUT/genmodel.log"
     echo "genmodel: $((SECONDS - t0)) s" | tee -a "$OUT/genmodel.log"
     local models=(--model "stories260K-bf16=$ROOT/.gpu/models/stories260K-bf16"
@@ -135,7 +138,7 @@ remote() {
     models+=(--model "awkward-f16=$work/awkward-f16" --no-forward awkward-f16)
     models+=(--model "llama-bf16=$work/llama-bf16")
     set +e
-    PYTHONUNBUFFERED=1 timeout -k 10 "$RUN_TIMEOUT" python3 scripts/gpu_check.py \
+    PYTHONUNBUFFERED=1 timeout -k 10 "$RUN_TIMEOUT" python3 tests/gpu/gpu_check.py \
         --quarkfs .gpu/bin/quarkfs --libdir .gpu/lib --bindir .gpu/bin --out "$OUT" \
         --deadline "$DEADLINE" "${models[@]}" ${GPU_CHECK_ARGS:-} 2>&1 | tee "$OUT/run.log"
     local rc=${PIPESTATUS[0]}
@@ -155,13 +158,14 @@ stage() {
     top=$(git -C "$(dirname "$dest")" rev-parse --show-toplevel)
     mkdir -p "$dest"
     git -C "$top" check-ignore -q "$dest/x" || { echo "gpu-check: $dest is not git-ignored" >&2; exit 1; }
-    rm -rf "${dest:?}/scripts" "${dest:?}/.gpu"
-    mkdir -p "$dest/scripts"
-    cp "$ROOT/scripts/gpu-check.sh" "$ROOT/scripts/gpu_check.py" "$ROOT/scripts/genmodel.py" "$dest/scripts/"
+    rm -rf "${dest:?}/tests" "${dest:?}/.gpu"
+    mkdir -p "$dest/tests/gpu" "$dest/tests/fixtures"
+    cp "$ROOT/tests/gpu/gpu-check.sh" "$ROOT/tests/gpu/gpu_check.py" "$dest/tests/gpu/"
+    cp "$ROOT/tests/fixtures/genmodel.py" "$dest/tests/fixtures/"
     cp -r "$GPU" "$dest/.gpu"
     rel=$(realpath --relative-to="$top" "$dest")
     echo "gpu-check: staged into $dest ($(du -sm "$dest" | cut -f1) MiB)"
-    echo "on the GPU machine ($rel shipped, OUT set): cd $rel && bash scripts/gpu-check.sh remote"
+    echo "on the GPU machine ($rel shipped, OUT set): cd $rel && bash tests/gpu/gpu-check.sh remote"
 }
 
 case "${1:-}" in

@@ -10,8 +10,8 @@ Sections (default: all but perf; --perf DIR adds the profiles):
   kernels    qfs_quantize_layout (what the engine runs) for every spec of --list-specs but
              aliases (tests/bench/kernelbench.c, libquarkfs), 1 thread and all threads, GiB/s of
              source bytes, against memcpy of the same bytes on 1 thread (the memory-bandwidth
-             limit) and against the independent numpy reference (scripts/quarkref.py) doing the
-             same job; a table of its own, plus the int8/fp8 target rows in the ratio table.
+             limit) and against the independent numpy reference (tests/oracle/quarkref.py)
+             doing the same job; a table of its own, plus the int8/fp8 target rows in the ratio table.
   cold       the whole view of a synthetic Llama-shaped bf16 model (genmodel --preset llama
              --layers 5: 2.14 GiB of source) read cold through a fresh mount, three ways:
              seq (`cat`), pread16 (16 threads x 2 MiB pread at shuffled offsets: Run:ai's
@@ -84,12 +84,12 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, "build")
 QUARKFS = os.path.abspath(os.environ.get("QUARKFS") or os.path.join(BUILD, "quarkfs"))
 PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-GENMODEL = os.path.join(ROOT, "scripts", "genmodel.py")
-QUARKREF = os.path.join(ROOT, "scripts", "quarkref.py")
+GENMODEL = os.path.join(ROOT, "tests", "fixtures", "genmodel.py")
+QUARKREF = os.path.join(ROOT, "tests", "oracle", "quarkref.py")
 BENCH_SRC = os.path.join(ROOT, "tests", "bench")
 HELPERS = ("nullfs", "readers", "kernelbench")
 GIB = float(1 << 30)
@@ -339,7 +339,7 @@ def large_folio_share(path, npages=2048):
 
 
 def ref_quantize(qr, sp, x, dtype):
-    """One tensor through scripts/quarkref.py's numpy kernels: parameters then weight values
+    """One tensor through tests/oracle/quarkref.py's numpy kernels: parameters then weight values
     (as its Quantizer does for a view file)."""
     kind = getattr(sp, "kind", None)
     per_channel = getattr(sp, "per_channel", False)
@@ -835,9 +835,9 @@ class Bench:
         return "\n".join(lines)
 
     def numpy_reference(self, specs):
-        """GiB/s of source bytes of scripts/quarkref.py's numpy kernels doing the same job
+        """GiB/s of source bytes of tests/oracle/quarkref.py's numpy kernels doing the same job
         (bf16 decode + scales/zero points/exponents + quantized weight), 1 thread."""
-        log("kernels: numpy reference (scripts/quarkref.py)")
+        log("kernels: numpy reference (tests/oracle/quarkref.py)")
         try:
             specm = importlib.util.spec_from_file_location("quarkref", QUARKREF)
             qr = importlib.util.module_from_spec(specm)

@@ -2,13 +2,14 @@
 """Independent reference of the quarkfs quantized view, in numpy.
 
 Usage:
-    python3 scripts/quarkref.py --spec S [--format F] [--exclude GLOB]... [--include GLOB]...
-                                [--layer GLOB=SPEC]... SRC OUT
+    python3 tests/oracle/quarkref.py --spec S [--format F] [--exclude GLOB]... [--include GLOB]...
+            [--layer GLOB=SPEC]... SRC OUT
         write the expected view of model directory SRC into OUT (must not exist or be empty)
-    python3 scripts/quarkref.py --spec S [--format F] [--exclude GLOB]... [--include GLOB]... --check SRC VIEW
+    python3 tests/oracle/quarkref.py --spec S [--format F] [--exclude GLOB]... [--include GLOB]...
+            --check SRC VIEW
         compare directory VIEW (a FUSE mount or an export) with the expected view of SRC;
         prints one line per mismatch and "N files checked, M mismatches"; exit 0 only if M == 0
-    python3 scripts/quarkref.py --selftest
+    python3 tests/oracle/quarkref.py --selftest
         check the numeric kernels against slower, differently written versions and
         hand-computed values
 Exit 2: bad command line, a spec/format pair that cannot be written, or an unusable source.

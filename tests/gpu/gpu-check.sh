@@ -7,8 +7,8 @@
 #                                    the GPU image lacks, named by soname>,
 #                                    models/stories260K-{bf16,f16,f32}
 #   tests/gpu/gpu-check.sh command   print the commands that run the check on the GPU machine
-#   tests/gpu/gpu-check.sh stage DIR copy this script, gpu_check.py, genmodel.py (at their
-#                                    paths under tests/) and .gpu/ into DIR, a git-ignored
+#   tests/gpu/gpu-check.sh stage DIR copy this script, gpu_check.py, genmodel.py, stfile.py (at
+#                                    their paths under tests/) and .gpu/ into DIR, a git-ignored
 #                                    folder of another checkout (when the remote runner ships
 #                                    that checkout, not this worktree), and print the command
 #                                    to run there
@@ -159,9 +159,10 @@ stage() {
     mkdir -p "$dest"
     git -C "$top" check-ignore -q "$dest/x" || { echo "gpu-check: $dest is not git-ignored" >&2; exit 1; }
     rm -rf "${dest:?}/tests" "${dest:?}/.gpu"
-    mkdir -p "$dest/tests/gpu" "$dest/tests/fixtures"
+    mkdir -p "$dest/tests/gpu" "$dest/tests/fixtures" "$dest/tests/pylib"
     cp "$ROOT/tests/gpu/gpu-check.sh" "$ROOT/tests/gpu/gpu_check.py" "$dest/tests/gpu/"
     cp "$ROOT/tests/fixtures/genmodel.py" "$dest/tests/fixtures/"
+    cp "$ROOT/tests/pylib/stfile.py" "$dest/tests/pylib/"
     cp -r "$GPU" "$dest/.gpu"
     rel=$(realpath --relative-to="$top" "$dest")
     echo "gpu-check: staged into $dest ($(du -sm "$dest" | cut -f1) MiB)"

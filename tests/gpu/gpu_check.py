@@ -54,7 +54,6 @@ import logging
 import math
 import os
 import platform
-import struct
 import subprocess
 import sys
 import tempfile
@@ -62,6 +61,10 @@ import time
 import traceback
 
 import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "pylib"))
+import stfile  # noqa: E402  the safetensors container; the numerics below are this file's own
 
 try:
     import safetensors
@@ -116,10 +119,7 @@ LOADER_MAX_REL_ERR = 0.25
 
 FLOAT_DTYPES = ("BF16", "F16", "F32")
 EMBED_COMPONENTS = ("wte", "wpe", "word_embeddings", "position_embeddings", "shared")
-DTYPE_ORDER = ["BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0",
-               "F8_E4M3FNUZ", "F8_E5M2FNUZ", "I16", "U16", "F16", "BF16", "I32", "U32", "F32",
-               "C64", "F64", "I64", "U64"]
-DTYPE_RANK = {n: i for i, n in enumerate(DTYPE_ORDER)}
+DTYPE_RANK = stfile.DTYPE_RANK
 TORCH_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32,
                 "F64": torch.float64, "I8": torch.int8, "U8": torch.uint8, "I16": torch.int16,
                 "I32": torch.int32, "I64": torch.int64, "BOOL": torch.bool}
@@ -149,10 +149,8 @@ T0 = time.perf_counter()
 
 def read_header(path):
     """Raw safetensors header of a file: (ordered list of (key, entry), header length)."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        text = f.read(n)
-    return json.loads(text.decode("utf-8"), object_pairs_hook=list), n
+    pairs, start = stfile.read_header(path, pairs=True)
+    return pairs, start - 8
 
 
 def header_dict(pairs):

@@ -34,6 +34,8 @@ import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "pylib"))
+import stfile  # noqa: E402  the safetensors container, shared with the tools under tests/
 SOURCE_ROOT = os.path.abspath(os.environ.get("QUARKFS_SOURCE_ROOT")
                               or os.path.join(HERE, "..", ".."))
 QUARKFS = os.path.abspath(os.environ.get("QUARKFS") or os.path.join(SOURCE_ROOT, "build", "quarkfs"))
@@ -633,13 +635,16 @@ def expect_oserror(err, fn, *args, what=None):
 
 def st_header(path):
     """(header dict without __metadata__, metadata, data start) of a safetensors file."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        text = f.read(n)
-    assert len(text) == n, "%s: short header" % path
-    header = json.loads(text)
+    header, start = stfile.read_header(path)
     meta = header.pop("__metadata__", None)
-    return header, meta, 8 + n
+    return header, meta, start
+
+
+def st_header_of(data, name="safetensors bytes"):
+    """st_header of a safetensors file's bytes (the header alone is enough)."""
+    header, start = stfile.parse_header(data, name)
+    meta = header.pop("__metadata__", None)
+    return header, meta, start
 
 
 def tensor_ranges(path):

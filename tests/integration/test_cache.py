@@ -124,10 +124,8 @@ def entry_of(cache, files, name):
 
 def view_ranges(data):
     """{name: (begin, end)} file offsets of every tensor in a safetensors file's bytes."""
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    header.pop("__metadata__", None)
-    return {k: (8 + n + v["data_offsets"][0], 8 + n + v["data_offsets"][1])
+    header, _, start = q.st_header_of(data)
+    return {k: (start + v["data_offsets"][0], start + v["data_offsets"][1])
             for k, v in header.items()}
 
 

@@ -59,12 +59,10 @@ def tensor_spans(files):
     out = []
     for rel, data in files.items():
         if rel.endswith(".safetensors"):
-            (n,) = struct.unpack("<Q", data[:8])
-            header = json.loads(data[8:8 + n])
-            header.pop("__metadata__", None)
+            header, _, start = q.st_header_of(data, rel)
             for k, v in header.items():
                 b, e = v["data_offsets"]
-                out.append((rel, k, 8 + n + b, 8 + n + e))
+                out.append((rel, k, start + b, start + e))
     return sorted(out)
 
 

@@ -36,7 +36,6 @@ import json
 import math
 import os
 import platform
-import struct
 import sys
 import time
 
@@ -127,9 +126,7 @@ def view_quantized_modules(view):
     for name in os.listdir(view):
         if not (name.startswith("model") and name.endswith(".safetensors")):
             continue
-        with open(os.path.join(view, name), "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(n))
+        header, _, _ = q.st_header(os.path.join(view, name))
         for key in header:
             mod, _, leaf = key.rpartition(".")
             if leaf in ("weight_scale", "weight_scale_inv", "scales"):

@@ -24,10 +24,12 @@ import argparse
 import contextlib
 import copy
 import io
-import json
 import os
-import struct
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "pylib"))
+import stfile  # noqa: E402  the safetensors container
 
 os.environ.setdefault("QUARK_LOG_LEVEL", "error")       # Quark logs every step at info
 
@@ -105,9 +107,7 @@ def source_dtype(src):
     for name in sorted(os.listdir(src)):
         if not (name.startswith("model") and name.endswith(".safetensors")):
             continue
-        with open(os.path.join(src, name), "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(n))
+        header, _ = stfile.read_header(os.path.join(src, name))
         for k, v in header.items():
             if k != "__metadata__" and v["dtype"] in ST_DTYPES and len(v["shape"]) == 2:
                 counts[v["dtype"]] = counts.get(v["dtype"], 0) + 1

@@ -34,7 +34,6 @@ import io
 import json
 import os
 import re
-import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -193,10 +192,7 @@ def read_st(path):
     """(metadata, {name: (dtype, shape, bytes)}, whole file bytes) of a safetensors file."""
     with open(path, "rb") as f:
         data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    meta = header.pop("__metadata__", None)
-    base = 8 + n
+    header, meta, base = q.st_header_of(data, path)
     out = {}
     for name, v in header.items():
         b, e = v["data_offsets"]

@@ -28,7 +28,9 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "pylib"))
 import quarkref  # noqa: E402  (same directory)
+import stfile  # noqa: E402  the safetensors container
 
 PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 QUARKREF = os.path.join(HERE, "quarkref.py")
@@ -197,17 +199,14 @@ def make_edge(path, dtype, collide=False):
     if collide:
         for name in COLLIDERS:
             tensors[name] = (struct.pack("<i", 7), [1], "I32")
-    header, blobs, off = {"__metadata__": {"format": "pt"}}, [], 0
+    entries, blobs = [], []
     for name in sorted(tensors):
         raw, shape = tensors[name][:2]
         tdtype = tensors[name][2] if len(tensors[name]) > 2 else dtype
-        header[name] = {"dtype": tdtype, "shape": shape, "data_offsets": [off, off + len(raw)]}
+        entries.append((name, tdtype, shape, len(raw)))
         blobs.append(raw)
-        off += len(raw)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
     with open(os.path.join(path, "model.safetensors"), "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+        f.write(stfile.header_bytes(entries, {"format": "pt"}) + b"".join(blobs))
     with open(os.path.join(path, "config.json"), "w") as f:
         f.write(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
                             "rms_norm_eps": 1e-05}, indent=2, sort_keys=True) + "\n")

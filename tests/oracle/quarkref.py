@@ -47,27 +47,17 @@ import struct
 import sys
 import time
 
-try:
-    import numpy as np
-except ImportError:  # pragma: no cover - depends on the interpreter used
-    # Debian's python3-numpy lives with /usr/bin/python3; re-run under it once.
-    _DEBIAN_PY = "/usr/bin/python3"
-    if (__name__ == "__main__" and os.path.exists(_DEBIAN_PY)
-            and os.path.realpath(sys.executable) != os.path.realpath(_DEBIAN_PY)
-            and not os.environ.get("QUARKFS_PY_REEXEC")):
-        os.environ["QUARKFS_PY_REEXEC"] = "1"
-        os.execv(_DEBIAN_PY, [_DEBIAN_PY] + sys.argv)
-    raise
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "pylib"))
+import stfile  # noqa: E402  the safetensors container; no numerics
+
+np = stfile.import_numpy(__name__ == "__main__")
 
 # ---------------------------------------------------------------------------------------------
 # Constants
 # ---------------------------------------------------------------------------------------------
 
-# safetensors' Dtype enum in ascending order; files order tensors by it descending, then name.
-DTYPE_ORDER = ["BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0",
-               "F8_E4M3FNUZ", "F8_E5M2FNUZ", "I16", "U16", "F16", "BF16", "I32", "U32", "F32",
-               "C64", "F64", "I64", "U64"]
-DTYPE_RANK = {name: i for i, name in enumerate(DTYPE_ORDER)}
+DTYPE_RANK = stfile.DTYPE_RANK
 DTYPE_BITS = {"BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8,
               "F8_E4M3": 8, "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16,
               "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "C64": 64,
@@ -464,21 +454,10 @@ class SafetensorsFile:
 
     def __init__(self, path):
         self.path = path
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise QuarkRefError("%s: header too small" % path)
-            (n,) = struct.unpack("<Q", head)
-            if n > 100_000_000:
-                raise QuarkRefError("%s: header too large" % path)
-            text = f.read(n)
-        if len(text) != n:
-            raise QuarkRefError("%s: invalid header length" % path)
         try:
-            header = json.loads(text.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise QuarkRefError("%s: bad header: %s" % (path, exc)) from exc
-        self.data_start = 8 + n
+            header, self.data_start = stfile.read_header(path)
+        except stfile.HeaderError as exc:
+            raise QuarkRefError(str(exc)) from exc
         self.metadata = header.pop("__metadata__", None)
         self.tensors = {}
         for name, entry in header.items():
@@ -698,7 +677,7 @@ def plan_safetensors(relpath, path, spec, excludes, includes, fmt="quark", layer
             outputs.append(OutTensor(out_name, dtype, shape, count * DTYPE_BITS[dtype] // 8,
                                      role, name))
             plan.out_names[name].append(out_name)
-    outputs.sort(key=lambda t: (-DTYPE_RANK[t.dtype], t.name.encode("utf-8")))
+    outputs = stfile.file_order(outputs)
     names = [t.name for t in outputs]
     if len(set(names)) != len(names):
         raise QuarkRefError("%s: duplicate output tensor names" % relpath)
@@ -707,15 +686,12 @@ def plan_safetensors(relpath, path, spec, excludes, includes, fmt="quark", layer
         for key, value in src.metadata.items():
             if key != "format":
                 metadata[key] = value
-    header = {"__metadata__": metadata}
     offset = 0
     for t in outputs:
         t.begin, t.end = offset, offset + t.nbytes
         offset = t.end
-        header[t.name] = {"dtype": t.dtype, "shape": t.shape, "data_offsets": [t.begin, t.end]}
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    plan.header = struct.pack("<Q", len(text)) + text
+    plan.header = stfile.header_bytes([(t.name, t.dtype, t.shape, t.nbytes) for t in outputs],
+                                      metadata)
     plan.outputs = outputs
     plan.data_size = offset
     return plan
@@ -1260,21 +1236,14 @@ def compare_tensor(report, rel, out, quant, view_file, view_begin):
         return
 
 
-def parse_view_header(raw):
+def parse_view_header(raw, rel):
     """(tensors dict, data start) of a view file's header bytes, or (None, reason)."""
-    if len(raw) < 8:
-        return None, "file shorter than 8 bytes"
-    (n,) = struct.unpack("<Q", raw[:8])
-    if len(raw) < 8 + n:
-        return None, "header length %d runs past the end of the file" % n
     try:
-        header = json.loads(raw[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        return None, "header is not valid JSON: %s" % exc
-    if not isinstance(header, dict):
-        return None, "header is not a JSON object"
+        header, start = stfile.parse_header(raw, rel)
+    except stfile.HeaderError as exc:
+        return None, str(exc)
     header.pop("__metadata__", None)
-    return header, 8 + n
+    return header, start
 
 
 def check_safetensors(report, plan, rel, view_path):
@@ -1305,7 +1274,7 @@ def check_safetensors(report, plan, rel, view_path):
             report.mismatch(rel, "header differs at byte %d: expected %r, got %r"
                             % (idx, fplan.header[max(idx - 40, 0):idx + 40],
                                head[max(idx - 40, 0):idx + 40]))
-            view_tensors, view_start = parse_view_header(head)
+            view_tensors, view_start = parse_view_header(head, rel)
             if view_tensors is None:
                 report.mismatch(rel, "cannot read the view's header (%s); data not compared"
                                 % view_start)

@@ -35,22 +35,16 @@ import math
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 
-try:
-    import numpy as np
-except ImportError:  # pragma: no cover - depends on the interpreter used
-    _DEBIAN_PY = "/usr/bin/python3"
-    if (__name__ == "__main__" and os.path.exists(_DEBIAN_PY)
-            and os.path.realpath(sys.executable) != os.path.realpath(_DEBIAN_PY)
-            and not os.environ.get("QUARKFS_PY_REEXEC")):
-        os.environ["QUARKFS_PY_REEXEC"] = "1"
-        os.execv(_DEBIAN_PY, [_DEBIAN_PY] + sys.argv)
-    raise
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "pylib"))
+import stfile  # noqa: E402  the safetensors container; the numerics below are this file's own
+
+np = stfile.import_numpy(__name__ == "__main__")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -96,9 +90,10 @@ class Tensor:
 def read_safetensors(path):
     with open(path, "rb") as f:
         data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n].decode("utf-8"))
-    base = 8 + n
+    try:
+        header, base = stfile.parse_header(data, path)
+    except stfile.HeaderError as exc:
+        raise Fail(str(exc)) from exc
     out = {}
     for name, info in header.items():
         if name == "__metadata__":

@@ -860,8 +860,8 @@ class Source:
 # ---------------------------------------------------------------------------------------------
 
 def check_view(args, name, src, spec, fmt, state, xcache):
-    """All checks of one (model, spec, format). Returns ({check: Check}, info)."""
-    p = SPECS[spec]
+    """All checks of one (model, spec, format), in order, on one mount. Returns
+    ({check: Check}, info)."""
     expected, quantized, unquant = plan_view(src.meta, src.finite, spec, fmt)
     res = {}
     info = {"quantized_tensors": len(quantized), "view_tensors": len(expected),
@@ -878,309 +878,17 @@ def check_view(args, name, src, spec, fmt, state, xcache):
         info["mount_s"] = m.mount_s
         res["mount"] = c_mount.done()
         mnt = m.mnt
-
-        # ---- files: same list; pass-through files byte for byte
-        c_files = Check()
-        vfiles = walk_files(mnt)
-        if vfiles != src.files:
-            c_files.fail("file list differs: only in view %s, only in source %s"
-                         % (sorted(set(vfiles) - set(src.files)),
-                            sorted(set(src.files) - set(vfiles))))
-        for f in src.files:
-            if f.endswith(".safetensors") or f in ("config.json", "model.safetensors.index.json"):
-                continue
-            vp = os.path.join(mnt, f)
-            if not os.path.exists(vp):
-                continue
-            if file_digest(vp) != src.digest[f]:
-                c_files.fail("%s differs from the source" % f)
-        for f in vfiles:
-            st = os.stat(os.path.join(mnt, f))
-            if st.st_mode & 0o222:
-                c_files.fail("%s has write bits (%o)" % (f, st.st_mode & 0o777))
-        res["files"] = c_files.done()
-
-        # ---- (a) load every tensor through safe_open (mmap); timed
-        c_load = Check()
-        view = {}
-        vmeta = {}
-        read_s, nbytes, loaded = timed_read([os.path.join(mnt, f) for f in src.st_files])
-        tensors = None
-        for (pth, meta, tensors, errors), f in zip(loaded, src.st_files):
-            vmeta[f] = meta
-            for e in errors:
-                c_load.fail("%s: %s" % (f, e))
-            for k, t in tensors.items():
-                view[k] = (f, t)
-        del loaded, tensors
-        info["warm_read_s"], _n, again = timed_read([os.path.join(mnt, f) for f in src.st_files])
-        for pth, _meta, tensors, errors in again:
-            for e in errors:
-                c_load.fail("second read: %s: %s" % (os.path.basename(pth), e))
-            for k, t in tensors.items():
-                if k not in view or not same_bits(t, view[k][1]):
-                    c_load.fail("second read of %s differs from the first" % k)
-        del again, tensors
-        info["src_read_s"], info["src_bytes"], dropped = timed_read(
-            [os.path.join(src.path, f) for f in src.st_files])
-        del dropped
-        gc.collect()
-        info["read_s"] = read_s
-        info["read_bytes"] = nbytes
-        c_load.note("%d tensors, %.1f MB of tensor data in %.3f s" % (len(view), nbytes / 1e6,
-                                                                     read_s))
-        res["load"] = c_load.done()
-
-        # ---- (a) contract: names, dtypes, shapes; header layout; metadata
-        c_con = Check()
-        if set(view) != set(expected):
-            extra, missing = sorted(set(view) - set(expected)), sorted(set(expected) - set(view))
-            if extra:
-                c_con.fail("unexpected view tensors: %s" % extra[:10])
-            if missing:
-                c_con.fail("missing view tensors: %s" % missing[:10])
-        for k, (f, dt, shape, role, _s) in sorted(expected.items()):
-            if k not in view:
-                continue
-            vf, t = view[k]
-            if vf != f:
-                c_con.fail("%s is in %s, expected %s" % (k, vf, f))
-            if t.dtype != TORCH_DTYPES[dt] or list(t.shape) != shape:
-                c_con.fail("%s: %s%s, expected %s%s" % (k, t.dtype, list(t.shape), dt, shape))
-        for f in src.st_files:
-            try:
-                pairs, n = read_header(os.path.join(mnt, f))
-            except Exception as exc:
-                c_con.fail("%s: header: %s" % (f, exc))
-                continue
-            if not pairs or pairs[0][0] != "__metadata__":
-                c_con.fail("%s: __metadata__ is not the first header key" % f)
-            if n % 8:
-                c_con.fail("%s: header length %d not a multiple of 8" % (f, n))
-            ents = header_dict(pairs)
-            for k, e in ents.items():
-                if k in expected and e["dtype"] != expected[k][1]:
-                    c_con.fail("%s: header dtype %s, expected %s" % (k, e["dtype"], expected[k][1]))
-            order = [k for k, _ in pairs if k != "__metadata__"]
-            want = sorted(order, key=lambda k: (-DTYPE_RANK[ents[k]["dtype"]], k.encode("utf-8")))
-            if order != want:
-                c_con.fail("%s: header order is not (dtype desc, name)" % f)
-            pos = 0
-            for k in order:
-                b, e = ents[k]["data_offsets"]
-                if b != pos:
-                    c_con.fail("%s: %s starts at %d, expected %d (data not in header order)"
-                               % (f, k, b, pos))
-                    break
-                pos = e
-            meta = vmeta.get(f) or {}
-            want_meta = dict(src.metadata.get(f) or {})
-            want_meta["format"] = "pt"
-            if meta != want_meta:
-                c_con.fail("%s: metadata %s, expected %s" % (f, meta, want_meta))
-        c_con.note("%d view tensors, %d of %d Linear-like quantized; unquantized: %s"
-                   % (len(expected), len(quantized), len(quantized) + len(unquant),
-                      summarize_reasons(unquant)))
-        res["contract"] = c_con.done()
-
-        # ---- (c) values: canonical codes/scales/zp bit for bit vs the torch reference;
-        # ---- (b) dequantized weights vs the source, and vs the same spec's other formats
-        c_val, c_deq, c_x = Check(), Check(), Check()
-        deq = {}
-        ref_s, err2, ref2, worst = 0.0, 0.0, 0.0, (0.0, None)
-        for w in quantized:
-            module = w[: -len(".weight")]
-            O, I = src.meta[w][2]
-
-            def get(suffix, module=module, vt=view):
-                key = module + "." + suffix
-                if key not in vt:
-                    raise KeyError("%s not in the view" % key)
-                return vt[key][1]
-            try:
-                got = decode_view(spec, fmt, module, get, O, I)
-            except Exception as exc:
-                c_val.fail("%s: cannot decode: %s: %s" % (module, type(exc).__name__, exc))
-                c_deq.fail("%s: cannot decode" % module)
-                continue
-            t1 = time.perf_counter()
-            ref = ref_quantize(src.tensors[w], spec)
-            ref_s += time.perf_counter() - t1
-            for d in compare_canonical(got, ref):
-                c_val.fail("%s: %s" % (module, d))
-            del ref
-            wq = dequantize(got, spec, O, I)
-            if not bool(torch.isfinite(wq).all()):
-                c_deq.fail("%s: non-finite dequantized values" % module)
-            x = src.tensors[w].float()
-            e2 = float(((wq.double() - x.double()) ** 2).sum())
-            r2 = float((x.double() ** 2).sum())
-            err2 += e2
-            ref2 += r2
-            rel = math.sqrt(e2 / r2) if r2 > 0 else 0.0
-            if rel > worst[0]:
-                worst = (rel, module)
-            deq[w] = wq
-        info["ref_s"] = ref_s
-        c_val.note("%d quantized modules decoded from the %s layout and compared with the "
-                   "reference (codes, scales%s); reference %.1f s"
-                   % (len(quantized), fmt, ", zero points" if p["kind"] in ("int8", "int4") else "",
-                      ref_s))
-        res["values"] = c_val.done(PASS if quantized else NA)
-        if quantized and ref2 > 0:
-            rel = math.sqrt(err2 / ref2)
-            info["rel_rms"] = rel
-            info["rel_rms_max"] = worst[0]
-            bound = REL_RMS_BOUND[p["bits"]]
-            c_deq.note("weight rel-RMS %.4f over %d tensors (max %.4f, %s); bound %.2f"
-                       % (rel, len(deq), worst[0], worst[1], bound))
-            if not rel < bound:
-                c_deq.fail("weight rel-RMS %.4f >= %.2f" % (rel, bound))
-        res["dequant"] = c_deq.done(PASS if quantized else NA)
-        first = xcache.get(spec)
-        if first is None:
-            xcache.clear()
-            xcache[spec] = (fmt, deq)
-            res["xformat"] = c_x.done(NA)
-            c_x.note("first format of %s" % spec)
-        else:
-            ffmt, fdeq = first
-            common = sorted(set(fdeq) & set(deq))
-            diff = [w for w in common if not same_bits(fdeq[w], deq[w])]
-            for w in diff[:5]:
-                c_x.fail("%s: dequantizes differently from format %s" % (w, ffmt))
-            only = sorted(set(fdeq) ^ set(deq))
-            c_x.note("%d common quantized modules identical to format %s%s"
-                     % (len(common) - len(diff), ffmt,
-                        ("; %d quantized in only one of them (shape rules of the formats)"
-                         % len(only)) if only else ""))
-            info["xformat_common"] = len(common)
-            res["xformat"] = c_x.done()
-
-        # ---- unchanged tensors bitwise vs the source
-        c_unc = Check()
-        ncopy = 0
-        for k, (f, dt, shape, role, s) in expected.items():
-            if role != "copy" or k not in view:
-                continue
-            ncopy += 1
-            if not same_bits(view[k][1], src.tensors[s]):
-                c_unc.fail("%s: %s" % (k, diff_examples(view[k][1], src.tensors[s])))
-        c_unc.note("%d tensors compared" % ncopy)
-        res["unchanged"] = c_unc.done()
-
-        # ---- read(2) + safetensors.torch.load(bytes) == mmap tensors
-        c_bytes = Check()
-        t0 = time.perf_counter()
-        for f in src.st_files:
-            try:
-                with open(os.path.join(mnt, f), "rb") as fh:
-                    data = fh.read()
-                loaded = st_torch.load(data)
-                del data
-            except Exception as exc:
-                c_bytes.fail("%s: %s: %s" % (f, type(exc).__name__, exc))
-                continue
-            for k, t in loaded.items():
-                if k not in view or not same_bits(t, view[k][1]):
-                    c_bytes.fail("%s: %s differs from the mmap read" % (f, k))
-            del loaded
-        info["reread_s"] = time.perf_counter() - t0
-        res["bytes_load"] = c_bytes.done()
-
-        # ---- config.json: JSON, AutoConfig, quantization_config
-        c_cfg = Check()
-        try:
-            vtext = open(os.path.join(mnt, "config.json")).read()
-            vcfg = json.loads(vtext)
-            qc = vcfg.pop("quantization_config", None)
-            if vcfg != src.config:
-                c_cfg.fail("config.json differs from the source outside quantization_config")
-            check_qconfig(c_cfg, qc, spec, fmt, quantized, unquant)
-        except Exception as exc:
-            c_cfg.fail("config.json: %s: %s" % (type(exc).__name__, exc))
-        if transformers is None:
-            c_cfg.note("transformers not installed: AutoConfig not tried")
-        else:
-            want_qm = "compressed-tensors" if fmt == "compressed-tensors" else fmt
-            try:
-                acfg = AutoConfig.from_pretrained(mnt)
-                aq = getattr(acfg, "quantization_config", None)
-                qm = aq.get("quant_method") if isinstance(aq, dict) else getattr(aq, "quant_method", None)
-                qm = getattr(qm, "value", qm)
-                if qm != want_qm:
-                    c_cfg.fail("AutoConfig: quantization_config.quant_method = %r" % (qm,))
-                else:
-                    c_cfg.note("AutoConfig: %s, quant_method %s" % (type(acfg).__name__, qm))
-            except ImportError as exc:
-                c_cfg.note("AutoConfig needs a package (not run): %s" % str(exc)[:200])
-            except Exception as exc:
-                c_cfg.fail("AutoConfig.from_pretrained: %s: %s" % (type(exc).__name__, exc))
-        res["config"] = c_cfg.done()
-
-        # ---- index
-        c_idx = Check()
-        ip = os.path.join(mnt, "model.safetensors.index.json")
-        if src.index is None:
-            if os.path.exists(ip):
-                c_idx.fail("view has an index but the source has none")
-            res["index"] = c_idx.done(NA)
-        else:
-            try:
-                idx = json.loads(open(ip).read())
-                wm = idx.get("weight_map", {})
-                want = {k: f for k, (f, t) in view.items()}
-                if set(wm) != set(view):
-                    c_idx.fail("weight_map: %d keys; not in view %s; view tensors missing %s"
-                               % (len(wm), sorted(set(wm) - set(view))[:5],
-                                  sorted(set(view) - set(wm))[:5]))
-                bad = [k for k in wm if k in want and wm[k] != want[k]]
-                if bad:
-                    c_idx.fail("weight_map points to the wrong file for %s" % bad[:5])
-                if list(wm) != sorted(wm):
-                    c_idx.fail("weight_map keys not sorted")
-                total = sum(t.numel() * t.element_size() for _f, t in view.values())
-                meta = idx.get("metadata", {})
-                if meta.get("total_size") != total:
-                    c_idx.fail("metadata.total_size %s, tensors hold %d bytes"
-                               % (meta.get("total_size"), total))
-            except Exception as exc:
-                c_idx.fail("%s: %s" % (type(exc).__name__, exc))
-            res["index"] = c_idx.done()
-
-        # ---- (d) transformers loading the view itself
-        try:
-            res["loader"] = loader_check(args, name, mnt, src, spec, fmt, state, quantized, deq,
-                                         info)
-        except Exception as exc:
-            c_l = Check()
-            c_l.fail("harness error: %s: %s" % (type(exc).__name__, exc))
-            c_l.note(traceback.format_exc()[-1500:])
-            res["loader"] = c_l.done()
-
-        # ---- dequantized forward pass vs the unquantized model
-        c_fw = Check()
-        if transformers is None or not args.forward.get(name, True) or state is None:
-            c_fw.note("not run (%s)" % ("no transformers" if transformers is None else
-                                         "disabled for this model" if not args.forward.get(name, True)
-                                         else "reference model did not load"))
-            res["forward"] = c_fw.done(NOTRUN)
-        elif not quantized:
-            c_fw.note("nothing quantized: the view's weights are the source's")
-            res["forward"] = c_fw.done(NA)
-        else:
-            try:
-                fw = forward_check(state, deq)
-                info.update(fw)
-                c_fw.note("rel_err %.5f, top-1 agreement %.4f over %d positions"
-                          % (fw["rel_err"], fw["top1"], fw["positions"]))
-                bound = FORWARD_MAX_REL_ERR[p["bits"]]
-                if not (fw["rel_err"] < bound):
-                    c_fw.fail("relative logits error %.4f >= %.2f" % (fw["rel_err"], bound))
-            except Exception as exc:
-                c_fw.fail("%s: %s" % (type(exc).__name__, exc))
-                c_fw.note(traceback.format_exc()[-1500:])
-            res["forward"] = c_fw.done()
+        res["files"] = check_files(mnt, src)
+        view, vmeta, res["load"] = check_load(mnt, src, info)
+        res["contract"] = check_contract(mnt, src, view, vmeta, expected, quantized, unquant)
+        deq, res["values"], res["dequant"] = check_values(src, spec, fmt, view, quantized, info)
+        res["xformat"] = check_xformat(xcache, spec, fmt, deq, info)
+        res["unchanged"] = check_unchanged(src, view, expected)
+        res["bytes_load"] = check_bytes_load(mnt, src, view, info)
+        res["config"] = check_config(mnt, src, spec, fmt, quantized, unquant)
+        res["index"] = check_index(mnt, src, view)
+        res["loader"] = check_loader(args, name, mnt, src, spec, fmt, state, quantized, deq, info)
+        res["forward"] = check_forward(args, name, state, spec, quantized, deq, info)
         del view, deq
     finally:
         msgs = m.unmount()
@@ -1190,6 +898,347 @@ def check_view(args, name, src, spec, fmt, state, xcache):
                 c_um.fail("unmount: %s" % x)
             res["unmount"] = c_um.done()
     return res, info
+
+
+def check_files(mnt, src):
+    """files: the view lists the source's files; pass-through files equal the source byte for
+    byte; nothing is writable."""
+    c_files = Check()
+    vfiles = walk_files(mnt)
+    if vfiles != src.files:
+        c_files.fail("file list differs: only in view %s, only in source %s"
+                     % (sorted(set(vfiles) - set(src.files)),
+                        sorted(set(src.files) - set(vfiles))))
+    for f in src.files:
+        if f.endswith(".safetensors") or f in ("config.json", "model.safetensors.index.json"):
+            continue
+        vp = os.path.join(mnt, f)
+        if not os.path.exists(vp):
+            continue
+        if file_digest(vp) != src.digest[f]:
+            c_files.fail("%s differs from the source" % f)
+    for f in vfiles:
+        st = os.stat(os.path.join(mnt, f))
+        if st.st_mode & 0o222:
+            c_files.fail("%s has write bits (%o)" % (f, st.st_mode & 0o777))
+    return c_files.done()
+
+
+def check_load(mnt, src, info):
+    """(a) load: every tensor of the view through safe_open (mmap), timed, twice (the second
+    read must equal the first), and the source's files the same way for comparison.
+    Returns (view {name: (file, tensor)}, {file: metadata}, Check)."""
+    c_load = Check()
+    view = {}
+    vmeta = {}
+    read_s, nbytes, loaded = timed_read([os.path.join(mnt, f) for f in src.st_files])
+    tensors = None
+    for (pth, meta, tensors, errors), f in zip(loaded, src.st_files):
+        vmeta[f] = meta
+        for e in errors:
+            c_load.fail("%s: %s" % (f, e))
+        for k, t in tensors.items():
+            view[k] = (f, t)
+    del loaded, tensors
+    info["warm_read_s"], _n, again = timed_read([os.path.join(mnt, f) for f in src.st_files])
+    for pth, _meta, tensors, errors in again:
+        for e in errors:
+            c_load.fail("second read: %s: %s" % (os.path.basename(pth), e))
+        for k, t in tensors.items():
+            if k not in view or not same_bits(t, view[k][1]):
+                c_load.fail("second read of %s differs from the first" % k)
+    del again, tensors
+    info["src_read_s"], info["src_bytes"], dropped = timed_read(
+        [os.path.join(src.path, f) for f in src.st_files])
+    del dropped
+    gc.collect()
+    info["read_s"] = read_s
+    info["read_bytes"] = nbytes
+    c_load.note("%d tensors, %.1f MB of tensor data in %.3f s" % (len(view), nbytes / 1e6,
+                                                                 read_s))
+    return view, vmeta, c_load.done()
+
+
+def check_contract(mnt, src, view, vmeta, expected, quantized, unquant):
+    """(a) contract: tensor names, dtypes, shapes and files; each header's layout (metadata
+    first, length a multiple of 8, dtype-then-name order, data back to back); metadata."""
+    c_con = Check()
+    if set(view) != set(expected):
+        extra, missing = sorted(set(view) - set(expected)), sorted(set(expected) - set(view))
+        if extra:
+            c_con.fail("unexpected view tensors: %s" % extra[:10])
+        if missing:
+            c_con.fail("missing view tensors: %s" % missing[:10])
+    for k, (f, dt, shape, role, _s) in sorted(expected.items()):
+        if k not in view:
+            continue
+        vf, t = view[k]
+        if vf != f:
+            c_con.fail("%s is in %s, expected %s" % (k, vf, f))
+        if t.dtype != TORCH_DTYPES[dt] or list(t.shape) != shape:
+            c_con.fail("%s: %s%s, expected %s%s" % (k, t.dtype, list(t.shape), dt, shape))
+    for f in src.st_files:
+        check_header_layout(c_con, mnt, src, f, vmeta, expected)
+    c_con.note("%d view tensors, %d of %d Linear-like quantized; unquantized: %s"
+               % (len(expected), len(quantized), len(quantized) + len(unquant),
+                  summarize_reasons(unquant)))
+    return c_con.done()
+
+
+def check_header_layout(c_con, mnt, src, f, vmeta, expected):
+    """The header of view file f, into c_con (see check_contract)."""
+    try:
+        pairs, n = read_header(os.path.join(mnt, f))
+    except Exception as exc:
+        c_con.fail("%s: header: %s" % (f, exc))
+        return
+    if not pairs or pairs[0][0] != "__metadata__":
+        c_con.fail("%s: __metadata__ is not the first header key" % f)
+    if n % 8:
+        c_con.fail("%s: header length %d not a multiple of 8" % (f, n))
+    ents = header_dict(pairs)
+    for k, e in ents.items():
+        if k in expected and e["dtype"] != expected[k][1]:
+            c_con.fail("%s: header dtype %s, expected %s" % (k, e["dtype"], expected[k][1]))
+    order = [k for k, _ in pairs if k != "__metadata__"]
+    want = sorted(order, key=lambda k: (-DTYPE_RANK[ents[k]["dtype"]], k.encode("utf-8")))
+    if order != want:
+        c_con.fail("%s: header order is not (dtype desc, name)" % f)
+    pos = 0
+    for k in order:
+        b, e = ents[k]["data_offsets"]
+        if b != pos:
+            c_con.fail("%s: %s starts at %d, expected %d (data not in header order)"
+                       % (f, k, b, pos))
+            break
+        pos = e
+    meta = vmeta.get(f) or {}
+    want_meta = dict(src.metadata.get(f) or {})
+    want_meta["format"] = "pt"
+    if meta != want_meta:
+        c_con.fail("%s: metadata %s, expected %s" % (f, meta, want_meta))
+
+
+def check_values(src, spec, fmt, view, quantized, info):
+    """(c) values: each quantized module's canonical codes, scales and zero points bit for bit
+    against the torch reference; (b) dequant: the dequantized weights against the source
+    (relative RMS under the bound of the bit width). Returns ({weight: dequantized}, values
+    Check, dequant Check)."""
+    p = SPECS[spec]
+    c_val, c_deq = Check(), Check()
+    deq = {}
+    ref_s, err2, ref2, worst = 0.0, 0.0, 0.0, (0.0, None)
+    for w in quantized:
+        module = w[: -len(".weight")]
+        O, I = src.meta[w][2]
+
+        def get(suffix, module=module, vt=view):
+            key = module + "." + suffix
+            if key not in vt:
+                raise KeyError("%s not in the view" % key)
+            return vt[key][1]
+        try:
+            got = decode_view(spec, fmt, module, get, O, I)
+        except Exception as exc:
+            c_val.fail("%s: cannot decode: %s: %s" % (module, type(exc).__name__, exc))
+            c_deq.fail("%s: cannot decode" % module)
+            continue
+        t1 = time.perf_counter()
+        ref = ref_quantize(src.tensors[w], spec)
+        ref_s += time.perf_counter() - t1
+        for d in compare_canonical(got, ref):
+            c_val.fail("%s: %s" % (module, d))
+        del ref
+        wq = dequantize(got, spec, O, I)
+        if not bool(torch.isfinite(wq).all()):
+            c_deq.fail("%s: non-finite dequantized values" % module)
+        x = src.tensors[w].float()
+        e2 = float(((wq.double() - x.double()) ** 2).sum())
+        r2 = float((x.double() ** 2).sum())
+        err2 += e2
+        ref2 += r2
+        rel = math.sqrt(e2 / r2) if r2 > 0 else 0.0
+        if rel > worst[0]:
+            worst = (rel, module)
+        deq[w] = wq
+    info["ref_s"] = ref_s
+    c_val.note("%d quantized modules decoded from the %s layout and compared with the "
+               "reference (codes, scales%s); reference %.1f s"
+               % (len(quantized), fmt, ", zero points" if p["kind"] in ("int8", "int4") else "",
+                  ref_s))
+    if quantized and ref2 > 0:
+        rel = math.sqrt(err2 / ref2)
+        info["rel_rms"] = rel
+        info["rel_rms_max"] = worst[0]
+        bound = REL_RMS_BOUND[p["bits"]]
+        c_deq.note("weight rel-RMS %.4f over %d tensors (max %.4f, %s); bound %.2f"
+                   % (rel, len(deq), worst[0], worst[1], bound))
+        if not rel < bound:
+            c_deq.fail("weight rel-RMS %.4f >= %.2f" % (rel, bound))
+    return deq, c_val.done(PASS if quantized else NA), c_deq.done(PASS if quantized else NA)
+
+
+def check_xformat(xcache, spec, fmt, deq, info):
+    """xformat: the spec's dequantized weights equal those of its first format checked
+    (xcache holds that one: {spec: (format, deq)}, reset when the spec changes)."""
+    c_x = Check()
+    first = xcache.get(spec)
+    if first is None:
+        xcache.clear()
+        xcache[spec] = (fmt, deq)
+        c_x.note("first format of %s" % spec)
+        return c_x.done(NA)
+    ffmt, fdeq = first
+    common = sorted(set(fdeq) & set(deq))
+    diff = [w for w in common if not same_bits(fdeq[w], deq[w])]
+    for w in diff[:5]:
+        c_x.fail("%s: dequantizes differently from format %s" % (w, ffmt))
+    only = sorted(set(fdeq) ^ set(deq))
+    c_x.note("%d common quantized modules identical to format %s%s"
+             % (len(common) - len(diff), ffmt,
+                ("; %d quantized in only one of them (shape rules of the formats)"
+                 % len(only)) if only else ""))
+    info["xformat_common"] = len(common)
+    return c_x.done()
+
+
+def check_unchanged(src, view, expected):
+    """unchanged: every tensor the view copies equals the source's bit for bit."""
+    c_unc = Check()
+    ncopy = 0
+    for k, (f, dt, shape, role, s) in expected.items():
+        if role != "copy" or k not in view:
+            continue
+        ncopy += 1
+        if not same_bits(view[k][1], src.tensors[s]):
+            c_unc.fail("%s: %s" % (k, diff_examples(view[k][1], src.tensors[s])))
+    c_unc.note("%d tensors compared" % ncopy)
+    return c_unc.done()
+
+
+def check_bytes_load(mnt, src, view, info):
+    """bytes_load: read(2) of each view file + safetensors.torch.load(bytes) equals the mmap
+    read."""
+    c_bytes = Check()
+    t0 = time.perf_counter()
+    for f in src.st_files:
+        try:
+            with open(os.path.join(mnt, f), "rb") as fh:
+                data = fh.read()
+            loaded = st_torch.load(data)
+            del data
+        except Exception as exc:
+            c_bytes.fail("%s: %s: %s" % (f, type(exc).__name__, exc))
+            continue
+        for k, t in loaded.items():
+            if k not in view or not same_bits(t, view[k][1]):
+                c_bytes.fail("%s: %s differs from the mmap read" % (f, k))
+        del loaded
+    info["reread_s"] = time.perf_counter() - t0
+    return c_bytes.done()
+
+
+def check_config(mnt, src, spec, fmt, quantized, unquant):
+    """config: config.json is the source's plus the format's quantization_config, and
+    transformers' AutoConfig reads it with the format's quant_method."""
+    c_cfg = Check()
+    try:
+        vtext = open(os.path.join(mnt, "config.json")).read()
+        vcfg = json.loads(vtext)
+        qc = vcfg.pop("quantization_config", None)
+        if vcfg != src.config:
+            c_cfg.fail("config.json differs from the source outside quantization_config")
+        check_qconfig(c_cfg, qc, spec, fmt, quantized, unquant)
+    except Exception as exc:
+        c_cfg.fail("config.json: %s: %s" % (type(exc).__name__, exc))
+    if transformers is None:
+        c_cfg.note("transformers not installed: AutoConfig not tried")
+        return c_cfg.done()
+    want_qm = "compressed-tensors" if fmt == "compressed-tensors" else fmt
+    try:
+        acfg = AutoConfig.from_pretrained(mnt)
+        aq = getattr(acfg, "quantization_config", None)
+        qm = aq.get("quant_method") if isinstance(aq, dict) else getattr(aq, "quant_method", None)
+        qm = getattr(qm, "value", qm)
+        if qm != want_qm:
+            c_cfg.fail("AutoConfig: quantization_config.quant_method = %r" % (qm,))
+        else:
+            c_cfg.note("AutoConfig: %s, quant_method %s" % (type(acfg).__name__, qm))
+    except ImportError as exc:
+        c_cfg.note("AutoConfig needs a package (not run): %s" % str(exc)[:200])
+    except Exception as exc:
+        c_cfg.fail("AutoConfig.from_pretrained: %s: %s" % (type(exc).__name__, exc))
+    return c_cfg.done()
+
+
+def check_index(mnt, src, view):
+    """index: model.safetensors.index.json maps every view tensor to its file, sorted, with
+    the tensors' total size (n/a when the source has no index)."""
+    c_idx = Check()
+    ip = os.path.join(mnt, "model.safetensors.index.json")
+    if src.index is None:
+        if os.path.exists(ip):
+            c_idx.fail("view has an index but the source has none")
+        return c_idx.done(NA)
+    try:
+        idx = json.loads(open(ip).read())
+        wm = idx.get("weight_map", {})
+        want = {k: f for k, (f, t) in view.items()}
+        if set(wm) != set(view):
+            c_idx.fail("weight_map: %d keys; not in view %s; view tensors missing %s"
+                       % (len(wm), sorted(set(wm) - set(view))[:5],
+                          sorted(set(view) - set(wm))[:5]))
+        bad = [k for k in wm if k in want and wm[k] != want[k]]
+        if bad:
+            c_idx.fail("weight_map points to the wrong file for %s" % bad[:5])
+        if list(wm) != sorted(wm):
+            c_idx.fail("weight_map keys not sorted")
+        total = sum(t.numel() * t.element_size() for _f, t in view.values())
+        meta = idx.get("metadata", {})
+        if meta.get("total_size") != total:
+            c_idx.fail("metadata.total_size %s, tensors hold %d bytes"
+                       % (meta.get("total_size"), total))
+    except Exception as exc:
+        c_idx.fail("%s: %s" % (type(exc).__name__, exc))
+    return c_idx.done()
+
+
+def check_loader(args, name, mnt, src, spec, fmt, state, quantized, deq, info):
+    """(d) loader: transformers loading the view itself (loader_check); an error of the
+    harness is a FAIL with its traceback, not an abort of the row."""
+    try:
+        return loader_check(args, name, mnt, src, spec, fmt, state, quantized, deq, info)
+    except Exception as exc:
+        c_l = Check()
+        c_l.fail("harness error: %s: %s" % (type(exc).__name__, exc))
+        c_l.note(traceback.format_exc()[-1500:])
+        return c_l.done()
+
+
+def check_forward(args, name, state, spec, quantized, deq, info):
+    """forward: the dequantized weights in the unquantized transformers model; logits within
+    the bit width's bound of the reference's."""
+    c_fw = Check()
+    if transformers is None or not args.forward.get(name, True) or state is None:
+        c_fw.note("not run (%s)" % ("no transformers" if transformers is None else
+                                     "disabled for this model" if not args.forward.get(name, True)
+                                     else "reference model did not load"))
+        return c_fw.done(NOTRUN)
+    if not quantized:
+        c_fw.note("nothing quantized: the view's weights are the source's")
+        return c_fw.done(NA)
+    try:
+        fw = forward_check(state, deq)
+        info.update(fw)
+        c_fw.note("rel_err %.5f, top-1 agreement %.4f over %d positions"
+                  % (fw["rel_err"], fw["top1"], fw["positions"]))
+        bound = FORWARD_MAX_REL_ERR[SPECS[spec]["bits"]]
+        if not (fw["rel_err"] < bound):
+            c_fw.fail("relative logits error %.4f >= %.2f" % (fw["rel_err"], bound))
+    except Exception as exc:
+        c_fw.fail("%s: %s" % (type(exc).__name__, exc))
+        c_fw.note(traceback.format_exc()[-1500:])
+    return c_fw.done()
 
 
 def summarize_reasons(unquant):

@@ -715,7 +715,27 @@ def measure_views(args):
     return 0
 
 
-def main():
+class Run:
+    """What every step of one run shares: the options, the corpus, the work directory and the
+    bf16 reference (model, weights, perplexity, argmax per position)."""
+
+    def __init__(self, args, seqs, work):
+        self.args, self.qfs, self.seqs, self.work = args, args.quarkfs, seqs, work
+        self.src = {k: os.path.join(args.models, "stories260K-" + k)
+                    for k in ("f32", "f16", "bf16")}
+        self.srcT, self.refs, self.npred = {}, {}, 0
+        self.model = self.W_b = self.am_b = self.ppl_b = None
+
+    def log(self, *a):
+        print(*a, file=sys.stderr, flush=True)
+
+    def done_with(self, out):
+        """Remove an export unless --keep asked to keep them."""
+        if not self.args.keep:
+            shutil.rmtree(out)
+
+
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quarkfs", default=os.path.join(REPO, "build", "quarkfs"))
     ap.add_argument("--models", default=os.path.join(REPO, "..", "shared", "models"))
@@ -729,175 +749,178 @@ def main():
     ap.add_argument("--view", action="append", default=[], metavar="'QUARKFS VIEW OPTIONS'",
                     help="only measure these views of stories260K-bf16 (repeatable), e.g. "
                          "'--spec int4-g32 --layer *.o_proj=int8-channel'; one line each")
-    args = ap.parse_args()
-    if args.view:
-        return measure_views(args)
-    t0 = time.time()
-    qfs = args.quarkfs
-    src = {k: os.path.join(args.models, "stories260K-" + k) for k in ("f32", "f16", "bf16")}
-    work = args.keep or tempfile.mkdtemp(prefix="quality-")
-    if args.keep:
-        os.makedirs(work)
-    log = lambda *a: print(*a, file=sys.stderr, flush=True)
-    md = []
-    try:
-        seqs = load_corpus(args.corpus, args.seqs)
+    return ap.parse_args()
 
-        # ---- 1. reference perplexities --------------------------------------------------
-        srcT, refs = {}, {}
-        for k in ("f32", "f16", "bf16"):
-            cfg, T = read_model_dir(src[k])
-            srcT[k] = (cfg, T)
-            ppl, am, npred = evaluate(Llama(cfg), float_weights(T), seqs)
-            refs[k] = (ppl, am)
-            log("reference %-4s PPL %.4f (%d predicted tokens)" % (k, ppl, npred))
-        cfg_b, T_b = srcT["bf16"]
-        model = Llama(cfg_b)
-        W_b = float_weights(T_b)
-        am_b = refs["bf16"][1]
-        ppl_b = refs["bf16"][0]
-        ref_ok = True
-        ref_rows = []
-        for k in ("f32", "f16", "bf16"):
-            ppl, am = refs[k]
-            ok = abs(ppl - REF_PPL[k]) < 5e-4 and (args.seqs != 50 or npred == REF_NPRED)
-            ref_ok &= ok
-            a32 = float(np.mean(am == refs["f32"][1]))
-            ref_rows.append("| %s | %.4f | %.4f | %+.4f | %s | %s | %s |" % (
-                k.upper(), ppl, REF_PPL[k], ppl - REF_PPL[k],
-                "n/a (--seqs %d)" % args.seqs if args.seqs != 50 else ("ok" if ok else "**MISMATCH**"),
-                fmt_pct(a32) + (" (README %s)" % fmt_pct(REF_TOP1_VS_F32[k])
-                                if k in REF_TOP1_VS_F32 else ""),
-                fmt_pct(float(np.mean(am == am_b)))))
-        if args.seqs == 50 and not ref_ok:
-            raise Fail("the forward pass does not reproduce the reference perplexities:\n"
-                       + "\n".join(ref_rows))
 
-        # ---- 2./3. every valid spec x format ---------------------------------------------
-        pairs = list_pairs(qfs)
-        specs = list(collections.OrderedDict((s, None) for s, _ in pairs))
-        results = {}
-        # views whose dequantized weights are bit-identical (the same spec in two formats, or a
-        # spec that quantizes nothing here) share one forward pass
-        cache = {fingerprint(W_b): (ppl_b, am_b)}
-        nforward = 0
-        for spec, fmt in pairs:
-            out = os.path.join(work, "%s.%s" % (spec, fmt))
-            export(qfs, spec, fmt, src["bf16"], out)
-            W, info = dequantize_view(out, T_b)
-            insp = inspect_json(qfs, spec, fmt, src["bf16"], error=True)
-            iq = sorted(t["name"][:-7] for t in insp["tensors"] if t["quantized"])
-            if iq != info["quantized"]:
-                raise Fail("%s/%s: inspect's quantized list differs from the view's" % (spec, fmt))
-            qn = [m + ".weight" for m in info["quantized"]]
-            fp = fingerprint(W)
-            if fp not in cache:
-                cache[fp] = evaluate(model, W, seqs)[:2]
-                nforward += 1
-            ppl, am = cache[fp]
-            ie = insp["totals"].get("error") or {}
-            results[(spec, fmt)] = dict(W=W, info=info, insp=insp, ppl=ppl,
-                                        agree=float(np.mean(am == am_b)),
-                                        rel=rel_rms(W, W_b, qn) if qn else None,
-                                        irel=ie.get("rel_rms"), nq=len(qn),
-                                        ncand=len(info["candidates"]),
-                                        rcheck=rounding_check(W_b, W, info["aux"]))
-            log("%-12s %-19s %2d/%d quantized  PPL %.4f" % (spec, fmt, len(qn),
+def reference_perplexities(run):
+    """1. The three unquantized sources through the forward pass; with the default 50
+    sequences they must reproduce the published perplexities. Fills run.srcT, run.refs,
+    run.npred and the bf16 reference; returns the report's table rows."""
+    for k in ("f32", "f16", "bf16"):
+        cfg, T = read_model_dir(run.src[k])
+        run.srcT[k] = (cfg, T)
+        ppl, am, run.npred = evaluate(Llama(cfg), float_weights(T), run.seqs)
+        run.refs[k] = (ppl, am)
+        run.log("reference %-4s PPL %.4f (%d predicted tokens)" % (k, ppl, run.npred))
+    cfg_b, T_b = run.srcT["bf16"]
+    run.model = Llama(cfg_b)
+    run.W_b = float_weights(T_b)
+    run.ppl_b, run.am_b = run.refs["bf16"]
+    seqs = run.args.seqs
+    ref_ok = True
+    ref_rows = []
+    for k in ("f32", "f16", "bf16"):
+        ppl, am = run.refs[k]
+        ok = abs(ppl - REF_PPL[k]) < 5e-4 and (seqs != 50 or run.npred == REF_NPRED)
+        ref_ok &= ok
+        a32 = float(np.mean(am == run.refs["f32"][1]))
+        ref_rows.append("| %s | %.4f | %.4f | %+.4f | %s | %s | %s |" % (
+            k.upper(), ppl, REF_PPL[k], ppl - REF_PPL[k],
+            "n/a (--seqs %d)" % seqs if seqs != 50 else ("ok" if ok else "**MISMATCH**"),
+            fmt_pct(a32) + (" (README %s)" % fmt_pct(REF_TOP1_VS_F32[k])
+                            if k in REF_TOP1_VS_F32 else ""),
+            fmt_pct(float(np.mean(am == run.am_b)))))
+    if seqs == 50 and not ref_ok:
+        raise Fail("the forward pass does not reproduce the reference perplexities:\n"
+                   + "\n".join(ref_rows))
+    return ref_rows
+
+
+def every_pair(run, pairs):
+    """2./3. Every valid spec x format exported from stories260K-bf16, dequantized, checked
+    against inspect's quantized list, and through the forward pass. Returns ({(spec, fmt):
+    result}, number of forward passes run)."""
+    T_b = run.srcT["bf16"][1]
+    results = {}
+    # views whose dequantized weights are bit-identical (the same spec in two formats, or a
+    # spec that quantizes nothing here) share one forward pass
+    cache = {fingerprint(run.W_b): (run.ppl_b, run.am_b)}
+    nforward = 0
+    for spec, fmt in pairs:
+        out = os.path.join(run.work, "%s.%s" % (spec, fmt))
+        export(run.qfs, spec, fmt, run.src["bf16"], out)
+        W, info = dequantize_view(out, T_b)
+        insp = inspect_json(run.qfs, spec, fmt, run.src["bf16"], error=True)
+        iq = sorted(t["name"][:-7] for t in insp["tensors"] if t["quantized"])
+        if iq != info["quantized"]:
+            raise Fail("%s/%s: inspect's quantized list differs from the view's" % (spec, fmt))
+        qn = [m + ".weight" for m in info["quantized"]]
+        fp = fingerprint(W)
+        if fp not in cache:
+            cache[fp] = evaluate(run.model, W, run.seqs)[:2]
+            nforward += 1
+        ppl, am = cache[fp]
+        ie = insp["totals"].get("error") or {}
+        results[(spec, fmt)] = dict(W=W, info=info, insp=insp, ppl=ppl,
+                                    agree=float(np.mean(am == run.am_b)),
+                                    rel=rel_rms(W, run.W_b, qn) if qn else None,
+                                    irel=ie.get("rel_rms"), nq=len(qn),
+                                    ncand=len(info["candidates"]),
+                                    rcheck=rounding_check(run.W_b, W, info["aux"]))
+        run.log("%-12s %-19s %2d/%d quantized  PPL %.4f" % (spec, fmt, len(qn),
                                                              len(info["candidates"]), ppl))
-            if not args.keep:
-                shutil.rmtree(out)
+        run.done_with(out)
+    return results, nforward
 
-        # same spec from two formats -> identical weights?
-        consistency = []
-        for spec in specs:
-            fmts = [f for s, f in pairs if s == spec]
-            base = fmts[0]
-            Wa = results[(spec, base)]["W"]
-            for f in fmts[1:]:
-                Wf = results[(spec, f)]["W"]
-                qa = set(results[(spec, base)]["info"]["quantized"])
-                qf = set(results[(spec, f)]["info"]["quantized"])
-                common = sorted(qa & qf)
-                same = all(np.array_equal(Wa[m + ".weight"], Wf[m + ".weight"]) for m in common)
-                allsame = all(np.array_equal(Wa[n], Wf[n]) for n in Wa)
-                note = ""
-                if qa != qf:
-                    only = sorted(qa ^ qf)
-                    kinds = "/".join(sorted(set(short_mod(m + ".weight") for m in only)))
-                    note = ("%s quantizes %d, %s quantizes %d (differ on %d %s modules)"
-                            % (base, len(qa), f, len(qf), len(only), kinds))
-                consistency.append((spec, base, f, len(common), same, allsame, note))
-                if not same:
-                    raise Fail("%s: %s and %s dequantize to different weights" % (spec, base, f))
 
-        # ---- f32 source cross-check ------------------------------------------------------
-        cfg_f, T_f = srcT["f32"]
-        W_f = float_weights(T_f)
-        am_f = refs["f32"][1]
-        cross = []
-        for spec in ("int8", "fp8"):
-            out = os.path.join(work, "f32.%s.quark" % spec)
-            export(qfs, spec, "quark", src["f32"], out)
-            W, info = dequantize_view(out, T_f)
-            qn = [m + ".weight" for m in info["quantized"]]
-            insp = inspect_json(qfs, spec, "quark", src["f32"], error=True)
-            ppl, am, _ = evaluate(model, W, seqs)
-            cross.append((spec, len(qn), len(info["candidates"]), ppl, ppl - refs["f32"][0],
-                          float(np.mean(am == am_f)), float(np.mean(am == am_b)),
-                          rel_rms(W, W_f, qn), insp["totals"]["error"]["rel_rms"],
-                          results[(spec, "quark")]["ppl"], rounding_check(W_f, W, info["aux"])))
-            if not args.keep:
-                shutil.rmtree(out)
+def format_consistency(specs, pairs, results):
+    """The same spec from two formats must dequantize to identical weights on the modules both
+    quantize. Returns the report's rows (spec, base, format, common, same, all same, note)."""
+    consistency = []
+    for spec in specs:
+        fmts = [f for s, f in pairs if s == spec]
+        base = fmts[0]
+        Wa = results[(spec, base)]["W"]
+        for f in fmts[1:]:
+            Wf = results[(spec, f)]["W"]
+            qa = set(results[(spec, base)]["info"]["quantized"])
+            qf = set(results[(spec, f)]["info"]["quantized"])
+            common = sorted(qa & qf)
+            same = all(np.array_equal(Wa[m + ".weight"], Wf[m + ".weight"]) for m in common)
+            allsame = all(np.array_equal(Wa[n], Wf[n]) for n in Wa)
+            note = ""
+            if qa != qf:
+                only = sorted(qa ^ qf)
+                kinds = "/".join(sorted(set(short_mod(m + ".weight") for m in only)))
+                note = ("%s quantizes %d, %s quantizes %d (differ on %d %s modules)"
+                        % (base, len(qa), f, len(qf), len(only), kinds))
+            consistency.append((spec, base, f, len(common), same, allsame, note))
+            if not same:
+                raise Fail("%s: %s and %s dequantize to different weights" % (spec, base, f))
+    return consistency
 
-        # ---- layout self-test on a synthetic model ----------------------------------------
-        selftest = []
-        if not args.no_selftest:
-            syn = os.path.join(work, "synthetic")
-            genmodel = os.path.join(REPO, "tests", "fixtures", "genmodel.py")
-            subprocess.run([sys.executable, genmodel, syn,
-                            "--preset", "demo", "--hidden", "256", "--intermediate", "768",
-                            "--layers", "1", "--shards", "2", "--vocab", "256"],
-                           check=True, capture_output=True, text=True)
-            _, T_s = read_model_dir(syn)
-            W_s = float_weights(T_s)
-            synW = {}
-            for spec, fmt in pairs:
-                out = os.path.join(work, "syn.%s.%s" % (spec, fmt))
-                export(qfs, spec, fmt, syn, out)
-                W, info = dequantize_view(out, T_s)
-                qn = [m + ".weight" for m in info["quantized"]]
-                insp = inspect_json(qfs, spec, fmt, syn, error=True)
-                mine = rel_rms(W, W_s, qn) if qn else None
-                theirs = (insp["totals"].get("error") or {}).get("rel_rms")
-                same = None
-                if spec in synW:
-                    Wa = synW[spec]
-                    same = all(np.array_equal(Wa[n], W[n]) for n in W)
-                else:
-                    synW[spec] = W
-                selftest.append((spec, fmt, info["scheme"]["kind"], len(qn),
-                                 len(info["candidates"]), mine, theirs, same))
-                if not args.keep:
-                    shutil.rmtree(out)
-            synW.clear()
-            bad = [r for r in selftest if r[3] == 0 or r[7] is False
-                   or r[5] is None or r[6] is None or abs(r[5] - r[6]) > 1e-3 * r[6]]
-            if bad:
-                raise Fail("synthetic self-test failed for %s" % [(r[0], r[1]) for r in bad])
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    runtime = time.time() - t0
 
-    # ---- report ----------------------------------------------------------------------------
+def f32_cross_check(run, results):
+    """int8 and fp8 (format quark) exported from the f32 source instead. Returns the report's
+    rows."""
+    T_f = run.srcT["f32"][1]
+    W_f = float_weights(T_f)
+    am_f = run.refs["f32"][1]
+    cross = []
+    for spec in ("int8", "fp8"):
+        out = os.path.join(run.work, "f32.%s.quark" % spec)
+        export(run.qfs, spec, "quark", run.src["f32"], out)
+        W, info = dequantize_view(out, T_f)
+        qn = [m + ".weight" for m in info["quantized"]]
+        insp = inspect_json(run.qfs, spec, "quark", run.src["f32"], error=True)
+        ppl, am, _ = evaluate(run.model, W, run.seqs)
+        cross.append((spec, len(qn), len(info["candidates"]), ppl, ppl - run.refs["f32"][0],
+                      float(np.mean(am == am_f)), float(np.mean(am == run.am_b)),
+                      rel_rms(W, W_f, qn), insp["totals"]["error"]["rel_rms"],
+                      results[(spec, "quark")]["ppl"], rounding_check(W_f, W, info["aux"])))
+        run.done_with(out)
+    return cross
+
+
+def synthetic_selftest(run, pairs):
+    """Every pair on a synthetic model whose shapes fit every layout: something is quantized,
+    this script's rel-RMS agrees with inspect's to 0.1 %, and every format of a spec gives the
+    first format's weights. Returns the report's rows."""
+    syn = os.path.join(run.work, "synthetic")
+    genmodel = os.path.join(REPO, "tests", "fixtures", "genmodel.py")
+    subprocess.run([sys.executable, genmodel, syn,
+                    "--preset", "demo", "--hidden", "256", "--intermediate", "768",
+                    "--layers", "1", "--shards", "2", "--vocab", "256"],
+                   check=True, capture_output=True, text=True)
+    _, T_s = read_model_dir(syn)
+    W_s = float_weights(T_s)
+    synW = {}
+    selftest = []
+    for spec, fmt in pairs:
+        out = os.path.join(run.work, "syn.%s.%s" % (spec, fmt))
+        export(run.qfs, spec, fmt, syn, out)
+        W, info = dequantize_view(out, T_s)
+        qn = [m + ".weight" for m in info["quantized"]]
+        insp = inspect_json(run.qfs, spec, fmt, syn, error=True)
+        mine = rel_rms(W, W_s, qn) if qn else None
+        theirs = (insp["totals"].get("error") or {}).get("rel_rms")
+        same = None
+        if spec in synW:
+            Wa = synW[spec]
+            same = all(np.array_equal(Wa[n], W[n]) for n in W)
+        else:
+            synW[spec] = W
+        selftest.append((spec, fmt, info["scheme"]["kind"], len(qn),
+                         len(info["candidates"]), mine, theirs, same))
+        run.done_with(out)
+    synW.clear()
+    bad = [r for r in selftest if r[3] == 0 or r[7] is False
+           or r[5] is None or r[6] is None or abs(r[5] - r[6]) > 1e-3 * r[6]]
+    if bad:
+        raise Fail("synthetic self-test failed for %s" % [(r[0], r[1]) for r in bad])
+    return selftest
+
+
+def report_reference(md, run, runtime, ref_rows):
+    """The report's title, how it was made, and the forward-pass check."""
     cmd = "python3 " + " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:])
     md.append("# Quality of quarkfs views on stories260K")
     md.append("")
     md.append("Produced by `%s` (from the repository root; %.1f s on %d cores). Numpy forward "
               "pass in float64 on the first %d sequences of `%s` (%d predicted tokens); every "
               "quantized weight dequantized to float32 from the exported view's own bytes."
-              % (cmd, runtime, os.cpu_count() or 1, len(seqs), os.path.basename(args.corpus),
-                 npred))
+              % (cmd, runtime, os.cpu_count() or 1, len(run.seqs),
+                 os.path.basename(run.args.corpus), run.npred))
     md.append("")
     md.append("## Forward-pass check against the published reference")
     md.append("")
@@ -905,6 +928,11 @@ def main():
               "| top-1 vs F32 | top-1 vs BF16 |")
     md.append("|---|---|---|---|---|---|---|")
     md.extend(ref_rows)
+
+
+def report_views(md, run, specs, pairs, results):
+    """One row per spec (and per format that quantizes a different set of tensors)."""
+    ppl_b, am_b, refs = run.ppl_b, run.am_b, run.refs
     md.append("")
     md.append("## Quantized views (source stories260K-bf16)")
     md.append("")
@@ -919,7 +947,8 @@ def main():
               "inspect) | PPL | Δ vs BF16 | top-1 vs BF16 |")
     md.append("|---|---|---|---|---|---|---|---|")
     md.append("| F32 (reference) | — | — | — | — | %.4f | %+.4f | %s |"
-              % (refs["f32"][0], refs["f32"][0] - ppl_b, fmt_pct(float(np.mean(am_f == am_b)))))
+              % (refs["f32"][0], refs["f32"][0] - ppl_b,
+                 fmt_pct(float(np.mean(refs["f32"][1] == am_b)))))
     md.append("| F16 (reference) | — | — | — | — | %.4f | %+.4f | %s |"
               % (refs["f16"][0], refs["f16"][0] - ppl_b,
                  fmt_pct(float(np.mean(refs["f16"][1] == am_b)))))
@@ -943,6 +972,10 @@ def main():
             if key not in seen:
                 seen.add(key)
                 md.append(row(spec, f))
+
+
+def report_pairs(md, pairs, results, nforward, consistency):
+    """Every pair's layout, rounding check and perplexity; the same spec across formats."""
     md.append("")
     md.append("## Every valid spec × format: dequantized, and compared across formats")
     md.append("")
@@ -978,6 +1011,10 @@ def main():
     for spec, a, b, nc, same, allsame, note in consistency:
         md.append("| %s | %s = %s | %d | %s | %s | %s |" % (spec, a, b, nc, "yes" if same else "NO",
                                                           "yes" if allsame else "no", note or ""))
+
+
+def report_cross(md, cross):
+    """The f32-source cross-check."""
     md.append("")
     md.append("## Cross-check: stories260K-f32 as source (format quark)")
     md.append("")
@@ -988,30 +1025,65 @@ def main():
         md.append("| %s | %d/%d | %.3e / %.3e | %s | %.4f | %+.4f | %s | %s | %.4f |"
                   % (spec, nq, nc, mine, theirs, fmt_pct(rc[0]), ppl, d, fmt_pct(a32),
                      fmt_pct(ab), pb))
-    if selftest:
-        md.append("")
-        md.append("## Layout self-test on a synthetic model")
-        md.append("")
-        md.append("`tests/fixtures/genmodel.py --preset demo --hidden 256 --intermediate 768 "
-                  "--layers 1 --shards 2 --vocab 256` (bf16; every shape a multiple of 128, so "
-                  "every spec — fp8-block and g128 included — quantizes something). Dequantized "
-                  "weights vs source: rel-RMS from this script and from `quarkfs inspect --error` "
-                  "must agree "
-                  "(to 0.1 %), and each format of a spec must give the first format's weights.")
-        md.append("")
-        md.append("| spec | format | layout | quantized | rel-RMS mine | rel-RMS inspect "
-                  "| = first format |")
-        md.append("|---|---|---|---|---|---|---|")
-        for spec, fmt, kind, nq, nc, mine, theirs, same in selftest:
-            md.append("| %s | %s | %s | %d/%d | %.4e | %.4e | %s |" % (
-                spec, fmt, kind, nq, nc, mine, theirs,
-                "—" if same is None else ("yes" if same else "NO")))
+
+
+def report_selftest(md, selftest):
+    """The synthetic-model layout self-test (nothing when it was skipped)."""
+    if not selftest:
+        return
+    md.append("")
+    md.append("## Layout self-test on a synthetic model")
+    md.append("")
+    md.append("`tests/fixtures/genmodel.py --preset demo --hidden 256 --intermediate 768 "
+              "--layers 1 --shards 2 --vocab 256` (bf16; every shape a multiple of 128, so "
+              "every spec — fp8-block and g128 included — quantizes something). Dequantized "
+              "weights vs source: rel-RMS from this script and from `quarkfs inspect --error` "
+              "must agree (to 0.1 %), and each format of a spec must give the first format's "
+              "weights.")
+    md.append("")
+    md.append("| spec | format | layout | quantized | rel-RMS mine | rel-RMS inspect "
+              "| = first format |")
+    md.append("|---|---|---|---|---|---|---|")
+    for spec, fmt, kind, nq, nc, mine, theirs, same in selftest:
+        md.append("| %s | %s | %s | %d/%d | %.4e | %.4e | %s |" % (
+            spec, fmt, kind, nq, nc, mine, theirs,
+            "—" if same is None else ("yes" if same else "NO")))
+
+
+def main():
+    args = parse_args()
+    if args.view:
+        return measure_views(args)
+    t0 = time.time()
+    work = args.keep or tempfile.mkdtemp(prefix="quality-")
+    if args.keep:
+        os.makedirs(work)
+    try:
+        run = Run(args, load_corpus(args.corpus, args.seqs), work)
+        ref_rows = reference_perplexities(run)
+        pairs = list_pairs(run.qfs)
+        specs = list(collections.OrderedDict((s, None) for s, _ in pairs))
+        results, nforward = every_pair(run, pairs)
+        consistency = format_consistency(specs, pairs, results)
+        cross = f32_cross_check(run, results)
+        selftest = [] if args.no_selftest else synthetic_selftest(run, pairs)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    runtime = time.time() - t0
+
+    md = []
+    report_reference(md, run, runtime, ref_rows)
+    report_views(md, run, specs, pairs, results)
+    report_pairs(md, pairs, results, nforward, consistency)
+    report_cross(md, cross)
+    report_selftest(md, selftest)
     md.append("")
     text = "\n".join(md)
     with open(args.out, "w") as f:
         f.write(text)
     print(text)
-    log("runtime %.1f s; wrote %s" % (runtime, args.out))
+    run.log("runtime %.1f s; wrote %s" % (runtime, args.out))
     return 0
 
 

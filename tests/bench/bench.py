@@ -85,9 +85,12 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "pylib"))
+import stfile  # noqa: E402  which python has numpy
+
 BUILD = os.path.join(ROOT, "build")
 QUARKFS = os.path.abspath(os.environ.get("QUARKFS") or os.path.join(BUILD, "quarkfs"))
-PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+PY = stfile.numpy_python()
 GENMODEL = os.path.join(ROOT, "tests", "fixtures", "genmodel.py")
 QUARKREF = os.path.join(ROOT, "tests", "oracle", "quarkref.py")
 BENCH_SRC = os.path.join(ROOT, "tests", "bench")

@@ -39,9 +39,11 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "pylib"))
+import stfile  # noqa: E402  which python has numpy
 SOURCE_ROOT = os.path.abspath(os.environ.get("QUARKFS_SOURCE_ROOT") or os.path.join(HERE, "..", ".."))
 GENMODEL = os.path.join(SOURCE_ROOT, "tests", "fixtures", "genmodel.py")
-PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+PY = stfile.numpy_python()
 
 SHARD_A = "model-00001-of-00002.safetensors"
 SHARD_B = "model-00002-of-00002.safetensors"

@@ -41,8 +41,7 @@ SOURCE_ROOT = os.path.abspath(os.environ.get("QUARKFS_SOURCE_ROOT")
 QUARKFS = os.path.abspath(os.environ.get("QUARKFS") or os.path.join(SOURCE_ROOT, "build", "quarkfs"))
 SHARED = os.path.abspath(os.environ.get("QUARKFS_SHARED") or os.path.join(SOURCE_ROOT, "..", "shared"))
 SHARED_MODELS = os.path.join(SHARED, "models")
-# Debian's interpreter has numpy; the first python3 on PATH may not.
-PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+PY = stfile.numpy_python()    # the first python3 on PATH may lack numpy
 GENMODEL = os.path.join(SOURCE_ROOT, "tests", "fixtures", "genmodel.py")
 QUARKREF = os.path.join(SOURCE_ROOT, "tests", "oracle", "quarkref.py")
 

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "pylib"))
 import quarkref  # noqa: E402  (same directory)
 import stfile  # noqa: E402  the safetensors container
 
-PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+PY = stfile.numpy_python()
 QUARKREF = os.path.join(HERE, "quarkref.py")
 
 

@@ -50,6 +50,12 @@ def import_numpy(is_main):
         raise
 
 
+def numpy_python():
+    """The interpreter to run a numpy tool with: Debian's python3 where it exists, else this
+    one."""
+    return DEBIAN_PY if os.path.exists(DEBIAN_PY) else sys.executable
+
+
 def parse_header(raw, name, pairs=False):
     """(header, data start) from the first bytes of a safetensors file; raw must hold at least
     the 8-byte length and the JSON text. header is the JSON object as a dict, __metadata__

@@ -438,10 +438,7 @@ class TensorInfo:
     @property
     def numel(self):
         """Number of elements."""
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return stfile.numel(self.shape)
 
     @property
     def nbytes(self):
@@ -671,10 +668,8 @@ def plan_safetensors(relpath, path, spec, excludes, includes, fmt="quark", layer
         module = name[: -len(".weight")]
         plan.out_names[name] = []
         for out_name, dtype, shape, role in layout(tspec, fmt, module, info.shape, info.dtype):
-            count = 1
-            for d in shape:
-                count *= d
-            outputs.append(OutTensor(out_name, dtype, shape, count * DTYPE_BITS[dtype] // 8,
+            outputs.append(OutTensor(out_name, dtype, shape,
+                                     stfile.numel(shape) * DTYPE_BITS[dtype] // 8,
                                      role, name))
             plan.out_names[name].append(out_name)
     outputs = stfile.file_order(outputs)

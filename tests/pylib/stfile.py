@@ -90,6 +90,14 @@ def read_header(path, pairs=False):
     return parse_header(head, path, pairs)
 
 
+def numel(shape):
+    """Number of elements of a tensor of this shape (1 for a scalar, 0 with a 0 dimension)."""
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
 def file_order(tensors):
     """tensors (objects with .name and .dtype) in the order a safetensors file stores them."""
     return sorted(tensors, key=lambda t: (-DTYPE_RANK[t.dtype], t.name.encode("utf-8")))

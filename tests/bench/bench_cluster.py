@@ -43,12 +43,14 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "pylib"))
 from cluster import Cluster  # noqa: E402
+import stfile  # noqa: E402  which python has numpy
 
 QUARKFS = os.path.abspath(os.environ.get("QUARKFS") or os.path.join(ROOT, "build", "quarkfs"))
-PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+PY = stfile.numpy_python()
 
 
 def sh(args, **kw):

@@ -21,7 +21,8 @@ uris=$(printf '%s\n' "$stanza" | sed -n 's/^URIs:[ \t]*//p' | head -1)
 signed=$(printf '%s\n' "$stanza" | sed -n 's/^Signed-By:[ \t]*//p' | head -1)
 [ -n "$uris" ] || { echo "libfuse: no main-archive stanza in $src: skipped" >&2; exit 1; }
 SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-tmp=/etc/apt/sources.list.d/quarkfs-tmp-$suite-src.sources
+# One name per run: two installs at once must not remove each other's entry.
+tmp=/etc/apt/sources.list.d/quarkfs-tmp-$suite-src-$$.sources
 work=$root/build-deps/src
 cleanup() {
   if [ -e "$tmp" ]; then
@@ -36,7 +37,9 @@ trap cleanup EXIT
 } | $SUDO tee "$tmp" >/dev/null
 $SUDO apt-get update -qq -o DPkg::Lock::Timeout=300
 rm -rf "$work" && mkdir -p "$work"
-(cd "$work" && apt-get source -qq fuse3 >/dev/null 2>&1) || { echo "libfuse: apt-get source fuse3 failed" >&2; exit 1; }
+if ! why=$(cd "$work" && apt-get source -qq fuse3 2>&1 >/dev/null); then
+  echo "libfuse: apt-get source fuse3 failed: ${why##*$'\n'}" >&2; exit 1
+fi
 cleanup
 dir=$(find "$work" -maxdepth 1 -type d -name 'fuse3-*' | head -1)
 ver=${dir##*/fuse3-}

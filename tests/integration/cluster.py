@@ -209,12 +209,23 @@ class Cluster:
             os.kill(p, signal.SIGKILL)
         return pids[0]
 
-    def restart_bricks(self):
-        """Start the bricks that are down again and wait until every one is online."""
-        self.gluster("volume", "start", VOLUME, "force")
-        self._wait(lambda: self.gluster("volume", "status", VOLUME, "detail",
-                                        check=False).count("Online               : Y")
-                   == len(self.nodes), 60, "bricks online")
+    def restart_bricks(self, timeout=120):
+        """Start the bricks that are down again and wait until every one is online. A brick
+        killed with SIGKILL can fail its first restart on a loaded machine (its old port is
+        still registered with glusterd), so the start is asked again every 15 s."""
+        def online():
+            return self.gluster("volume", "status", VOLUME, "detail",
+                                check=False).count("Online               : Y") == len(self.nodes)
+        deadline = time.monotonic() + timeout
+        while True:
+            self.gluster("volume", "start", VOLUME, "force", check=False)
+            try:
+                self._wait(online, min(15, max(1, deadline - time.monotonic())),
+                           "bricks online")
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
 
     def heal(self):
         """Ask the self-heal daemon to heal now (after a brick came back)."""

@@ -769,7 +769,8 @@ static int cmd_mount(int argc, char **argv)
     qfs_engine *engine = NULL;
     struct fuse_session *se = NULL;
     qfs_fs fs = {.log = log_msg, .timeout = ATTR_TIMEOUT, .readahead_done = ATOMIC_FLAG_INIT,
-                 .read_bufs_lock = PTHREAD_MUTEX_INITIALIZER, .version = QUARKFS_VERSION};
+                 .read_bufs_lock = PTHREAD_MUTEX_INITIALIZER,
+                 .opens_lock = PTHREAD_MUTEX_INITIALIZER, .version = QUARKFS_VERSION};
     int rc = qfs_cli_parse(QFS_CMD_MOUNT, argc, argv, &c);
     if (rc || c.help_done) goto out;
     rc = EXIT_USAGE;
@@ -942,6 +943,7 @@ out_signals:
     fuse_remove_signal_handlers(se);
 out:
     if (se) fuse_session_destroy(se);
+    qfs_fs_free_open_files(&fs);
     qfs_viewfiles_close(fs.files);   /* its writer reads through the engine */
     qfs_engine_destroy(engine);
     for (size_t v = n_views; v-- > 0; ) qfs_model_close(views[v]);   /* views[0] owns headers */

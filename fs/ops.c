@@ -473,9 +473,11 @@ typedef struct open_file {
     int view_fd;             /* a complete view file read by pread, or -1 */
     bool pt;                 /* served by the kernel from the backing file */
     bool chan;               /* counted as a channel open of its entry */
+    struct open_file *prev, *next;   /* in fs->opens while open */
 } open_file;
 
 static void release_file(qfs_fs *fs, fuse_req_t req, fuse_ino_t ino, open_file *of);
+static void close_file(qfs_fs *fs, open_file *of);
 
 /* How an open of quantized entry nd (inode ino) is served (see qfs_file_mode): the kernel from
  * its view file, pread of that file, or the engine. */
@@ -568,6 +570,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     *of = (open_file){.src_fd = fd, .view_fd = -1};
+    pthread_mutex_lock(&fs->opens_lock);
+    of->next = fs->opens;
+    if (of->next) of->next->prev = of;
+    fs->opens = of;
+    pthread_mutex_unlock(&fs->opens_lock);
     fi->keep_cache = 1;      /* the bytes never change: page-cache hits never reach us */
     fi->direct_io = 0;       /* mmap (every safetensors loader) needs the page cache */
     fi->noflush = 1;
@@ -593,9 +600,25 @@ static void release_file(qfs_fs *fs, fuse_req_t req, fuse_ino_t ino, open_file *
 #endif
         pthread_mutex_unlock(&fm->lock);
     }
+    close_file(fs, of);
+}
+
+/* Unlinks an open from fs->opens, closes its descriptors and frees it. */
+static void close_file(qfs_fs *fs, open_file *of)
+{
+    pthread_mutex_lock(&fs->opens_lock);
+    if (of->prev) of->prev->next = of->next;
+    else fs->opens = of->next;
+    if (of->next) of->next->prev = of->prev;
+    pthread_mutex_unlock(&fs->opens_lock);
     if (of->view_fd >= 0) close(of->view_fd);
     qfs_view_close(of->src_fd);
     free(of);
+}
+
+void qfs_fs_free_open_files(qfs_fs *fs)
+{
+    while (fs->opens) close_file(fs, fs->opens);
 }
 
 static uint8_t *read_buf_get(qfs_fs *fs, size_t size)

@@ -77,6 +77,9 @@ typedef struct qfs_fs {
     char passthrough_why[256];  /* how view files are served, and why: set at INIT */
     atomic_uint_fast64_t opens_passthrough;   /* opens served by the kernel from a view file */
     atomic_uint_fast64_t opens_viewfile;      /* opens served by pread of a view file */
+    /* Every open not yet released: a daemon stopped by a signal gets no release for them. */
+    pthread_mutex_t opens_lock;
+    struct open_file *opens;
 } qfs_fs;
 
 /* Lays out the inode numbers of fs->views (n_views >= 1) and allocates the per-inode flags.
@@ -85,6 +88,8 @@ int qfs_fs_set_views(qfs_fs *fs);
 
 /* Frees the kept reply buffers (after the session loop). */
 void qfs_fs_free_read_buffers(qfs_fs *fs);
+/* Closes and frees the opens the kernel never released; after the session is destroyed. */
+void qfs_fs_free_open_files(qfs_fs *fs);
 
 /* Extended attributes of the mount's root that `quarkfs status` and `quarkfs warm` read: the
  * counters as JSON, and (with a side effect) the start of a warm-up. Nothing shows in the view. */

@@ -64,7 +64,6 @@ struct qfs_tensor_source {
     const char *path;
     const qfs_st_file *st;
     const qfs_plan *plan;
-    const qfs_spec *spec;
     qfs_format format;
     off_t snap_size;
     struct timespec snap_mtime;
@@ -1112,8 +1111,8 @@ int qfs_tensor_source_new(const qfs_tensor_source_info *info, qfs_tensor_source 
         qfs_error_set(err, "%s: out of memory (%zu tensors to quantize)", info->path, n);
         return -ENOMEM;
     }
-    *src = (qfs_tensor_source){info->fd, info->path, info->st, info->plan, info->spec,
-                               info->format, info->snap_size, info->snap_mtime, slots};
+    *src = (qfs_tensor_source){info->fd, info->path, info->st, info->plan, info->format,
+                               info->snap_size, info->snap_mtime, slots};
     for (size_t k = 0; k < n; k++) {
         slots[k].source = src;
         slots[k].job = k;

@@ -289,8 +289,8 @@ static int plan_quantized(qfs_model *m, qfs_entry *e)
         e->src_size = sb.st_size;
         e->src_mtime = sb.st_mtim;
     }
-    qfs_tensor_source_info si = {e->src_fd, e->src_path, &e->st_file, &e->plan, m->opts.spec,
-                                 m->opts.format, e->src_size, e->src_mtime};
+    qfs_tensor_source_info si = {e->src_fd, e->src_path, &e->st_file, &e->plan, m->opts.format,
+                                 e->src_size, e->src_mtime};
     if ((rc = qfs_tensor_source_new(&si, &e->source, &err))) return rc;
     m->src_bytes += (uint64_t)e->st.st_size;
     e->st.st_size = (off_t)e->plan.file_size;

@@ -40,8 +40,7 @@ typedef struct qfs_tensor_source_info {
     int fd;                      /* the source safetensors file, open for reading */
     const char *path;            /* for messages */
     const qfs_st_file *st;
-    const qfs_plan *plan;        /* its jobs: the tensors the engine computes */
-    const qfs_spec *spec;
+    const qfs_plan *plan;        /* its jobs (each with its own spec): what the engine computes */
     qfs_format format;
     off_t snap_size;             /* the source as it was at mount: a change is refused */
     struct timespec snap_mtime;

@@ -495,10 +495,8 @@ const qfs_spec *qfs_model_spec_for(const qfs_model *m, const char *tensor_name, 
 /* The spec a tensor of e was planned with, or NULL when it stays unquantized. */
 static const qfs_spec *planned_spec(const qfs_entry *e, size_t t)
 {
-    if (e->plan.decisions[t] != QFS_SELECT_QUANTIZE) return NULL;
-    for (size_t k = 0; k < e->plan.n_jobs; k++)
-        if (e->plan.jobs[k].src == t) return e->plan.jobs[k].spec;
-    return NULL;
+    size_t k = e->plan.job_of[t];
+    return k == SIZE_MAX ? NULL : e->plan.jobs[k].spec;
 }
 
 /* vLLM loads q/k/v and gate/up as one fused layer and refuses shards with different schemes;

@@ -13,6 +13,7 @@ void qfs_plan_free(qfs_plan *p)
     free(p->names);
     free(p->tensors);
     free(p->jobs);
+    free(p->job_of);
     free(p->decisions);
     free(p->header);
     memset(p, 0, sizeof *p);
@@ -177,7 +178,6 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
     qfs_plan *p = out;
     size_t n = src->n_tensors;
     int rc = -ENOMEM;
-    size_t *job_of_src = NULL;
     order_key *keys = NULL;
     name_block nb = {0};
     char *scratch = NULL;       /* a candidate output name (names have no length limit) */
@@ -301,9 +301,10 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
     /* Jobs in the order of their weights in the file, so "the next job" is the next tensor a
      * sequential reader needs. */
     rc = -ENOMEM;
-    job_of_src = malloc((n ? n : 1) * sizeof *job_of_src);
+    p->job_of = malloc((n ? n : 1) * sizeof *p->job_of);
     p->jobs = calloc(n_jobs ? n_jobs : 1, sizeof *p->jobs);
-    if (!job_of_src || !p->jobs) goto fail;
+    if (!p->job_of || !p->jobs) goto fail;
+    for (size_t i = 0; i < n; i++) p->job_of[i] = SIZE_MAX;
     for (size_t i = 0; i < p->n_tensors; i++) {
         const qfs_plan_tensor *t = &p->tensors[i];
         if (t->role != QFS_ROLE_WEIGHT) continue;
@@ -314,12 +315,11 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
         j->cols = s->shape[1];
         j->spec = spec_of[t->src];
         qfs_layout_for(j->spec, opts->format, s->dtype, j->rows, j->cols, &j->layout, NULL);
-        job_of_src[t->src] = p->n_jobs++;
+        p->job_of[t->src] = p->n_jobs++;
     }
     for (size_t i = 0; i < p->n_tensors; i++)
-        if (p->tensors[i].role != QFS_ROLE_PASSTHROUGH) p->tensors[i].job = job_of_src[p->tensors[i].src];
-    free(job_of_src);
-    job_of_src = NULL;
+        if (p->tensors[i].role != QFS_ROLE_PASSTHROUGH)
+            p->tensors[i].job = p->job_of[p->tensors[i].src];
 
     free(spec_of);
     spec_of = NULL;
@@ -333,7 +333,6 @@ fail:
     free(scratch);
     free(keys);
     free(spec_of);
-    free(job_of_src);
     qfs_plan_free(p);
     return rc;
 }

@@ -166,13 +166,7 @@ static int walk(const qfs_model *m, const qfs_inspect_options *o, FILE *out, jso
             outputs_index_free(&ix);
             return -ENOMEM;
         }
-        size_t *job_of = malloc((e->st_file.n_tensors + 1) * sizeof *job_of);
-        if (!job_of) {
-            outputs_index_free(&ix);
-            return -ENOMEM;
-        }
-        for (size_t k = 0; k < e->st_file.n_tensors; k++) job_of[k] = SIZE_MAX;
-        for (size_t k = 0; k < e->plan.n_jobs; k++) job_of[e->plan.jobs[k].src] = k;
+        const size_t *job_of = e->plan.job_of;
         for (size_t t = 0; t < e->st_file.n_tensors; t++) {
             const qfs_st_tensor *s = &e->st_file.tensors[t];
             qfs_select_result d = e->plan.decisions[t];
@@ -244,7 +238,6 @@ static int walk(const qfs_model *m, const qfs_inspect_options *o, FILE *out, jso
             }
         }
         outputs_index_free(&ix);
-        free(job_of);
     }
     if (o->error && o->progress) {
         char b[32];

@@ -49,6 +49,7 @@ typedef struct qfs_plan {
     qfs_plan_job *jobs;         /* in the file order of their weights */
     size_t n_jobs;
     qfs_select_result *decisions; /* one per source tensor */
+    size_t *job_of;             /* one per source tensor: its job, SIZE_MAX when not quantized */
     uint8_t *header;            /* 8-byte length + JSON + padding: the first header_size bytes */
     uint64_t header_size;
     uint64_t file_size;

@@ -63,7 +63,7 @@ void qfs_cache_key_compute(const char *recipe, const void *src, size_t len, qfs_
     memcpy(out->bytes, c.digest, sizeof out->bytes);
 }
 
-static void key_hex(const qfs_cache_key *k, char out[33])
+void qfs_cache_key_hex(const qfs_cache_key *k, char out[33])
 {
     for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", k->bytes[i]);
 }
@@ -71,7 +71,7 @@ static void key_hex(const qfs_cache_key *k, char out[33])
 static void entry_name(const qfs_cache_key *k, char sub[3], char name[40])
 {
     char hex[33];
-    key_hex(k, hex);
+    qfs_cache_key_hex(k, hex);
     memcpy(sub, hex, 2);
     sub[2] = '\0';
     snprintf(name, 40, "%s.qfs", hex);
@@ -673,7 +673,7 @@ int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *sc
     if (qfs_diskcache_readonly(c)) return -EROFS;
     char sub[3], name[40], tmp[96], hex[33];
     entry_name(key, sub, name);
-    key_hex(key, hex);
+    qfs_cache_key_hex(key, hex);
     snprintf(tmp, sizeof tmp, "%s.%d.%lx", hex, (int)getpid(), (unsigned long)pthread_self());
     int sfd = open_subdir(c->vfd, sub, true);   /* the two-hex-digit fan-out directory */
     if (sfd < 0) return sfd;
@@ -690,7 +690,7 @@ int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *sc
 static void memo_name(const qfs_cache_key *k, char name[40])
 {
     char hex[33];
-    key_hex(k, hex);
+    qfs_cache_key_hex(k, hex);
     snprintf(name, 40, "%s.qfm", hex);
 }
 
@@ -744,7 +744,7 @@ int qfs_diskcache_memo_put(qfs_diskcache *c, const qfs_cache_key *name, const vo
     if (len > MEMO_MAX_BYTES) return -EFBIG;
     char fname[40], tmp[96], hex[33];
     memo_name(name, fname);
-    key_hex(name, hex);
+    qfs_cache_key_hex(name, hex);
     snprintf(tmp, sizeof tmp, "%s.m.%d.%lx", hex, (int)getpid(), (unsigned long)pthread_self());
     int rc = write_atomic(c, MEMO_MAGIC, name, data, len, NULL, 0, tmp, c->mfd, fname);
     if (rc == 0) note_written(c, sizeof(entry_header) + len);   /* may replace one: trims rescan */
@@ -755,7 +755,7 @@ static void recipe_name(const char *recipe, char hex[33])
 {
     qfs_cache_key k;
     qfs_cache_key_compute("quarkfs-recipe", recipe, strlen(recipe), &k);
-    key_hex(&k, hex);
+    qfs_cache_key_hex(&k, hex);
 }
 
 bool qfs_diskcache_may_hold(qfs_diskcache *c, const char *recipe)
@@ -808,7 +808,7 @@ int qfs_diskcache_lock(qfs_diskcache *c, const qfs_cache_key *key, int *fd)
     *fd = -1;
     if (qfs_diskcache_readonly(c)) return -EROFS;   /* nothing will be written: no lock */
     char hex[33];
-    key_hex(key, hex);
+    qfs_cache_key_hex(key, hex);
     /* Lock files are removed only by remove_stale_locks, while it holds them; so a lock is ours
      * once flock succeeds and the name still leads to the file locked (else it was removed
      * after we opened it, and another process may lock a new file of that name: start over).

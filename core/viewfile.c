@@ -19,6 +19,7 @@
 
 #include "quarkfs/io.h"
 #include "quarkfs/quant.h"
+#include "quarkfs/srcid.h"
 #include "quarkfs/view.h"
 
 #define META_MAGIC "quarkfs-view-meta 1"
@@ -74,20 +75,6 @@ static bool trusted_file(const struct stat *sb)
            !(sb->st_mode & (S_IWGRP | S_IWOTH));
 }
 
-/* This machine's id: the key of a file known by local identities must not match elsewhere. */
-static void machine_id(char *out, size_t len)
-{
-    const char *paths[] = {"/etc/machine-id", "/var/lib/dbus/machine-id",
-                           "/proc/sys/kernel/random/boot_id"};
-    out[0] = '\0';
-    for (size_t i = 0; i < 3 && !out[0]; i++) {
-        FILE *f = fopen(paths[i], "re");
-        if (!f) continue;
-        if (fgets(out, (int)len, f)) out[strcspn(out, "\n")] = '\0';
-        fclose(f);
-    }
-}
-
 static bool same_identity(const struct stat *a, const struct stat *b)
 {
     return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
@@ -95,24 +82,29 @@ static bool same_identity(const struct stat *a, const struct stat *b)
            a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
 }
 
-static void make_key(const qfs_model *m, const qfs_entry *e, const char *mid,
+/* The key of e's view file: everything its bytes follow from. The source is known by its local
+ * identity, so the machine's id is in it too (keys never match across machines). Each job's
+ * spec is folded in: with --layer rules, two views can share a header (uint4 and int4 layouts
+ * have the same tensor names, dtypes and shapes) and differ only in the specs of some layers. */
+static void make_key(const qfs_model *m, const qfs_entry *e, uint64_t machine,
                      const struct stat *sb, char out[33])
 {
+    uint64_t specs = 0;
+    for (size_t j = 0; j < e->plan.n_jobs; j++) {
+        const char *name = e->plan.jobs[j].spec->name;
+        specs = XXH3_64bits_withSeed(name, strlen(name) + 1, specs);
+    }
     char recipe[512];
     snprintf(recipe, sizeof recipe,
-             "quarkfs-view|%s|%ju:%ju|%jd|%jd.%09ld|%jd.%09ld|%s|%s|%s|%" PRIu64, mid,
+             "quarkfs-view|%016" PRIx64 "|%ju:%ju|%jd|%jd.%09ld|%jd.%09ld|%s|%s|%s|%016" PRIx64
+             "|%" PRIu64, machine,
              (uintmax_t)sb->st_dev, (uintmax_t)sb->st_ino, (intmax_t)sb->st_size,
              (intmax_t)sb->st_mtim.tv_sec, sb->st_mtim.tv_nsec, (intmax_t)sb->st_ctim.tv_sec,
              sb->st_ctim.tv_nsec, m->opts.spec->name, qfs_format_name(m->opts.format),
-             QFS_QUANTIZER_VERSION, e->plan.file_size);
-    XXH3_state_t *st = XXH3_createState();
-    XXH3_128bits_reset(st);
-    XXH3_128bits_update(st, recipe, strlen(recipe) + 1);
-    XXH3_128bits_update(st, e->plan.header, (size_t)e->plan.header_size);
-    XXH128_canonical_t c;
-    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(st));
-    XXH3_freeState(st);
-    for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", c.digest[i]);
+             QFS_QUANTIZER_VERSION, specs, e->plan.file_size);
+    qfs_cache_key k;
+    qfs_cache_key_compute(recipe, e->plan.header, (size_t)e->plan.header_size, &k);
+    qfs_cache_key_hex(&k, out);
 }
 
 /* Removes a view file and its meta (unlink only: readers of a handed-out file keep it). */
@@ -459,18 +451,21 @@ int qfs_viewfiles_open(qfs_diskcache *disk, uint64_t max_bytes, const qfs_model 
     pthread_mutex_init(&v->lock, NULL);
     pthread_cond_init(&v->cond, NULL);
     atomic_init(&v->last_read_ns, 0);
-    char mid[128];
-    machine_id(mid, sizeof mid);
+    /* Without a machine id a local identity could name another machine's file in a shared
+     * cache: then no view file is used (the entries still are). */
+    uint64_t machine;
+    bool have_machine = qfs_srcid_machine(&machine) == 0;
     for (size_t i = 0; i < m->n_entries; i++) {
         const qfs_entry *e = &m->entries[i];
         vf_entry *ve = &ents[i];
         atomic_init(&ve->served, 0);
-        if (e->kind != QFS_ENTRY_QUANTIZED || e->error || e->src_fd < 0) continue;
+        if (!have_machine || e->kind != QFS_ENTRY_QUANTIZED || e->error || e->src_fd < 0)
+            continue;
         if (fstat(e->src_fd, &ve->src) != 0 || ve->src.st_size != e->src_size ||
             ve->src.st_mtim.tv_sec != e->src_mtime.tv_sec ||
             ve->src.st_mtim.tv_nsec != e->src_mtime.tv_nsec)
             continue;   /* changed since the model was built: the view refuses it anyway */
-        make_key(m, e, mid, &ve->src, ve->key);
+        make_key(m, e, machine, &ve->src, ve->key);
         ve->size = e->plan.file_size;
         ve->has_key = true;
         int fd;

@@ -27,6 +27,8 @@ typedef struct qfs_diskcache qfs_diskcache;
 /* XXH3-128 of the recipe text, a NUL, then the bytes; a tensor's key hashes its content hash
  * this way (qfs_srcmemo_key). */
 void qfs_cache_key_compute(const char *recipe, const void *src, size_t len, qfs_cache_key *out);
+/* Writes the key as 32 lowercase hex digits and a NUL (the file names of the cache). */
+void qfs_cache_key_hex(const qfs_cache_key *k, char out[33]);
 
 /* Opens (creating, mode 0700) the cache under dir with a byte budget; removes leftovers of
  * writers that died (temporary files older than a few minutes) and, when it holds more than

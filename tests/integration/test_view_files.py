@@ -297,6 +297,24 @@ def two_specs_share_a_cache():
 
 
 @q.test
+def layer_rules_change_the_view_file():
+    """--layer rules that give a view the same header but other bytes (uint4-g128 and int4-g128
+    layouts have the same names, dtypes and shapes) never share a view file: the second mount
+    serves its own export's bytes."""
+    src, cache = model(), q.tmpdir("cache")
+    rule = "model.layers.*.mlp.gate_proj=%s"
+    with q.mounted(src, "int8", opts=cache_opts(cache), extra=["--layer", rule % "uint4-g128"]) as m:
+        files = q.model_files(m.path)
+        for f in files:
+            q.read_bytes(m.p(f))
+        assert wait_written(m, len(files))["written"] == len(files)
+    exp = q.export(src, "int8", extra=["--layer", rule % "int4-g128"])
+    with q.mounted(src, "int8", opts=cache_opts(cache), extra=["--layer", rule % "int4-g128"]) as m:
+        assert view_stats(m)["present"] == 0, view_stats(m)
+        check_files(m, exp, files)
+
+
+@q.test
 def warm_writes_view_files():
     """`quarkfs warm` returns once the view files are written; later opens use them."""
     src, cache = model(), q.tmpdir("cache")

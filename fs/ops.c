@@ -490,7 +490,8 @@ static void choose_mode(qfs_fs *fs, fuse_req_t req, const node *nd, fuse_ino_t i
     int vfd = -1;
     pthread_mutex_lock(&fm->lock);
 #if QFS_HAVE_PASSTHROUGH
-    if (fm->n_pt > 0) {
+    if (fm->n_pt > 0 || (fm->backing_id && fm->n_chan == 0 && fs->passthrough)) {
+        /* an open in passthrough, or an id kept by an interrupted one (see op_open) */
         fi->backing_id = fm->backing_id;
         fi->keep_cache = 0;
         fm->n_pt++;
@@ -581,7 +582,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (nd.m->entries[nd.idx].kind == QFS_ENTRY_QUANTIZED) choose_mode(fs, req, &nd, ino, of, fi);
     fi->fh = (uint64_t)(uintptr_t)of;
     if (fuse_reply_open(req, fi) == -ENOENT)   /* the opener was interrupted: no release */
-        release_file(fs, req, ino, of);
+        release_file(fs, NULL, ino, of);       /* and the reply has freed req */
 }
 
 /* Gives back what an open took: its descriptors and its count in the entry's mode. */
@@ -593,7 +594,9 @@ static void release_file(qfs_fs *fs, fuse_req_t req, fuse_ino_t ino, open_file *
         pthread_mutex_lock(&fm->lock);
         if (of->chan) fm->n_chan--;
 #if QFS_HAVE_PASSTHROUGH
-        if (of->pt && --fm->n_pt == 0) {
+        /* Without a request (an open whose reply found the opener gone: libfuse has freed it)
+         * the id stays registered for the next open instead of being closed. */
+        if (of->pt && --fm->n_pt == 0 && req) {
             fuse_passthrough_close(req, fm->backing_id);
             fm->backing_id = 0;
         }

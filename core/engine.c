@@ -772,7 +772,8 @@ static void write_drop(qfs_engine *e, write_req *r)
 /* Queues slot's fresh weight for the disk writer, or drops it at once when the queue holds
  * wq_max bytes already: a reader never waits for the disk (lock held; the locks are consumed).
  * A queued weight stays pinned in the memory cache, which evicts around it: the queue is at
- * most half of cache_mem. */
+ * most half of cache_mem, or one weight when that weight alone is bigger (else the biggest
+ * weights would never reach the disk cache). */
 static void write_queue(qfs_engine *e, job_slot *slot, const job_result *res)
 {
     int lock_fd = res->lock_fd, id_lock_fd = res->id_lock_fd;
@@ -780,7 +781,7 @@ static void write_queue(qfs_engine *e, job_slot *slot, const job_result *res)
     size_t sc_len = (size_t)j->layout.scales_bytes, w_len = (size_t)j->layout.weight_bytes;
     write_req *r = NULL;
     if (e->writer_started && slot->entry.cached && slot->scales &&
-        e->wq_bytes + w_len <= e->wq_max && (r = calloc(1, sizeof *r)) &&
+        (e->wq_bytes == 0 || e->wq_bytes + w_len <= e->wq_max) && (r = calloc(1, sizeof *r)) &&
         (r->scales = malloc(sc_len ? sc_len : 1))) {
         memcpy(r->scales, slot->scales, sc_len);
         r->slot = slot;

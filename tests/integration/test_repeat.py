@@ -352,9 +352,10 @@ def two_specs_share_memos_not_entries():
 @q.test
 def writer_drops_rather_than_waits():
     """cache_mem=4M: the writer's queue holds at most half of it (2 MiB), and every int8
-    weight of this model is 2.75 MiB: each is dropped at once, never waited for. Every byte is
-    right; written + dropped == quantized; every entry on disk is complete; a remount serves
-    the same bytes, quantizing only what was dropped."""
+    weight of this model is 2.75 MiB: one is queued only when the queue is empty, the others
+    are dropped at once, never waited for. Every byte is right; written + dropped ==
+    quantized; every entry on disk is complete; a remount serves the same bytes, quantizing
+    only what was dropped."""
     src = settled_copy(q.gen_model("demo", "bf16", "--hidden", "1024", "--intermediate", "2816"))
     files = view_of(src)
     n = len(n_quantized(src))

@@ -68,6 +68,7 @@ struct qfs_tensor_source {
     off_t snap_size;
     struct timespec snap_mtime;
     job_slot *slots;             /* plan->n_jobs slots */
+    struct memo_slot *memo;      /* its file's memo, once the worker found it (memo_of) */
 };
 
 /* The slot that holds cache entry `c` as its member `member`. */
@@ -77,7 +78,6 @@ typedef struct job_queue { job_slot *head, *tail; } job_queue;
 
 /* The source memo of one quantized file (srcid.h). */
 typedef struct memo_slot {
-    const qfs_tensor_source *src;
     bool usable;                   /* the file has an identity: hashes are looked up, kept */
     qfs_srcmemo memo;
     struct memo_slot *next;
@@ -534,16 +534,24 @@ typedef struct job_result {
  * `usable` are fixed before it joins the list; its hashes, and the list, are read and changed
  * under the lock (the disk writer adds hashes and writes memos). NULL without a disk cache or
  * out of memory. */
-static memo_slot *memo_of(qfs_engine *e, qfs_diskcache *disk, const qfs_tensor_source *src)
+static memo_slot *memo_of(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *src)
 {
-    pthread_mutex_lock(&e->lock);
-    memo_slot *ms = e->memos;
-    while (ms && ms->src != src) ms = ms->next;
-    pthread_mutex_unlock(&e->lock);
-    if (ms) return ms;
+    if (src->memo) return src->memo;
+    memo_slot *ms = NULL;
+    /* One memo per file: the views of a --specs mount are sources of the same files, and a
+     * second memo would hash them again and overwrite the first one's file on disk. */
+    struct stat sb;
+    if (fstat(src->fd, &sb) == 0) {
+        pthread_mutex_lock(&e->lock);
+        for (ms = e->memos; ms; ms = ms->next)
+            if (ms->usable && ms->memo.id.dev == (uint64_t)sb.st_dev &&
+                ms->memo.id.ino == (uint64_t)sb.st_ino)
+                break;
+        pthread_mutex_unlock(&e->lock);
+        if (ms) return src->memo = ms;
+    }
     ms = calloc(1, sizeof *ms);
     if (!ms) return NULL;
-    ms->src = src;
     qfs_srcid id;
     bool allow_blob = true;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -569,7 +577,18 @@ static memo_slot *memo_of(qfs_engine *e, qfs_diskcache *disk, const qfs_tensor_s
     ms->next = e->memos;
     e->memos = ms;
     pthread_mutex_unlock(&e->lock);
-    return ms;
+    return src->memo = ms;
+}
+
+/* Whether fd is still the file ms's memo describes (its identity has not moved). */
+static bool memo_current(const memo_slot *ms, int fd)
+{
+    const qfs_srcid *id = &ms->memo.id;
+    struct stat sb;
+    return fstat(fd, &sb) == 0 && (uint64_t)sb.st_size == id->size &&
+           (uint64_t)sb.st_dev == id->dev && (uint64_t)sb.st_ino == id->ino &&
+           sb.st_mtim.tv_sec == id->mtime.tv_sec && sb.st_mtim.tv_nsec == id->mtime.tv_nsec &&
+           sb.st_ctim.tv_sec == id->ctime.tv_sec && sb.st_ctim.tv_nsec == id->ctime.tv_nsec;
 }
 
 /* Remembers the content hash of bytes just read from src, if the file is still the one the
@@ -578,16 +597,9 @@ static void memo_remember(qfs_engine *e, memo_slot *ms, const qfs_tensor_source 
                           uint64_t off, uint64_t len, const uint8_t hash[16])
 {
     if (!ms || !ms->usable) return;
-    struct stat sb;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    const qfs_srcid *id = &ms->memo.id;
-    if (fstat(src->fd, &sb) != 0 || (uint64_t)sb.st_size != id->size ||
-        (uint64_t)sb.st_dev != id->dev || (uint64_t)sb.st_ino != id->ino ||
-        sb.st_mtim.tv_sec != id->mtime.tv_sec || sb.st_mtim.tv_nsec != id->mtime.tv_nsec ||
-        sb.st_ctim.tv_sec != id->ctime.tv_sec || sb.st_ctim.tv_nsec != id->ctime.tv_nsec ||
-        !qfs_srcid_settled(id, &now))
-        return;
+    if (!memo_current(ms, src->fd) || !qfs_srcid_settled(&ms->memo.id, &now)) return;
     pthread_mutex_lock(&e->lock);
     qfs_srcmemo_add(&ms->memo, off, len, hash);   /* out of memory: only not remembered */
     pthread_mutex_unlock(&e->lock);
@@ -636,7 +648,9 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *res, qf
     memo_slot *ms = disk ? memo_of(e, disk, src) : NULL;
     uint8_t hash[16];
     bool known = false;
-    if (ms && ms->usable) {   /* the writer adds hashes too: looked up under the lock */
+    /* A file edited in place (its ctime moves even when size and mtime are put back) is not
+     * the one the memo describes: its bytes are hashed again, never looked up. */
+    if (ms && ms->usable && memo_current(ms, src->fd)) {   /* the writer adds hashes too */
         pthread_mutex_lock(&e->lock);
         known = qfs_srcmemo_find(&ms->memo, file_off, in_bytes, hash);
         pthread_mutex_unlock(&e->lock);
@@ -838,10 +852,7 @@ static int hash_later(qfs_engine *e, write_req *r)
     uint8_t hash[16];
     struct stat now;
     if (qfs_srcmemo_hash_fd(src->fd, r->off, r->len, hash) != 0 || fstat(src->fd, &now) != 0 ||
-        now.st_size != r->at.st_size || now.st_dev != r->at.st_dev ||
-        now.st_ino != r->at.st_ino || now.st_mtim.tv_sec != r->at.st_mtim.tv_sec ||
-        now.st_mtim.tv_nsec != r->at.st_mtim.tv_nsec ||
-        now.st_ctim.tv_sec != r->at.st_ctim.tv_sec || now.st_ctim.tv_nsec != r->at.st_ctim.tv_nsec)
+        !qfs_stat_same_file(&now, &r->at))
         return -ESTALE;
     qfs_srcmemo_key(r->recipe, hash, &r->key);
     memo_remember(e, r->memo, src, r->off, r->len, hash);
@@ -1113,7 +1124,7 @@ int qfs_tensor_source_new(const qfs_tensor_source_info *info, qfs_tensor_source 
         return -ENOMEM;
     }
     *src = (qfs_tensor_source){info->fd, info->path, info->st, info->plan, info->format,
-                               info->snap_size, info->snap_mtime, slots};
+                               info->snap_size, info->snap_mtime, slots, NULL};
     for (size_t k = 0; k < n; k++) {
         slots[k].source = src;
         slots[k].job = k;

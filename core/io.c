@@ -157,3 +157,10 @@ bool qfs_map_guard_fault(qfs_map_guard *g, void *addr)
     atomic_store(&g->faulted, 1);
     return true;
 }
+
+bool qfs_stat_same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}

@@ -75,13 +75,6 @@ static bool trusted_file(const struct stat *sb)
            !(sb->st_mode & (S_IWGRP | S_IWOTH));
 }
 
-static bool same_identity(const struct stat *a, const struct stat *b)
-{
-    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
-           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
-           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
-}
-
 /* The key of e's view file: everything its bytes follow from. The source is known by its local
  * identity, so the machine's id is in it too (keys never match across machines). Each job's
  * spec is folded in: with --layer rules, two views can share a header (uint4 and int4 layouts
@@ -257,7 +250,7 @@ static int write_view(qfs_viewfiles *v, size_t i)
     vf_entry *ve = &v->ents[i];
     qfs_entry *e = &v->m->entries[i];
     struct stat now;
-    if (fstat(e->src_fd, &now) != 0 || !same_identity(&now, &ve->src)) {
+    if (fstat(e->src_fd, &now) != 0 || !qfs_stat_same_file(&now, &ve->src)) {
         vlog(v, QFS_LOG_INFO, "%s changed since it was mounted: its view file is not written",
              e->src_path);
         return -ESTALE;
@@ -298,7 +291,7 @@ static int write_view(qfs_viewfiles *v, size_t i)
     free(buf);
     /* Durable before it is named: a crash must never leave a named file with lost blocks. */
     if (rc == 0 && fdatasync(fd) != 0) rc = -errno;
-    if (rc == 0 && (fstat(e->src_fd, &now) != 0 || !same_identity(&now, &ve->src)))
+    if (rc == 0 && (fstat(e->src_fd, &now) != 0 || !qfs_stat_same_file(&now, &ve->src)))
         rc = -ESTALE;
     snprintf(name, sizeof name, "%s.meta", ve->key);
     if (rc == 0) unlinkat(v->fdir, name, 0);   /* an old meta must not vouch for the new file */

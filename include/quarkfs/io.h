@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -16,6 +17,10 @@
 int qfs_pread_full(int fd, void *buf, size_t len, uint64_t off);
 /* Writes exactly len bytes (retrying short writes and EINTR). 0 or negative errno. */
 int qfs_write_full(int fd, const void *buf, size_t len);
+/* Whether a and b describe the same file with the same content as far as the kernel tells:
+ * device, inode, size, and modification and change times to the nanosecond (an edit in place
+ * moves ctime even when mtime is put back). */
+bool qfs_stat_same_file(const struct stat *a, const struct stat *b);
 
 /* The view is a snapshot of the source at mount: 0 if fd still has this size and mtime, else
  * -EIO with a message saying the file changed under the mount (serving it would mix versions). */

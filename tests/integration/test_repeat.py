@@ -243,6 +243,40 @@ q.add_test("changed_in_place_is_rehashed", lambda: changed_between_mounts(False)
 q.add_test("changed_in_place_mtime_restored_is_rehashed", lambda: changed_between_mounts(True))
 
 
+@q.test
+def changed_during_mount_mtime_restored_is_rehashed():
+    """A mount whose memo of a shard is loaded (one tensor read) sees that shard edited in
+    place with its mtime put back: the edited tensor is hashed again (its change time moved),
+    never looked up in the memo, so it is served from its new bytes, as the export of the
+    edited source has them, not from the entry of its old bytes. view_files=off: the engine
+    serves every byte."""
+    src = settled_copy(q.gen_model("demo", "bf16", "--hidden", "1024", "--intermediate", "2816"))
+    files = view_of(src)
+    qt = n_quantized(src)
+    cache = q.tmpdir("cache")
+    fill(src, files, cache)
+    shard = q.model_files(src)[0]
+    in_shard = [t["name"] for t in qt if t["file"] == shard]
+    assert len(in_shard) >= 3, in_shard   # the last: not the one a reader's prefetch makes
+    # cache_mem=4M and 2.75 MiB weights: no room to prefetch past the one read (a prefetched
+    # weight was made before the edit, a snapshot of the old bytes)
+    with q.mounted(src, opts=["cache_dir=" + cache, "view_files=off", "cache_mem=4M"]) as m:
+        b, e = q.tensor_ranges(m.p(shard))[in_shard[0]]
+        with open(m.p(shard), "rb") as f:         # loads the shard's memo (a memo hit)
+            f.seek(b)
+            assert f.read(e - b) == files[shard][b:e]
+        change_in_place(os.path.join(src, shard), in_shard[-1], keep_mtime=True)
+        b1, e1 = q.tensor_ranges(m.p(shard))[in_shard[-1]]
+        with open(m.p(shard), "rb") as f:
+            f.seek(b1)
+            got = f.read(e1 - b1)
+        print("    ", {k: v for k, v in status(m).items() if k in ("tensors_quantized", "memo_hits",
+              "memo_rehashes", "disk_hits", "memory_hits")})
+    want = view_of(src)[shard][b1:e1]
+    assert want != files[shard][b1:e1], "the edit did not change the quantized bytes"
+    assert got == want, "the edited tensor was served from the entry of its old bytes"
+
+
 def hf_cache(src, hub):
     """A Hugging Face cache repository made of src: blobs/<sha256 of each file> and
     snapshots/rev/<name> -> ../../blobs/<sha256>. Returns the snapshot path."""

@@ -62,11 +62,12 @@ def need_namespace():
 
 def source():
     """A small real model: stories260K-bf16 if present, else a generated one of the same form
-    (one model.safetensors, 5 layers), which the tests below name."""
+    (one model.safetensors, 5 layers, hidden 64, intermediate 172), which the tests below name."""
     try:
         return q.shared_model("bf16")
     except q.Skip:
-        return q.gen_model("demo", "bf16", "--shards", "1", "--layers", "5")
+        return q.gen_model("demo", "bf16", "--shards", "1", "--layers", "5", "--hidden", "64",
+                           "--intermediate", "172", "--heads", "8", "--kv-heads", "4")
 
 
 def mount_entries(mnt):

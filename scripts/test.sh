@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: installs the dependencies (Debian packages, GlusterFS for the cluster suite,
+# The test command: installs the dependencies (Debian packages, libfuse 3.17 into build-deps/,
 # and the real loaders from PyPI into build-venv/), builds from scratch (warnings are errors) and
 # runs the test suite: unit, integration (real mounts), fuzz replays and the loader tests (real
 # loaders reading real mounts) — not the cluster suite (three GlusterFS nodes), whose fault cases
@@ -9,7 +9,7 @@
 # FUZZ_SECONDS (default 60) on its seed corpus. Each skipped test's reason is printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh --loaders --cluster
+bash scripts/install-deps.sh --loaders
 rm -rf build-test build-314 build-asan build-tsan build-fuzz
 # What was skipped and why: the SKIP lines the test scripts printed (a skip is not a pass).
 skip_summary() {

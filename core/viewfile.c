@@ -338,7 +338,7 @@ static int write_view(qfs_viewfiles *v, size_t i)
 /* Queues every keyed entry once the warm-up asked for has finished. Under v->lock. */
 static void check_warm(qfs_viewfiles *v)
 {
-    if (!v->e || !v->after_warm) return;
+    if (!v->started || !v->e || !v->after_warm) return;   /* no writer: nothing would drain */
     qfs_engine_stats st;
     qfs_engine_get_stats(v->e, &st);
     if (st.warm_done < st.warm_jobs) return;
@@ -356,6 +356,7 @@ void qfs_viewfiles_after_warm(qfs_viewfiles *v)
     for (size_t i = 0; i < v->n; i++)   /* a skipped file gets another chance */
         if (v->ents[i].state == VF_SKIPPED) v->ents[i].state = VF_NONE;
     check_warm(v);
+    pthread_cond_signal(&v->cond);      /* the writer polls the warm-up from now on */
     pthread_mutex_unlock(&v->lock);
 }
 
@@ -367,6 +368,10 @@ static void *writer(void *arg)
         check_warm(v);
         size_t i = 0;
         while (i < v->n && v->ents[i].state != VF_QUEUED) i++;
+        if (i == v->n && !v->after_warm) {   /* requests signal; only a warm-up is polled */
+            pthread_cond_wait(&v->cond, &v->lock);
+            continue;
+        }
         if (i == v->n) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -506,7 +511,7 @@ void qfs_viewfiles_request(qfs_viewfiles *v, size_t entry)
 {
     if (!v || entry >= v->n || !v->ents[entry].has_key) return;
     pthread_mutex_lock(&v->lock);
-    if (v->ents[entry].state == VF_NONE) {
+    if (v->started && v->ents[entry].state == VF_NONE) {
         v->ents[entry].state = VF_QUEUED;
         pthread_cond_signal(&v->cond);
     }

@@ -806,6 +806,8 @@ static char *status_json(qfs_fs *fs, bool with_source)
             "cache_mem", (json_int_t)st.memory_budget,
             "cache_dir", st.disk_dir, "cache_dir_bytes", (json_int_t)st.disk_bytes,
             "broken_files", broken));
+    else
+        json_decref(broken);
     if (doc)
         json_object_update_new(doc, json_pack("{s:{s:I,s:I,s:I,s:I},s:I,s:I,s:I}",
             "cache_queue", "queued", (json_int_t)st.disk_queued,
@@ -813,8 +815,6 @@ static char *status_json(qfs_fs *fs, bool with_source)
             "dropped", (json_int_t)st.disk_dropped,
             "memo_hits", (json_int_t)st.memo_hits, "memo_rehashes", (json_int_t)st.memo_rehashes,
             "source_reads", (json_int_t)st.source_reads));
-    else
-        json_decref(broken);
     qfs_viewfiles_stats vs;
     qfs_viewfiles_get_stats(fs->files, &vs);
     char why[sizeof fs->passthrough_why + 64];

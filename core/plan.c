@@ -54,13 +54,6 @@ static char *block_name(name_block *b, const char *module, size_t m, const char 
     return s;
 }
 
-/* Length of a tensor name without its ".weight" (qfs_select_module_dup's module). */
-static size_t module_len(const char *name)
-{
-    size_t n = strlen(name);
-    return n >= 7 && strcmp(name + n - 7, ".weight") == 0 ? n - 7 : n;
-}
-
 /* Adds one output tensor; its name lives in the plan's name block. */
 static int add_output(qfs_plan *p, char *name, qfs_dtype dt, unsigned ndim, const uint64_t *shape,
                       uint64_t size, qfs_role role, size_t src)
@@ -195,7 +188,7 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
             d = QFS_SKIP_NONFINITE;
         spec_of[i] = spec;
         if (d == QFS_SELECT_QUANTIZE && opts->rules && opts->rules->n_layers) {
-            size_t ml = module_len(t->name), rule;   /* the module name, in scratch */
+            size_t ml = qfs_select_module_len(t->name), rule;   /* the module name, in scratch */
             if (ml + 1 > scratch_cap) {
                 char *ns = realloc(scratch, ml + 1);
                 if (!ns) goto fail;
@@ -210,7 +203,7 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
         if (d == QFS_SELECT_QUANTIZE &&
             qfs_layout_for(spec_of[i], opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL))
             d = QFS_SKIP_SHAPE;
-        size_t m = module_len(t->name), bytes = 0;
+        size_t m = qfs_select_module_len(t->name), bytes = 0;
         for (unsigned k = 0; d == QFS_SELECT_QUANTIZE && k < l.n_out; k++) {
             /* Every new name must be free: the source would otherwise hold it twice. */
             size_t len = m + strlen(l.out[k].suffix) + 1;
@@ -254,7 +247,7 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
         }
         qfs_layout l;
         qfs_layout_for(spec_of[i], opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL);
-        size_t m = module_len(t->name);
+        size_t m = qfs_select_module_len(t->name);
         for (unsigned k = 0; k < l.n_out; k++) {
             const qfs_out_tensor *o = &l.out[k];
             rc = add_output(p, block_name(&nb, t->name, m, o->suffix), o->dtype, o->ndim,

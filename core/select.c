@@ -6,12 +6,18 @@
 #include <stdint.h>
 #include <string.h>
 
-char *qfs_select_module_dup(const char *tensor_name)
+size_t qfs_select_module_len(const char *tensor_name)
 {
     size_t n = strlen(tensor_name);
-    if (n >= 7 && strcmp(tensor_name + n - 7, ".weight") == 0) n -= 7;
-    return strndup(tensor_name, n);
+    return n >= 7 && strcmp(tensor_name + n - 7, ".weight") == 0 ? n - 7 : n;
 }
+
+char *qfs_select_module_dup(const char *tensor_name)
+{
+    return strndup(tensor_name, qfs_select_module_len(tensor_name));
+}
+
+static bool has_glob_magic(const char *s) { return strpbrk(s, "*?[") != NULL; }
 
 static bool contains_ci(const char *s, const char *needle)
 {
@@ -76,7 +82,7 @@ static bool names_exactly(const qfs_select_rules *rules, const char *module)
 {
     for (size_t k = 0; rules && k < rules->n_layers; k++)
         if (!rules->layers[k].from_preset && strcmp(rules->layers[k].glob, module) == 0 &&
-            !strpbrk(module, "*?["))
+            !has_glob_magic(module))
             return true;
     return false;
 }
@@ -112,19 +118,20 @@ static qfs_select_result select_module(const char *module, const qfs_st_tensor *
     return QFS_SELECT_QUANTIZE;
 }
 
-static bool has_glob_magic(const char *s) { return strpbrk(s, "*?[") != NULL; }
-
-/* The first rule matching module among rules visited in order[0..n) (exact names first when
- * exact_first), or SIZE_MAX. */
+/* The first rule matching module among rules visited in order[0..n) (NULL: as given; exact
+ * names first when exact_first), or SIZE_MAX. */
 static size_t first_match(const char *module, const qfs_layer_rule *r, const size_t *order,
                           size_t n, bool exact_first)
 {
     if (exact_first)
-        for (size_t k = 0; k < n; k++)
-            if (!has_glob_magic(r[order[k]].glob) && strcmp(r[order[k]].glob, module) == 0)
-                return order[k];
-    for (size_t k = 0; k < n; k++)
-        if (fnmatch(r[order[k]].glob, module, 0) == 0) return order[k];
+        for (size_t k = 0; k < n; k++) {
+            size_t i = order ? order[k] : k;
+            if (!has_glob_magic(r[i].glob) && strcmp(r[i].glob, module) == 0) return i;
+        }
+    for (size_t k = 0; k < n; k++) {
+        size_t i = order ? order[k] : k;
+        if (fnmatch(r[i].glob, module, 0) == 0) return i;
+    }
     return SIZE_MAX;
 }
 
@@ -133,19 +140,8 @@ const qfs_spec *qfs_select_layer_spec(const char *module, const qfs_spec *spec,
 {
     *rule = SIZE_MAX;
     if (!rules || !rules->n_layers) return spec;
-    const qfs_layer_rule *r = rules->layers;
-    if (!has_glob_magic(module))
-        for (size_t k = 0; k < rules->n_layers; k++)
-            if (strcmp(r[k].glob, module) == 0) {
-                *rule = k;
-                return r[k].spec;
-            }
-    for (size_t k = 0; k < rules->n_layers; k++)
-        if (fnmatch(r[k].glob, module, 0) == 0) {
-            *rule = k;
-            return r[k].spec;
-        }
-    return spec;
+    *rule = first_match(module, rules->layers, NULL, rules->n_layers, !has_glob_magic(module));
+    return *rule == SIZE_MAX ? spec : rules->layers[*rule].spec;
 }
 
 bool qfs_select_layer_ambiguous(const char *module, const qfs_select_rules *rules, size_t *a,
@@ -154,16 +150,16 @@ bool qfs_select_layer_ambiguous(const char *module, const qfs_select_rules *rule
     size_t n = rules ? rules->n_layers : 0;
     if (n < 2) return false;
     const qfs_layer_rule *r = rules->layers;
-    size_t user[QFS_MAX_LAYER_RULES], sorted[QFS_MAX_LAYER_RULES];
+    size_t sorted[QFS_MAX_LAYER_RULES];
     if (n > QFS_MAX_LAYER_RULES) n = QFS_MAX_LAYER_RULES;   /* the CLI takes no more */
-    for (size_t k = 0; k < n; k++) user[k] = sorted[k] = k;
+    for (size_t k = 0; k < n; k++) sorted[k] = k;
     for (size_t i = 1; i < n; i++)   /* insertion sort by glob, bytewise (json sort_keys) */
         for (size_t j = i; j > 0 && strcmp(r[sorted[j - 1]].glob, r[sorted[j]].glob) > 0; j--) {
             size_t t = sorted[j];
             sorted[j] = sorted[j - 1];
             sorted[j - 1] = t;
         }
-    size_t w[3] = {first_match(module, r, user, n, true), first_match(module, r, sorted, n, true),
+    size_t w[3] = {first_match(module, r, NULL, n, true), first_match(module, r, sorted, n, true),
                    first_match(module, r, sorted, n, false)};
     for (int i = 1; i < 3; i++) {
         const qfs_spec *s0 = w[0] == SIZE_MAX ? NULL : r[w[0]].spec;

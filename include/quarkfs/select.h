@@ -61,6 +61,8 @@ const qfs_spec *qfs_select_layer_spec(const char *module, const qfs_spec *spec,
 bool qfs_select_layer_ambiguous(const char *module, const qfs_select_rules *rules, size_t *a,
                                 size_t *b);
 
+/* The length of a tensor name's module name: the name without a ".weight" suffix. */
+size_t qfs_select_module_len(const char *tensor_name);
 /* The module name of a tensor name (without a ".weight" suffix), malloc'd; NULL if out of
  * memory. Names have no length limit. */
 char *qfs_select_module_dup(const char *tensor_name);

@@ -220,36 +220,34 @@ int qfs_layer_rule_parse(const char *arg, char **glob, const qfs_spec **spec, qf
     return *glob ? 0 : -ENOMEM;
 }
 
-int qfs_layer_rules_check_format(const qfs_spec *spec, qfs_format f, const qfs_layer_rule *r,
-                                 size_t n, qfs_error *err)
+int qfs_layer_rules_check_format(qfs_format f, const qfs_layer_rule *r, size_t n,
+                                 qfs_error *err)
 {
-    (void)spec;
-    for (size_t i = 0; i < n; i++) {
-        const char *why = NULL;
-        switch (f) {
-        case QFS_FMT_QUARK: break;
-        case QFS_FMT_AWQ:
-            why = "its config holds one bits/group_size/zero_point for the whole model"; break;
-        case QFS_FMT_FP8:
-            why = "its config holds one scheme for the whole model (activation_scheme, "
-                  "weight_block_size)"; break;
-        default:
-            why = "quarkfs writes a single config group in it (one scheme for every Linear)";
-        }
-        if (why) {
-            qfs_error_set(err, "%s '%s=%s': format %s cannot express per-layer specs: %s; "
-                          "per-layer specs are written in --format quark (Quark's "
-                          "layer_quant_config)", r[i].from_preset ? "preset rule" : "--layer",
-                          r[i].glob, r[i].spec->name, format_names[f], why);
-            return -EINVAL;
-        }
-        if (!qfs_spec_format_ok(r[i].spec, f)) {
-            qfs_error_set(err, "%s '%s=%s': spec %s cannot be written in format %s (not a "
-                          "Quark scheme)", r[i].from_preset ? "preset rule" : "--layer",
-                          r[i].glob, r[i].spec->name, r[i].spec->name, format_names[f]);
-            return -EINVAL;
-        }
+    const char *why = NULL;
+    switch (f) {
+    case QFS_FMT_QUARK: break;
+    case QFS_FMT_AWQ:
+        why = "its config holds one bits/group_size/zero_point for the whole model"; break;
+    case QFS_FMT_FP8:
+        why = "its config holds one scheme for the whole model (activation_scheme, "
+              "weight_block_size)"; break;
+    default:
+        why = "quarkfs writes a single config group in it (one scheme for every Linear)";
     }
+    if (n && why) {
+        qfs_error_set(err, "%s '%s=%s': format %s cannot express per-layer specs: %s; "
+                      "per-layer specs are written in --format quark (Quark's "
+                      "layer_quant_config)", r[0].from_preset ? "preset rule" : "--layer",
+                      r[0].glob, r[0].spec->name, format_names[f], why);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!qfs_spec_format_ok(r[i].spec, f)) {
+            qfs_error_set(err, "%s '%s=%s': spec %s cannot be written in format quark (not a "
+                          "Quark scheme)", r[i].from_preset ? "preset rule" : "--layer",
+                          r[i].glob, r[i].spec->name, r[i].spec->name);
+            return -EINVAL;
+        }
     return 0;
 }
 

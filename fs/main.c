@@ -182,7 +182,7 @@ static int lookup_pair(const cli *c, const qfs_spec **spec, qfs_format *fmt)
     if (qfs_spec_lookup(c->spec ? c->spec : "int8", spec, &err) ||
         qfs_format_lookup(c->format ? c->format : "quark", fmt, &err) ||
         qfs_spec_check_format(*spec, *fmt, &err) ||
-        qfs_layer_rules_check_format(*spec, *fmt, c->layer_rules, c->n_layer_rules, &err)) {
+        qfs_layer_rules_check_format(*fmt, c->layer_rules, c->n_layer_rules, &err)) {
         fprintf(stderr, "quarkfs: %s\n", err.msg);
         return EXIT_USAGE;
     }
@@ -392,7 +392,7 @@ static int inspect_all_specs(cli *c, const char *src, const qfs_inspect_options 
         c->spec = all[i].name;
         c->format = qfs_format_name(f);
         qfs_error lerr = {{0}};
-        if (qfs_layer_rules_check_format(&all[i], f, c->layer_rules, c->n_layer_rules, &lerr)) {
+        if (qfs_layer_rules_check_format(f, c->layer_rules, c->n_layer_rules, &lerr)) {
             /* a spec only another format takes: its row cannot carry the per-layer rules */
             const char *why = "per-layer rules (--layer, --preset) need --format quark";
             if (o->json)

@@ -69,11 +69,11 @@ typedef struct qfs_layer_rule {
  * -EINVAL naming the argument (no '=', an empty glob, an unknown spec), or -ENOMEM. */
 int qfs_layer_rule_parse(const char *arg, char **glob, const qfs_spec **spec, qfs_error *err);
 
-/* 0 if every rule can be written in format f next to the view's spec: per-layer specs are
+/* 0 if every rule can be written in format f: per-layer specs are
  * Quark's layer_quant_config, so only the quark format takes them, and each rule's spec must
  * be a quark spec; else -EINVAL naming the rule, the format and why. */
-int qfs_layer_rules_check_format(const qfs_spec *spec, qfs_format f, const qfs_layer_rule *r,
-                                 size_t n, qfs_error *err);
+int qfs_layer_rules_check_format(qfs_format f, const qfs_layer_rule *r, size_t n,
+                                 qfs_error *err);
 
 #define QFS_PRESET_MAX_RULES 8
 /* Layer rules a view takes at most (qfs_select_layer_ambiguous checks this many). */

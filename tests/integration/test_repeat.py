@@ -27,6 +27,13 @@ MEMO_MAGIC = b"QFSMEMO1"
 WARNING = "quarkfs: warning:"
 
 
+def cache_opts(cache, *more):
+    """Mount options of these tests: the disk cache, without complete view files (a remount
+    would serve those by passthrough, and no engine counter would move; test_view_files.py
+    tests them)."""
+    return ["cache_dir=" + cache, "view_files=off"] + list(more)
+
+
 def view_of(src, spec="int8", fmt=None):
     """{rel: bytes} of the no-cache export of src."""
     out = q.export(src, spec, fmt=fmt)
@@ -78,7 +85,7 @@ def status(m):
 def fill(src, files, cache, spec="int8"):
     """A mount that reads the whole view on cache; its status. The memos are written when it
     unmounts (at the latest)."""
-    with q.mounted(src, spec, opts=["cache_dir=" + cache]) as m:
+    with q.mounted(src, spec, opts=cache_opts(cache)) as m:
         read_all(m, files)
         return status(m)
 
@@ -181,7 +188,7 @@ def remount_reads_no_source():
     if still:
         raise q.Skip("POSIX_FADV_DONTNEED left %d pages of the source resident: the page cache "
                      "cannot tell here whether they were read" % still)
-    with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+    with q.mounted(src, opts=cache_opts(cache)) as m:
         read_all(m, files)
         st = status(m)
     assert st["tensors_quantized"] == 0 and st["disk_writes"] == 0, st
@@ -196,7 +203,7 @@ def remount_reads_no_source():
         os.unlink(p)
     for rel in shards:
         drop_pages(os.path.join(src, rel))
-    with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+    with q.mounted(src, opts=cache_opts(cache)) as m:
         read_all(m, files)
         st = status(m)
     assert st["memo_rehashes"] == n and st["tensors_quantized"] == 0, st
@@ -231,7 +238,7 @@ def changed_between_mounts(keep_mtime):
     time.sleep(1.1)
     new_files = view_of(src)
     assert new_files[shard] != files[shard]
-    with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+    with q.mounted(src, opts=cache_opts(cache)) as m:
         read_all(m, new_files)
         st = status(m)
     assert st["tensors_quantized"] == 1, st
@@ -260,7 +267,7 @@ def changed_during_mount_mtime_restored_is_rehashed():
     assert len(in_shard) >= 3, in_shard   # the last: not the one a reader's prefetch makes
     # cache_mem=4M and 2.75 MiB weights: no room to prefetch past the one read (a prefetched
     # weight was made before the edit, a snapshot of the old bytes)
-    with q.mounted(src, opts=["cache_dir=" + cache, "view_files=off", "cache_mem=4M"]) as m:
+    with q.mounted(src, opts=cache_opts(cache, "cache_mem=4M")) as m:
         b, e = q.tensor_ranges(m.p(shard))[in_shard[0]]
         with open(m.p(shard), "rb") as f:         # loads the shard's memo (a memo hit)
             f.seek(b)
@@ -310,7 +317,7 @@ def hf_blob_memo_holds_for_another_copy():
                     symlinks=True, dirs_exist_ok=True)
     snap2 = os.path.join(other, "models--org--demo", "snapshots", "rev")
     time.sleep(1.1)
-    with q.mounted(snap2, opts=["cache_dir=" + cache]) as m:
+    with q.mounted(snap2, opts=cache_opts(cache)) as m:
         read_all(m, files)
         st = status(m)
     assert st["memo_hits"] >= n and st["memo_rehashes"] == 0 and st["source_reads"] == 0, st
@@ -343,7 +350,7 @@ def damaged_memo_ignored_and_rebuilt():
                 os.chmod(spare + str(i), 0o600)
                 os.unlink(p)
                 os.symlink(spare + str(i), p)
-        with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+        with q.mounted(src, opts=cache_opts(cache)) as m:
             read_all(m, files)
             st = status(m)
             log = m.log()
@@ -353,7 +360,7 @@ def damaged_memo_ignored_and_rebuilt():
         for p in memos(cache):
             assert not os.path.islink(p), p
             check_memo(p)
-        with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+        with q.mounted(src, opts=cache_opts(cache)) as m:
             read_all(m, files)
             st = status(m)
         assert st["memo_hits"] >= n and st["source_reads"] == 0, (how, st)
@@ -369,15 +376,15 @@ def two_specs_share_memos_not_entries():
     n = len(n_quantized(src))
     cache = q.tmpdir("cache")
     fill(src, files8, cache)
-    with q.mounted(src, "int8", opts=["cache_dir=" + cache]) as a, \
-            q.mounted(src, "fp8", opts=["cache_dir=" + cache]) as b:
+    with q.mounted(src, "int8", opts=cache_opts(cache)) as a, \
+            q.mounted(src, "fp8", opts=cache_opts(cache)) as b:
         read_all(b, filesf)
         read_all(a, files8)
         sa, sb = status(a), status(b)
     assert sa["tensors_quantized"] == 0 and sa["source_reads"] == 0, sa
     assert sb["tensors_quantized"] == n and sb["memo_hits"] >= n, sb
     assert sb["disk_writes"] == n, sb
-    with q.mounted(src, "fp8", opts=["cache_dir=" + cache]) as m:
+    with q.mounted(src, "fp8", opts=cache_opts(cache)) as m:
         read_all(m, filesf)
         st = status(m)
     assert st["tensors_quantized"] == 0 and st["source_reads"] == 0, st
@@ -394,7 +401,7 @@ def writer_drops_rather_than_waits():
     files = view_of(src)
     n = len(n_quantized(src))
     cache = q.tmpdir("cache")
-    with q.mounted(src, opts=["cache_dir=" + cache, "cache_mem=4M"]) as m:
+    with q.mounted(src, opts=cache_opts(cache, "cache_mem=4M")) as m:
         read_all(m, files)
         st = status(m)
     cq = st["cache_queue"]
@@ -408,7 +415,7 @@ def writer_drops_rather_than_waits():
         _, _, _, key, sl, wl, ssum, wsum = q.CACHE_HEADER.unpack_from(data)
         assert len(data) == q.CACHE_HEADER.size + sl + wl, p
         assert q.xxh3_64(data[q.CACHE_HEADER.size + sl:]) == wsum, p
-    with q.mounted(src, opts=["cache_dir=" + cache]) as m:
+    with q.mounted(src, opts=cache_opts(cache)) as m:
         read_all(m, files)
         st2 = status(m)
     assert st2["tensors_quantized"] == n - len(entries), (len(entries), st2)

@@ -121,7 +121,7 @@ struct qfs_engine {
     size_t cache_mem;
     qfs_cache scales;              /* the slots' scales: least recently read dropped past
                                     * half of cache_mem (pinned while their job runs) */
-    qfs_diskcache *disk;           /* NULL when off or after it failed */
+    qfs_diskcache *disk;           /* NULL when off (a failing one pauses its writes) */
     qfs_log_callback log;
     void *log_ctx;
     double warm_started, warm_logged;

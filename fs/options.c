@@ -321,24 +321,20 @@ static int apply(qfs_cli *c, const optdef *d, const char *val, const char *shown
         return 0;
     case O_CACHE_DIR: c->cache_dir = val; return 0;
     case O_CACHE:
-        if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
-            fprintf(stderr, "quarkfs: %s%s%s: use cache=on or cache=off\n", shown, J(shown), val);
-            return EXIT_USAGE;
-        }
-        c->no_disk_cache = strcmp(val, "off") == 0;
-        return 0;
-    case O_NO_CACHE: c->no_disk_cache = true; return 0;
     case O_VIEW_FILES:
-    case O_PASSTHROUGH:
+    case O_PASSTHROUGH: {
         if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
-            fprintf(stderr, "quarkfs: %s%s%s: use %s=on or %s=off\n", shown, J(shown), val,
-                    d->oname[0] == 'v' ? "view_files" : "passthrough",
-                    d->oname[0] == 'v' ? "view_files" : "passthrough");
+            int n = (int)strlen(d->oname) - 1;   /* "cache=" without its '=' */
+            fprintf(stderr, "quarkfs: %s%s%s: use %.*s=on or %.*s=off\n", shown, J(shown), val,
+                    n, d->oname, n, d->oname);
             return EXIT_USAGE;
         }
-        if (d->id == O_VIEW_FILES) c->no_view_files = strcmp(val, "off") == 0;
-        else c->no_passthrough = strcmp(val, "off") == 0;
+        bool *off = d->id == O_CACHE ? &c->no_disk_cache
+                    : d->id == O_VIEW_FILES ? &c->no_view_files : &c->no_passthrough;
+        *off = strcmp(val, "off") == 0;
         return 0;
+    }
+    case O_NO_CACHE: c->no_disk_cache = true; return 0;
     case O_LOG:
         if ((lvl = qfs_log_parse_level(val)) < 0) {
             fprintf(stderr, "quarkfs: %s%s%s: use error, warning, info or debug\n", shown,

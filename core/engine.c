@@ -68,7 +68,6 @@ struct qfs_tensor_source {
     off_t snap_size;
     struct timespec snap_mtime;
     job_slot *slots;             /* plan->n_jobs slots */
-    struct memo_slot *memo;      /* its file's memo, once the worker found it (memo_of) */
 };
 
 /* The slot that holds cache entry `c` as its member `member`. */
@@ -78,6 +77,8 @@ typedef struct job_queue { job_slot *head, *tail; } job_queue;
 
 /* The source memo of one quantized file (srcid.h). */
 typedef struct memo_slot {
+    dev_t dev;                     /* the file it was made for (fstat when it was made) */
+    ino_t ino;
     bool usable;                   /* the file has an identity: hashes are looked up, kept */
     qfs_srcmemo memo;
     struct memo_slot *next;
@@ -530,28 +531,26 @@ typedef struct job_result {
     char recipe[256];
 } job_result;
 
-/* The memo of src's file (srcid.h): found on first use, by the worker only. Its identity and
+/* The memo of src's file (srcid.h), made on first use, by the worker only. Its identity and
  * `usable` are fixed before it joins the list; its hashes, and the list, are read and changed
- * under the lock (the disk writer adds hashes and writes memos). NULL without a disk cache or
- * out of memory. */
+ * under the lock (the disk writer adds hashes and writes memos). The engine owns its memos and
+ * keeps none in the source, which may outlive it. NULL without a disk cache or out of memory. */
 static memo_slot *memo_of(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *src)
 {
-    if (src->memo) return src->memo;
-    memo_slot *ms = NULL;
     /* One memo per file: the views of a --specs mount are sources of the same files, and a
      * second memo would hash them again and overwrite the first one's file on disk. */
     struct stat sb;
-    if (fstat(src->fd, &sb) == 0) {
-        pthread_mutex_lock(&e->lock);
-        for (ms = e->memos; ms; ms = ms->next)
-            if (ms->usable && ms->memo.id.dev == (uint64_t)sb.st_dev &&
-                ms->memo.id.ino == (uint64_t)sb.st_ino)
-                break;
-        pthread_mutex_unlock(&e->lock);
-        if (ms) return src->memo = ms;
-    }
+    if (fstat(src->fd, &sb) != 0) return NULL;
+    memo_slot *ms;
+    pthread_mutex_lock(&e->lock);
+    for (ms = e->memos; ms; ms = ms->next)   /* one per file: a short list */
+        if (ms->dev == sb.st_dev && ms->ino == sb.st_ino) break;
+    pthread_mutex_unlock(&e->lock);
+    if (ms) return ms;
     ms = calloc(1, sizeof *ms);
     if (!ms) return NULL;
+    ms->dev = sb.st_dev;
+    ms->ino = sb.st_ino;
     qfs_srcid id;
     bool allow_blob = true;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -577,7 +576,7 @@ static memo_slot *memo_of(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source 
     ms->next = e->memos;
     e->memos = ms;
     pthread_mutex_unlock(&e->lock);
-    return src->memo = ms;
+    return ms;
 }
 
 /* Whether fd is still the file ms's memo describes (its identity has not moved). */
@@ -1124,7 +1123,7 @@ int qfs_tensor_source_new(const qfs_tensor_source_info *info, qfs_tensor_source 
         return -ENOMEM;
     }
     *src = (qfs_tensor_source){info->fd, info->path, info->st, info->plan, info->format,
-                               info->snap_size, info->snap_mtime, slots, NULL};
+                               info->snap_size, info->snap_mtime, slots};
     for (size_t k = 0; k < n; k++) {
         slots[k].source = src;
         slots[k].job = k;

@@ -30,7 +30,7 @@ pkgs=(gcc meson ninja-build pkg-config libfuse3-dev fuse3 libjansson-dev libxxha
 [ "$loaders" = 1 ] && pkgs+=(python3-venv python3-dev g++)
 # The cluster suite runs its own glusterd per network namespace; on a systemd host the
 # package also enables a glusterd service of its own, which the tests neither use nor need.
-[ "$cluster" = 1 ] && pkgs+=(glusterfs-server glusterfs-client)
+[ "$cluster" = 1 ] && pkgs+=(glusterfs-server glusterfs-client iproute2 util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The test command: installs the dependencies (Debian packages, libfuse 3.17 into build-deps/,
 # and the real loaders from PyPI into build-venv/), builds from scratch (warnings are errors) and
-# runs the test suite: unit, integration (real mounts), fuzz replays and the loader tests (real
-# loaders reading real mounts) — not the cluster suite (three GlusterFS nodes), whose fault cases
-# depend on Gluster's reconnect timing on a loaded machine: run it by hand (DEVELOPMENT.md);
+# runs the test suite: unit, integration (real mounts), fuzz replays, the loader tests (real
+# loaders reading real mounts) and cluster-quick (three GlusterFS nodes sharing one cache) —
+# not the full cluster suite, whose fault cases wait on Gluster's reconnect timers on a loaded
+# machine: `meson test --suite cluster` or scripts/bench-cluster --tests (DEVELOPMENT.md);
 # then the unit, integration and fuzz-replay suites again under ASan + UBSan, the
 # concurrency tests under ThreadSanitizer, then each libFuzzer target (tests/fuzz) for
 # FUZZ_SECONDS (default 60) on its seed corpus. Each skipped test's reason is printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh --loaders
+bash scripts/install-deps.sh --loaders --cluster
 rm -rf build-test build-314 build-asan build-tsan build-fuzz
 # What was skipped and why: the SKIP lines the test scripts printed (a skip is not a pass).
 skip_summary() {

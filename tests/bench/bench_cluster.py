@@ -4,7 +4,7 @@ comes later gains. Ratios of runs made side by side, medians over --reps.
 
 Usage (as root; needs glusterfs-server and glusterfs-client: scripts/install-deps.sh --cluster):
     /usr/bin/python3 scripts/bench-cluster [--reps N] [--specs int8,uint4-g32] [--layers N]
-        [--markdown FILE] [--json FILE] [--keep]
+        [--markdown FILE] [--json FILE] [--keep] [--tests]
 
 The cluster is tests/integration/cluster.py's: 3 network namespaces on a private bridge, each
 with glusterd, one tmpfs brick of a replica-3 volume and its own FUSE client mount of it; every
@@ -128,10 +128,21 @@ def main():
     ap.add_argument("--markdown")
     ap.add_argument("--json")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--tests", action="store_true",
+                    help="first run the whole cluster test file, faults included "
+                         "(tests/integration/test_cluster.py); stop if it fails")
     args = ap.parse_args()
     why = Cluster.missing()
     if why:
         sys.exit("bench-cluster: cannot build the cluster: " + why)
+    if args.tests:
+        # The fault cases wait on Gluster's reconnect timers: the test command runs only the
+        # cluster-quick cases, this runs them all (with their own cluster) before the timings.
+        env = dict(os.environ, QUARKFS=QUARKFS)
+        rc = subprocess.call([PY, os.path.join(ROOT, "tests", "integration", "test_cluster.py")],
+                             env=env)
+        if rc != 0:
+            sys.exit("bench-cluster: the cluster tests failed (exit %d)" % rc)
     tmp = tempfile.mkdtemp(prefix="quarkfs-bench-cluster-")
     cluster = None
     try:

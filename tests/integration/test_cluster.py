@@ -303,7 +303,9 @@ def cable_pulled_while_holding_a_lock():
     view: it waits for that lock at most LOCK_WAIT (plus the volume's ping-timeout for the
     lost brick), computes the one tensor itself, serves the export's bytes, no warning. Node 3
     reads its view meanwhile: correct bytes from memory after its client gives up (ping-timeout),
-    one warning. Cable back: node 3's mounts use the volume again."""
+    one warning. Cable back: node 3's mounts use the volume again. (Node 1's own client may
+    fail with ENOTCONN while it drops node 3's brick: then one warning there, bytes still
+    right.)"""
     c = cluster()
     src, files, n = model()
     name = "cut"
@@ -333,7 +335,13 @@ def cable_pulled_while_holding_a_lock():
     assert_view(got3, files, "node 3 cut off")
     assert t1 < LOCK_WAIT + PING_TIMEOUT + SLACK, "node 1 took %.1f s" % t1
     assert t3 < 2 * PING_TIMEOUT + LOCK_WAIT + SLACK, "node 3 took %.1f s" % t3
-    assert st1["tensors_quantized"] == 1 and not w1, (st1, w1)
+    # Node 1's own Gluster client may answer ENOTCONN for a moment while it drops the cut
+    # brick (its ping-timeout): then node 1 serves from memory with one warning, no more.
+    if w1:
+        assert len(w1) == 1 and "disk cache" in w1[0] and st1["tensors_quantized"] >= 1, \
+            (st1, w1)
+    else:
+        assert st1["tensors_quantized"] == 1, (st1, w1)
     assert len(w3) == 1 and "disk cache" in w3[0], w3
     assert os.path.exists(victim), "node 1 did not write the entry back"
     # Cable back: node 3's client reconnects to the bricks (writes need two of three) and sees
@@ -386,7 +394,9 @@ def full_volume():
                     f.flush()
             got = {rel: read_direct(m.p(rel)) for rel in sorted(files)}
             assert_view(got, files, "node 2, volume full")
-            st = status(m)
+            # The entries go to disk in the background: the writer meets the full volume
+            # only once it has tried the queued ones.
+            st = q.status_settled(m.path)
             w = warnings(m)
             assert st["tensors_quantized"] >= n and not st["disk_cache"], st   # evictions: >=
             assert len(w) == 1 and cache_on(c.nodes[1], name) in w[0], w

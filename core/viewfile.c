@@ -484,9 +484,12 @@ int qfs_viewfiles_start(qfs_viewfiles *v, qfs_model *m, qfs_engine *e, qfs_log_c
     v->e = e;
     v->log = log;
     v->log_ctx = log_ctx;
+    v->started = true;   /* before the thread exists: the writer reads it under the lock */
     int rc = pthread_create(&v->thread, NULL, writer, v);
-    if (rc) return -rc;
-    v->started = true;
+    if (rc) {
+        v->started = false;
+        return -rc;
+    }
     return 0;
 }
 

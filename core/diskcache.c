@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -606,6 +607,12 @@ bool qfs_diskcache_readonly(qfs_diskcache *c)
     bool ro = c->readonly || (c->paused && since(&c->paused_at) < WRITE_RETRY_SECONDS);
     pthread_mutex_unlock(&c->lock);
     return ro;
+}
+
+bool qfs_diskcache_on_fuse(const qfs_diskcache *c)
+{
+    struct statfs sf;
+    return c && fstatfs(c->dfd, &sf) == 0 && sf.f_type == 0x65735546;   /* FUSE_SUPER_MAGIC */
 }
 
 bool qfs_diskcache_set_readonly(qfs_diskcache *c)

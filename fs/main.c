@@ -892,7 +892,15 @@ static int cmd_mount(int argc, char **argv)
      * file is assembled (the disk cache still holds each view's tensors); op_init logs why. */
     fs.no_files_why = !disk ? "no disk cache to hold view files"
                       : c.no_view_files ? "-o view_files=off"
-                      : n_views > 1 ? "several views (--specs) are mounted" : NULL;
+                      : n_views > 1 ? "several views (--specs) are mounted"
+                      /* View files are per machine: on a store that nodes share, each node would
+                       * add a copy of the view, which the kernel cannot pass through from FUSE. */
+                      : qfs_diskcache_on_fuse(disk) && !c.view_files_on
+                      ? "the cache directory is on a FUSE filesystem (a store that machines "
+                        "share, as GlusterFS): each machine would keep its own copy of the view "
+                        "there, which the kernel cannot serve by passthrough; -o view_files=on "
+                        "keeps them"
+                      : NULL;
     if (disk && !fs.no_files_why) {
         qfs_error err = {{0}};
         uint64_t budget = c.cache_size ? c.cache_size : DEFAULT_CACHE_SIZE;

@@ -332,6 +332,7 @@ static int apply(qfs_cli *c, const optdef *d, const char *val, const char *shown
         bool *off = d->id == O_CACHE ? &c->no_disk_cache
                     : d->id == O_VIEW_FILES ? &c->no_view_files : &c->no_passthrough;
         *off = strcmp(val, "off") == 0;
+        if (d->id == O_VIEW_FILES) c->view_files_on = !*off;
         return 0;
     }
     case O_NO_CACHE: c->no_disk_cache = true; return 0;
@@ -695,7 +696,8 @@ void qfs_cli_usage(FILE *out)
 "                       (after `quarkfs warm`, or a whole-file read), the file is written\n"
 "                       whole into the disk cache (files/, within --cache-size) in the\n"
 "                       background, and later opens are served from it (default on; needs\n"
-"                       the disk cache)                              -o view_files=on|off\n"
+"                       the disk cache; off on a FUSE cache directory unless `on` is given)\n"
+"                                                                    -o view_files=on|off\n"
 "  --passthrough on|off serve those files by the kernel itself (FUSE passthrough: local-file\n"
 "                       speed, mmap included; needs libfuse >= 3.17 at build time, Linux >=\n"
 "                       6.9 and CAP_SYS_ADMIN), else by pread through the FUSE channel\n"

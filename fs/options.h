@@ -41,6 +41,7 @@ typedef struct qfs_cli {
     uint64_t cache_size;               /* 0: the default */
     bool no_disk_cache;
     bool no_view_files, no_passthrough;   /* -o view_files=off, -o passthrough=off */
+    bool view_files_on;                   /* -o view_files=on, said (not the default) */
     bool check_finite, follow_symlinks, allow_empty;
     int log_level;                     /* -o log= / --log (syslog priority), -1: not given */
     const char *log_file;

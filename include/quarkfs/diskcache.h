@@ -60,6 +60,10 @@ int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *sc
 /* Read-only: hits are served, nothing is written (put answers -EROFS), no lock is taken. A
  * directory opened read-only stays so. */
 bool qfs_diskcache_readonly(qfs_diskcache *c);
+
+/* Whether the directory is on a FUSE filesystem (GlusterFS, CephFS's or s3's FUSE clients and
+ * the like: usually a store that several machines share). */
+bool qfs_diskcache_on_fuse(const qfs_diskcache *c);
 /* Stops writes after one failed (full, read-only or unreachable store): the cache is
  * read-only for some seconds, then a write is tried again, and the first that succeeds ends
  * the pause; a shared store that comes back is used again without a remount. true when

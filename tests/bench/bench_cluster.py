@@ -208,7 +208,7 @@ def main():
                         row["late_disk_hits"] = st["disk_hits"]
                     finally:
                         m2.close()
-                    shutil.rmtree(os.path.join(cluster.nodes[0].mnt, cache))
+                    shutil.rmtree(os.path.join(cluster.nodes[0].mnt, cache), ignore_errors=True)
 
                 def local():
                     cache = os.path.join(tmp, "local%d" % rep)
@@ -245,7 +245,7 @@ def main():
                 finally:
                     for m in mounts:
                         m.close()
-                shutil.rmtree(os.path.join(cluster.nodes[0].mnt, cache))
+                shutil.rmtree(os.path.join(cluster.nodes[0].mnt, cache), ignore_errors=True)
                 row["n_quantized"] = n_quantized[spec]
                 results.append(row)
                 print("%s rep %d: nocache %.2f s, first %.2f s, local %.2f s, late %.2f s "

@@ -186,6 +186,12 @@ def three_nodes_at_once_quantize_each_tensor_once():
         sts = [status(m) for m in mounts]
         for m in mounts:
             assert not warnings(m), m.log()
+    for st in sts:   # per-machine view files stay off the shared volume by default
+        vf = st["view_files"]
+        assert vf["present"] == 0 and vf["written"] == 0 and \
+            "FUSE filesystem" in vf["served_by"], vf
+    assert not os.path.exists(os.path.join(cache_on(c.nodes[0], name), "files")), \
+        "view files written to the shared volume"
     quantized = [st["tensors_quantized"] for st in sts]
     assert sum(quantized) == n, ("tensors quantized per node %s, sum %d, but the model has %d "
                                  "quantized tensors" % (quantized, sum(quantized), n))
@@ -457,6 +463,33 @@ def entry_corrupted_on_one_brick():
         got = q.read_bytes(os.path.join(node.brick, rel))
         q.assert_bytes_equal(got, good, "brick of node %d after the rewrite" % node.i)
     print("  tensors recomputed by nodes 2, 3: %s" % quantized)
+
+
+@q.test
+def view_files_on_the_volume_when_asked():
+    """-o view_files=on keeps complete view files on the volume all the same: after a whole
+    read of the view on node 1 each model file has its view file there, served through the
+    channel (the kernel passes no file of a FUSE filesystem through), with the export's bytes
+    on a second mount."""
+    c = cluster()
+    src, files, n = model()
+    name = fresh_cache(c, "viewfiles")
+    n1 = c.nodes[0]
+    shards = [rel for rel in files if rel.endswith(".safetensors")]
+    with mount_on(n1, src, cache_on(n1, name), ["view_files=on"]) as m:
+        assert_view(read_all(m, files), files, "node 1, view_files=on")
+        deadline = time.monotonic() + 60
+        while True:
+            vf = status(m)["view_files"]
+            if vf["present"] == len(shards) and vf["queued"] == 0:
+                break
+            assert time.monotonic() < deadline, "view files not written: %s\n%s" % (vf, m.log())
+            time.sleep(0.2)
+        assert vf["served_by"].startswith("channel:") and "FUSE" in vf["served_by"], vf
+    with mount_on(n1, src, cache_on(n1, name), ["view_files=on"]) as m:
+        assert_view(read_all(m, files), files, "node 1, from the view files")
+        st = status(m)
+    assert st["tensors_quantized"] == 0 and st["view_files"]["opens_channel"] > 0, st
 
 
 @q.test

@@ -351,22 +351,27 @@ def cable_pulled_while_holding_a_lock():
     else:
         assert st1["tensors_quantized"] == 1, (st1, w1)
     assert len(w3) == 1 and "disk cache" in w3[0], w3
-    assert os.path.exists(victim), "node 1 did not write the entry back"
+    # Node 1 wrote the missing entry back, unless its own client failed it (above): then the
+    # first mount on node 3 after the cable is back computes that one tensor and writes it.
+    rewritten = not w1
+    if rewritten:
+        assert os.path.exists(victim), "node 1 did not write the entry back"
     # Cable back: node 3's client reconnects to the bricks (writes need two of three) and sees
     # the entry node 1 wrote meanwhile; then a new mount there hits every entry.
     back = wait_writable(n3)
     seen = os.path.join(cache_on(n3, name), os.path.relpath(victim, cache_on(n1, name)))
     deadline = time.monotonic() + 60
-    while not os.path.exists(seen):
+    while rewritten and not os.path.exists(seen):
         assert time.monotonic() < deadline, "node 3 does not see the rewritten entry in 60 s"
         time.sleep(0.5)
     with mount_on(n3, src, cache_on(n3, name)) as m:
         assert_view(read_all(m, files), files, "node 3, cable back")
         st = status(m)
-    assert st["tensors_quantized"] == 0 and st["disk_cache"], st
-    print("  node 1 read in %.2f s (one tensor locked by the cut node); node 3 cut off read in "
-          "%.2f s; its warning: %s; node 3 writable %.1f s after the cable was back"
-          % (t1, t3, w3[0].split(WARNING)[1].strip(), back))
+    assert st["tensors_quantized"] <= (0 if rewritten else 1) and st["disk_cache"], st
+    print("  node 1 read in %.2f s (one tensor locked by the cut node; %s); node 3 cut off "
+          "read in %.2f s; its warning: %s; node 3 writable %.1f s after the cable was back"
+          % (t1, "its own client failed once: " + w1[0].split(WARNING)[1].strip() if w1
+             else "no warning", t3, w3[0].split(WARNING)[1].strip(), back))
 
 
 WRITE_RETRY = 10.0       # core/diskcache.c: after a failed write, hits only for this long

@@ -231,6 +231,25 @@ class Cluster:
         """Ask the self-heal daemon to heal now (after a brick came back)."""
         self.gluster("volume", "heal", VOLUME, check=False)
 
+    def settle(self, timeout=120):
+        """Waits until the volume is whole again after a fault: every brick online and
+        connected, nothing left to heal, and a file can be made through every node's client.
+        Each fault case starts from there, not from what the previous one left behind."""
+        def healed():
+            info = self.gluster("volume", "heal", VOLUME, "info", check=False)
+            counts = [l.split(":", 1)[1].strip() for l in info.splitlines()
+                      if l.startswith("Number of entries:")]
+            return (info.count("Status: Connected") == len(self.nodes) and
+                    len(counts) == len(self.nodes) and all(c == "0" for c in counts))
+        deadline = time.monotonic() + timeout
+        self.restart_bricks(timeout=timeout)
+        self.heal()
+        self._wait(healed, max(1, deadline - time.monotonic()), "the volume healed")
+        for n in self.nodes:
+            probe = os.path.join(n.mnt, ".settle-%d" % n.i)
+            self._wait(lambda p=probe: _write_ok(p) and os.unlink(p) is None,
+                       max(1, deadline - time.monotonic()), "node %d writable" % n.i)
+
     def stop(self):
         """Removes everything start() made; safe to call twice and after a partial start."""
         if not self.started:

@@ -244,6 +244,7 @@ def brick_killed_mid_read():
     of three keep the volume writable); the brick restarted and healed, a fresh mount on node 2
     quantizes nothing."""
     c = cluster()
+    c.settle()   # whole again after the previous case's fault
     src, files, n = model("demo12")
     name = fresh_cache(c, "brick")
     brick_v1 = os.path.join(c.nodes[1].brick, name, "v1")
@@ -313,6 +314,7 @@ def cable_pulled_while_holding_a_lock():
     fail with ENOTCONN while it drops node 3's brick: then one warning there, bytes still
     right.)"""
     c = cluster()
+    c.settle()   # whole again after the previous case's fault
     src, files, n = model()
     name = "cut"
     fill(c, name)
@@ -395,6 +397,7 @@ def full_volume():
     cache. The filler removed, the same mount writes again (after the retry pause) every
     entry that did not fit as it reads the view again, with no second warning."""
     c = cluster()
+    c.settle()   # whole again after the previous case's fault
     src, files, n = model("demo12")
     name = fresh_cache(c, "full")
     filler = os.path.join(c.nodes[0].mnt, "filler")
@@ -444,6 +447,7 @@ def entry_corrupted_on_one_brick():
     for this test): the copy read fails its checksum, is removed and written again; nodes 2
     and 3 serve the export's bytes, no warning; afterwards every brick holds the good entry."""
     c = cluster()
+    c.settle()   # whole again after the previous case's fault
     src, files, n = model()
     name = "corrupt"
     fill(c, name)

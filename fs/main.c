@@ -10,7 +10,6 @@
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <sys/un.h>
-#include <sys/xattr.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -24,8 +23,11 @@
 
 #include <jansson.h>
 
+#include "client.h"
+#include "defaults.h"
 #include "inspect.h"
 #include "log.h"
+#include "mountinfo.h"
 #include "ops.h"
 #include "options.h"
 #include "progress.h"
@@ -41,11 +43,6 @@
 #define QUARKFS_VERSION "unknown"
 #endif
 
-#define DEFAULT_CACHE_MEM ((size_t)1 << 30)
-#define DEFAULT_CACHE_SIZE ((uint64_t)64 << 30)
-#define DEFAULT_READAHEAD_KB 16384
-#define DEFAULT_MAX_BACKGROUND 64
-#define DEFAULT_MAX_THREADS 16
 #define ATTR_TIMEOUT 86400.0
 #define log_msg qfs_log_msg
 
@@ -539,52 +536,6 @@ out:
 
 /* ---- mount ---- */
 
-/* The topmost mount on mountpoint (an absolute path without symlinks), from mountinfo (so no
- * request reaches a FUSE daemon, ours or a hung one): its device and type; false if none. */
-static bool topmost_mount(const char *mountpoint, char *majmin, size_t mm_len, char *type,
-                          size_t type_len)
-{
-    FILE *f = fopen("/proc/self/mountinfo", "r");
-    if (!f) return false;
-    bool found = false;
-    char line[4096];
-    while (fgets(line, sizeof line, f)) {
-        char mp[PATH_MAX], mm[64], ty[64];
-        const char *sep = strstr(line, " - ");
-        if (!sep || sscanf(line, "%*s %*s %63s %*s %4095s", mm, mp) != 2 ||
-            sscanf(sep + 3, "%63s", ty) != 1)
-            continue;
-        /* mountinfo writes space, tab, newline and backslash as \ooo */
-        char *w = mp;
-        for (const char *r = mp; *r; w++) {
-            if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
-                r[3] >= '0' && r[3] <= '7') {
-                *w = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
-                r += 4;
-            } else {
-                *w = *r++;
-            }
-        }
-        *w = '\0';
-        if (strcmp(mp, mountpoint) != 0) continue;
-        found = true;
-        snprintf(majmin, mm_len, "%s", mm);
-        snprintf(type, type_len, "%s", ty);
-    }
-    fclose(f);
-    return found;
-}
-
-/* The bdi readahead file of the mount at mountpoint; "" if not found. */
-static void find_readahead_path(const char *mountpoint, char *out, size_t len)
-{
-    char majmin[64], type[64];
-    out[0] = '\0';
-    if (topmost_mount(mountpoint, majmin, sizeof majmin, type, sizeof type) &&
-        strncmp(type, "fuse", 4) == 0)
-        snprintf(out, len, "/sys/class/bdi/%s/read_ahead_kb", majmin);
-}
-
 /* The options every mount gets: read-only, nodev, nosuid, the source permissions, the type
  * fuse.quarkfs and, unless -o fsname= was given, SRC as the source that mount(8), findmnt and
  * df show (and that `mount -a` compares with fstab). */
@@ -672,8 +623,10 @@ static int check_mountpoint(const char *src, const char *mnt)
     }
     char real[PATH_MAX], majmin[64], type[64];
     if (!realpath(mnt, real)) snprintf(real, sizeof real, "%s", mnt);
-    if (topmost_mount(real, majmin, sizeof majmin, type, sizeof type) &&
-        strcmp(type, "fuse.quarkfs") == 0) {
+    FILE *mi = fopen("/proc/self/mountinfo", "r");   /* asks no FUSE daemon, ours or hung */
+    bool on_top = mi && qfs_mountinfo_topmost(mi, real, majmin, sizeof majmin, type, sizeof type);
+    if (mi) fclose(mi);
+    if (on_top && strcmp(type, "fuse.quarkfs") == 0) {
         int alive = mount_answers(real);
         if (alive == 0)
             log_msg(LOG_ERR, "%s: the daemon of the quarkfs mount there is gone (killed or "
@@ -874,7 +827,7 @@ static int cmd_mount(int argc, char **argv)
     }
     if (c.readahead_kb) {
         fs.readahead_kb = c.readahead_kb;
-        find_readahead_path(opts.mountpoint, fs.readahead_path, sizeof fs.readahead_path);
+        qfs_mountinfo_readahead_path(opts.mountpoint, fs.readahead_path, sizeof fs.readahead_path);
     }
     if (!opts.foreground) {
         if (!qfs_log_has_file() && !qfs_log_syslog_available())
@@ -967,43 +920,7 @@ out:
     return rc;
 }
 
-/* ---- status, warm: ask a running mount through its root's extended attributes ---- */
-
-static int read_mount_json(const char *mnt, const char *attr, json_t **out)
-{
-    char buf[65536];
-    ssize_t n = getxattr(mnt, attr, buf, sizeof buf - 1);
-    if (n < 0) {
-        int e = errno;
-        char safe[PATH_MAX * 4];
-        qfs_escape_ctl(mnt, safe, sizeof safe);
-        if (e == ENOTCONN)
-            fprintf(stderr, "quarkfs: %s: the daemon of this mount is gone (killed or crashed): "
-                    "fusermount3 -uz %s removes it, then mount again\n", safe, safe);
-        else if (e == EPERM)
-            fprintf(stderr, "quarkfs: %s: %s: only the mount's owner or root may do this\n", safe,
-                    strerror(e));
-        else
-            fprintf(stderr, "quarkfs: %s: %s (is it a quarkfs mountpoint?)\n", safe,
-                    e == ENODATA || e == ENOTSUP ? "no quarkfs counters" : strerror(e));
-        return 1;
-    }
-    buf[n] = '\0';
-    json_error_t jerr;
-    *out = json_loads(buf, 0, &jerr);
-    if (!*out) {
-        fprintf(stderr, "quarkfs: %s: unreadable counters: %s\n", mnt, jerr.text);
-        return 1;
-    }
-    return 0;
-}
-
-static json_int_t jint(const json_t *o, const char *path1, const char *path2)
-{
-    const json_t *v = json_object_get(o, path1);
-    if (path2) v = json_object_get(v, path2);
-    return json_integer_value(v);
-}
+/* ---- status, warm: ask a running mount (fs/client.c) ---- */
 
 static int cmd_status(int argc, char **argv)
 {
@@ -1018,73 +935,13 @@ static int cmd_status(int argc, char **argv)
     const char *mnt = c.pos[0];
     json_t *st;
     rc = 1;
-    if (read_mount_json(mnt, QFS_XATTR_STATUS, &st)) goto out;
+    if (qfs_client_read(mnt, QFS_XATTR_STATUS, &st)) goto out;
     rc = 0;
     if (c.json) {
         json_dumpf(st, stdout, JSON_INDENT(2));
         putchar('\n');
     } else {
-        const char *dir = json_string_value(json_object_get(st, "cache_dir"));
-        const char *source = json_string_value(json_object_get(st, "source"));
-        char used[32], mem[32], budget[32];
-        char safe_mnt[PATH_MAX * 4], safe_src[PATH_MAX * 4];
-        qfs_format_bytes((uint64_t)jint(st, "cache_dir_bytes", NULL), used, sizeof used);
-        qfs_format_bytes((uint64_t)jint(st, "memory_bytes", NULL), mem, sizeof mem);
-        qfs_format_bytes((uint64_t)jint(st, "cache_mem", NULL), budget, sizeof budget);
-        double up = json_real_value(json_object_get(st, "uptime_seconds"));
-        printf("%s: %s (spec %s, format %s), quarkfs %s, up %.0f s\n",
-               qfs_escape_ctl(mnt, safe_mnt, sizeof safe_mnt),
-               source ? qfs_escape_ctl(source, safe_src, sizeof safe_src)
-                      : "(source shown to the mount's owner only)",
-               json_string_value(json_object_get(st, "spec")),
-               json_string_value(json_object_get(st, "format")),
-               json_string_value(json_object_get(st, "version")), up);
-        printf("  %-20s %s of %s (cache_mem)\n", "memory", mem, budget);
-        if (dir)
-            printf("  %-20s %s, %s used%s\n", "disk cache", dir, used,
-                   json_is_true(json_object_get(st, "disk_cache")) ? "" : " (read-only now)");
-        else
-            printf("  %-20s off\n", "disk cache");
-        const char *keys[] = {"tensors_quantized", "memory_hits", "disk_hits", "disk_writes",
-                              "scales_computed", "evictions", "bytes_quantized", "bytes_served",
-                              "weights_in_bands", "early_reads", "memo_hits",
-                              "memo_rehashes", "source_reads"};
-        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-            printf("  %-20s %lld\n", keys[i], (long long)jint(st, keys[i], NULL));
-        printf("  %-20s %.3f\n", "seconds_quantizing",
-               json_real_value(json_object_get(st, "seconds_quantizing")));
-        if (dir)
-            printf("  %-20s %lld queued (%lld bytes), %lld written, %lld dropped\n",
-                   "disk writes", (long long)jint(st, "cache_queue", "queued"),
-                   (long long)jint(st, "cache_queue", "bytes"),
-                   (long long)jint(st, "cache_queue", "written"),
-                   (long long)jint(st, "cache_queue", "dropped"));
-        printf("  %-20s %lld/%lld tensors\n", "warm", (long long)jint(st, "warm", "tensors_done"),
-               (long long)jint(st, "warm", "tensors"));
-        printf("  %-20s %lld present, %lld being written; opens: %lld passthrough, %lld "
-               "channel (%s)\n", "view files", (long long)jint(st, "view_files", "present"),
-               (long long)jint(st, "view_files", "queued"),
-               (long long)jint(st, "view_files", "opens_passthrough"),
-               (long long)jint(st, "view_files", "opens_channel"),
-               json_string_value(json_object_get(json_object_get(st, "view_files"),
-                                                 "served_by")));
-        json_t *views = json_object_get(st, "views");
-        for (size_t i = 0; json_array_size(views) > 1 && i < json_array_size(views); i++) {
-            const json_t *v = json_array_get(views, i);
-            printf("  view %-15s spec %s, format %s: %lld files, %lld broken, %lld bytes "
-                   "served\n", json_string_value(json_object_get(v, "name")),
-                   json_string_value(json_object_get(v, "spec")),
-                   json_string_value(json_object_get(v, "format")),
-                   (long long)jint(v, "quantized_files", NULL),
-                   (long long)jint(v, "broken_files", NULL),
-                   (long long)jint(v, "bytes_served", NULL));
-        }
-        json_t *broken = json_object_get(st, "broken_files");
-        printf("  %-20s %zu\n", "broken_files", json_array_size(broken));
-        for (size_t i = 0; i < json_array_size(broken); i++)
-            printf("    %s: %s\n",
-                   json_string_value(json_object_get(json_array_get(broken, i), "file")),
-                   json_string_value(json_object_get(json_array_get(broken, i), "error")));
+        qfs_client_print_status(mnt, st);
     }
     json_decref(st);
 out:
@@ -1103,40 +960,7 @@ static int cmd_warm(int argc, char **argv)
         goto out;
     }
     const char *mnt = c.pos[0];
-    json_t *st;
-    rc = 1;
-    if (read_mount_json(mnt, QFS_XATTR_WARM, &st)) goto out;
-    qfs_progress p;
-    qfs_progress_start(&p, "warm", (uint64_t)jint(st, "warm", "bytes"),
-                       (uint64_t)jint(st, "warm", "tensors"), "tensors");
-    p.last = -1e9;   /* the first line at once */
-    for (;;) {
-        json_int_t n = jint(st, "warm", "tensors"), done = jint(st, "warm", "tensors_done");
-        json_int_t bdone = jint(st, "warm", "bytes_done");
-        json_int_t writing = jint(st, "view_files", "queued");
-        p.total = (uint64_t)jint(st, "warm", "bytes");   /* another warm may add to the round */
-        p.items_total = (uint64_t)n;
-        json_decref(st);
-        /* Done when the complete view files are written too: the next load reads them. */
-        if (done >= n && writing == 0) {
-            char b[32];
-            qfs_format_bytes((uint64_t)bdone, b, sizeof b);
-            qfs_progress_finish(&p, (uint64_t)bdone, "%lld/%lld tensors, %s of source, done",
-                                (long long)done, (long long)n, b);
-            rc = 0;
-            break;
-        }
-        qfs_progress_update(&p, (uint64_t)bdone, (uint64_t)done,
-                            done >= n ? "writing view files" : NULL);
-        if (c.no_wait) {
-            qfs_progress_abort(&p);
-            rc = 0;
-            break;
-        }
-        struct timespec ts = {0, 250000000};
-        nanosleep(&ts, NULL);
-        if (read_mount_json(mnt, QFS_XATTR_STATUS, &st)) break;
-    }
+    rc = qfs_client_warm(mnt, c.no_wait);
 out:
     qfs_cli_free(&c);
     return rc;

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <time.h>
 
+#include "defaults.h"
 #include "quarkfs/engine.h"
 #include "quarkfs/model.h"
 #include "quarkfs/viewfile.h"
@@ -24,7 +25,6 @@
 typedef void (*qfs_log_fn)(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Everything the operations need: the userdata of the FUSE session. */
-#define QFS_READ_BUFS 16          /* kept reply buffers: one per FUSE thread (max_threads) */
 #define QFS_READ_BUF_SIZE (1u << 20)  /* the kernel's largest read request (256 pages) */
 
 /* Per quantized file: how its live opens are served. The kernel lets an inode's opens be all

@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "defaults.h"
 #include "log.h"
 #include "quarkfs/spec.h"
 
@@ -17,9 +18,6 @@
 #define QUARKFS_VERSION "unknown"
 #endif
 
-#define DEFAULT_READAHEAD_KB 16384
-#define DEFAULT_MAX_BACKGROUND 64
-#define DEFAULT_MAX_THREADS 16
 
 enum {
     O_SPEC = 256, O_SPECS, O_FORMAT, O_EXCLUDE, O_INCLUDE, O_LAYER, O_PRESET, O_THREADS, O_SYMLINKS, O_FOLLOW,

@@ -432,18 +432,16 @@ static int generate_config(qfs_model *m, qfs_entry *e, qfs_error *err)
 
 /* An index that names files SRC lacks, or tensors a shard lacks, is a broken checkpoint: the
  * view's index keeps what can be served, and the log says what could not. */
-static void warn_index_mismatches(qfs_model *m, const char *path, json_t *wm)
+static void warn_index_mismatches(qfs_model *m, const char *path, const qfs_index_map *wm)
 {
-    const char *name;
-    json_t *file;
     size_t missing_files = 0, missing_tensors = 0;
-    json_object_foreach(wm, name, file) {
+    for (size_t i = 0; i < wm->n; i++) {
         size_t idx;
-        const char *f = json_string_value(file);
-        if (!f || qfs_model_lookup(m, 0, f, &idx) != 0) {
+        const char *name = wm->names[i], *f = wm->files[i];
+        if (qfs_model_lookup(m, 0, f, &idx) != 0) {
             if (missing_files++ == 0)
                 add_warning(m, "%s: names '%s' (for '%s'), which is not in the source directory",
-                            path, f ? f : "?", name);
+                            path, f, name);
             continue;
         }
         const qfs_entry *e = &m->entries[idx];
@@ -464,11 +462,11 @@ static int generate_index(qfs_model *m, qfs_entry *e)
     size_t len, out_len;
     int rc = read_small_file(e, &text, &len, &err);
     if (rc == 0) {
-        json_t *wm = NULL;
+        qfs_index_map wm = {0};
         rc = qfs_index_rewrite(text, len, plan_for_file, m, e->src_path, &out, &out_len, &wm,
                                &err);
-        if (rc == 0) warn_index_mismatches(m, e->src_path, wm);
-        json_decref(wm);
+        if (rc == 0) warn_index_mismatches(m, e->src_path, &wm);
+        qfs_index_map_free(&wm);
         free(text);
     }
     if (rc == -ENOMEM) return rc;

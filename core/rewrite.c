@@ -1,7 +1,9 @@
 #include "quarkfs/rewrite.h"
+#include "quarkfs/nametable.h"
 #include "quarkfs/textbuf.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -427,47 +429,242 @@ static int cmp_file_first(const void *a, const void *b)
     return x->first < y->first ? -1 : x->first > y->first;
 }
 
+void qfs_index_map_free(qfs_index_map *m)
+{
+    if (!m) return;
+    free(m->names);
+    free(m->files);
+    free(m->strings);
+    json_decref(m->tree);
+    memset(m, 0, sizeof *m);
+}
+
+/* Appends one member to a map being built (the arrays grow by doubling). */
+static int map_add(qfs_index_map *m, size_t *cap, const char *name, const char *file)
+{
+    if (m->n == *cap) {
+        size_t c = *cap ? 2 * *cap : 256;
+        const char **nn = realloc(m->names, c * sizeof *nn);
+        if (!nn) return -ENOMEM;
+        m->names = nn;
+        const char **nf = realloc(m->files, c * sizeof *nf);
+        if (!nf) return -ENOMEM;
+        m->files = nf;
+        *cap = c;
+    }
+    m->names[m->n] = name;
+    m->files[m->n++] = file;
+    return 0;
+}
+
+/* The tree parser's weight_map (root is the whole document): its members in order, pointing
+ * into the object, which the map keeps. -EINVAL with err set for a value that is not a string. */
+static int map_from_tree(json_t *wm, const char *path, qfs_index_map *m, qfs_error *err)
+{
+    size_t cap = 0;
+    const char *k;
+    json_t *v;
+    m->tree = json_incref(wm);
+    json_object_foreach(wm, k, v) {
+        if (!json_is_string(v)) {
+            qfs_error_set(err, "%s: weight_map entry '%s' is not a file name", path, k);
+            return -EINVAL;
+        }
+        if (map_add(m, &cap, k, json_string_value(v))) return -ENOMEM;
+    }
+    return 0;
+}
+
+/* The streaming parser of an index: only the top level's "weight_map" is read (its members into
+ * the map, its braces' offsets kept); every other value is skipped, left to jansson. */
+typedef struct index_ctx {
+    qfs_index_map *map;
+    size_t cap;
+    yajl_handle y;
+    unsigned depth;          /* of the value being read: 1 inside the document's object */
+    bool at_weight_map;      /* the last top-level key was "weight_map" */
+    bool in_weight_map;
+    bool seen_weight_map;
+    size_t wm_open, wm_close;   /* offsets of its '{' and just past its '}' */
+    char *next;              /* where the next copied string goes in map->strings */
+    const char *name;        /* the member whose file comes next */
+    size_t end;              /* just past the document's closing brace */
+    int rc;
+} index_ctx;
+
+static int index_stop(index_ctx *c, int rc)
+{
+    c->rc = rc;
+    return 0;
+}
+
+static const char *index_copy(index_ctx *c, const unsigned char *s, size_t len)
+{
+    char *d = c->next;   /* strings is as long as the text: each copy is shorter than its token */
+    memcpy(d, s, len);
+    d[len] = '\0';
+    c->next += len + 1;
+    return d;
+}
+
+static int ix_map_key(void *ctx, const unsigned char *s, size_t len)
+{
+    index_ctx *c = ctx;
+    if (c->in_weight_map && c->depth == 2) {
+        c->name = index_copy(c, s, len);
+        return 1;
+    }
+    if (c->depth == 1) {
+        c->at_weight_map = len == 10 && memcmp(s, "weight_map", 10) == 0;
+        if (c->at_weight_map && c->seen_weight_map) return index_stop(c, -EAGAIN);
+        c->seen_weight_map |= c->at_weight_map;
+    }
+    return 1;
+}
+
+static int ix_string(void *ctx, const unsigned char *s, size_t len)
+{
+    index_ctx *c = ctx;
+    if (!c->in_weight_map || c->depth != 2) return 1;
+    /* Shard names repeat: one copy for a run of the same file. */
+    const char *last = c->map->n ? c->map->files[c->map->n - 1] : NULL;
+    const char *file = last && strlen(last) == len && memcmp(last, s, len) == 0
+                           ? last : index_copy(c, s, len);
+    if (map_add(c->map, &c->cap, c->name, file)) return index_stop(c, -ENOMEM);
+    return 1;
+}
+
+/* A scalar that is not a string: inside weight_map the tree parser says it is no file name. */
+static int ix_scalar(index_ctx *c)
+{
+    return c->in_weight_map && c->depth == 2 ? index_stop(c, -EAGAIN) : 1;
+}
+static int ix_null(void *ctx) { return ix_scalar(ctx); }
+static int ix_boolean(void *ctx, int b) { (void)b; return ix_scalar(ctx); }
+static int ix_number(void *ctx, const char *s, size_t l) { (void)s; (void)l; return ix_scalar(ctx); }
+
+static int ix_open(void *ctx, bool map)
+{
+    index_ctx *c = ctx;
+    if (c->depth == 0 && !map) return index_stop(c, -EAGAIN);
+    if (c->in_weight_map) return index_stop(c, -EAGAIN);   /* a member that is no string */
+    if (c->depth == 1 && c->at_weight_map) {
+        if (!map) return index_stop(c, -EAGAIN);
+        c->in_weight_map = true;
+        c->wm_open = yajl_get_bytes_consumed(c->y) - 1;
+    }
+    c->at_weight_map = false;
+    c->depth++;
+    return 1;
+}
+
+static int ix_close(void *ctx)
+{
+    index_ctx *c = ctx;
+    c->depth--;
+    if (c->in_weight_map && c->depth == 1) {
+        c->in_weight_map = false;
+        c->wm_close = yajl_get_bytes_consumed(c->y);
+    }
+    if (c->depth == 0) c->end = yajl_get_bytes_consumed(c->y);
+    return 1;
+}
+static int ix_start_map(void *ctx) { return ix_open(ctx, true); }
+static int ix_start_array(void *ctx) { return ix_open(ctx, false); }
+
+/* The streaming path: weight_map into *m, the rest of the document (weight_map replaced by {})
+ * parsed by jansson into *root. 0, -EAGAIN (nothing set: the tree parser decides), -ENOMEM. */
+static int index_stream(const char *text, size_t len, qfs_index_map *m, json_t **root)
+{
+    static const yajl_callbacks callbacks = {
+        .yajl_null = ix_null, .yajl_boolean = ix_boolean, .yajl_number = ix_number,
+        .yajl_string = ix_string, .yajl_start_map = ix_start_map, .yajl_map_key = ix_map_key,
+        .yajl_end_map = ix_close, .yajl_start_array = ix_start_array,
+        .yajl_end_array = ix_close,
+    };
+    memset(m, 0, sizeof *m);
+    *root = NULL;
+    if (!(m->strings = malloc(len + 1))) return -ENOMEM;
+    index_ctx c = {.map = m, .next = m->strings, .rc = -EAGAIN};
+    int rc = qfs_json_stream((const uint8_t *)text, len, &callbacks, &c, &c.y, &c.end);
+    if (rc == 1) rc = c.rc;
+    else if (rc == 0 && !c.wm_close) rc = -EAGAIN;   /* no weight_map object */
+    qfs_name_table names = {0};
+    if (rc == 0) rc = qfs_name_table_build(&names, m->names, sizeof *m->names, m->n);
+    qfs_name_table_free(&names);
+    if (rc == -EEXIST) rc = -EAGAIN;   /* a name twice: jansson's rule decides which file */
+    char *rest = NULL;
+    if (rc == 0) {
+        size_t head = c.wm_open, tail = len - c.wm_close;
+        if (!(rest = malloc(head + 2 + tail))) rc = -ENOMEM;
+    }
+    if (rc == 0) {
+        memcpy(rest, text, c.wm_open);
+        memcpy(rest + c.wm_open, "{}", 2);
+        memcpy(rest + c.wm_open + 2, text + c.wm_close, len - c.wm_close);
+        json_error_t jerr;
+        /* yajl passed it, but jansson has limits of its own (an integer beyond 64 bits, a
+         * real that overflows): then the tree parser says what is wrong. */
+        *root = json_loadb(rest, c.wm_open + 2 + len - c.wm_close, 0, &jerr);
+        if (!*root) rc = -EAGAIN;
+    }
+    free(rest);
+    if (rc) qfs_index_map_free(m);
+    return rc;
+}
+
 /* The new weight_map is written directly, not built as a jansson object and dumped with sorted
  * keys: with a million tensors that costs seconds and gigabytes (one string, key and hash entry
  * per tensor). The rest of the document goes through jansson; tests/unit/test_rewrite.c checks
  * the result against jansson's own dump of the same object. */
 int qfs_index_rewrite(const char *text, size_t len, qfs_index_plan_fn plan_for, void *ctx,
-                      const char *path, char **out, size_t *out_len, json_t **source_map,
+                      const char *path, char **out, size_t *out_len, qfs_index_map *source_map,
                       qfs_error *err)
 {
-    json_t *root = parse_json(text, len, path, err);
-    if (!root) return -EINVAL;
-    json_t *wm = json_object_get(root, "weight_map");
-    if (!json_is_object(root) || !json_is_object(wm)) {
-        json_decref(root);
-        qfs_error_set(err, "%s: not a safetensors index (no \"weight_map\" object)", path);
-        return -EINVAL;
+    return qfs_index_rewrite_with(QFS_JSON_AUTO, text, len, plan_for, ctx, path, out, out_len,
+                                  source_map, err);
+}
+
+int qfs_index_rewrite_with(qfs_json_parser parser, const char *text, size_t len,
+                           qfs_index_plan_fn plan_for, void *ctx, const char *path, char **out,
+                           size_t *out_len, qfs_index_map *source_map, qfs_error *err)
+{
+    qfs_index_map map = {0};
+    json_t *root = NULL;
+    int rc = parser == QFS_JSON_TREE ? -EAGAIN : index_stream(text, len, &map, &root);
+    if (rc == -ENOMEM) return rc;
+    if (rc == -EAGAIN && parser == QFS_JSON_STREAM) return rc;
+    if (rc == -EAGAIN) {
+        root = parse_json(text, len, path, err);
+        if (!root) return -EINVAL;
+        json_t *wm = json_object_get(root, "weight_map");
+        if (!json_is_object(root) || !json_is_object(wm)) {
+            json_decref(root);
+            qfs_error_set(err, "%s: not a safetensors index (no \"weight_map\" object)", path);
+            return -EINVAL;
+        }
+        rc = map_from_tree(wm, path, &map, err);
+        if (rc) {
+            qfs_index_map_free(&map);
+            json_decref(root);
+            return rc;
+        }
     }
-    json_incref(wm);   /* its keys and file names are used after the document lets it go */
-    size_t n_wm = json_object_size(wm), n_files = 0, n_members = 0, pos = 0;
+    size_t n_wm = map.n, n_files = 0, n_members = 0;
     wm_file *files = malloc((n_wm ? n_wm : 1) * sizeof *files);
     wm_member *members = NULL;
     char *text_out = NULL;
     qfs_textbuf b = {0};
-    int rc = files ? 0 : -ENOMEM;
-    const char *k;
-    json_t *v;
+    rc = files ? 0 : -ENOMEM;
     const qfs_plan *last = NULL;
-    json_object_foreach(wm, k, v) {
-        if (rc) break;
-        if (!json_is_string(v)) {
-            qfs_error_set(err, "%s: weight_map entry '%s' is not a file name", path, k);
-            rc = -EINVAL;
-            break;
-        }
-        const qfs_plan *p = plan_for(ctx, json_string_value(v));
+    for (size_t pos = 0; pos < n_wm && rc == 0; pos++) {
+        const qfs_plan *p = plan_for(ctx, map.files[pos]);
         if (p) {
-            if (p != last) files[n_files++] = (wm_file){p, json_string_value(v), pos};
+            if (p != last) files[n_files++] = (wm_file){p, map.files[pos], pos};
             last = p;
         } else {
             n_members++;
         }
-        pos++;
     }
     if (rc) goto out;
     /* One entry per quantized file, in the order of first mention. */
@@ -487,9 +684,9 @@ int qfs_index_rewrite(const char *text, size_t len, qfs_index_plan_fn plan_for, 
     members = malloc((n_members ? n_members : 1) * sizeof *members);
     if (!members) goto out;
     size_t seq = 0;
-    json_object_foreach(wm, k, v)
-        if (!plan_for(ctx, json_string_value(v)))
-            members[seq] = (wm_member){k, json_string_value(v), seq}, seq++;
+    for (size_t pos = 0; pos < n_wm; pos++)
+        if (!plan_for(ctx, map.files[pos]))
+            members[seq] = (wm_member){map.names[pos], map.files[pos], seq}, seq++;
     for (size_t i = 0; i < n_files; i++)
         for (size_t t = 0; t < files[i].plan->n_tensors; t++)
             members[seq] = (wm_member){files[i].plan->tensors[t].name, files[i].name, seq}, seq++;
@@ -530,14 +727,17 @@ int qfs_index_rewrite(const char *text, size_t len, qfs_index_plan_fn plan_for, 
     *out = b.s;
     *out_len = b.len;
     b.s = NULL;
-    if (source_map) *source_map = json_incref(wm);
+    if (source_map) {
+        *source_map = map;
+        memset(&map, 0, sizeof map);
+    }
     rc = 0;
 out:
     free(b.s);
     free(text_out);
     free(members);
     free(files);
-    json_decref(wm);
+    qfs_index_map_free(&map);
     json_decref(root);
     return rc;
 }

@@ -25,7 +25,7 @@ done
 # Debian 12) and libomp-dev (OpenMP for clang) build the fuzz targets (tests/fuzz/run.sh).
 # python3-venv, python3-dev and g++: the loader virtualenv; amd-quark compiles a C++ extension
 # against Python.h when it is first imported.
-pkgs=(gcc meson ninja-build pkg-config libfuse3-dev fuse3 libjansson-dev libxxhash-dev libcmocka-dev
+pkgs=(gcc meson ninja-build pkg-config libfuse3-dev fuse3 libjansson-dev libyajl-dev libxxhash-dev libcmocka-dev
       python3 python3-numpy groff-base man-db clang libclang-rt-dev libomp-dev dpkg-dev)
 [ "$loaders" = 1 ] && pkgs+=(python3-venv python3-dev g++)
 # The cluster suite runs its own glusterd per network namespace; on a systemd host the

@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include "quarkfs/error.h"
+#include "quarkfs/jsonstream.h"
 #include "quarkfs/plan.h"
 #include "quarkfs/spec.h"
 
@@ -31,13 +32,33 @@ int qfs_config_rewrite(const char *text, size_t len, const json_t *quant_config,
  * not a quantized file of the view). */
 typedef const qfs_plan *(*qfs_index_plan_fn)(void *ctx, const char *file);
 
+/* The source index's weight_map: tensor names[i] is in files[i], in the document's order (a
+ * name given twice keeps its first place and its last file, as jansson reads it). */
+typedef struct qfs_index_map {
+    const char **names, **files;
+    size_t n;
+    char *strings;   /* what they point into: copies made by the streaming parser, ... */
+    json_t *tree;    /* ... or the weight_map object of the tree parser */
+} qfs_index_map;
+
+/* Frees a map; safe on a zeroed one. */
+void qfs_index_map_free(qfs_index_map *m);
+
 /* Rewrites an index: weight_map covers every output tensor of the referenced quantized files,
  * total_size is the sum of their data bytes, other metadata kept; printed like transformers
  * (indent 2, sorted keys, trailing newline). Result malloc'd into *out / *out_len. When
- * source_map is not NULL it receives, on success, a reference to the source's weight_map
- * object (release it with json_decref), so a caller can check it without parsing again. */
+ * source_map is not NULL it receives, on success, the source's weight_map (free it with
+ * qfs_index_map_free), so a caller can check it without parsing again. The weight_map of a
+ * big index is read by the streaming parser when it is the common case (jsonstream.h: string
+ * values, no name twice), the rest of the document by jansson. */
 int qfs_index_rewrite(const char *text, size_t len, qfs_index_plan_fn plan_for, void *ctx,
-                      const char *path, char **out, size_t *out_len, json_t **source_map,
+                      const char *path, char **out, size_t *out_len, qfs_index_map *source_map,
                       qfs_error *err);
+
+/* qfs_index_rewrite with one parser or both (jsonstream.h); QFS_JSON_STREAM alone returns
+ * -EAGAIN, nothing set, for what it leaves to the tree parser. */
+int qfs_index_rewrite_with(qfs_json_parser parser, const char *text, size_t len,
+                           qfs_index_plan_fn plan_for, void *ctx, const char *path, char **out,
+                           size_t *out_len, qfs_index_map *source_map, qfs_error *err);
 
 #endif

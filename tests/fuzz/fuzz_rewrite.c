@@ -181,8 +181,40 @@ static void check_config(const char *text, size_t len, const json_t *qc)
     free(out);
 }
 
+/* The streaming parser of the index leaves it to the tree parser (-EAGAIN, nothing set) or
+ * gives exactly what the tree parser gives: the same bytes and source map, or the same error. */
+static void check_index_stream_is_tree(const char *text, size_t len, fake_ctx *c)
+{
+    char *out_s = NULL, *out_t = NULL;
+    size_t len_s = 0, len_t = 0;
+    qfs_index_map ms = {0}, mt = {0};
+    qfs_error es = {{0}}, et = {{0}};
+    int rs = qfs_index_rewrite_with(QFS_JSON_STREAM, text, len, fake_plan_for, c, IDX_PATH,
+                                    &out_s, &len_s, &ms, &es);
+    if (rs == -EAGAIN) {
+        FUZZ_CHECK(!out_s && ms.n == 0 && !ms.names, "-EAGAIN left state");
+        return;
+    }
+    int rt = qfs_index_rewrite_with(QFS_JSON_TREE, text, len, fake_plan_for, c, IDX_PATH, &out_t,
+                                    &len_t, &mt, &et);
+    FUZZ_CHECK(rs == rt, "index: streaming rc %d (%s), tree rc %d (%s)", rs, es.msg, rt, et.msg);
+    if (rs == 0) {
+        FUZZ_CHECK(len_s == len_t && memcmp(out_s, out_t, len_s) == 0,
+                   "the two parsers rewrite the index differently");
+        FUZZ_CHECK(ms.n == mt.n, "source maps of %zu and %zu members", ms.n, mt.n);
+        for (size_t i = 0; i < ms.n; i++)
+            FUZZ_CHECK(strcmp(ms.names[i], mt.names[i]) == 0 &&
+                       strcmp(ms.files[i], mt.files[i]) == 0, "source map member %zu differs", i);
+    }
+    free(out_s);
+    free(out_t);
+    qfs_index_map_free(&ms);
+    qfs_index_map_free(&mt);
+}
+
 static void check_index(const char *text, size_t len, fake_ctx *c)
 {
+    check_index_stream_is_tree(text, len, c);
     char *out = NULL;
     size_t out_len = 0;
     qfs_error err = {{0}};

@@ -37,7 +37,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 GPU=$ROOT/.gpu
 MODELS_SRC=${QUARKFS_MODELS:-$ROOT/../shared/models}
-LIBS="libfuse3.so.3 libjansson.so.4 libgomp.so.1 libxxhash.so.0"
+LIBS="libfuse3.so.3 libjansson.so.4 libyajl.so.2 libgomp.so.1 libxxhash.so.0"
 STORIES="stories260K-bf16 stories260K-f16 stories260K-f32"
 RUN_TIMEOUT=${GPU_CHECK_TIMEOUT:-420}     # inside a 480 s limit per remote command
 DEADLINE=${GPU_CHECK_DEADLINE:-330}       # no new row after this many seconds of gpu_check.py

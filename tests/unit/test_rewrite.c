@@ -637,6 +637,102 @@ static void index_fails(const char *text, const char *word)
     if (word) assert_contains(err.msg, word);
 }
 
+/* Rewrites text with each parser: the streaming parser must read it (`streamed`) or leave it
+ * (-EAGAIN, nothing set); either way qfs_index_rewrite gives exactly the tree parser's result:
+ * the same bytes and source map, or the same error. Returns the tree's rc. */
+static int compare_index_parsers(const char *text, fake_plans *fp, bool streamed)
+{
+    char *out[3] = {NULL, NULL, NULL};
+    size_t len[3] = {0, 0, 0};
+    qfs_index_map map[3];
+    qfs_error err[3] = {{{0}}, {{0}}, {{0}}};
+    static const qfs_json_parser which[3] = {QFS_JSON_TREE, QFS_JSON_STREAM, QFS_JSON_AUTO};
+    int rc[3];
+    for (int i = 0; i < 3; i++) {
+        memset(&map[i], 0, sizeof map[i]);
+        rc[i] = qfs_index_rewrite_with(which[i], text, strlen(text), fake_plan_for, fp, IDX_PATH,
+                                       &out[i], &len[i], &map[i], &err[i]);
+    }
+    if (!streamed && rc[1] != -EAGAIN) fail_msg("the streaming parser took it: rc %d", rc[1]);
+    if (streamed && rc[1] == -EAGAIN) fail_msg("the streaming parser left it (tree: %d %s)",
+                                               rc[0], err[0].msg);
+    if (!streamed) assert_null(out[1]), assert_int_equal(map[1].n, 0), assert_null(map[1].names);
+    for (int i = 2; i >= 1; i--) {
+        if (i == 1 && !streamed) continue;
+        assert_int_equal(rc[i], rc[0]);
+        if (rc[0]) {
+            assert_string_equal(err[i].msg, err[0].msg);
+            continue;
+        }
+        assert_int_equal(len[i], len[0]);
+        assert_memory_equal(out[i], out[0], len[0]);
+        assert_int_equal(map[i].n, map[0].n);
+        for (size_t k = 0; k < map[0].n; k++) {
+            assert_string_equal(map[i].names[k], map[0].names[k]);
+            assert_string_equal(map[i].files[k], map[0].files[k]);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        free(out[i]);
+        qfs_index_map_free(&map[i]);
+    }
+    return rc[0];
+}
+
+static void test_index_stream_reads_common_indexes(void **state)
+{
+    (void)state;
+    index_fixture x;
+    make_fixture(&x);
+    static const char *const ok[] = {
+        "{\"metadata\": {\"total_size\": 999, \"total_parameters\": 42, \"note\": \"x/y\"},\n"
+        " \"weight_map\": {\"b.weight\": \"" F2 "\", \"a.weight\": \"" F1 "\",\n"
+        "  \"a.bias\": \"" F1 "\", \"c\": \"other.bin\", \"d\": \"" F1 "\"}}",
+        /* weight_map first, odd values elsewhere (skipped, then read by jansson) */
+        "{\"weight_map\": {\"a.weight\": \"" F1 "\"}, \"x\": [1, {\"weight_map\": 3}, null, true],"
+        " \"metadata\": {\"total_size\": 1.5e3}}",
+        "{\"weight_map\": {}}\n",
+        /* a later top-level key replaces an earlier one in jansson; both parsers keep that */
+        "{\"metadata\": {\"a\": 1}, \"weight_map\": {\"b.weight\": \"" F2 "\"},"
+        " \"metadata\": {\"b\": 2}}",
+        "{\"weight_map\": {\"b.weight\": \"" F2 "\", \"c\": \"" F2 "\", \"e\": \"" F1 "\"}}  \t\r\n",
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        assert_int_equal(compare_index_parsers(ok[i], &x.fp, true), 0);
+}
+
+static void test_index_stream_leaves_the_rest_to_the_tree(void **state)
+{
+    (void)state;
+    index_fixture x;
+    make_fixture(&x);
+    static const struct { const char *text; int rc; } rest[] = {
+        /* a name twice: jansson keeps its first place and its last file */
+        {"{\"weight_map\": {\"a\": \"" F1 "\", \"b\": \"" F2 "\", \"a\": \"" F2 "\"}}", 0},
+        {"{\"weight_map\": {\"a\": \"" F1 "\"}, \"weight_map\": {\"b\": \"" F2 "\"}}", 0},
+        {"{\"weight_map\": {\"caf\xc3\xa9\": \"" F1 "\"}}", 0},
+        {"{\"weight_map\": {\"a\\u0041\": \"" F1 "\"}}", 0},
+        {"{\"weight_map\": {\"a\": 1}}", -EINVAL},
+        {"{\"weight_map\": {\"a\": [\"" F1 "\"]}}", -EINVAL},
+        {"{\"weight_map\": {\"a\": null}}", -EINVAL},
+        {"{\"weight_map\": [\"a\"]}", -EINVAL},
+        {"{\"metadata\": {}}", -EINVAL},
+        {"[{\"weight_map\": {}}]", -EINVAL},
+        {"{\"weight_map\": {}} \"ab", -EINVAL},
+        {"{\"weight_map\": {\"a\": \"" F1 "\"}", -EINVAL},
+        {"{\"weight_map\": {\"a\": \"" F1 "\"}}}", -EINVAL},
+        {"{\"weight_map\": {\"a\": \"" F1 "\"\v}}", -EINVAL},
+        {"", -EINVAL},
+        /* JSON to yajl, beyond jansson's numbers */
+        {"{\"metadata\": {\"total_size\": 99999999999999999999}, \"weight_map\": {}}", -EINVAL},
+        {"{\"x\": 1e999, \"weight_map\": {}}", -EINVAL},
+    };
+    for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++) {
+        int rc = compare_index_parsers(rest[i].text, &x.fp, false);
+        if (rc != rest[i].rc) fail_msg("case %zu: tree rc %d, expected %d", i, rc, rest[i].rc);
+    }
+}
+
 static void test_index_errors(void **state)
 {
     (void)state;
@@ -963,6 +1059,8 @@ int main(void)
         cmocka_unit_test(test_index_non_ascii_like_python),
         cmocka_unit_test(test_index_weight_map_like_jansson),
         cmocka_unit_test(test_index_errors),
+        cmocka_unit_test(test_index_stream_reads_common_indexes),
+        cmocka_unit_test(test_index_stream_leaves_the_rest_to_the_tree),
         cmocka_unit_test(test_quant_config_awq),
         cmocka_unit_test(test_quant_config_fp8_format),
         cmocka_unit_test(test_quant_config_compressed_tensors),

@@ -56,6 +56,165 @@ static void assert_tensor(const qfs_st_tensor *t, const char *name, qfs_dtype dt
     assert_int_equal(t->end, end);
 }
 
+/* ---- the two parsers: the streaming one reads the common case exactly as the tree one ---- */
+
+/* The same parse result: tensors in the same order with the same fields, the same metadata
+ * (compared as jansson dumps it: keys in their order), the same layout numbers. */
+static void assert_same_file(const qfs_st_file *a, const qfs_st_file *b)
+{
+    assert_int_equal(a->n_tensors, b->n_tensors);
+    for (size_t i = 0; i < a->n_tensors; i++) {
+        const qfs_st_tensor *x = &a->tensors[i], *y = &b->tensors[i];
+        assert_tensor(y, x->name, x->dtype, x->ndim, x->shape, x->begin, x->end);
+        assert_ptr_equal(qfs_st_find(b, x->name), y);
+    }
+    assert_int_equal(a->header_len, b->header_len);
+    assert_int_equal(a->data_start, b->data_start);
+    assert_int_equal(a->file_size, b->file_size);
+    assert_int_equal(!a->metadata, !b->metadata);
+    if (a->metadata) {
+        char *da = json_dumps(a->metadata, JSON_COMPACT), *db = json_dumps(b->metadata, JSON_COMPACT);
+        assert_string_equal(da, db);
+        free(da);
+        free(db);
+    }
+}
+
+/* Parses json (' as ") + data_len bytes with each parser. `streamed`: whether the streaming
+ * parser must read it (0, or -EINVAL with the tree's message) or leave it (-EAGAIN). Either
+ * way qfs_st_parse gives exactly what the tree parser gives. Returns the tree's rc. */
+static int compare_parsers_bytes(const uint8_t *b, size_t len, bool streamed)
+{
+    qfs_st_file tree, stream, any;
+    qfs_error et = {{0}}, es = {{0}}, ea = {{0}};
+    int rt = qfs_st_parse_with(QFS_JSON_TREE, b, len, len, PATH, &tree, &et);
+    int rs = qfs_st_parse_with(QFS_JSON_STREAM, b, len, len, PATH, &stream, &es);
+    int ra = qfs_st_parse(b, len, len, PATH, &any, &ea);
+    if (!streamed && rs != -EAGAIN) fail_msg("the streaming parser took it: rc %d (%s)", rs, es.msg);
+    if (streamed && rs == -EAGAIN) fail_msg("the streaming parser left it to the tree (tree: %d %s)",
+                                            rt, et.msg);
+    if (streamed) assert_int_equal(rs, rt);
+    assert_int_equal(ra, rt);
+    if (rt == 0) {
+        assert_same_file(&tree, &any);
+        if (streamed) assert_same_file(&tree, &stream);
+    } else {
+        assert_string_equal(ea.msg, et.msg);
+        if (streamed) assert_string_equal(es.msg, et.msg);
+        assert_null(any.tensors);
+    }
+    if (rs == -EAGAIN) assert_null(stream.tensors), assert_null(stream.metadata);
+    qfs_st_file_free(&tree);
+    qfs_st_file_free(&stream);
+    qfs_st_file_free(&any);
+    return rt;
+}
+
+static int compare_parsers(const char *json, size_t data_len, bool streamed)
+{
+    size_t len;
+    uint8_t *b = st_build(json, 1, data_len, &len);
+    int rc = compare_parsers_bytes(b, len, streamed);
+    free(b);
+    return rc;
+}
+
+static void test_stream_reads_common_headers(void **state)
+{
+    (void)state;
+    static const struct { const char *json; size_t data; } ok[] = {
+        {"{'a':{'dtype':'F32','shape':[2],'data_offsets':[0,8]},"
+         "'b':{'dtype':'BF16','shape':[2,2],'data_offsets':[8,16]}}", 16},
+        {"{'__metadata__':{'format':'pt','note':'a b'},"
+         "'t':{'dtype':'I8','shape':[3],'data_offsets':[0,3]}}", 3},
+        {"{'t':{'dtype':'I8','shape':[1],'data_offsets':[0,1]},'__metadata__':null}", 1},
+        {"{'t':{'dtype':'I8','shape':[1],'data_offsets':[0,1]},'__metadata__':{}}", 1},
+        /* keys in another order inside a tensor; tensors not in offset order */
+        {"{'z':{'shape':[4],'data_offsets':[4,8],'dtype':'U8'},"
+         "'y':{'data_offsets':[0,4],'dtype':'U8','shape':[4]}}", 8},
+        {"{'s':{'dtype':'F64','shape':[],'data_offsets':[0,8]}}", 8},
+        {"{'e':{'dtype':'F16','shape':[0,5],'data_offsets':[0,0]}}", 0},
+        {"{'d':{'dtype':'U8','shape':[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1],'data_offsets':[0,1]}}", 1},
+        {"\t\r\n {'w' : { 'dtype' : 'I8' , 'shape' : [ 2 ] , 'data_offsets' : [ 0 , 2 ] } }\n", 2},
+        {"{}", 0},
+        {"{'__metadata__':{'b':'1','a':'2','c':''}}", 0},
+        {"{'':{'dtype':'BOOL','shape':[1],'data_offsets':[0,1]}}", 1},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        assert_int_equal(compare_parsers(ok[i].json, ok[i].data, true), 0);
+}
+
+static void test_stream_layout_errors_are_the_tree_s(void **state)
+{
+    (void)state;
+    /* Valid JSON of the common case whose layout is wrong: the streaming parser reads it and
+     * the shared checks say what the tree path says. */
+    static const struct { const char *json; size_t data; } bad[] = {
+        {"{'a':{'dtype':'I8','shape':[2],'data_offsets':[0,2]},"
+         "'b':{'dtype':'I8','shape':[2],'data_offsets':[3,5]}}", 5},
+        {"{'a':{'dtype':'I8','shape':[3],'data_offsets':[0,2]}}", 2},
+        {"{'a':{'dtype':'I8','shape':[2],'data_offsets':[2,0]}}", 2},
+        {"{'a':{'dtype':'I8','shape':[2],'data_offsets':[0,2]}}", 3},
+        {"{'a':{'dtype':'F4','shape':[3],'data_offsets':[0,2]}}", 2},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(compare_parsers(bad[i].json, bad[i].data, true), -EINVAL);
+}
+
+static void test_stream_leaves_the_rest_to_the_tree(void **state)
+{
+    (void)state;
+    static const struct { const char *json; size_t data; int rc; } rest[] = {
+        /* escapes and bytes beyond ASCII: strings the parsers could decode differently */
+        {"{'\\u0041':{'dtype':'I8','shape':[1],'data_offsets':[0,1]}}", 1, 0},
+        {"{'caf\xc3\xa9':{'dtype':'I8','shape':[1],'data_offsets':[0,1]}}", 1, 0},
+        {"{'a\\ud800':{'dtype':'I8','shape':[1],'data_offsets':[0,1]}}", 1, -EINVAL},
+        {"{'a\xed\xa0\x80':{'dtype':'I8','shape':[1],'data_offsets':[0,1]}}", 1, -EINVAL},
+        {"{'a\xc0\x80':{'dtype':'I8','shape':[1],'data_offsets':[0,1]}}", 1, -EINVAL},
+        {"{'a\\u0000b':{'dtype':'I8','shape':[1],'data_offsets':[0,1]}}", 1, -EINVAL},
+        /* whitespace JSON does not have (yajl takes \v and \f) */
+        {"{\v'a':{'dtype':'I8','shape':[1],'data_offsets':[0,1]}}", 1, -EINVAL},
+        {"{\f'a':{'dtype':'I8','shape':[1],'data_offsets':[0,1]}}", 1, -EINVAL},
+        /* duplicates, at every level */
+        {"{'a':{'dtype':'I8','shape':[1],'data_offsets':[0,1]},"
+         "'a':{'dtype':'I8','shape':[1],'data_offsets':[1,2]}}", 2, -EINVAL},
+        {"{'a':{'dtype':'I8','dtype':'U8','shape':[1],'data_offsets':[0,1]}}", 1, -EINVAL},
+        {"{'__metadata__':{'k':'1','k':'2'}}", 0, -EINVAL},
+        {"{'__metadata__':{},'__metadata__':{}}", 0, -EINVAL},
+        /* keys the format does not name are ignored by the tree parser */
+        {"{'a':{'dtype':'I8','shape':[1],'data_offsets':[0,1],'extra':[{}]}}", 1, 0},
+        /* numbers: negative zero is an integer 0 to jansson; the rest are not integers >= 0 */
+        {"{'a':{'dtype':'I8','shape':[-0],'data_offsets':[0,0]}}", 0, 0},
+        {"{'a':{'dtype':'I8','shape':[1.0],'data_offsets':[0,1]}}", 1, -EINVAL},
+        {"{'a':{'dtype':'I8','shape':[1e0],'data_offsets':[0,1]}}", 1, -EINVAL},
+        {"{'a':{'dtype':'I8','shape':[-1],'data_offsets':[0,1]}}", 1, -EINVAL},
+        {"{'a':{'dtype':'I8','shape':[9223372036854775808],'data_offsets':[0,1]}}", 1, -EINVAL},
+        {"{'a':{'dtype':'I8','shape':[1],'data_offsets':[0,1,2]}}", 1, -EINVAL},
+        {"{'a':{'dtype':'I8','shape':[1],'data_offsets':[0]}}", 1, -EINVAL},
+        {"{'a':{'dtype':'I8','shape':[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1],'data_offsets':[0,1]}}",
+         1, -EINVAL},
+        /* types and structure */
+        {"{'a':{'dtype':'Q8','shape':[1],'data_offsets':[0,1]}}", 1, -EINVAL},
+        {"{'a':{'dtype':8,'shape':[1],'data_offsets':[0,1]}}", 1, -EINVAL},
+        {"{'a':{'shape':[1],'data_offsets':[0,1]}}", 1, -EINVAL},
+        {"{'a':[1]}", 0, -EINVAL},
+        {"{'a':true}", 0, -EINVAL},
+        {"{'__metadata__':{'k':1}}", 0, -EINVAL},
+        {"{'__metadata__':[]}", 0, -EINVAL},
+        {"[]", 0, -EINVAL},
+        {"{'a':{'dtype':'I8','shape':[1],'data_offsets':[0,1]}", 1, -EINVAL},
+        {"{} {}", 0, -EINVAL},
+        {"{} 'ab", 0, -EINVAL},   /* an unfinished token after the object (yajl passes it) */
+        {"{'a':{'dtype':'I8','shape':[01],'data_offsets':[0,1]}}", 1, -EINVAL},
+        {"{/*c*/}", 0, -EINVAL},
+        {"", 0, -EINVAL},
+    };
+    for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++) {
+        int rc = compare_parsers(rest[i].json, rest[i].data, false);
+        if (rc != rest[i].rc) fail_msg("case %zu: tree rc %d, expected %d", i, rc, rest[i].rc);
+    }
+}
+
 /* ---- good headers ---- */
 
 static void test_two_tensors(void **state)
@@ -655,6 +814,9 @@ int main(void)
         cmocka_unit_test(test_read_fd_header_past_eof),
         cmocka_unit_test(test_read_fd_trailing_bytes),
         cmocka_unit_test(test_read_fd_directory),
+        cmocka_unit_test(test_stream_reads_common_headers),
+        cmocka_unit_test(test_stream_layout_errors_are_the_tree_s),
+        cmocka_unit_test(test_stream_leaves_the_rest_to_the_tree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -845,13 +845,13 @@ static void write_memos(qfs_engine *e, qfs_diskcache *disk)
 /* The key of an entry quantized before it was hashed: the hash of the source bytes, read
  * again now, provided the file is still exactly as it was when the job read them (else
  * -ESTALE: the entry is dropped, never written under a hash of other bytes). Unlocked. */
-static int hash_later(qfs_engine *e, write_req *r)
+static int hash_later(qfs_engine *e, write_req *r, uint8_t *buf)
 {
     const qfs_tensor_source *src = r->slot->source;
     uint8_t hash[16];
     struct stat now;
-    if (qfs_srcmemo_hash_fd(src->fd, r->off, r->len, hash) != 0 || fstat(src->fd, &now) != 0 ||
-        !qfs_stat_same_file(&now, &r->at))
+    if (qfs_srcmemo_hash_fd(src->fd, r->off, r->len, buf, hash) != 0 ||
+        fstat(src->fd, &now) != 0 || !qfs_stat_same_file(&now, &r->at))
         return -ESTALE;
     qfs_srcmemo_key(r->recipe, hash, &r->key);
     memo_remember(e, r->memo, src, r->off, r->len, hash);
@@ -871,6 +871,10 @@ static void *writer_main(void *arg)
      * (going back up needs CAP_SYS_NICE, as root; otherwise it stays low). */
     id_t tid = (id_t)syscall(SYS_gettid);
     int nice_now = 19;
+    /* Its buffer for re-reading sources (hash_later), kept: a fresh one per entry was faulted
+     * in again each time, most of the daemon's page faults on a first load. NULL (no memory):
+     * each call allocates its own. */
+    uint8_t *read_buf = malloc(QFS_SRCMEMO_READ);
     setpriority(PRIO_PROCESS, tid, nice_now);
     pthread_mutex_lock(&e->lock);
     for (;;) {
@@ -884,7 +888,7 @@ static void *writer_main(void *arg)
             e->wq_busy = 1;
             pthread_mutex_unlock(&e->lock);
             int rc = qfs_diskcache_readonly(disk) ? -EROFS : 0;
-            if (!rc && r->hash_later) rc = hash_later(e, r);
+            if (!rc && r->hash_later) rc = hash_later(e, r, read_buf);
             if (!rc) rc = qfs_diskcache_mark(disk, r->recipe);
             if (!rc)
                 rc = qfs_diskcache_put(disk, &r->key, r->scales, r->scales_len, weight,
@@ -931,6 +935,7 @@ static void *writer_main(void *arg)
         }
     }
     pthread_mutex_unlock(&e->lock);
+    free(read_buf);
     return NULL;
 }
 

@@ -272,30 +272,40 @@ int qfs_srcmemo_merge(qfs_srcmemo *m, const void *data, size_t len)
     return 0;
 }
 
-int qfs_srcmemo_hash_fd(int fd, uint64_t off, uint64_t len, uint8_t out[16])
+int qfs_srcmemo_hash_fd(int fd, uint64_t off, uint64_t len, uint8_t *buf, uint8_t out[16])
 {
     size_t n = (size_t)(len / QFS_SRCMEMO_CHUNK + (len % QFS_SRCMEMO_CHUNK != 0));
-    uint8_t *buf = malloc(QFS_SRCMEMO_CHUNK);
-    XXH3_state_t *st = XXH3_createState();
-    if (!buf || !st) {
-        free(buf);
+    uint8_t *own = buf ? NULL : malloc(QFS_SRCMEMO_READ);
+    XXH3_state_t *st = XXH3_createState(), *chunk = XXH3_createState();
+    if (!(buf ? buf : own) || !st || !chunk) {
+        free(own);
         XXH3_freeState(st);
+        XXH3_freeState(chunk);
         return -ENOMEM;
     }
+    if (!buf) buf = own;
     XXH3_128bits_reset(st);
     int rc = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         uint64_t at = (uint64_t)i * QFS_SRCMEMO_CHUNK;
         size_t l = len - at < QFS_SRCMEMO_CHUNK ? (size_t)(len - at) : QFS_SRCMEMO_CHUNK;
-        rc = qfs_pread_full(fd, buf, l, off + at);
+        /* One chunk's XXH3-128 streamed over reads that fit the cache: the same digest as
+         * qfs_srcmemo_hash's one-shot XXH3_128bits of the chunk. */
+        XXH3_128bits_reset(chunk);
+        for (size_t done = 0; done < l && !rc; done += QFS_SRCMEMO_READ) {
+            size_t r = l - done < QFS_SRCMEMO_READ ? l - done : QFS_SRCMEMO_READ;
+            rc = qfs_pread_full(fd, buf, r, off + at + done);
+            if (!rc) XXH3_128bits_update(chunk, buf, r);
+        }
         XXH128_canonical_t c;
-        XXH128_canonicalFromHash(&c, XXH3_128bits(buf, l));
+        XXH128_canonicalFromHash(&c, XXH3_128bits_digest(chunk));
         XXH3_128bits_update(st, &c, sizeof c);
     }
     XXH128_canonical_t c;
     XXH128_canonicalFromHash(&c, XXH3_128bits_digest(st));
     memcpy(out, c.digest, 16);
     XXH3_freeState(st);
-    free(buf);
+    XXH3_freeState(chunk);
+    free(own);
     return rc;
 }

@@ -449,8 +449,8 @@ static int on_null(void *ctx)
 
 static int on_boolean(void *ctx, int b) { (void)b; return stream_stop(ctx, -EAGAIN); }
 
-/* The streaming parser: 0 with out->tensors and out->metadata filled, -EAGAIN (nothing set)
- * when the header is not the common case, -ENOMEM. */
+/* The streaming parser: 0 with out->tensors and out->metadata filled, -EAGAIN when the header
+ * is not the common case, -ENOMEM; on failure the caller frees what it left in out. */
 static int parse_stream(const uint8_t *json, size_t n, qfs_st_file *out)
 {
     static const yajl_callbacks callbacks = {
@@ -464,14 +464,6 @@ static int parse_stream(const uint8_t *json, size_t n, qfs_st_file *out)
     free(c.meta_key);
     if (rc == 1) rc = c.rc;
     else if (rc == 0 && c.state != S_DONE) rc = -EAGAIN;
-    if (rc) {
-        for (size_t i = 0; i < out->n_tensors; i++) free(out->tensors[i].name);
-        free(out->tensors);
-        json_decref(out->metadata);
-        out->tensors = NULL;
-        out->n_tensors = 0;
-        out->metadata = NULL;
-    }
     return rc;
 }
 
@@ -496,27 +488,20 @@ int qfs_st_parse_with(qfs_json_parser parser, const uint8_t *prefix, size_t pref
                       "has %llu bytes)", path, (unsigned long long)n, (unsigned long long)file_size);
         return -EINVAL;
     }
-    int rc = -EAGAIN;
-    if (parser != QFS_JSON_TREE) {
-        rc = parse_stream(prefix + 8, (size_t)n, out);
-        if (rc == 0) {
-            out->header_len = n;   /* validate_layout needs these */
-            out->data_start = 8 + n;
-            out->file_size = file_size;
-            rc = index_names(out);   /* a name twice: the tree parser says so */
-            if (rc == 0) rc = validate_layout(out, path, err);
-            else if (rc == -EEXIST) rc = -EAGAIN;
-        }
-        if (rc == -EAGAIN) qfs_st_file_free(out);
-        if (rc == -EAGAIN && parser == QFS_JSON_STREAM) return rc;
-    }
+    int rc = parser == QFS_JSON_TREE ? -EAGAIN : parse_stream(prefix + 8, (size_t)n, out);
+    if (rc == 0) rc = index_names(out);
+    if (rc == -EEXIST) rc = -EAGAIN;   /* a name twice: the tree parser says so */
     if (rc == -EAGAIN) {
+        qfs_st_file_free(out);
+        if (parser == QFS_JSON_STREAM) return rc;
         rc = parse_tree((const char *)prefix + 8, (size_t)n, path, out, err);
+        if (rc == 0) rc = index_names(out);   /* unique here: the tree parser rejects a twin */
+    }
+    if (rc == 0) {
         out->header_len = n;
         out->data_start = 8 + n;
         out->file_size = file_size;
-        if (rc == 0) rc = validate_layout(out, path, err);
-        if (rc == 0) rc = index_names(out);   /* names are unique: the parser rejects a twin */
+        rc = validate_layout(out, path, err);
     }
     if (rc == -ENOMEM) qfs_error_set(err, "%s: out of memory while reading the header", path);
     if (rc) qfs_st_file_free(out);

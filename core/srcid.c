@@ -275,15 +275,15 @@ int qfs_srcmemo_merge(qfs_srcmemo *m, const void *data, size_t len)
 int qfs_srcmemo_hash_fd(int fd, uint64_t off, uint64_t len, uint8_t *buf, uint8_t out[16])
 {
     size_t n = (size_t)(len / QFS_SRCMEMO_CHUNK + (len % QFS_SRCMEMO_CHUNK != 0));
-    uint8_t *own = buf ? NULL : malloc(QFS_SRCMEMO_READ);
+    uint8_t *own = NULL;
+    if (!buf) buf = own = malloc(QFS_SRCMEMO_READ);
     XXH3_state_t *st = XXH3_createState(), *chunk = XXH3_createState();
-    if (!(buf ? buf : own) || !st || !chunk) {
+    if (!buf || !st || !chunk) {
         free(own);
         XXH3_freeState(st);
         XXH3_freeState(chunk);
         return -ENOMEM;
     }
-    if (!buf) buf = own;
     XXH3_128bits_reset(st);
     int rc = 0;
     for (size_t i = 0; i < n && !rc; i++) {

@@ -20,7 +20,11 @@
 
 #define ENTRY_MAGIC "QFSCACHE"
 #define MEMO_MAGIC "QFSMEMO1"
-#define ENTRY_VERSION 1u
+#define ENTRY_VERSION 2u          /* 2: a weight of DIRECT_MIN or more starts at a multiple
+                                     of DIRECT_ALIGN */
+#define MEMO_VERSION 1u
+#define DIRECT_ALIGN 4096u        /* O_DIRECT's alignment of offsets, lengths and buffers */
+#define DIRECT_MIN ((size_t)1 << 20)   /* smaller weights: no padding, page cache writes */
 #define MEMO_MAX_BYTES (64u << 20)   /* a memo holds 40 bytes per tensor: far below this */
 #define MEMO_UNUSED_SECONDS (30 * 86400)   /* a memo not read for this long is removed */
 #define STALE_TMP_SECONDS 600     /* a temporary file this old belongs to a dead writer */
@@ -30,7 +34,8 @@
 #define WRITE_RETRY_SECONDS 10.0     /* after a failed write: hits only, then writes again */
 #define LOCK_STALE_SECONDS 60        /* lock files untouched this long are candidates for removal */
 
-/* On-disk header, little-endian, followed by the scales part then the weight part. */
+/* On-disk header, little-endian, followed by the scales part, zeros up to the next multiple of
+ * 4 KiB when the weight part has 1 MiB or more (part_b_offset), then the weight part. */
 typedef struct entry_header {
     char magic[8];
     uint32_t version, reserved;
@@ -49,8 +54,18 @@ struct qfs_diskcache {
     uint64_t used;                     /* this process's estimate; trimming rescans */
     bool readonly;                     /* hits only: the directory takes no writes */
     bool paused;                       /* a write failed: hits only until a write succeeds */
+    bool direct_refused;               /* the filesystem refused O_DIRECT: not tried again */
     struct timespec paused_at;         /* when writes were last paused */
 };
+
+/* Where the second part of a cache file starts: right after the first, or, for a weight of
+ * DIRECT_MIN bytes or more, at the next multiple of DIRECT_ALIGN, so that it can be written
+ * with O_DIRECT. */
+static uint64_t part_b_offset(uint64_t a_len, uint64_t b_len)
+{
+    uint64_t end = sizeof(entry_header) + a_len;
+    return b_len >= DIRECT_MIN ? (end + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN : end;
+}
 
 void qfs_cache_key_compute(const char *recipe, const void *src, size_t len, qfs_cache_key *out)
 {
@@ -502,7 +517,8 @@ int qfs_diskcache_get(qfs_diskcache *c, const qfs_cache_key *key, void *scales,
         bad = qfs_pread_full(fd, scales, scales_len, sizeof h) != 0 ||
               XXH3_64bits(scales, scales_len) != h.scales_sum;
     if (!bad && weight)
-        bad = qfs_pread_full(fd, weight, weight_len, sizeof h + scales_len) != 0 ||
+        bad = qfs_pread_full(fd, weight, weight_len, part_b_offset(scales_len, weight_len)) !=
+                  0 ||
               XXH3_64bits(weight, weight_len) != h.weight_sum;
     if (!bad && !c->readonly) futimens(fd, NULL);   /* LRU order = mtime order */
     close(fd);
@@ -627,17 +643,49 @@ bool qfs_diskcache_set_readonly(qfs_diskcache *c)
     return first;
 }
 
-/* Writes a file of the cache atomically: header (magic, key, both parts' lengths and
- * checksums) then the two parts, into tmp/ under tmp_name, renamed to name in dirfd. 0 or
- * -errno (nothing left behind). */
-static int write_atomic(const qfs_diskcache *c, const char *magic, const qfs_cache_key *key,
-                        const void *a, size_t a_len, const void *b, size_t b_len,
-                        const char *tmp_name, int dirfd, const char *name)
+static bool direct_refused(qfs_diskcache *c)
 {
+    pthread_mutex_lock(&c->lock);
+    bool refused = c->direct_refused;
+    pthread_mutex_unlock(&c->lock);
+    return refused;
+}
+
+/* Writes b at the file's position (a multiple of DIRECT_ALIGN): its whole 4 KiB blocks with
+ * O_DIRECT when b's address allows it, so that the disk takes the bytes from b and the CPU
+ * copies nothing into the page cache (that copy was 41 % of the daemon's CPU in a first load
+ * on the test VM: BENCHMARKS.md), then the rest through the page cache. A filesystem that
+ * refuses O_DIRECT (EINVAL) gets ordinary writes from then on. */
+static int write_weight_part(qfs_diskcache *c, int fd, uint64_t at, const void *b, size_t len)
+{
+    size_t body = len / DIRECT_ALIGN * DIRECT_ALIGN;
+    if (body >= DIRECT_MIN && (uintptr_t)b % DIRECT_ALIGN == 0 && !direct_refused(c)) {
+        int fl = fcntl(fd, F_GETFL);
+        int rc = fl < 0 ? -errno : fcntl(fd, F_SETFL, fl | O_DIRECT) != 0 ? -errno : 0;
+        if (rc == 0) rc = qfs_write_full(fd, b, body);
+        if (fl >= 0 && fcntl(fd, F_SETFL, fl) != 0 && rc == 0) rc = -errno;
+        if (rc == 0) return qfs_write_full(fd, (const uint8_t *)b + body, len - body);
+        if (rc != -EINVAL && rc != -EOPNOTSUPP) return rc;   /* ENOSPC, EIO: the write failed */
+        pthread_mutex_lock(&c->lock);
+        c->direct_refused = true;
+        pthread_mutex_unlock(&c->lock);
+        if (ftruncate(fd, (off_t)at) != 0 || lseek(fd, (off_t)at, SEEK_SET) < 0) return -errno;
+    }
+    return qfs_write_full(fd, b, len);
+}
+
+/* Writes a file of the cache atomically: header (magic, version, key, both parts' lengths and
+ * checksums) then the two parts (the second at part_b_offset), into tmp/ under tmp_name,
+ * renamed to name in dirfd. 0 or -errno (nothing left behind). */
+static int write_atomic(qfs_diskcache *c, const char *magic, uint32_t version,
+                        const qfs_cache_key *key, const void *a, size_t a_len, const void *b,
+                        size_t b_len, const char *tmp_name, int dirfd, const char *name)
+{
+    static const uint8_t zeros[DIRECT_ALIGN];
     entry_header h;
     memset(&h, 0, sizeof h);
     memcpy(h.magic, magic, 8);
-    h.version = ENTRY_VERSION;
+    h.version = version;
     memcpy(h.key, key->bytes, 16);
     h.scales_len = a_len;
     h.weight_len = b_len;
@@ -647,9 +695,11 @@ static int write_atomic(const qfs_diskcache *c, const char *magic, const qfs_cac
     int fd = openat(c->tfd, tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                     0600);
     if (fd < 0) return -errno;
+    uint64_t at = part_b_offset(a_len, b_len);
     int rc = qfs_write_full(fd, &h, sizeof h);
     if (!rc) rc = qfs_write_full(fd, a, a_len);
-    if (!rc) rc = qfs_write_full(fd, b, b_len);
+    if (!rc) rc = qfs_write_full(fd, zeros, (size_t)(at - sizeof h - a_len));
+    if (!rc && b_len) rc = write_weight_part(c, fd, at, b, b_len);
     if (close(fd) != 0 && !rc) rc = -errno;
     if (!rc) {
         /* A directory in the file's place would make every rename fail: remove it first. */
@@ -684,11 +734,11 @@ int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *sc
     snprintf(tmp, sizeof tmp, "%s.%d.%lx", hex, (int)getpid(), (unsigned long)pthread_self());
     int sfd = open_subdir(c->vfd, sub, true);   /* the two-hex-digit fan-out directory */
     if (sfd < 0) return sfd;
-    int rc = write_atomic(c, ENTRY_MAGIC, key, scales, scales_len, weight, weight_len, tmp, sfd,
-                          name);
+    int rc = write_atomic(c, ENTRY_MAGIC, ENTRY_VERSION, key, scales, scales_len, weight,
+                          weight_len, tmp, sfd, name);
     close(sfd);
     if (rc) return rc;
-    note_written(c, sizeof(entry_header) + scales_len + weight_len);
+    note_written(c, part_b_offset(scales_len, weight_len) + weight_len);
     return 0;
 }
 
@@ -719,7 +769,7 @@ int qfs_diskcache_memo_get(qfs_diskcache *c, const qfs_cache_key *name, void **d
     entry_header h;
     uint8_t *buf = NULL;
     bool bad = qfs_pread_full(fd, &h, sizeof h, 0) != 0 ||
-               memcmp(h.magic, MEMO_MAGIC, 8) != 0 || h.version != ENTRY_VERSION ||
+               memcmp(h.magic, MEMO_MAGIC, 8) != 0 || h.version != MEMO_VERSION ||
                memcmp(h.key, name->bytes, 16) != 0 || h.scales_len > MEMO_MAX_BYTES ||
                h.weight_len != 0 || (uint64_t)sb.st_size != sizeof h + h.scales_len;
     if (!bad) {
@@ -753,7 +803,8 @@ int qfs_diskcache_memo_put(qfs_diskcache *c, const qfs_cache_key *name, const vo
     memo_name(name, fname);
     qfs_cache_key_hex(name, hex);
     snprintf(tmp, sizeof tmp, "%s.m.%d.%lx", hex, (int)getpid(), (unsigned long)pthread_self());
-    int rc = write_atomic(c, MEMO_MAGIC, name, data, len, NULL, 0, tmp, c->mfd, fname);
+    int rc = write_atomic(c, MEMO_MAGIC, MEMO_VERSION, name, data, len, NULL, 0, tmp, c->mfd,
+                          fname);
     if (rc == 0) note_written(c, sizeof(entry_header) + len);   /* may replace one: trims rescan */
     return rc;
 }

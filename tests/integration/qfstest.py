@@ -66,6 +66,14 @@ class Skip(Exception):
 # ---------------------------------------------------------------------------------------------
 
 CACHE_HEADER = struct.Struct("<8sII16sQQQQ")   # an entry's header (core/diskcache.c)
+CACHE_ENTRY_VERSION = 2
+
+
+def cache_weight_offset(sl, wl):
+    """Where an entry's weight part starts: right after its scales part, or, for a weight of
+    1 MiB or more (written with O_DIRECT), at the next multiple of 4 KiB (entry version 2)."""
+    end = CACHE_HEADER.size + sl
+    return (end + 4095) // 4096 * 4096 if wl >= 1 << 20 else end
 _xxh = []
 
 

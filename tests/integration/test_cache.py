@@ -75,12 +75,14 @@ def check_entry(path):
     magic, version, _, key, sl, wl, ssum, wsum = HEADER.unpack_from(data)
     name = os.path.basename(path)[:-4]
     assert magic == b"QFSCACHE", "%s: magic %r" % (path, magic)
-    assert version == 1, "%s: version %d" % (path, version)
+    assert version == q.CACHE_ENTRY_VERSION, "%s: version %d" % (path, version)
     assert key.hex() == name, "%s: header key %s" % (path, key.hex())
     assert os.path.basename(os.path.dirname(path)) == name[:2], "%s: wrong fan-out dir" % path
-    assert len(data) == HEADER.size + sl + wl, "%s: %d bytes, header says %d + %d + %d" % (
-        path, len(data), HEADER.size, sl, wl)
-    scales, weight = data[HEADER.size:HEADER.size + sl], data[HEADER.size + sl:]
+    w0 = q.cache_weight_offset(sl, wl)
+    assert len(data) == w0 + wl, "%s: %d bytes, header says %d + %d + %d (weight at %d)" % (
+        path, len(data), HEADER.size, sl, wl, w0)
+    assert not any(data[HEADER.size + sl:w0]), "%s: padding not zero" % path
+    scales, weight = data[HEADER.size:HEADER.size + sl], data[w0:]
     assert xxh3_64(scales) == ssum, "%s: scales checksum" % path
     assert xxh3_64(weight) == wsum, "%s: weight checksum" % path
     return scales, weight
@@ -471,13 +473,13 @@ def _garbage_header(path, donor):
 def _future_version(path, donor):
     with open(path, "r+b") as f:
         f.seek(8)
-        f.write(struct.pack("<I", 2))
+        f.write(struct.pack("<I", q.CACHE_ENTRY_VERSION + 1))
 
 
 BAD_ENTRIES = {
-    "weight_byte_flipped": _flip(lambda d: HEADER.size + sum(_lens(d)) - 1000),
+    "weight_byte_flipped": _flip(lambda d: len(d) - 1000),
     "scales_byte_flipped": _flip(lambda d: HEADER.size),
-    "truncated_in_weight": _truncate(lambda d: HEADER.size + _lens(d)[0] + _lens(d)[1] // 2),
+    "truncated_in_weight": _truncate(lambda d: q.cache_weight_offset(*_lens(d)) + _lens(d)[1] // 2),
     "truncated_in_header": _truncate(lambda d: 40),
     "zero_length": _truncate(lambda d: 0),
     "garbage_header": _garbage_header,
@@ -553,9 +555,10 @@ def cache_size_removes_least_recently_used():
             for t in cqt:
                 if t["file"] == rel:
                     base = t["name"][:-len(".weight")]
-                    new_total += HEADER.size + sum(r[k][1] - r[k][0] for k in (
-                        base + ".weight", base + ".weight_scale", base + ".weight_zero_point")
-                        if k in r)
+                    sl = sum(r[k][1] - r[k][0] for k in (
+                        base + ".weight_scale", base + ".weight_zero_point") if k in r)
+                    wl = r[base + ".weight"][1] - r[base + ".weight"][0]
+                    new_total += q.cache_weight_offset(sl, wl) + wl
     keep = new_total + sum(old[p] for p in recent)
     total_all = sum(old.values()) + new_total
     budget = int((keep / 0.9 + total_all) / 2)      # trimming (to 90%) never reaches `keep`

@@ -342,7 +342,7 @@ def forged_entries_not_served():
         data = bytearray(q.read_bytes(p))
         magic, version, res, key, sl, wl, ssum, wsum = HEADER.unpack_from(data)
         assert wl > 0
-        w0 = HEADER.size + sl
+        w0 = q.cache_weight_offset(sl, wl)
         for i in range(w0, w0 + wl):
             data[i] ^= 0x5A                               # other weights ...
         HEADER.pack_into(data, 0, magic, version, res, key, sl, wl, ssum,

@@ -413,8 +413,8 @@ def writer_drops_rather_than_waits():
     for p in entries:
         data = q.read_bytes(p)
         _, _, _, key, sl, wl, ssum, wsum = q.CACHE_HEADER.unpack_from(data)
-        assert len(data) == q.CACHE_HEADER.size + sl + wl, p
-        assert q.xxh3_64(data[q.CACHE_HEADER.size + sl:]) == wsum, p
+        assert len(data) == q.cache_weight_offset(sl, wl) + wl, p
+        assert q.xxh3_64(data[q.cache_weight_offset(sl, wl):]) == wsum, p
     with q.mounted(src, opts=cache_opts(cache)) as m:
         read_all(m, files)
         st2 = status(m)

@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/vfs.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -194,6 +196,84 @@ static void test_corrupt_truncated(void **state)
     assert_int_equal(qfs_diskcache_put(c, &k2, sc, sizeof sc, w, sizeof w), 0);
     assert_int_equal(qfs_diskcache_get(c, &k2, sc2, sizeof sc2, w2, sizeof w2), 0);
     assert_memory_equal(w2, w, sizeof w);
+    qfs_diskcache_close(c);
+}
+
+/* Pages of bytes [off, off + len) of a file that are in the page cache. */
+static size_t resident_pages(const char *path, uint64_t off, uint64_t len)
+{
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    struct stat sb;
+    assert_int_equal(fstat(fd, &sb), 0);
+    uint8_t *map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    assert_true(map != MAP_FAILED);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), first = off / page, n = (len + page - 1) / page;
+    unsigned char *vec = malloc((size_t)sb.st_size / page + 1);
+    assert_non_null(vec);
+    assert_int_equal(mincore(map, (size_t)sb.st_size, vec), 0);
+    size_t in = 0;
+    for (size_t i = first; i < first + n; i++) in += vec[i] & 1;
+    free(vec);
+    munmap(map, (size_t)sb.st_size);
+    close(fd);
+    return in;
+}
+
+static void test_big_weight_layout(void **state)
+{
+    (void)state;
+    /* A weight of 1 MiB or more starts at a multiple of 4 KiB (format version 2) and is written
+     * with O_DIRECT when its buffer is aligned: the disk reads it from the buffer and the page
+     * cache does not receive it; an unaligned buffer goes through the page cache. Same bytes. */
+    char dir[1024], p[PATH_MAX], p2[PATH_MAX];
+    qfs_diskcache *c = open_cache("big", 64 << 20, dir, sizeof dir);
+    size_t wl = ((size_t)2 << 20) + 12345, sl = 100;
+    uint8_t *buf, sc[100], sc2[100];
+    assert_int_equal(posix_memalign((void **)&buf, 4096, wl + 4096), 0);
+    uint8_t *w2 = malloc(wl);
+    assert_non_null(w2);
+    fill(buf, wl + 4096, 5);
+    fill(sc, sl, 6);
+    qfs_cache_key k, k2;
+    key_of(30, &k);
+    key_of(31, &k2);
+    entry_path(dir, &k, p, sizeof p);
+    entry_path(dir, &k2, p2, sizeof p2);
+    assert_int_equal(qfs_diskcache_put(c, &k, sc, sl, buf, wl), 0);            /* aligned */
+    assert_int_equal(qfs_diskcache_put(c, &k2, sc, sl, buf + 1, wl), 0);       /* not */
+    struct stat sb;
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(sb.st_size, 4096 + wl);          /* 64 + 100 bytes padded to 4096 */
+    assert_int_equal(stat(p2, &sb), 0);
+    assert_int_equal(sb.st_size, 4096 + wl);
+    uint8_t head[4096];
+    int fd = open(p, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, head, sizeof head, 0), (ssize_t)sizeof head);
+    close(fd);
+    assert_int_equal(head[8], 2);                     /* version, little-endian */
+    assert_memory_equal(head + 64, sc, sl);
+    for (size_t i = 64 + sl; i < sizeof head; i++) assert_int_equal(head[i], 0);
+    struct statfs fs;
+    assert_int_equal(statfs(p, &fs), 0);
+    if (fs.f_type != 0x01021994 /* TMPFS_MAGIC: its page cache is the file */) {
+        size_t body_pages = wl / 4096;
+        assert_true(resident_pages(p, 4096, body_pages * 4096) < body_pages / 10);
+        assert_true(resident_pages(p2, 4096, body_pages * 4096) > body_pages / 2);
+    }
+    assert_int_equal(qfs_diskcache_get(c, &k, sc2, sl, w2, wl), 0);
+    assert_memory_equal(sc2, sc, sl);
+    assert_memory_equal(w2, buf, wl);
+    assert_int_equal(qfs_diskcache_get(c, &k2, sc2, sl, w2, wl), 0);
+    assert_memory_equal(w2, buf + 1, wl);
+    /* The last scales byte and the last weight byte still count. */
+    flip_byte(p, 64 + (off_t)sl - 1);
+    assert_int_equal(qfs_diskcache_get(c, &k, sc2, sl, w2, wl), -ENOENT);
+    flip_byte(p2, (off_t)(4096 + wl - 1));
+    assert_int_equal(qfs_diskcache_get(c, &k2, sc2, sl, w2, wl), -ENOENT);
+    free(w2);
+    free(buf);
     qfs_diskcache_close(c);
 }
 
@@ -793,6 +873,7 @@ int main(void)
         cmocka_unit_test(test_key),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_corrupt_truncated),
+        cmocka_unit_test(test_big_weight_layout),
         cmocka_unit_test(test_trim),
         cmocka_unit_test(test_one_budget),
         cmocka_unit_test(test_stale_locks),

@@ -39,6 +39,8 @@ import stfile  # noqa: E402  the safetensors container, shared with the tools un
 SOURCE_ROOT = os.path.abspath(os.environ.get("QUARKFS_SOURCE_ROOT")
                               or os.path.join(HERE, "..", ".."))
 QUARKFS = os.path.abspath(os.environ.get("QUARKFS") or os.path.join(SOURCE_ROOT, "build", "quarkfs"))
+SLOWFS = os.path.abspath(os.environ.get("QUARKFS_SLOWFS")
+                         or os.path.join(SOURCE_ROOT, "build", "tests", "integration", "slowfs"))
 SHARED = os.path.abspath(os.environ.get("QUARKFS_SHARED") or os.path.join(SOURCE_ROOT, "..", "shared"))
 SHARED_MODELS = os.path.join(SHARED, "models")
 PY = stfile.numpy_python()    # the first python3 on PATH may lack numpy
@@ -481,6 +483,30 @@ def mounted(src, spec="int8", excludes=(), includes=(), opts=(), foreground=True
     m = start_mount(src, spec, excludes, includes, opts, foreground, extra, fmt, wrapper, env)
     try:
         yield m
+    finally:
+        m.close()
+
+
+@contextlib.contextmanager
+def slow_dir(write_delay_ms):
+    """with slow_dir(ms) as (d, backing): d a fresh, empty, writable directory each of whose
+    write requests takes at least ms milliseconds (tests/integration/slowfs.c, a FUSE mirror of
+    the directory backing): a disk too slow or too busy for what is written to it. Unmounted
+    in every path; backing stays."""
+    backing, mnt = tmpdir("slow-backing"), tmpdir("slow")
+    log_path = tmppath("slowfs-log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([SLOWFS, "-f", "-o", "write_delay_ms=%d" % write_delay_ms,
+                                 backing, mnt], stdout=log, stderr=subprocess.STDOUT)
+    m = Mount(mnt, proc, log_path, [])
+    _active_mounts.append(m)
+    try:
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while not is_mounted(mnt):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("slowfs did not mount %s: %s" % (mnt, m.log().strip()))
+            time.sleep(0.05)
+        yield mnt, backing
     finally:
         m.close()
 

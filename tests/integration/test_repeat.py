@@ -394,16 +394,19 @@ def two_specs_share_memos_not_entries():
 def writer_drops_rather_than_waits():
     """cache_mem=4M: the writer's queue holds at most half of it (2 MiB), and every int8
     weight of this model is 2.75 MiB: one is queued only when the queue is empty, the others
-    are dropped at once, never waited for. Every byte is right; written + dropped ==
-    quantized; every entry on disk is complete; a remount serves the same bytes, quantizing
-    only what was dropped."""
+    are dropped at once, never waited for. The cache directory is on a disk whose every write
+    request takes 100 ms (slowfs; an entry is written in 128 KiB requests), so the writer is
+    still on its first entry when the next weights are served: they are dropped, and no
+    reader waits for the disk. Every byte is right; written + dropped == quantized; every
+    entry on disk is complete; a remount (on the same directory, not slowed) serves the same
+    bytes, quantizing only what was dropped."""
     src = settled_copy(q.gen_model("demo", "bf16", "--hidden", "1024", "--intermediate", "2816"))
     files = view_of(src)
     n = len(n_quantized(src))
-    cache = q.tmpdir("cache")
-    with q.mounted(src, opts=cache_opts(cache, "cache_mem=4M")) as m:
-        read_all(m, files)
-        st = status(m)
+    with q.slow_dir(100) as (slow, cache):
+        with q.mounted(src, opts=cache_opts(slow, "cache_mem=4M")) as m:
+            read_all(m, files)
+            st = status(m)
     cq = st["cache_queue"]
     print("    %d tensors: %d written, %d dropped" % (n, cq["written"], cq["dropped"]))
     assert cq["dropped"] > 0, st

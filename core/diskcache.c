@@ -675,11 +675,12 @@ static int write_weight_part(qfs_diskcache *c, int fd, uint64_t at, const void *
 }
 
 /* Writes a file of the cache atomically: header (magic, version, key, both parts' lengths and
- * checksums) then the two parts (the second at part_b_offset), into tmp/ under tmp_name,
- * renamed to name in dirfd. 0 or -errno (nothing left behind). */
+ * checksums) then the two parts (the second at part_b_offset, with O_DIRECT if direct), into
+ * tmp/ under tmp_name, renamed to name in dirfd. 0 or -errno (nothing left behind). */
 static int write_atomic(qfs_diskcache *c, const char *magic, uint32_t version,
                         const qfs_cache_key *key, const void *a, size_t a_len, const void *b,
-                        size_t b_len, const char *tmp_name, int dirfd, const char *name)
+                        size_t b_len, bool direct, const char *tmp_name, int dirfd,
+                        const char *name)
 {
     static const uint8_t zeros[DIRECT_ALIGN];
     entry_header h;
@@ -699,7 +700,8 @@ static int write_atomic(qfs_diskcache *c, const char *magic, uint32_t version,
     int rc = qfs_write_full(fd, &h, sizeof h);
     if (!rc) rc = qfs_write_full(fd, a, a_len);
     if (!rc) rc = qfs_write_full(fd, zeros, (size_t)(at - sizeof h - a_len));
-    if (!rc && b_len) rc = write_weight_part(c, fd, at, b, b_len);
+    if (!rc && b_len)
+        rc = direct ? write_weight_part(c, fd, at, b, b_len) : qfs_write_full(fd, b, b_len);
     if (close(fd) != 0 && !rc) rc = -errno;
     if (!rc) {
         /* A directory in the file's place would make every rename fail: remove it first. */
@@ -725,7 +727,8 @@ static void note_written(qfs_diskcache *c, uint64_t size)
 }
 
 int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *scales,
-                      size_t scales_len, const void *weight, size_t weight_len)
+                      size_t scales_len, const void *weight, size_t weight_len,
+                      qfs_diskcache_write how)
 {
     if (qfs_diskcache_readonly(c)) return -EROFS;
     char sub[3], name[40], tmp[96], hex[33];
@@ -735,7 +738,7 @@ int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *sc
     int sfd = open_subdir(c->vfd, sub, true);   /* the two-hex-digit fan-out directory */
     if (sfd < 0) return sfd;
     int rc = write_atomic(c, ENTRY_MAGIC, ENTRY_VERSION, key, scales, scales_len, weight,
-                          weight_len, tmp, sfd, name);
+                          weight_len, how == QFS_DISKCACHE_DIRECT, tmp, sfd, name);
     close(sfd);
     if (rc) return rc;
     note_written(c, part_b_offset(scales_len, weight_len) + weight_len);
@@ -803,8 +806,8 @@ int qfs_diskcache_memo_put(qfs_diskcache *c, const qfs_cache_key *name, const vo
     memo_name(name, fname);
     qfs_cache_key_hex(name, hex);
     snprintf(tmp, sizeof tmp, "%s.m.%d.%lx", hex, (int)getpid(), (unsigned long)pthread_self());
-    int rc = write_atomic(c, MEMO_MAGIC, MEMO_VERSION, name, data, len, NULL, 0, tmp, c->mfd,
-                          fname);
+    int rc = write_atomic(c, MEMO_MAGIC, MEMO_VERSION, name, data, len, NULL, 0, false, tmp,
+                          c->mfd, fname);
     if (rc == 0) note_written(c, sizeof(entry_header) + len);   /* may replace one: trims rescan */
     return rc;
 }

@@ -52,10 +52,20 @@ void qfs_diskcache_close(qfs_diskcache *c);
 int qfs_diskcache_get(qfs_diskcache *c, const qfs_cache_key *key, void *scales,
                       size_t scales_len, void *weight, size_t weight_len);
 
+/* How qfs_diskcache_put writes a weight of 1 MiB or more: DIRECT bypasses the page cache
+ * (O_DIRECT: no CPU copy, but the call lasts as long as the disk takes) where the filesystem
+ * and the weight's address allow it (4 KiB-aligned); BUFFERED copies it into the page cache
+ * (the call returns at memory speed, the kernel writes it back later). Same bytes on disk. */
+typedef enum qfs_diskcache_write {
+    QFS_DISKCACHE_DIRECT,
+    QFS_DISKCACHE_BUFFERED,
+} qfs_diskcache_write;
+
 /* Stores an entry atomically, then trims the directory to its budget. 0, or -errno (ENOSPC,
  * EROFS, EACCES, ...): the caller decides whether to stop using the cache. */
 int qfs_diskcache_put(qfs_diskcache *c, const qfs_cache_key *key, const void *scales,
-                      size_t scales_len, const void *weight, size_t weight_len);
+                      size_t scales_len, const void *weight, size_t weight_len,
+                      qfs_diskcache_write how);
 
 /* Read-only: hits are served, nothing is written (put answers -EROFS), no lock is taken. A
  * directory opened read-only stays so. */

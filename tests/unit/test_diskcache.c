@@ -68,6 +68,13 @@ static qfs_diskcache *open_cache(const char *sub, uint64_t budget, char *dir, si
     return c;
 }
 
+/* An entry of small parts (under 1 MiB: the write mode does not apply). */
+static int put(qfs_diskcache *c, const qfs_cache_key *k, const void *sc, size_t sl, const void *w,
+               size_t wl)
+{
+    return qfs_diskcache_put(c, k, sc, sl, w, wl, QFS_DISKCACHE_BUFFERED);
+}
+
 static void test_key(void **state)
 {
     (void)state;
@@ -99,7 +106,7 @@ static void test_round_trip(void **state)
     key_of(1, &k);
     key_of(2, &other);
     assert_int_equal(qfs_diskcache_get(c, &k, sc2, sizeof sc2, w2, sizeof w2), -ENOENT);
-    assert_int_equal(qfs_diskcache_put(c, &k, sc, sizeof sc, w, sizeof w), 0);
+    assert_int_equal(put(c, &k, sc, sizeof sc, w, sizeof w), 0);
 
     memset(sc2, 0, sizeof sc2);
     memset(w2, 0, sizeof w2);
@@ -155,13 +162,13 @@ static void test_corrupt_truncated(void **state)
     qfs_cache_key k;
     key_of(10, &k);
     entry_path(dir, &k, p, sizeof p);
-    assert_int_equal(qfs_diskcache_put(c, &k, sc, sizeof sc, w, sizeof w), 0);
+    assert_int_equal(put(c, &k, sc, sizeof sc, w, sizeof w), 0);
     assert_int_equal(stat(p, &sb), 0);
     offs[0] = sb.st_size - 1;                                  /* last weight byte */
     offs[1] = sb.st_size - (off_t)sizeof w - 1;                /* last scales byte */
     offs[2] = 0;                                               /* the header's magic */
     for (int i = 0; i < 3; i++) {
-        if (i) assert_int_equal(qfs_diskcache_put(c, &k, sc, sizeof sc, w, sizeof w), 0);
+        if (i) assert_int_equal(put(c, &k, sc, sizeof sc, w, sizeof w), 0);
         flip_byte(p, offs[i]);
         assert_int_equal(qfs_diskcache_get(c, &k, sc2, sizeof sc2, w2, sizeof w2), -ENOENT);
         assert_int_equal(stat(p, &sb), -1);
@@ -170,7 +177,7 @@ static void test_corrupt_truncated(void **state)
 
     /* Truncated (a writer that died without the atomic rename cannot produce this, a full
      * disk or a copy can). */
-    assert_int_equal(qfs_diskcache_put(c, &k, sc, sizeof sc, w, sizeof w), 0);
+    assert_int_equal(put(c, &k, sc, sizeof sc, w, sizeof w), 0);
     assert_int_equal(truncate(p, (off_t)(sizeof w / 2)), 0);
     assert_int_equal(qfs_diskcache_get(c, &k, sc2, sizeof sc2, w2, sizeof w2), -ENOENT);
     assert_int_equal(stat(p, &sb), -1);
@@ -180,8 +187,8 @@ static void test_corrupt_truncated(void **state)
     key_of(11, &k2);
     char p2[PATH_MAX];
     entry_path(dir, &k2, p2, sizeof p2);
-    assert_int_equal(qfs_diskcache_put(c, &k, sc, sizeof sc, w, sizeof w), 0);
-    assert_int_equal(qfs_diskcache_put(c, &k2, sc, sizeof sc, w, sizeof w), 0);
+    assert_int_equal(put(c, &k, sc, sizeof sc, w, sizeof w), 0);
+    assert_int_equal(put(c, &k2, sc, sizeof sc, w, sizeof w), 0);
     assert_int_equal(rename(p, p2), 0);
     assert_int_equal(qfs_diskcache_get(c, &k2, sc2, sizeof sc2, w2, sizeof w2), -ENOENT);
     assert_int_equal(stat(p2, &sb), -1);
@@ -193,7 +200,7 @@ static void test_corrupt_truncated(void **state)
     assert_int_equal(symlink("/etc/passwd", p2), 0);
     assert_int_equal(qfs_diskcache_get(c, &k2, sc2, sizeof sc2, w2, sizeof w2), -ENOENT);
     assert_int_equal(lstat(p2, &sb), -1);
-    assert_int_equal(qfs_diskcache_put(c, &k2, sc, sizeof sc, w, sizeof w), 0);
+    assert_int_equal(put(c, &k2, sc, sizeof sc, w, sizeof w), 0);
     assert_int_equal(qfs_diskcache_get(c, &k2, sc2, sizeof sc2, w2, sizeof w2), 0);
     assert_memory_equal(w2, w, sizeof w);
     qfs_diskcache_close(c);
@@ -224,9 +231,10 @@ static void test_big_weight_layout(void **state)
 {
     (void)state;
     /* A weight of 1 MiB or more starts at a multiple of 4 KiB (format version 2) and is written
-     * with O_DIRECT when its buffer is aligned: the disk reads it from the buffer and the page
-     * cache does not receive it; an unaligned buffer goes through the page cache. Same bytes. */
-    char dir[1024], p[PATH_MAX], p2[PATH_MAX];
+     * with O_DIRECT when asked and its buffer is aligned: the disk reads it from the buffer and
+     * the page cache does not receive it; an unaligned buffer, or QFS_DISKCACHE_BUFFERED, goes
+     * through the page cache. Same layout, same bytes. */
+    char dir[1024], p[PATH_MAX], p2[PATH_MAX], p3[PATH_MAX];
     qfs_diskcache *c = open_cache("big", 64 << 20, dir, sizeof dir);
     size_t wl = ((size_t)2 << 20) + 12345, sl = 100;
     uint8_t *buf, sc[100], sc2[100];
@@ -235,17 +243,23 @@ static void test_big_weight_layout(void **state)
     assert_non_null(w2);
     fill(buf, wl + 4096, 5);
     fill(sc, sl, 6);
-    qfs_cache_key k, k2;
+    qfs_cache_key k, k2, k3;
     key_of(30, &k);
     key_of(31, &k2);
+    key_of(32, &k3);
     entry_path(dir, &k, p, sizeof p);
     entry_path(dir, &k2, p2, sizeof p2);
-    assert_int_equal(qfs_diskcache_put(c, &k, sc, sl, buf, wl), 0);            /* aligned */
-    assert_int_equal(qfs_diskcache_put(c, &k2, sc, sl, buf + 1, wl), 0);       /* not */
+    entry_path(dir, &k3, p3, sizeof p3);
+    /* Aligned and direct; not aligned (direct asked); aligned, buffered asked. */
+    assert_int_equal(qfs_diskcache_put(c, &k, sc, sl, buf, wl, QFS_DISKCACHE_DIRECT), 0);
+    assert_int_equal(qfs_diskcache_put(c, &k2, sc, sl, buf + 1, wl, QFS_DISKCACHE_DIRECT), 0);
+    assert_int_equal(qfs_diskcache_put(c, &k3, sc, sl, buf, wl, QFS_DISKCACHE_BUFFERED), 0);
     struct stat sb;
     assert_int_equal(stat(p, &sb), 0);
     assert_int_equal(sb.st_size, 4096 + wl);          /* 64 + 100 bytes padded to 4096 */
     assert_int_equal(stat(p2, &sb), 0);
+    assert_int_equal(sb.st_size, 4096 + wl);
+    assert_int_equal(stat(p3, &sb), 0);
     assert_int_equal(sb.st_size, 4096 + wl);
     uint8_t head[4096];
     int fd = open(p, O_RDONLY);
@@ -261,7 +275,12 @@ static void test_big_weight_layout(void **state)
         size_t body_pages = wl / 4096;
         assert_true(resident_pages(p, 4096, body_pages * 4096) < body_pages / 10);
         assert_true(resident_pages(p2, 4096, body_pages * 4096) > body_pages / 2);
+        assert_true(resident_pages(p3, 4096, body_pages * 4096) > body_pages / 2);
     }
+    assert_int_equal(qfs_diskcache_get(c, &k3, sc2, sl, w2, wl), 0);
+    assert_memory_equal(w2, buf, wl);
+    flip_byte(p3, (off_t)(4096 + wl / 2));
+    assert_int_equal(qfs_diskcache_get(c, &k3, sc2, sl, w2, wl), -ENOENT);
     assert_int_equal(qfs_diskcache_get(c, &k, sc2, sl, w2, wl), 0);
     assert_memory_equal(sc2, sc, sl);
     assert_memory_equal(w2, buf, wl);
@@ -307,7 +326,7 @@ static void test_trim(void **state)
         entry_path(dir, &k[i], p[i], sizeof p[i]);
         fill(sc, sizeof sc, i);
         fill(w, sizeof w, i + 50);
-        assert_int_equal(qfs_diskcache_put(c, &k[i], sc, sizeof sc, w, sizeof w), 0);
+        assert_int_equal(put(c, &k[i], sc, sizeof sc, w, sizeof w), 0);
         set_mtime(p[i], now - 1000 + (time_t)i * 100);   /* 0 oldest, then 1, then 2 */
     }
     struct stat sb;
@@ -317,7 +336,7 @@ static void test_trim(void **state)
     assert_int_equal(qfs_diskcache_get(c, &k[0], sc2, sizeof sc2, w2, sizeof w2), 0);
     key_of(103, &k[3]);
     entry_path(dir, &k[3], p[3], sizeof p[3]);
-    assert_int_equal(qfs_diskcache_put(c, &k[3], sc, sizeof sc, w, sizeof w), 0);
+    assert_int_equal(put(c, &k[3], sc, sizeof sc, w, sizeof w), 0);
     assert_true(exists(p[0]));
     assert_false(exists(p[1]));
     assert_true(exists(p[2]));
@@ -386,14 +405,14 @@ static void test_one_budget(void **state)
         entry_path(dir, &k[i], p[i], sizeof p[i]);
         fill(sc, sizeof sc, i);
         fill(w, sizeof w, i + 9);
-        assert_int_equal(qfs_diskcache_put(c, &k[i], sc, sizeof sc, w, sizeof w), 0);
+        assert_int_equal(put(c, &k[i], sc, sizeof sc, w, sizeof w), 0);
         set_mtime(p[i], now - 1000 + (time_t)i * 100);
     }
     /* 2 entries (~2150) + 2 view files with metas (3580) fit in 6000; a third entry does not:
      * the trim (to 90%: 5400) removes the oldest, the first view file, and nothing else. */
     key_of(302, &k[2]);
     entry_path(dir, &k[2], p[2], sizeof p[2]);
-    assert_int_equal(qfs_diskcache_put(c, &k[2], sc, sizeof sc, w, sizeof w), 0);
+    assert_int_equal(put(c, &k[2], sc, sizeof sc, w, sizeof w), 0);
     assert_false(exists(view));
     assert_false(exists(meta));
     assert_true(exists(view2) && exists(meta2));
@@ -507,7 +526,7 @@ static void test_lock(void **state)
     assert_false(qfs_diskcache_set_readonly(c));
     assert_int_equal(qfs_diskcache_lock(c, &k, &fd2), -EROFS);
     uint8_t b[4] = {0};
-    assert_int_equal(qfs_diskcache_put(c, &k, b, 2, b + 2, 2), -EROFS);
+    assert_int_equal(put(c, &k, b, 2, b + 2, 2), -EROFS);
     qfs_diskcache_close(c);
 }
 
@@ -558,7 +577,7 @@ static void test_untrusted(void **state)
         qfs_cache_key k;
         key_of(300, &k);
         uint8_t b[4] = {1, 2, 3, 4};
-        assert_int_equal(qfs_diskcache_put(c, &k, b, 2, b + 2, 2), 0);
+        assert_int_equal(put(c, &k, b, 2, b + 2, 2), 0);
         qfs_diskcache_close(c);
     } else {
         assert_int_equal(rc, -EPERM);

@@ -258,7 +258,7 @@ static void evict_scales(void *ctx, qfs_cache_entry *entry)
 static void scales_added(qfs_engine *e, job_slot *slot)
 {
     slot->scales_entry.data = slot->scales;
-    slot->scales_entry.size = (size_t)slot->source->plan->jobs[slot->job].layout.scales_bytes;
+    slot->scales_entry.size = (size_t)slot->source->plan->jobs[slot->job].layout->scales_bytes;
     qfs_cache_insert(&e->scales, &slot->scales_entry);
     set_weight_budget(e);
 }
@@ -435,9 +435,9 @@ static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, job_slot *sl
 {
     const qfs_plan_job *j = &src->plan->jobs[slot->job];
     const qfs_st_tensor *t = &src->st->tensors[j->src];
-    size_t sc_bytes = (size_t)j->layout.scales_bytes;
+    size_t sc_bytes = (size_t)j->layout->scales_bytes;
     uint64_t align;
-    qfs_quantize_rows_ok(j->spec, &j->layout, &align);
+    qfs_quantize_rows_ok(j->spec, j->layout, &align);
     uint64_t row_src = j->cols * (qfs_dtype_bits(t->dtype) / 8);
     uint64_t band = BAND_SOURCE_BYTES / (row_src ? row_src : 1);
     band = band < align ? align : band - band % align;
@@ -455,7 +455,7 @@ static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, job_slot *sl
         memcpy(sc, known, sc_bytes);
     } else {
         rc = kernel_failed(qfs_quantize_layout(j->spec, src->format, t->dtype, v->bytes,
-                                               j->rows, j->cols, &j->layout, NULL, sc,
+                                               j->rows, j->cols, j->layout, NULL, sc,
                                                e->threads, what, err));
         if (!rc) rc = source_intact(e, src, v, t, err);
         if (rc) {
@@ -486,7 +486,7 @@ static int quantize_in_bands(qfs_engine *e, qfs_tensor_source *src, job_slot *sl
         pthread_mutex_unlock(&e->lock);
         uint64_t r0 = (uint64_t)b * band, r1 = j->rows - r0 < band ? j->rows : r0 + band;
         rc = kernel_failed(qfs_quantize_layout_rows(j->spec, t->dtype, v->bytes, j->rows,
-                                                    j->cols, &j->layout, sc, r0, r1, w,
+                                                    j->cols, j->layout, sc, r0, r1, w,
                                                     e->threads));
         if (rc)
             qfs_error_set(err, "%s: internal error: band [%llu, %llu) refused", what,
@@ -622,7 +622,7 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *res, qf
     const qfs_plan_job *j = &src->plan->jobs[slot->job];
     const qfs_st_tensor *t = &src->st->tensors[j->src];
     size_t in_bytes = (size_t)(t->end - t->begin);
-    size_t sc_bytes = (size_t)j->layout.scales_bytes, w_bytes = (size_t)j->layout.weight_bytes;
+    size_t sc_bytes = (size_t)j->layout->scales_bytes, w_bytes = (size_t)j->layout->weight_bytes;
     memset(res, 0, sizeof *res);
     res->lock_fd = res->id_lock_fd = -1;
     int rc = check_unchanged(src, err);
@@ -728,12 +728,12 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *res, qf
             snprintf(what, sizeof what, "%s: tensor '%s'", src->path, t->name);
             uint64_t align;
             banded = mode == MODE_FULL && w_bytes >= BAND_MIN_WEIGHT &&
-                     qfs_quantize_rows_ok(j->spec, &j->layout, &align);
+                     qfs_quantize_rows_ok(j->spec, j->layout, &align);
             if (banded) {
                 rc = quantize_in_bands(e, src, slot, &v, w, sc, &sc_published, what, err);
             } else {
                 rc = kernel_failed(qfs_quantize_layout(j->spec, src->format, t->dtype,
-                                                       v.bytes, j->rows, j->cols, &j->layout,
+                                                       v.bytes, j->rows, j->cols, j->layout,
                                                        w, sc, e->threads, what, err));
                 if (!rc) rc = source_intact(e, src, &v, t, err);
             }
@@ -792,7 +792,7 @@ static void write_queue(qfs_engine *e, job_slot *slot, const job_result *res)
 {
     int lock_fd = res->lock_fd, id_lock_fd = res->id_lock_fd;
     const qfs_plan_job *j = &slot->source->plan->jobs[slot->job];
-    size_t sc_len = (size_t)j->layout.scales_bytes, w_len = (size_t)j->layout.weight_bytes;
+    size_t sc_len = (size_t)j->layout->scales_bytes, w_len = (size_t)j->layout->weight_bytes;
     write_req *r = NULL;
     if (e->writer_started && slot->entry.cached && slot->scales &&
         (e->wq_bytes == 0 || e->wq_bytes + w_len <= e->wq_max) && (r = calloc(1, sizeof *r)) &&
@@ -966,7 +966,7 @@ static void run_one(qfs_engine *e, job_slot *slot, queue_id from)
     qfs_tensor_source *src = slot->source;
     const qfs_plan_job *j = &src->plan->jobs[slot->job];
     if (from == Q_PREFETCH && slot->waiters == 0 &&
-        e->cache.used + j->layout.weight_bytes > e->cache.budget) {
+        e->cache.used + j->layout->weight_bytes > e->cache.budget) {
         slot->want_weight = 0;  /* the cache filled up since it was queued: drop the prefetch */
         return;
     }
@@ -976,7 +976,7 @@ static void run_one(qfs_engine *e, job_slot *slot, queue_id from)
      * pass when the memory cache has room for it, as a reader will want it next; reading and
      * reducing the source twice is the alternative. */
     if (!full && !slot->entry.cached &&
-        e->cache.used + j->layout.weight_bytes <= e->cache.budget)
+        e->cache.used + j->layout->weight_bytes <= e->cache.budget)
         full = true;
     job_mode mode = !full ? MODE_SCALES
                   : slot->warm_only && slot->waiters == 0 && e->disk ? MODE_DISK : MODE_FULL;
@@ -986,7 +986,7 @@ static void run_one(qfs_engine *e, job_slot *slot, queue_id from)
     slot->scales_entry.pins++;   /* the job may read its scales without the lock */
     uint8_t *reuse = NULL;
     if (mode != MODE_SCALES) {
-        size_t bytes = (size_t)j->layout.weight_bytes;
+        size_t bytes = (size_t)j->layout->weight_bytes;
         if (bytes >= HUGE_ALLOC) recycle_served(e, bytes);
         if (mode == MODE_FULL) qfs_cache_make_room(&e->cache, bytes);
         slot->served = 0;
@@ -1054,7 +1054,7 @@ static void run_one(qfs_engine *e, job_slot *slot, queue_id from)
           "disk cache" : "quantized", dt * 1e3);
     if (res.weight) {
         slot->entry.data = res.weight;
-        slot->entry.size = (size_t)j->layout.weight_bytes;
+        slot->entry.size = (size_t)j->layout->weight_bytes;
         slot->entry.pins += slot->waiters;   /* each waiting reader receives its pin */
         slot->waiters = 0;
         slot->gen++;
@@ -1246,7 +1246,6 @@ int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_pa
                        uint64_t need_begin, uint64_t need_end, const uint8_t **data,
                        qfs_error *err)
 {
-    job_slot *slot = &src->slots[job];
     int rc = 0;
     if (part != QFS_PART_WEIGHT) {
         qfs_error_set(err, "%s: internal error: scales are read with qfs_engine_read_scales",
@@ -1254,6 +1253,7 @@ int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_pa
         return -EINVAL;
     }
     pthread_mutex_lock(&e->lock);
+    job_slot *slot = &src->slots[job];
     bool partial = false;
     if (slot->entry.cached) {
         slot->entry.pins++;
@@ -1295,9 +1295,9 @@ int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_pa
 int qfs_engine_read_scales(qfs_engine *e, qfs_tensor_source *src, size_t job, uint64_t off,
                            size_t len, uint8_t *dst, qfs_error *err)
 {
-    job_slot *slot = &src->slots[job];
     int rc = 0;
     pthread_mutex_lock(&e->lock);
+    job_slot *slot = &src->slots[job];
     if (!slot->scales && !slot->failed) e->stats.waits++;
     /* Asked again at each wake-up: scales made and then dropped before this reader woke up
      * are simply made again. */
@@ -1317,8 +1317,8 @@ int qfs_engine_read_scales(qfs_engine *e, qfs_tensor_source *src, size_t job, ui
 
 void qfs_engine_release(qfs_engine *e, qfs_tensor_source *src, size_t job)
 {
-    job_slot *slot = &src->slots[job];
     pthread_mutex_lock(&e->lock);
+    job_slot *slot = &src->slots[job];
     if (slot->entry.pins > 0) slot->entry.pins--;
     if (slot->entry.pins == 0 && slot->running)
         pthread_cond_broadcast(&e->done);   /* a failed job waits to free its bands */
@@ -1330,9 +1330,9 @@ void qfs_engine_release(qfs_engine *e, qfs_tensor_source *src, size_t job)
 
 void qfs_engine_prefetch(qfs_engine *e, qfs_tensor_source *src, size_t job)
 {
-    job_slot *slot = &src->slots[job];
     pthread_mutex_lock(&e->lock);
-    uint64_t bytes = src->plan->jobs[job].layout.weight_bytes;
+    job_slot *slot = &src->slots[job];
+    uint64_t bytes = src->plan->jobs[job].layout->weight_bytes;
     if (!slot->entry.cached && slot->queue == Q_NONE && !slot->running && !slot->failed &&
         e->cache.used + bytes <= e->cache.budget) {
         slot->want_weight = 1;

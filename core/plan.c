@@ -1,4 +1,5 @@
 #include "quarkfs/plan.h"
+#include "quarkfs/sort.h"
 #include "quarkfs/textbuf.h"
 
 #include <errno.h>
@@ -13,26 +14,27 @@ void qfs_plan_free(qfs_plan *p)
     free(p->names);
     free(p->tensors);
     free(p->jobs);
+    free(p->layouts);
+    free(p->dims);
     free(p->job_of);
     free(p->decisions);
     free(p->header);
     memset(p, 0, sizeof *p);
 }
 
-/* What the file order sorts on, kept small so that sorting a million tensors moves 16 bytes
- * per step and reads a name, not a whole qfs_plan_tensor. */
+_Static_assert(QFS_ST_MAX_DIMS <= UINT8_MAX, "qfs_plan_tensor keeps ndim in 8 bits");
+
+/* What the file order sorts on (within one dtype), kept small so that sorting a million
+ * tensors moves 16 bytes per step and reads a name, not a whole qfs_plan_tensor. */
 typedef struct order_key {
-    const char *name;
-    uint32_t dtype;
-    uint32_t pos;   /* index in the unsorted tensors */
+    char *name;     /* in the plan's name block */
+    uint32_t pos;   /* source tensor x QFS_LAYOUT_MAX_OUT + its output */
 } order_key;
 
-/* safetensors' order: dtype descending in its enum order, then name ascending (bytewise). */
-static int cmp_file_order(const void *a, const void *b)
+/* Within one dtype, safetensors' order is the names' (bytewise). */
+static int cmp_name(const void *a, const void *b)
 {
-    const order_key *x = a, *y = b;
-    if (x->dtype != y->dtype) return x->dtype > y->dtype ? -1 : 1;
-    return strcmp(x->name, y->name);
+    return strcmp(((const order_key *)a)->name, ((const order_key *)b)->name);
 }
 
 /* The names of the outputs, written one after another into one block (p->names). */
@@ -54,20 +56,60 @@ static char *block_name(name_block *b, const char *module, size_t m, const char 
     return s;
 }
 
-/* Adds one output tensor; its name lives in the plan's name block. */
-static int add_output(qfs_plan *p, char *name, qfs_dtype dt, unsigned ndim, const uint64_t *shape,
-                      uint64_t size, qfs_role role, size_t src)
+/* Appends one output tensor; its name lives in the plan's name block, its shape in the plan's
+ * dims or layouts. */
+static void add_output(qfs_plan *p, char *name, qfs_dtype dt, unsigned ndim,
+                       const uint64_t *shape, uint64_t size, qfs_role role, size_t src)
 {
-    if (!name) return -ENOMEM;
-    qfs_plan_tensor *t = &p->tensors[p->n_tensors++];
-    memset(t, 0, sizeof *t);
-    t->name = name;
-    t->dtype = dt;
-    t->ndim = ndim;
-    if (ndim) memcpy(t->shape, shape, ndim * sizeof *shape);
-    t->size = size;
-    t->role = role;
-    t->src = src;
+    p->tensors[p->n_tensors++] = (qfs_plan_tensor){
+        .name = name, .shape = shape, .size = size, .src = (uint32_t)src, .dtype = dt,
+        .role = (uint8_t)role, .ndim = (uint8_t)ndim,
+    };
+}
+
+/* The layouts of a plan, each computed once: the weights of a model come in a few shapes, so
+ * a job points at a shared layout rather than holding one (280 bytes) of its own. Only the
+ * last few distinct layouts are searched, which finds the repeats of a model's layers in
+ * O(1); a file of ever new shapes just gets one layout per job, as if nothing were shared. */
+#define LAYOUT_WINDOW 16
+
+typedef struct layout_key {
+    const qfs_spec *spec;
+    qfs_dtype dtype;
+    uint64_t rows, cols;
+} layout_key;
+
+typedef struct layout_set {
+    qfs_layout *layouts;
+    layout_key *keys;
+    size_t n, cap;
+} layout_set;
+
+static size_t find_layout(const layout_set *ls, const layout_key *k)
+{
+    for (size_t i = ls->n; i-- > 0 && ls->n - i <= LAYOUT_WINDOW;) {
+        const layout_key *c = &ls->keys[i];
+        if (c->spec == k->spec && c->dtype == k->dtype && c->rows == k->rows && c->cols == k->cols)
+            return i;
+    }
+    return SIZE_MAX;
+}
+
+static int add_layout(layout_set *ls, const layout_key *k, const qfs_layout *l, size_t *idx)
+{
+    if (ls->n == ls->cap) {
+        size_t cap = ls->cap ? 2 * ls->cap : 16;
+        qfs_layout *nl = realloc(ls->layouts, cap * sizeof *nl);
+        if (!nl) return -ENOMEM;
+        ls->layouts = nl;
+        layout_key *nk = realloc(ls->keys, cap * sizeof *nk);
+        if (!nk) return -ENOMEM;
+        ls->keys = nk;
+        ls->cap = cap;
+    }
+    ls->layouts[ls->n] = *l;
+    ls->keys[ls->n] = *k;
+    *idx = ls->n++;
     return 0;
 }
 
@@ -170,23 +212,30 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
     memset(out, 0, sizeof *out);
     qfs_plan *p = out;
     size_t n = src->n_tensors;
+    if (n > UINT32_MAX / QFS_LAYOUT_MAX_OUT) {   /* qfs_plan_tensor's 32-bit indexes */
+        qfs_error_set(err, "%s: %zu tensors is more than quarkfs can plan", path, n);
+        return -EFBIG;
+    }
     int rc = -ENOMEM;
     order_key *keys = NULL;
     name_block nb = {0};
+    layout_set ls = {0};
     char *scratch = NULL;       /* a candidate output name (names have no length limit) */
     size_t scratch_cap = 0;
-    const qfs_spec **spec_of = malloc((n ? n : 1) * sizeof *spec_of);   /* per source tensor */
-    p->decisions = calloc(n ? n : 1, sizeof *p->decisions);
-    if (!spec_of || !p->decisions) goto fail;
+    /* Per source tensor: its layout in ls (quantized ones only). */
+    uint32_t *layout_of = malloc((n ? n : 1) * sizeof *layout_of);
+    p->decisions = malloc((n ? n : 1) * sizeof *p->decisions);
+    if (!layout_of || !p->decisions) goto fail;
 
-    /* The decisions, and how many outputs and name bytes they make. */
-    size_t n_jobs = 0, n_out = 0, name_bytes = 0;
+    /* The decisions, and how many outputs, name bytes and dims they make. */
+    size_t n_jobs = 0, n_out = 0, name_bytes = 0, n_dims = 0;
+    size_t per_dtype[QFS_DT_COUNT] = {0};   /* outputs of each dtype */
     for (size_t i = 0; i < n; i++) {
         const qfs_st_tensor *t = &src->tensors[i];
         qfs_select_result d = qfs_select_tensor(t, spec, opts->rules);
         if (d == QFS_SELECT_QUANTIZE && opts->nonfinite && opts->nonfinite[i])
             d = QFS_SKIP_NONFINITE;
-        spec_of[i] = spec;
+        layout_key key = {spec, t->dtype, 0, 0};
         if (d == QFS_SELECT_QUANTIZE && opts->rules && opts->rules->n_layers) {
             size_t ml = qfs_select_module_len(t->name), rule;   /* the module name, in scratch */
             if (ml + 1 > scratch_cap) {
@@ -197,16 +246,25 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
             }
             memcpy(scratch, t->name, ml);
             scratch[ml] = '\0';
-            spec_of[i] = qfs_select_layer_spec(scratch, spec, opts->rules, &rule);
+            key.spec = qfs_select_layer_spec(scratch, spec, opts->rules, &rule);
         }
-        qfs_layout l;
-        if (d == QFS_SELECT_QUANTIZE &&
-            qfs_layout_for(spec_of[i], opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL))
-            d = QFS_SKIP_SHAPE;
+        qfs_layout fresh;
+        const qfs_layout *l = NULL;
+        size_t li = SIZE_MAX;
+        if (d == QFS_SELECT_QUANTIZE) {
+            key.rows = t->shape[0];
+            key.cols = t->shape[1];
+            li = find_layout(&ls, &key);
+            if (li != SIZE_MAX) l = &ls.layouts[li];
+            else if (qfs_layout_for(key.spec, opts->format, t->dtype, key.rows, key.cols, &fresh,
+                                    NULL))
+                d = QFS_SKIP_SHAPE;
+            else l = &fresh;
+        }
         size_t m = qfs_select_module_len(t->name), bytes = 0;
-        for (unsigned k = 0; d == QFS_SELECT_QUANTIZE && k < l.n_out; k++) {
+        for (unsigned k = 0; d == QFS_SELECT_QUANTIZE && k < l->n_out; k++) {
             /* Every new name must be free: the source would otherwise hold it twice. */
-            size_t len = m + strlen(l.out[k].suffix) + 1;
+            size_t len = m + strlen(l->out[k].suffix) + 1;
             if (len > scratch_cap) {
                 char *ns = realloc(scratch, len);
                 if (!ns) goto fail;
@@ -214,69 +272,85 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
                 scratch_cap = len;
             }
             name_block one = {scratch, 0, scratch_cap};
-            block_name(&one, t->name, m, l.out[k].suffix);
+            block_name(&one, t->name, m, l->out[k].suffix);
             if (strcmp(scratch, t->name) != 0 && qfs_st_find(src, scratch)) d = QFS_SKIP_NAME_CLASH;
             bytes += len;
         }
         p->decisions[i] = d;
         if (d == QFS_SELECT_QUANTIZE) {
             n_jobs++;
-            n_out += l.n_out;
+            n_out += l->n_out;
             name_bytes += bytes;
+            for (unsigned k = 0; k < l->n_out; k++) per_dtype[l->out[k].dtype]++;
+            if (li == SIZE_MAX && add_layout(&ls, &key, l, &li)) goto fail;
+            layout_of[i] = (uint32_t)li;
         } else {
             n_out++;
             name_bytes += strlen(t->name) + 1;
+            n_dims += t->ndim;
+            per_dtype[t->dtype]++;
         }
     }
 
+    /* From here on ls is complete: pointers into it stay valid. */
+    p->layouts = ls.layouts;
+    p->n_layouts = ls.n;
+    ls.layouts = NULL;
+    keys = malloc((n_out ? n_out : 1) * sizeof *keys);
     p->tensors = malloc((n_out ? n_out : 1) * sizeof *p->tensors);
+    p->dims = malloc((n_dims ? n_dims : 1) * sizeof *p->dims);
     nb.s = p->names = malloc(name_bytes + 1);
     nb.cap = name_bytes + 1;
-    if (!p->tensors || !p->names) goto fail;
+    if (!keys || !p->tensors || !p->dims || !p->names) goto fail;
+
+    /* safetensors' order: dtype descending in its enum order, then name ascending (bytewise).
+     * The names are written and their keys dealt out by dtype (in source order), then each
+     * dtype's names are sorted: from a source header that is sorted already, or made of a few
+     * sorted runs, they are too. The tensors are then written once, in that order. */
+    size_t at[QFS_DT_COUNT], next = 0;
+    for (size_t dt = QFS_DT_COUNT; dt-- > 0;) {
+        at[dt] = next;
+        next += per_dtype[dt];
+    }
+    for (size_t i = 0; i < n; i++) {
+        const qfs_st_tensor *t = &src->tensors[i];
+        if (p->decisions[i] != QFS_SELECT_QUANTIZE) {
+            char *name = block_name(&nb, t->name, strlen(t->name), "");
+            if (!name) goto fail;
+            keys[at[t->dtype]++] = (order_key){name, (uint32_t)(i * QFS_LAYOUT_MAX_OUT)};
+            continue;
+        }
+        const qfs_layout *l = &p->layouts[layout_of[i]];
+        size_t m = qfs_select_module_len(t->name);
+        for (unsigned k = 0; k < l->n_out; k++) {
+            char *name = block_name(&nb, t->name, m, l->out[k].suffix);
+            if (!name) goto fail;
+            keys[at[l->out[k].dtype]++] = (order_key){name, (uint32_t)(i * QFS_LAYOUT_MAX_OUT + k)};
+        }
+    }
+    next = 0;
+    for (size_t dt = QFS_DT_COUNT; dt-- > 0;) {
+        if (qfs_sort_runs(keys + next, per_dtype[dt], sizeof *keys, cmp_name)) goto fail;
+        next += per_dtype[dt];
+    }
     static const qfs_role role_of[] = {
         [QFS_OUT_WEIGHT] = QFS_ROLE_WEIGHT, [QFS_OUT_SCALE] = QFS_ROLE_SCALE,
         [QFS_OUT_ZERO_POINT] = QFS_ROLE_ZERO_POINT, [QFS_OUT_SHAPE] = QFS_ROLE_SHAPE,
     };
-    for (size_t i = 0; i < n; i++) {
-        const qfs_st_tensor *t = &src->tensors[i];
+    uint64_t *dims = p->dims;
+    for (size_t j = 0; j < n_out; j++) {
+        size_t i = keys[j].pos / QFS_LAYOUT_MAX_OUT, k = keys[j].pos % QFS_LAYOUT_MAX_OUT;
         if (p->decisions[i] != QFS_SELECT_QUANTIZE) {
-            rc = add_output(p, block_name(&nb, t->name, strlen(t->name), ""), t->dtype, t->ndim,
-                            t->shape, t->end - t->begin, QFS_ROLE_PASSTHROUGH, i);
-            if (rc) goto fail;
+            const qfs_st_tensor *t = &src->tensors[i];
+            if (t->ndim) memcpy(dims, t->shape, t->ndim * sizeof *dims);
+            add_output(p, keys[j].name, t->dtype, t->ndim, dims, t->end - t->begin,
+                       QFS_ROLE_PASSTHROUGH, i);
+            dims += t->ndim;
             continue;
         }
-        qfs_layout l;
-        qfs_layout_for(spec_of[i], opts->format, t->dtype, t->shape[0], t->shape[1], &l, NULL);
-        size_t m = qfs_select_module_len(t->name);
-        for (unsigned k = 0; k < l.n_out; k++) {
-            const qfs_out_tensor *o = &l.out[k];
-            rc = add_output(p, block_name(&nb, t->name, m, o->suffix), o->dtype, o->ndim,
-                            o->shape, o->bytes, role_of[o->kind], i);
-            if (rc) goto fail;
-            p->tensors[p->n_tensors - 1].job_offset = o->offset;
-        }
-    }
-
-    /* Sort small keys, then move each tensor once into its place (cycle by cycle). */
-    rc = -ENOMEM;
-    keys = malloc((p->n_tensors ? p->n_tensors : 1) * sizeof *keys);
-    if (!keys) goto fail;
-    for (size_t i = 0; i < p->n_tensors; i++)
-        keys[i] = (order_key){p->tensors[i].name, (uint32_t)p->tensors[i].dtype, i};
-    qsort(keys, p->n_tensors, sizeof *keys, cmp_file_order);
-    for (size_t i = 0; i < p->n_tensors; i++) {
-        if (keys[i].pos == i) continue;
-        qfs_plan_tensor first = p->tensors[i];
-        for (size_t j = i;;) {
-            size_t from = keys[j].pos;   /* the tensor that belongs at j */
-            keys[j].pos = j;
-            if (from == i) {
-                p->tensors[j] = first;
-                break;
-            }
-            p->tensors[j] = p->tensors[from];
-            j = from;
-        }
+        const qfs_out_tensor *o = &p->layouts[layout_of[i]].out[k];
+        add_output(p, keys[j].name, o->dtype, o->ndim, o->shape, o->bytes, role_of[o->kind], i);
+        p->tensors[j].job_offset = o->offset;
     }
     free(keys);
     keys = NULL;
@@ -295,27 +369,25 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
      * sequential reader needs. */
     rc = -ENOMEM;
     p->job_of = malloc((n ? n : 1) * sizeof *p->job_of);
-    p->jobs = calloc(n_jobs ? n_jobs : 1, sizeof *p->jobs);
+    p->jobs = malloc((n_jobs ? n_jobs : 1) * sizeof *p->jobs);
     if (!p->job_of || !p->jobs) goto fail;
     for (size_t i = 0; i < n; i++) p->job_of[i] = SIZE_MAX;
     for (size_t i = 0; i < p->n_tensors; i++) {
         const qfs_plan_tensor *t = &p->tensors[i];
         if (t->role != QFS_ROLE_WEIGHT) continue;
-        const qfs_st_tensor *s = &src->tensors[t->src];
-        qfs_plan_job *j = &p->jobs[p->n_jobs];
-        j->src = t->src;
-        j->rows = s->shape[0];
-        j->cols = s->shape[1];
-        j->spec = spec_of[t->src];
-        qfs_layout_for(j->spec, opts->format, s->dtype, j->rows, j->cols, &j->layout, NULL);
+        const layout_key *k = &ls.keys[layout_of[t->src]];
+        p->jobs[p->n_jobs] = (qfs_plan_job){t->src, k->spec, k->rows, k->cols,
+                                            &p->layouts[layout_of[t->src]]};
         p->job_of[t->src] = p->n_jobs++;
     }
     for (size_t i = 0; i < p->n_tensors; i++)
         if (p->tensors[i].role != QFS_ROLE_PASSTHROUGH)
-            p->tensors[i].job = p->job_of[p->tensors[i].src];
+            p->tensors[i].job = (uint32_t)p->job_of[p->tensors[i].src];
 
-    free(spec_of);
-    spec_of = NULL;
+    free(layout_of);
+    layout_of = NULL;
+    free(ls.keys);
+    ls.keys = NULL;
     rc = build_header(p, src, path, err);
     if (rc) goto fail;
     p->file_size = p->header_size + off;
@@ -325,7 +397,9 @@ fail:
     if (rc == -ENOMEM) qfs_error_set(err, "%s: out of memory while planning", path);
     free(scratch);
     free(keys);
-    free(spec_of);
+    free(layout_of);
+    free(ls.layouts);
+    free(ls.keys);
     qfs_plan_free(p);
     return rc;
 }

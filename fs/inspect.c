@@ -91,8 +91,8 @@ static int tensor_error(const qfs_model *m, const qfs_entry *e, size_t src, size
     const qfs_st_tensor *t = &e->st_file.tensors[src];
     size_t in_bytes = (size_t)(t->end - t->begin), n = (size_t)(j->rows * j->cols);
     uint8_t *in = malloc(in_bytes ? in_bytes : 1);
-    uint8_t *w = malloc(j->layout.weight_bytes ? j->layout.weight_bytes : 1);
-    uint8_t *sc = malloc(j->layout.scales_bytes ? j->layout.scales_bytes : 1);
+    uint8_t *w = malloc(j->layout->weight_bytes ? j->layout->weight_bytes : 1);
+    uint8_t *sc = malloc(j->layout->scales_bytes ? j->layout->scales_bytes : 1);
     float *deq = malloc((n ? n : 1) * sizeof *deq);
     int rc = in && w && sc && deq ? 0 : -ENOMEM;
     if (rc == 0) rc = qfs_pread_full(e->src_fd, in, in_bytes, e->st_file.data_start + t->begin);
@@ -102,10 +102,10 @@ static int tensor_error(const qfs_model *m, const qfs_entry *e, size_t src, size
         char what[1024];
         snprintf(what, sizeof what, "%s: tensor '%s'", e->src_path, t->name);
         rc = qfs_quantize_layout(j->spec, m->opts.format, t->dtype, in, j->rows, j->cols,
-                                 &j->layout, w, sc, threads, what, err);
+                                 j->layout, w, sc, threads, what, err);
     }
     if (rc == 0)
-        rc = qfs_dequantize_layout(j->spec, m->opts.format, j->rows, j->cols, &j->layout, w,
+        rc = qfs_dequantize_layout(j->spec, m->opts.format, j->rows, j->cols, j->layout, w,
                                    sc, deq, threads);
     if (rc == 0) rc = qfs_quant_error(in, t->dtype, deq, n, st, threads);
     free(in);

@@ -20,18 +20,20 @@ typedef enum qfs_role {
     QFS_ROLE_SHAPE,         /* compressed-tensors' weight_shape */
 } qfs_role;
 
-/* One tensor of the output file. */
+/* One tensor of the output file. Kept small, since a mount may plan millions of them: the shape
+ * lives out of line, and indexes are 32 bits (qfs_plan_build refuses a file whose counts do not
+ * fit). */
 typedef struct qfs_plan_tensor {
     char *name;                 /* in qfs_plan.names */
-    qfs_dtype dtype;
-    unsigned ndim;
-    uint64_t shape[QFS_ST_MAX_DIMS];
+    const uint64_t *shape;      /* ndim dims: in qfs_plan.dims, or in the job's layout */
     uint64_t offset, size;      /* within the output data section */
-    qfs_role role;
-    size_t src;                 /* index of the source tensor (in qfs_st_file order) */
-    size_t job;                 /* quantized roles: index into qfs_plan.jobs */
     uint64_t job_offset;        /* quantized roles: offset in the job's part (the weight buffer,
                                    or the scales buffer: scale, then zero point) */
+    uint32_t src;               /* index of the source tensor (in qfs_st_file order) */
+    uint32_t job;               /* quantized roles: index into qfs_plan.jobs */
+    qfs_dtype dtype;
+    uint8_t role;               /* a qfs_role */
+    uint8_t ndim;
 } qfs_plan_tensor;
 
 /* One quantized source tensor: computed as a unit (see engine.h for its two parts). */
@@ -39,7 +41,9 @@ typedef struct qfs_plan_job {
     size_t src;
     const qfs_spec *spec;       /* the view's spec, or the one a layer rule gives this module */
     uint64_t rows, cols;
-    qfs_layout layout;          /* its output tensors and the sizes of its two parts */
+    const qfs_layout *layout;   /* its output tensors and the sizes of its two parts, in
+                                   qfs_plan.layouts (shared by the jobs of one spec, dtype and
+                                   shape) */
 } qfs_plan_job;
 
 typedef struct qfs_plan {
@@ -48,6 +52,9 @@ typedef struct qfs_plan {
     size_t n_tensors;
     qfs_plan_job *jobs;         /* in the file order of their weights */
     size_t n_jobs;
+    qfs_layout *layouts;        /* the jobs' layouts, each once */
+    size_t n_layouts;
+    uint64_t *dims;             /* the shapes of the unquantized tensors, one after another */
     qfs_select_result *decisions; /* one per source tensor */
     size_t *job_of;             /* one per source tensor: its job, SIZE_MAX when not quantized */
     uint8_t *header;            /* 8-byte length + JSON + padding: the first header_size bytes */

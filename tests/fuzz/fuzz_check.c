@@ -213,7 +213,7 @@ void fuzz_check_plan(const qfs_st_file *src, const qfs_plan_options *opts, const
         FUZZ_CHECK(t->ndim <= QFS_ST_MAX_DIMS && tensor_bytes(t->dtype, t->ndim, t->shape, &bytes) &&
                    bytes == t->size, "%s/%s: '%s' size %" PRIu64 " does not match its shape",
                    sn, fn, t->name, t->size);
-        FUZZ_CHECK(t->src < ns, "%s/%s: '%s' src %zu", sn, fn, t->name, t->src);
+        FUZZ_CHECK(t->src < ns, "%s/%s: '%s' src %zu", sn, fn, t->name, (size_t)t->src);
         const qfs_st_tensor *s = &src->tensors[t->src];
         if (t->role == QFS_ROLE_PASSTHROUGH) {
             FUZZ_CHECK(p->decisions[t->src] != QFS_SELECT_QUANTIZE, "%s/%s: '%s' passed through "
@@ -228,7 +228,7 @@ void fuzz_check_plan(const qfs_st_file *src, const qfs_plan_options *opts, const
             FUZZ_CHECK(p->decisions[t->src] == QFS_SELECT_QUANTIZE, "%s/%s: '%s' has role %d "
                        "but its source is not quantized", sn, fn, t->name, (int)t->role);
             FUZZ_CHECK(t->job < p->n_jobs && p->jobs[t->job].src == t->src, "%s/%s: '%s' job %zu",
-                       sn, fn, t->name, t->job);
+                       sn, fn, t->name, (size_t)t->job);
             n_quant_out++;
         }
         if (t->size) {
@@ -264,12 +264,12 @@ void fuzz_check_plan(const qfs_st_file *src, const qfs_plan_options *opts, const
                    "[%" PRIu64 ", %" PRIu64 "]", sn, fn, s->name, job->rows, job->cols);
         qfs_layout l;
         FUZZ_CHECK(qfs_layout_for(spec, opts->format, s->dtype, job->rows, job->cols, &l, NULL)
-                   == 0 && layouts_equal(&l, &job->layout), "%s/%s: layout of job '%s' differs "
+                   == 0 && layouts_equal(&l, job->layout), "%s/%s: layout of job '%s' differs "
                    "from qfs_layout_for", sn, fn, s->name);
-        check_layout(&job->layout, s->name);
-        n_layout_out += job->layout.n_out;
-        FUZZ_CHECK(!__builtin_add_overflow(job_bytes, job->layout.weight_bytes, &job_bytes) &&
-                   !__builtin_add_overflow(job_bytes, job->layout.scales_bytes, &job_bytes),
+        check_layout(job->layout, s->name);
+        n_layout_out += job->layout->n_out;
+        FUZZ_CHECK(!__builtin_add_overflow(job_bytes, job->layout->weight_bytes, &job_bytes) &&
+                   !__builtin_add_overflow(job_bytes, job->layout->scales_bytes, &job_bytes),
                    "%s/%s: layout sizes overflow", sn, fn);
     }
     FUZZ_CHECK(n_quant_out == n_layout_out, "%s/%s: %zu quantized outputs in the plan, the "
@@ -283,9 +283,9 @@ void fuzz_check_plan(const qfs_st_file *src, const qfs_plan_options *opts, const
         if (t->role == QFS_ROLE_WEIGHT) {
             FUZZ_CHECK(!any_weight || t->job == last_job + 1, "%s/%s: weight '%s' is job %zu "
                        "after job %zu: jobs not in the order of their weights", sn, fn, t->name,
-                       t->job, last_job);
+                       (size_t)t->job, last_job);
             FUZZ_CHECK(any_weight || t->job == 0, "%s/%s: first weight is job %zu", sn, fn,
-                       t->job);
+                       (size_t)t->job);
             last_job = t->job;
             any_weight = true;
         }
@@ -295,13 +295,13 @@ void fuzz_check_plan(const qfs_st_file *src, const qfs_plan_options *opts, const
         if (ml >= 7 && strcmp(sname + ml - 7, ".weight") == 0) ml -= 7;
         const char *module = sname;
         unsigned k;
-        for (k = 0; k < job->layout.n_out; k++)
-            if (strncmp(t->name, module, ml) == 0 && strcmp(t->name + ml, job->layout.out[k].suffix) == 0)
+        for (k = 0; k < job->layout->n_out; k++)
+            if (strncmp(t->name, module, ml) == 0 && strcmp(t->name + ml, job->layout->out[k].suffix) == 0)
                 break;
-        FUZZ_CHECK(k < job->layout.n_out, "%s/%s: output '%s' (%zu bytes) is not the module "
+        FUZZ_CHECK(k < job->layout->n_out, "%s/%s: output '%s' (%zu bytes) is not the module "
                    "name of its source '%s' (%zu bytes) plus a suffix of its layout", sn, fn,
                    t->name, strlen(t->name), sname, ml);
-        const qfs_out_tensor *o = &job->layout.out[k];
+        const qfs_out_tensor *o = &job->layout->out[k];
         FUZZ_CHECK(!(seen[t->job] & (1u << k)), "%s/%s: output '%s' twice", sn, fn, t->name);
         seen[t->job] |= 1u << k;
         FUZZ_CHECK(t->role == role_of_kind[o->kind] && t->dtype == o->dtype &&

@@ -150,13 +150,13 @@ static void expect_parts(const view *v, size_t job, uint8_t **w, uint8_t **sc)
     const qfs_plan_job *j = &v->plan->jobs[job];
     const src_tensor *t = job_tensor(v, job);
     assert_int_equal(j->rows, t->rows);
-    *w = malloc(j->layout.weight_bytes);
-    *sc = malloc(j->layout.scales_bytes ? j->layout.scales_bytes : 1);
+    *w = malloc(j->layout->weight_bytes);
+    *sc = malloc(j->layout->scales_bytes ? j->layout->scales_bytes : 1);
     assert_non_null(*w);
     assert_non_null(*sc);
     qfs_error err = {{0}};
     int rc = qfs_quantize_layout(v->spec, v->format, QFS_DT_BF16, t->data, t->rows, t->cols,
-                                 &j->layout, *w, *sc, 0, t->name, &err);
+                                 j->layout, *w, *sc, 0, t->name, &err);
     if (rc) fail_msg("qfs_quantize_layout: %d %s", rc, err.msg);
 }
 
@@ -179,17 +179,17 @@ static void check_job(qfs_engine *e, const view *v, size_t job, bool keep, const
     expect_parts(v, job, &w, &sc);
     const uint8_t *data = NULL;
     qfs_error err = {{0}};
-    int rc = qfs_engine_acquire(e, v->src, job, QFS_PART_WEIGHT, 0, j->layout.weight_bytes,
+    int rc = qfs_engine_acquire(e, v->src, job, QFS_PART_WEIGHT, 0, j->layout->weight_bytes,
                                 &data, &err);
     if (rc) fail_msg("acquire job %zu: %d %s", job, rc, err.msg);
-    assert_memory_equal(data, w, j->layout.weight_bytes);
+    assert_memory_equal(data, w, j->layout->weight_bytes);
     if (keep) *held = data;
     else qfs_engine_release(e, v->src, job);
-    uint8_t *got = malloc(j->layout.scales_bytes ? j->layout.scales_bytes : 1);
+    uint8_t *got = malloc(j->layout->scales_bytes ? j->layout->scales_bytes : 1);
     assert_non_null(got);
-    rc = qfs_engine_read_scales(e, v->src, job, 0, j->layout.scales_bytes, got, &err);
+    rc = qfs_engine_read_scales(e, v->src, job, 0, j->layout->scales_bytes, got, &err);
     if (rc) fail_msg("read_scales job %zu: %d %s", job, rc, err.msg);
-    assert_memory_equal(got, sc, j->layout.scales_bytes);
+    assert_memory_equal(got, sc, j->layout->scales_bytes);
     free(got);
     free(w);
     free(sc);
@@ -239,7 +239,7 @@ static void test_eviction_and_pins(void **state)
 {
     (void)state;
     view v = open_view("int8-channel", QFS_FMT_QUARK);
-    uint64_t wb = v.plan->jobs[small_job(&v, 0)].layout.weight_bytes;
+    uint64_t wb = v.plan->jobs[small_job(&v, 0)].layout->weight_bytes;
     /* Room for two small weights (and their scales), not three. */
     qfs_engine *e = new_engine((size_t)(wb * 5 / 2), NULL);
     for (size_t k = 0; k < N_SMALL; k++) check_job(e, &v, small_job(&v, k), false, NULL);
@@ -285,7 +285,7 @@ static void test_scales_inside_cache_mem(void **state)
 {
     (void)state;
     view v = open_view("int8-channel", QFS_FMT_QUARK);
-    uint64_t sb = v.plan->jobs[small_job(&v, 0)].layout.scales_bytes;
+    uint64_t sb = v.plan->jobs[small_job(&v, 0)].layout->scales_bytes;
     assert_true(sb > 0);
     /* cache_mem of five scales parts: past half of it, the least recently read are dropped. */
     qfs_engine *e = new_engine((size_t)(sb * 5), NULL);
@@ -351,13 +351,13 @@ static void test_bands(void **state)
         size_t job = big_job(&v);
         const qfs_plan_job *j = &v.plan->jobs[job];
         uint64_t align = 0;
-        assert_true(qfs_quantize_rows_ok(v.spec, &j->layout, &align));
+        assert_true(qfs_quantize_rows_ok(v.spec, j->layout, &align));
         uint8_t *w, *sc;
         expect_parts(&v, job, &w, &sc);
         qfs_engine *e = new_engine(64u << 20, NULL);
         /* Readers of the last bytes, the first bytes and a middle range, at once: each gets
          * its range right, whatever order the bands are made in. */
-        uint64_t n = j->layout.weight_bytes;
+        uint64_t n = j->layout->weight_bytes;
         band_reader r[3] = {
             {e, &v, job, n - 4096, n, w, -1, false},
             {e, &v, job, 0, 100, w, -1, false},

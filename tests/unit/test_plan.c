@@ -305,12 +305,12 @@ static void test_plan_jobs(void **state)
     assert_int_equal(p.jobs[0].src, 7);
     assert_int_equal(p.jobs[0].rows, 2);
     assert_int_equal(p.jobs[0].cols, 3);
-    assert_int_equal(p.jobs[0].layout.weight_bytes + p.jobs[0].layout.scales_bytes, 6 + 4 + 1);
+    assert_int_equal(p.jobs[0].layout->weight_bytes + p.jobs[0].layout->scales_bytes, 6 + 4 + 1);
     assert_int_equal(p.jobs[1].src, 3);
-    assert_int_equal(p.jobs[1].layout.weight_bytes + p.jobs[1].layout.scales_bytes, 6 + 4 + 1);
+    assert_int_equal(p.jobs[1].layout->weight_bytes + p.jobs[1].layout->scales_bytes, 6 + 4 + 1);
     assert_int_equal(p.jobs[2].src, 0);
-    assert_int_equal(p.jobs[2].layout.weight_bytes + p.jobs[2].layout.scales_bytes, 4 + 4 + 1);
-    assert_int_equal(p.jobs[2].layout.out[1].dtype, QFS_DT_F32);
+    assert_int_equal(p.jobs[2].layout->weight_bytes + p.jobs[2].layout->scales_bytes, 4 + 4 + 1);
+    assert_int_equal(p.jobs[2].layout->out[1].dtype, QFS_DT_F32);
     /* each quantized output points into one of its job's two parts: the weight at 0 of the
      * weight buffer; the scale at 0 and the zero point after the scale (4 bytes of F32 for
      * int8 per tensor) in the scales buffer */
@@ -526,6 +526,49 @@ static void test_plan_zero_point_clash_depends_on_spec(void **state)
     qfs_st_file_free(&f);
 }
 
+/* Jobs of one spec, dtype and shape share one layout; a name taken by a later tensor is still
+ * a clash (the suffix ".weight_scale" is taken, so a.weight_scale is looked up and free). Names
+ * out of order in the source (l.10 before l.9) come out in byte order. */
+static void test_plan_shared_layouts_and_order(void **state)
+{
+    (void)state;
+    qfs_st_file f;
+    qfs_plan p;
+    parse_source("{'l.10.weight':{'dtype':'BF16','shape':[2,2],'data_offsets':[0,8]},"
+                 "'l.9.weight':{'dtype':'BF16','shape':[2,2],'data_offsets':[8,16]},"
+                 "'a.weight':{'dtype':'BF16','shape':[4,2],'data_offsets':[16,32]},"
+                 "'l.2.weight':{'dtype':'BF16','shape':[2,2],'data_offsets':[32,40]},"
+                 "'b.weight':{'dtype':'BF16','shape':[2,2],'data_offsets':[40,48]},"
+                 "'b.weight_scale':{'dtype':'BF16','shape':[2],'data_offsets':[48,52]}}", 52, &f);
+    build_plan(&f, "fp8-channel", NULL, &p);
+    assert_int_equal(p.decisions[4], QFS_SKIP_NAME_CLASH);
+    assert_int_equal(p.n_jobs, 4);
+    assert_int_equal(p.n_layouts, 2);
+    const qfs_layout *l22 = NULL;
+    for (size_t j = 0; j < p.n_jobs; j++) {
+        const qfs_st_tensor *s = &f.tensors[p.jobs[j].src];
+        if (s->shape[0] == 4) continue;
+        if (!l22) l22 = p.jobs[j].layout;
+        assert_ptr_equal(p.jobs[j].layout, l22);
+    }
+    static const expect_tensor e[] = {
+        {"a.weight_scale", QFS_DT_BF16, 1, {4}, 0, 8, S},
+        {"b.weight", QFS_DT_BF16, 2, {2, 2}, 8, 8, PT},
+        {"b.weight_scale", QFS_DT_BF16, 1, {2}, 16, 4, PT},
+        {"l.10.weight_scale", QFS_DT_BF16, 1, {2}, 20, 4, S},
+        {"l.2.weight_scale", QFS_DT_BF16, 1, {2}, 24, 4, S},
+        {"l.9.weight_scale", QFS_DT_BF16, 1, {2}, 28, 4, S},
+        {"a.weight", QFS_DT_F8_E4M3, 2, {4, 2}, 32, 8, W},
+        {"l.10.weight", QFS_DT_F8_E4M3, 2, {2, 2}, 40, 4, W},
+        {"l.2.weight", QFS_DT_F8_E4M3, 2, {2, 2}, 44, 4, W},
+        {"l.9.weight", QFS_DT_F8_E4M3, 2, {2, 2}, 48, 4, W},
+    };
+    assert_int_equal(p.n_tensors, 10);
+    check_tensors(&p, e, 10);
+    qfs_plan_free(&p);
+    qfs_st_file_free(&f);
+}
+
 static void test_plan_each_spec_sizes(void **state)
 {
     (void)state;
@@ -542,7 +585,7 @@ static void test_plan_each_spec_sizes(void **state)
         assert_int_equal(p.n_tensors, cases[i].n);
         assert_int_equal(p.file_size - p.header_size, cases[i].data);
         assert_int_equal(p.n_jobs, 1);
-        assert_int_equal(p.jobs[0].layout.weight_bytes + p.jobs[0].layout.scales_bytes, cases[i].data);
+        assert_int_equal(p.jobs[0].layout->weight_bytes + p.jobs[0].layout->scales_bytes, cases[i].data);
         /* the zero point follows the scale in the job's scales buffer */
         for (size_t k = 0; k < p.n_tensors; k++)
             if (p.tensors[k].role == QFS_ROLE_ZERO_POINT)
@@ -878,8 +921,8 @@ static void test_plan_awq_names_and_shape_skip(void **state)
     assert_int_equal(p.jobs[0].src, 0);
     assert_int_equal(p.jobs[0].rows, 16);
     assert_int_equal(p.jobs[0].cols, 64);
-    assert_int_equal(p.jobs[0].layout.weight_bytes, 512);
-    assert_int_equal(p.jobs[0].layout.scales_bytes, 80);
+    assert_int_equal(p.jobs[0].layout->weight_bytes, 512);
+    assert_int_equal(p.jobs[0].layout->scales_bytes, 80);
     qfs_plan_free(&p);
     qfs_st_file_free(&sf);
 }
@@ -1103,6 +1146,7 @@ int main(void)
         cmocka_unit_test(test_plan_exclude_include),
         cmocka_unit_test(test_plan_name_clash),
         cmocka_unit_test(test_plan_zero_point_clash_depends_on_spec),
+        cmocka_unit_test(test_plan_shared_layouts_and_order),
         cmocka_unit_test(test_plan_each_spec_sizes),
         cmocka_unit_test(test_plan_tensor_at),
         cmocka_unit_test(test_plan_tensor_at_zero_size_runs),

@@ -205,6 +205,49 @@ static int build_header(qfs_plan *p, const qfs_st_file *src, const char *path, q
     return 0;
 }
 
+/* Which output suffixes some source name ends with: only those can make a name clash, so the
+ * others need no lookup (two per quantized tensor otherwise, each a cache miss in a big
+ * file's name table). Suffixes come from a small fixed set (layout.c); past MAX_SUFFIXES of
+ * them every name is looked up, as if each were taken. */
+#define MAX_SUFFIXES 16
+
+typedef struct suffix_set {
+    const char *suffix[MAX_SUFFIXES];
+    bool taken[MAX_SUFFIXES];
+    size_t n;
+} suffix_set;
+
+/* Whether some name of src ends with suffix: one pass over the names per new suffix, which
+ * also settles the other suffixes of layout l not seen yet. */
+static bool suffix_taken(suffix_set *ss, const qfs_st_file *src, const qfs_layout *l,
+                         const char *suffix)
+{
+    for (size_t i = 0; i < ss->n; i++)
+        if (strcmp(ss->suffix[i], suffix) == 0) return ss->taken[i];
+    size_t first = ss->n;
+    for (unsigned k = 0; k < l->n_out && ss->n < MAX_SUFFIXES; k++) {
+        bool known = false;
+        for (size_t i = 0; i < ss->n && !known; i++)
+            known = strcmp(ss->suffix[i], l->out[k].suffix) == 0;
+        if (!known) {
+            ss->suffix[ss->n] = l->out[k].suffix;
+            ss->taken[ss->n++] = false;
+        }
+    }
+    if (first == ss->n) return true;   /* no room left: look the name up */
+    for (size_t t = 0; t < src->n_tensors; t++) {
+        const char *name = src->tensors[t].name;
+        size_t len = strlen(name);
+        for (size_t i = first; i < ss->n; i++) {
+            size_t sl = strlen(ss->suffix[i]);
+            ss->taken[i] |= len >= sl && memcmp(name + len - sl, ss->suffix[i], sl) == 0;
+        }
+    }
+    for (size_t i = first; i < ss->n; i++)
+        if (strcmp(ss->suffix[i], suffix) == 0) return ss->taken[i];
+    return true;
+}
+
 int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const char *path,
                    qfs_plan *out, qfs_error *err)
 {
@@ -220,6 +263,7 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
     order_key *keys = NULL;
     name_block nb = {0};
     layout_set ls = {0};
+    suffix_set ss = {0};
     char *scratch = NULL;       /* a candidate output name (names have no length limit) */
     size_t scratch_cap = 0;
     /* Per source tensor: its layout in ls (quantized ones only). */
@@ -273,7 +317,9 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
             }
             name_block one = {scratch, 0, scratch_cap};
             block_name(&one, t->name, m, l->out[k].suffix);
-            if (strcmp(scratch, t->name) != 0 && qfs_st_find(src, scratch)) d = QFS_SKIP_NAME_CLASH;
+            if (strcmp(scratch, t->name) != 0 && suffix_taken(&ss, src, l, l->out[k].suffix) &&
+                qfs_st_find(src, scratch))
+                d = QFS_SKIP_NAME_CLASH;
             bytes += len;
         }
         p->decisions[i] = d;

@@ -30,9 +30,10 @@
  * (prefetch: only while the memory cache has room), or `quarkfs warm` asked for everything. */
 typedef enum queue_id { Q_NONE, Q_DEMAND, Q_PREFETCH, Q_WARM } queue_id;
 
-/* Runtime state of one job (one quantized tensor of one file). Zero-initialized = nothing yet,
- * apart from source and job, set once when the source is made. Every field but those two is
- * read and written under the engine's lock. */
+/* Runtime state of one job (one quantized tensor of one file). Zero-initialized = nothing yet;
+ * source and job are set when the slot is first used (slot_at), so the slots of a file of a
+ * million tensors cost no memory until read. Every field is read and written under the
+ * engine's lock. */
 typedef struct job_slot {
     qfs_cache_entry entry;       /* the weight bytes while cached */
     uint8_t *scales;             /* scale then zero point bytes, once computed (evictable) */
@@ -69,6 +70,18 @@ struct qfs_tensor_source {
     struct timespec snap_mtime;
     job_slot *slots;             /* plan->n_jobs slots */
 };
+
+/* The slot of a job, under the engine's lock: every way into a slot goes through here, so a
+ * slot reached from a queue or the cache has its source and job set. */
+static job_slot *slot_at(qfs_tensor_source *src, size_t job)
+{
+    job_slot *slot = &src->slots[job];
+    if (!slot->source) {
+        slot->source = src;
+        slot->job = job;
+    }
+    return slot;
+}
 
 /* The slot that holds cache entry `c` as its member `member`. */
 #define SLOT_OF(c, member) ((job_slot *)((char *)(c) - offsetof(job_slot, member)))
@@ -1137,10 +1150,6 @@ int qfs_tensor_source_new(const qfs_tensor_source_info *info, qfs_tensor_source 
     }
     *src = (qfs_tensor_source){info->fd, info->path, info->st, info->plan, info->format,
                                info->snap_size, info->snap_mtime, slots};
-    for (size_t k = 0; k < n; k++) {
-        slots[k].source = src;
-        slots[k].job = k;
-    }
     *out = src;
     return 0;
 }
@@ -1253,7 +1262,7 @@ int qfs_engine_acquire(qfs_engine *e, qfs_tensor_source *src, size_t job, qfs_pa
         return -EINVAL;
     }
     pthread_mutex_lock(&e->lock);
-    job_slot *slot = &src->slots[job];
+    job_slot *slot = slot_at(src, job);
     bool partial = false;
     if (slot->entry.cached) {
         slot->entry.pins++;
@@ -1297,7 +1306,7 @@ int qfs_engine_read_scales(qfs_engine *e, qfs_tensor_source *src, size_t job, ui
 {
     int rc = 0;
     pthread_mutex_lock(&e->lock);
-    job_slot *slot = &src->slots[job];
+    job_slot *slot = slot_at(src, job);
     if (!slot->scales && !slot->failed) e->stats.waits++;
     /* Asked again at each wake-up: scales made and then dropped before this reader woke up
      * are simply made again. */
@@ -1318,7 +1327,7 @@ int qfs_engine_read_scales(qfs_engine *e, qfs_tensor_source *src, size_t job, ui
 void qfs_engine_release(qfs_engine *e, qfs_tensor_source *src, size_t job)
 {
     pthread_mutex_lock(&e->lock);
-    job_slot *slot = &src->slots[job];
+    job_slot *slot = slot_at(src, job);
     if (slot->entry.pins > 0) slot->entry.pins--;
     if (slot->entry.pins == 0 && slot->running)
         pthread_cond_broadcast(&e->done);   /* a failed job waits to free its bands */
@@ -1331,7 +1340,7 @@ void qfs_engine_release(qfs_engine *e, qfs_tensor_source *src, size_t job)
 void qfs_engine_prefetch(qfs_engine *e, qfs_tensor_source *src, size_t job)
 {
     pthread_mutex_lock(&e->lock);
-    job_slot *slot = &src->slots[job];
+    job_slot *slot = slot_at(src, job);
     uint64_t bytes = src->plan->jobs[job].layout->weight_bytes;
     if (!slot->entry.cached && slot->queue == Q_NONE && !slot->running && !slot->failed &&
         e->cache.used + bytes <= e->cache.budget) {
@@ -1354,7 +1363,7 @@ void qfs_engine_warm(qfs_engine *e, qfs_tensor_source *const *srcs, size_t n)
     for (size_t i = 0; i < n; i++) {
         qfs_tensor_source *src = srcs[i];
         for (size_t k = 0; k < src->plan->n_jobs; k++) {
-            job_slot *slot = &src->slots[k];
+            job_slot *slot = slot_at(src, k);
             if (slot->entry.cached || slot->queue != Q_NONE || slot->running ||
                 slot->failed || slot->warm_round == e->warm_round)
                 continue;

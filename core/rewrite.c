@@ -1,5 +1,6 @@
 #include "quarkfs/rewrite.h"
 #include "quarkfs/nametable.h"
+#include "quarkfs/sort.h"
 #include "quarkfs/textbuf.h"
 
 #include <errno.h>
@@ -429,6 +430,24 @@ static int cmp_file_first(const void *a, const void *b)
     return x->first < y->first ? -1 : x->first > y->first;
 }
 
+/* plan_for with the answer for the last file name kept: the members of one file come one after
+ * another, so a million of them cost a million strcmp, not a million lookups. */
+typedef struct plan_memo {
+    qfs_index_plan_fn plan_for;
+    void *ctx;
+    const char *file;
+    const qfs_plan *plan;
+} plan_memo;
+
+static const qfs_plan *memo_plan(plan_memo *m, const char *file)
+{
+    if (!m->file || (file != m->file && strcmp(file, m->file) != 0)) {
+        m->plan = m->plan_for(m->ctx, file);
+        m->file = file;
+    }
+    return m->plan;
+}
+
 void qfs_index_map_free(qfs_index_map *m)
 {
     if (!m) return;
@@ -657,8 +676,9 @@ int qfs_index_rewrite_with(qfs_json_parser parser, const char *text, size_t len,
     qfs_textbuf b = {0};
     rc = files ? 0 : -ENOMEM;
     const qfs_plan *last = NULL;
+    plan_memo memo = {plan_for, ctx, NULL, NULL};
     for (size_t pos = 0; pos < n_wm && rc == 0; pos++) {
-        const qfs_plan *p = plan_for(ctx, map.files[pos]);
+        const qfs_plan *p = memo_plan(&memo, map.files[pos]);
         if (p) {
             if (p != last) files[n_files++] = (wm_file){p, map.files[pos], pos};
             last = p;
@@ -685,12 +705,13 @@ int qfs_index_rewrite_with(qfs_json_parser parser, const char *text, size_t len,
     if (!members) goto out;
     size_t seq = 0;
     for (size_t pos = 0; pos < n_wm; pos++)
-        if (!plan_for(ctx, map.files[pos]))
+        if (!memo_plan(&memo, map.files[pos]))
             members[seq] = (wm_member){map.names[pos], map.files[pos], seq}, seq++;
     for (size_t i = 0; i < n_files; i++)
         for (size_t t = 0; t < files[i].plan->n_tensors; t++)
             members[seq] = (wm_member){files[i].plan->tensors[t].name, files[i].name, seq}, seq++;
-    qsort(members, n_members, sizeof *members, cmp_member);
+    /* A few sorted runs, usually: the index's own members, and each file's tensors by dtype. */
+    if (qfs_sort_runs(members, n_members, sizeof *members, cmp_member)) goto out;
 
     json_t *meta = json_object_get(root, "metadata");
     if (!json_is_object(meta)) {

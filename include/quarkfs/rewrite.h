@@ -29,7 +29,8 @@ int qfs_config_rewrite(const char *text, size_t len, const json_t *quant_config,
                        const char *path, char **out, size_t *out_len, qfs_error *err);
 
 /* Looks up the plan of a quantized view file by its name in the index (NULL if that file is
- * not a quantized file of the view). */
+ * not a quantized file of the view). A name must always get the same answer: the rewrite asks
+ * once per run of members naming one file. */
 typedef const qfs_plan *(*qfs_index_plan_fn)(void *ctx, const char *file);
 
 /* The source index's weight_map: tensor names[i] is in files[i], in the document's order (a

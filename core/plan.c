@@ -222,6 +222,8 @@ typedef struct suffix_set {
 static bool suffix_taken(suffix_set *ss, const qfs_st_file *src, const qfs_layout *l,
                          const char *suffix)
 {
+    for (size_t i = 0; i < ss->n; i++)   /* the suffixes are literals: pointers match first */
+        if (ss->suffix[i] == suffix) return ss->taken[i];
     for (size_t i = 0; i < ss->n; i++)
         if (strcmp(ss->suffix[i], suffix) == 0) return ss->taken[i];
     size_t first = ss->n;
@@ -307,8 +309,12 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
         }
         size_t m = qfs_select_module_len(t->name), bytes = 0;
         for (unsigned k = 0; d == QFS_SELECT_QUANTIZE && k < l->n_out; k++) {
-            /* Every new name must be free: the source would otherwise hold it twice. */
-            size_t len = m + strlen(l->out[k].suffix) + 1;
+            const char *suffix = l->out[k].suffix;
+            size_t len = m + strlen(suffix) + 1;
+            bytes += len;
+            /* Every new name must be free: the source would otherwise hold it twice. The
+             * tensor's own name (module + the same suffix) is not new. */
+            if (strcmp(suffix, t->name + m) == 0 || !suffix_taken(&ss, src, l, suffix)) continue;
             if (len > scratch_cap) {
                 char *ns = realloc(scratch, len);
                 if (!ns) goto fail;
@@ -316,11 +322,8 @@ int qfs_plan_build(const qfs_st_file *src, const qfs_plan_options *opts, const c
                 scratch_cap = len;
             }
             name_block one = {scratch, 0, scratch_cap};
-            block_name(&one, t->name, m, l->out[k].suffix);
-            if (strcmp(scratch, t->name) != 0 && suffix_taken(&ss, src, l, l->out[k].suffix) &&
-                qfs_st_find(src, scratch))
-                d = QFS_SKIP_NAME_CLASH;
-            bytes += len;
+            block_name(&one, t->name, m, suffix);
+            if (qfs_st_find(src, scratch)) d = QFS_SKIP_NAME_CLASH;
         }
         p->decisions[i] = d;
         if (d == QFS_SELECT_QUANTIZE) {

@@ -754,8 +754,10 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *res, qf
                 res->disk_error = qfs_diskcache_mark(disk, recipe);
                 if (!res->disk_error)
                     res->disk_error =
+                        /* Buffered: this is the worker, and a reader's tensor may queue
+                         * behind it; a direct write lasts as long as the disk takes. */
                         qfs_diskcache_put(disk, &res->key, sc, sc_bytes, w, w_bytes,
-                                          QFS_DISKCACHE_DIRECT);   /* warm: no reader waits */
+                                          QFS_DISKCACHE_BUFFERED);
             }
             else if (!rc && disk && w)
                 res->write = true;   /* the caller queues it; the lock goes with it */

@@ -101,12 +101,7 @@ typedef struct memo_slot {
  * counts in cache_mem), until it is written or dropped; the scales are a copy (small). */
 typedef struct write_req {
     job_slot *slot;
-    qfs_cache_key key;             /* unless hash_later */
-    bool hash_later;               /* quantized before its content hash was known: the writer
-                                    * hashes the source, which must still be `at` afterwards */
-    struct stat at;
-    uint64_t off, len;             /* the source tensor's bytes in its file */
-    memo_slot *memo;
+    qfs_cache_key key;
     char recipe[256];
     uint8_t *scales;
     size_t scales_len, weight_len;
@@ -537,7 +532,8 @@ typedef struct job_result {
     int lock_fd;         /* ... holding this cross-process lock until it is written */
     int id_lock_fd;      /* ... and the one named after the file and range, if any */
     qfs_cache_key key;
-    bool hash_later;     /* ... or under the hash the writer takes of these bytes: */
+    bool hash_after;     /* the key is the hash of the bytes quantized, taken after them: */
+    bool dropped;        /* ... which failed: the file changed, no entry is written */
     struct stat at;      /* the source when they were read, */
     uint64_t off, len;   /* their range, */
     memo_slot *memo;     /* the file's memo */
@@ -546,7 +542,7 @@ typedef struct job_result {
 
 /* The memo of src's file (srcid.h), made on first use, by the worker only. Its identity and
  * `usable` are fixed before it joins the list; its hashes, and the list, are read and changed
- * under the lock (the disk writer adds hashes and writes memos). The engine owns its memos and
+ * under the lock (jobs add hashes, the disk writer writes memos). The engine owns its memos and
  * keeps none in the source, which may outlive it. NULL without a disk cache or out of memory. */
 static memo_slot *memo_of(qfs_engine *e, qfs_diskcache *disk, qfs_tensor_source *src)
 {
@@ -617,6 +613,25 @@ static void memo_remember(qfs_engine *e, memo_slot *ms, const qfs_tensor_source 
     pthread_mutex_unlock(&e->lock);
 }
 
+/* The key of a weight quantized before its content hash was known (hash_after): the team
+ * hashes the source bytes once the weight is out to its readers, from the view still open,
+ * so nothing is read twice. False, and no entry, when the file is no longer exactly the one
+ * read (the bytes hashed might not be the bytes quantized). Unlocked. */
+static bool key_after(qfs_engine *e, const qfs_tensor_source *src, const source_view *v,
+                      const qfs_st_tensor *t, job_result *res)
+{
+    uint8_t got[16];
+    qfs_srcmemo_hash(v->bytes, (size_t)res->len, e->threads, got);
+    qfs_error quiet = {{0}};   /* the weight served is intact; only the entry is given up */
+    struct stat now;
+    if (source_intact(e, src, v, t, &quiet) != 0 || fstat(src->fd, &now) != 0 ||
+        !qfs_stat_same_file(&now, &res->at))
+        return false;
+    qfs_srcmemo_key(res->recipe, got, &res->key);
+    memo_remember(e, res->memo, src, res->off, res->len, got);
+    return true;
+}
+
 /* Produces what `mode` asks for: from the disk cache if it has the entry, else by quantizing.
  * The key of the entry hashes the tensor's content; the source's memo gives that hash without
  * reading the source, which is then not touched at all on a hit. A new entry is left to the
@@ -662,7 +677,7 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *res, qf
     bool known = false;
     /* A file edited in place (its ctime moves even when size and mtime are put back) is not
      * the one the memo describes: its bytes are hashed again, never looked up. */
-    if (ms && ms->usable && memo_current(ms, src->fd)) {   /* the writer adds hashes too */
+    if (ms && ms->usable && memo_current(ms, src->fd)) {
         pthread_mutex_lock(&e->lock);
         known = qfs_srcmemo_find(&ms->memo, file_off, in_bytes, hash);
         pthread_mutex_unlock(&e->lock);
@@ -685,9 +700,9 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *res, qf
                  (unsigned long long)in_bytes);
         qfs_cache_key_compute(lname, ms->memo.id.name.bytes, 16, &lk);
     }
-    /* A recipe with no entry in the cache cannot have this one: quantize now, hash later (the
-     * writer does, off the read path). Only for a file that has not changed in the last
-     * second: the writer checks the file is still exactly the one read. */
+    /* A recipe with no entry in the cache cannot have this one: quantize now, hash after (once
+     * the weight is out to its readers). Only for a file that has not changed in the last
+     * second: key_after checks the file is still exactly the one read. */
     if (!res->disk_hit && !res->memo_hit && id_lock && mode == MODE_FULL &&
         !qfs_diskcache_may_hold(disk, recipe) && fstat(src->fd, &res->at) == 0) {
         qfs_srcid when = {.mtime = res->at.st_mtim, .ctime = res->at.st_ctim};
@@ -696,7 +711,7 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *res, qf
         if (qfs_srcid_settled(&when, &now)) {
             qfs_diskcache_lock(disk, &lk, &res->id_lock_fd);   /* timed out: go on unlocked */
             if (!qfs_diskcache_may_hold(disk, recipe)) {
-                res->hash_later = true;
+                res->hash_after = true;
                 res->hashed = true;
                 res->off = file_off;
                 res->len = in_bytes;
@@ -707,7 +722,7 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *res, qf
     if (!res->disk_hit) {
         rc = source_open(e, src, t, &v, err);
         res->read_source = true;
-        if (!rc && disk && !res->hash_later) {
+        if (!rc && disk && !res->hash_after) {
             /* Entries are only ever written under the hash of the bytes quantized, also when
              * the memo had one: a memo that were wrong could not spread to other readers. */
             uint8_t got[16];
@@ -759,10 +774,12 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *res, qf
                         qfs_diskcache_put(disk, &res->key, sc, sc_bytes, w, w_bytes,
                                           QFS_DISKCACHE_BUFFERED);
             }
-            else if (!rc && disk && w)
-                res->write = true;   /* the caller queues it; the lock goes with it */
+            else if (!rc && disk && w) {
+                /* the caller queues it; the locks go with it */
+                res->write = !res->hash_after || key_after(e, src, &v, t, res);
+                res->dropped = !res->write;
+            }
         }
-        if (rc || !res->write) res->hash_later = false;
         source_close(e, &v);
     }
     if (!res->write) {
@@ -815,11 +832,6 @@ static void write_queue(qfs_engine *e, job_slot *slot, const job_result *res)
         memcpy(r->scales, slot->scales, sc_len);
         r->slot = slot;
         r->key = res->key;
-        r->hash_later = res->hash_later;
-        r->at = res->at;
-        r->off = res->off;
-        r->len = res->len;
-        r->memo = res->memo;
         memcpy(r->recipe, res->recipe, sizeof r->recipe);
         r->scales_len = sc_len;
         r->weight_len = w_len;
@@ -858,22 +870,6 @@ static void write_memos(qfs_engine *e, qfs_diskcache *disk)
     }
 }
 
-/* The key of an entry quantized before it was hashed: the hash of the source bytes, read
- * again now, provided the file is still exactly as it was when the job read them (else
- * -ESTALE: the entry is dropped, never written under a hash of other bytes). Unlocked. */
-static int hash_later(qfs_engine *e, write_req *r, uint8_t *buf)
-{
-    const qfs_tensor_source *src = r->slot->source;
-    uint8_t hash[16];
-    struct stat now;
-    if (qfs_srcmemo_hash_fd(src->fd, r->off, r->len, buf, hash) != 0 ||
-        fstat(src->fd, &now) != 0 || !qfs_stat_same_file(&now, &r->at))
-        return -ESTALE;
-    qfs_srcmemo_key(r->recipe, hash, &r->key);
-    memo_remember(e, r->memo, src, r->off, r->len, hash);
-    return 0;
-}
-
 /* The disk writer: entries in queue order, then, when idle, the memos that changed. Stops
  * once asked to and the queue is empty, so an unmount leaves every queued entry on disk. */
 static void *writer_main(void *arg)
@@ -887,10 +883,6 @@ static void *writer_main(void *arg)
      * (going back up needs CAP_SYS_NICE, as root; otherwise it stays low). */
     id_t tid = (id_t)syscall(SYS_gettid);
     int nice_now = 19;
-    /* Its buffer for re-reading sources (hash_later), kept: a fresh one per entry was faulted
-     * in again each time, most of the daemon's page faults on a first load. NULL (no memory):
-     * each call allocates its own. */
-    uint8_t *read_buf = malloc(QFS_SRCMEMO_READ);
     setpriority(PRIO_PROCESS, tid, nice_now);
     pthread_mutex_lock(&e->lock);
     for (;;) {
@@ -910,7 +902,6 @@ static void *writer_main(void *arg)
             e->wq_busy = 1;
             pthread_mutex_unlock(&e->lock);
             int rc = qfs_diskcache_readonly(disk) ? -EROFS : 0;
-            if (!rc && r->hash_later) rc = hash_later(e, r, read_buf);
             if (!rc) rc = qfs_diskcache_mark(disk, r->recipe);
             if (!rc)
                 rc = qfs_diskcache_put(disk, &r->key, r->scales, r->scales_len, weight,
@@ -929,7 +920,7 @@ static void *writer_main(void *arg)
                 free(r->scales);
                 free(r);
             } else {
-                if (rc != -ESTALE) disk_failed(e, rc);
+                disk_failed(e, rc);
                 write_drop(e, r);
             }
             if (e->cache.used > e->cache.budget) qfs_cache_make_room(&e->cache, 0);
@@ -958,7 +949,6 @@ static void *writer_main(void *arg)
         }
     }
     pthread_mutex_unlock(&e->lock);
-    free(read_buf);
     return NULL;
 }
 
@@ -1023,6 +1013,7 @@ static void run_one(qfs_engine *e, job_slot *slot, queue_id from)
     e->stats.memo_hits += res.memo_hit;
     e->stats.memo_rehashes += res.hashed;
     e->stats.source_reads += res.read_source;
+    e->stats.disk_dropped += res.dropped;
     if (rc) {
         slot->failed = 1;
         slot->error = rc;

@@ -66,7 +66,7 @@ typedef struct qfs_engine_stats {
     double seconds_quantizing;
     /* The disk writer: entries waiting now and their weight bytes (disk_writes counts those
      * written), and entries dropped unwritten (a full queue, a cache that stopped taking
-     * writes, a source that changed before the writer hashed it). */
+     * writes, a source that changed before its bytes were hashed). */
     uint64_t disk_queued, disk_queued_bytes, disk_dropped;
     uint64_t memo_hits;          /* keys taken from a source memo (srcid.h), no source read */
     uint64_t memo_rehashes;      /* keys that needed the source read and hashed */

@@ -75,12 +75,6 @@ typedef struct qfs_srcmemo {
  * thread that may start OpenMP (the engine's worker, not a FUSE thread). */
 #define QFS_SRCMEMO_CHUNK ((size_t)4 << 20)
 void qfs_srcmemo_hash(const void *src, size_t len, int threads, uint8_t out[16]);
-/* The same hash of bytes [off, off + len) of fd, read with pread QFS_SRCMEMO_READ bytes at a
- * time into buf (one thread; buf is the caller's, kept between calls so that its pages are
- * not faulted in again each time, small enough to stay in a core's cache; NULL: one is
- * allocated for the call). 0, -EIO if the file ends first, -ENOMEM, or -errno. */
-#define QFS_SRCMEMO_READ ((size_t)256 << 10)
-int qfs_srcmemo_hash_fd(int fd, uint64_t off, uint64_t len, uint8_t *buf, uint8_t out[16]);
 /* The disk cache key of a tensor from its recipe text and content hash. */
 void qfs_srcmemo_key(const char *recipe, const uint8_t hash[16], qfs_cache_key *out);
 

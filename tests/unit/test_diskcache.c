@@ -640,29 +640,6 @@ static void test_content_hash(void **state)
     b[n - 1] ^= 1;                     /* the last byte counts */
     qfs_srcmemo_hash(b, n, 0, got2);
     assert_memory_not_equal(got2, want.digest, 16);
-    /* The same hash read from a file, one chunk at a time, at an offset. */
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/hash.bin", root);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite("0123456", 1, 7, f), 7);
-    b[n - 1] ^= 1;
-    assert_int_equal(fwrite(b, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-    int fd = open(path, O_RDONLY);
-    assert_true(fd >= 0);
-    assert_int_equal(qfs_srcmemo_hash_fd(fd, 7, n, NULL, got2), 0);
-    assert_memory_equal(got2, want.digest, 16);
-    uint8_t *rbuf = malloc(QFS_SRCMEMO_READ);   /* a caller's buffer, used twice */
-    assert_non_null(rbuf);
-    for (int i = 0; i < 2; i++) {
-        memset(got2, 0, sizeof got2);
-        assert_int_equal(qfs_srcmemo_hash_fd(fd, 7, n, rbuf, got2), 0);
-        assert_memory_equal(got2, want.digest, 16);
-    }
-    free(rbuf);
-    assert_int_equal(qfs_srcmemo_hash_fd(fd, 8, n, NULL, got2), -EIO);   /* past the end */
-    close(fd);
     /* Keys: the recipe and the content hash both count. */
     qfs_cache_key k1, k2, k3;
     qfs_srcmemo_key("int8|quark", got1, &k1);

@@ -1,5 +1,7 @@
 #include "quarkfs/diskcache.h"
 
+#include "bulkhash.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -14,7 +16,6 @@
 #include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "quarkfs/io.h"
 

@@ -1,5 +1,7 @@
 #include "quarkfs/srcid.h"
 
+#include "bulkhash.h"
+
 #include "quarkfs/io.h"
 
 #include <errno.h>
@@ -11,7 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <omp.h>
-#include <xxhash.h>
 
 #define MEMO_VERSION 1u
 #define SETTLED_NS 1000000000LL   /* a file changed this recently may change again unseen */

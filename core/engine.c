@@ -25,6 +25,7 @@
 #define BAND_SOURCE_BYTES (8u << 20)  /* source bytes per published band of a big weight */
 #define BAND_MIN_WEIGHT (16u << 20)   /* smaller weights are produced in one go */
 #define MEMO_WRITE_SECONDS 1.0    /* changed memos are written at most this often */
+#define WILLNEED_MIN (4u << 20)   /* smaller source tensors are not asked for ahead */
 
 /* Which queue a slot waits in: a reader waits (demand), a reader will probably want it next
  * (prefetch: only while the memory cache has room), or `quarkfs warm` asked for everything. */
@@ -366,6 +367,25 @@ static const char *shrunk_hint(int rc)
                         "mount?)" : "";
 }
 
+/* A source not in the page cache: the team's threads fault its pages in one by one, each
+ * waiting for the disk, in an order readahead cannot follow. Asking for the whole range first
+ * (MADV_WILLNEED: asynchronous readahead of it all) keeps the disk streaming while they
+ * quantize. A source in the page cache is not asked for (walking its pages costs the worker
+ * time): three pages, probed with mincore, tell which. */
+static void ask_whole_range(qfs_engine *e, const source_view *v)
+{
+    size_t pages = (v->map_len + e->guard->page - 1) / e->guard->page;
+    if (v->map_len < WILLNEED_MIN) return;
+    size_t probe[3] = {0, pages / 2, pages - 1};
+    for (int i = 0; i < 3; i++) {
+        unsigned char in = 1;
+        if (mincore((uint8_t *)v->map + probe[i] * e->guard->page, 1, &in) != 0 || !(in & 1)) {
+            madvise(v->map, v->map_len, MADV_WILLNEED);   /* a hint: failure costs speed */
+            return;
+        }
+    }
+}
+
 static int source_open(qfs_engine *e, const qfs_tensor_source *src, const qfs_st_tensor *t,
                        source_view *v, qfs_error *err)
 {
@@ -382,6 +402,7 @@ static int source_open(qfs_engine *e, const qfs_tensor_source *src, const qfs_st
         if (v->map != MAP_FAILED) {
             qfs_map_guard_arm(e->guard, v->map, v->map_len);
             v->bytes = (const uint8_t *)v->map + (off - start);
+            ask_whole_range(e, v);
             return 0;
         }
         v->map = NULL;   /* fall back to reading it */

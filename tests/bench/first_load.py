@@ -6,12 +6,15 @@ page cache (re-read before every run), then a timed `cat` of every file of the v
 /dev/null. "on" mounts with `-o cache_dir=` a fresh, empty directory (this read fills it);
 "off" with `-o cache=off`. The two alternate (on, off, off, on, ...) so that a slow spell of the
 shared machine hits both; the ratio printed is median(on) / median(off). With --before, an
-older binary runs in the same rotation, so both ratios come from the same spell. Between runs: unmount
+older binary runs in the same rotation, so both ratios come from the same spell. With --limit, a third
+kind, "write": `cache=off` with the view's size in bytes written beside the read (`dd` of
+/dev/zero into a file in the temporary directory, through the page cache, started with the
+`cat`): the least that filling a cache during a load costs, whatever writes it. Between runs: unmount
 (the daemon finishes its disk writes), `sync`, so no dirty page of one run is written back
 during the next.
 
     sudo /usr/bin/python3 tests/bench/first_load.py [--quarkfs BIN] [--before BIN] [--reps N]
-        [--model DIR]
+        [--model DIR] [--limit]
 
 Needs root (mounts) and about 0.4 GB in the temporary directory.
 """
@@ -30,6 +33,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import qfstest as q  # noqa: E402
 
 # ~330 MB of bf16: 3 layers of hidden 2048 / intermediate 5632 (21 quantized weights, 270 MB).
+DD_FLAGS = os.environ.get("QFS_LIMIT_DD", "").split()
 MODEL = ("llama", "bf16", "--layers", "3", "--hidden", "2048", "--intermediate", "5632",
          "--vocab", "8000", "--heads", "16", "--kv-heads", "4")
 
@@ -48,15 +52,24 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_run(src, opts):
+def one_run(src, opts, write_beside=False):
     """(seconds of the cat, status JSON text, daemon CPU seconds at the end of the cat, daemon
-    CPU seconds once its disk writer is idle)."""
+    CPU seconds once its disk writer is idle). write_beside: the view's size in bytes written
+    to a file while the cat runs (the limit row)."""
     m = q.start_mount(src, opts=opts, extra=[])
+    sink = os.path.join(q.TMP, "first-load-write")
     try:
         files = [m.p(rel) for rel in sorted(q.tree_files(m.path))]
+        writer = None
         t0 = time.monotonic()
+        if write_beside:
+            size = sum(os.path.getsize(f) for f in files)
+            writer = subprocess.Popen(["dd", "if=/dev/zero", "of=" + sink, "bs=1M",
+                                       "count=%d" % (size >> 20), "status=none"] + DD_FLAGS)
         subprocess.run(["cat"] + files, stdout=subprocess.DEVNULL, check=True)
         dt = time.monotonic() - t0
+        if writer:
+            writer.wait()
         cpu_read = cpu_seconds(m.proc.pid)
         st = q.quarkfs("status", m.path, "--json").stdout
         if "cache_queue" in st:
@@ -64,6 +77,8 @@ def one_run(src, opts):
         cpu_all = cpu_seconds(m.proc.pid)
     finally:
         m.close()
+        if os.path.exists(sink):
+            os.unlink(sink)
     return dt, st, cpu_read, cpu_all
 
 
@@ -74,6 +89,8 @@ def main():
                     help="also measure this (older) binary, interleaved with --quarkfs")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--model", help="use this model directory instead of generating one")
+    ap.add_argument("--limit", action="store_true",
+                    help="also the limit row: cache=off with the view's bytes written beside it")
     a = ap.parse_args()
     bins = {"": os.path.abspath(a.quarkfs)}
     if a.before:
@@ -82,7 +99,7 @@ def main():
     src_files = [os.path.join(src, f) for f in q.tree_files(src)]
     size = sum(os.path.getsize(f) for f in src_files)
     print("model %s: %.0f MB; %s" % (src, size / 1e6, bins), flush=True)
-    runs = [(b, k) for b in bins for k in ("on", "off")]
+    runs = [(b, k) for b in bins for k in ("on", "off")] + ([("", "write")] if a.limit else [])
     times = {r: [] for r in runs}
     cpu = {r: [] for r in runs}
     for rep in range(a.reps):
@@ -94,7 +111,7 @@ def main():
             opts = ["cache_dir=" + cache] if kind == "on" else ["cache=off"]
             subprocess.run(["sync"], check=True)
             warm(src_files)
-            dt, st, cpu_read, cpu_all = one_run(src, opts)
+            dt, st, cpu_read, cpu_all = one_run(src, opts, write_beside=kind == "write")
             times[(who, kind)].append(dt)
             cpu[(who, kind)].append((cpu_read, cpu_all))
             s = json.loads(st)
@@ -112,6 +129,11 @@ def main():
               "%.2f s" % (who, statistics.median(c[0] for c in cpu[(who, "on")]),
                           statistics.median(c[1] for c in cpu[(who, "on")]),
                           statistics.median(c[0] for c in cpu[(who, "off")])))
+    if a.limit:
+        w = statistics.median(times[("", "write")])
+        off = statistics.median(times[("", "off")])
+        print("limit: cache=off with the view's bytes written beside it %.3f s, cache=off %.3f s:"
+              " ratio %.3f (%d runs each)" % (w, off, w / off, a.reps))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ limits the first load; each against its baseline):
   is too small: no disk writes; against cache=off and the disk first load)
   mount, first load, empty cache dir bind-mounted read-only (quarkfs uses it for hits only
   and drops every entry: no writer at all; against cache=off and the disk first load)
+  mount, cache=off, with the view's size in bytes written beside it (`dd` of /dev/zero into a
+  file in --work, through the page cache, started with the load): the least that filling a
+  cache during the load must cost, whatever writes it (against cache=off)
 Results: OUT/repeat_load.json (every run,
 quarkfs status of every mount) and OUT/repeat_load.md (medians and time ratios).
 
@@ -31,6 +34,7 @@ Needs root there (mounts, drop_caches; passthrough needs CAP_SYS_ADMIN), torch, 
 safetensors. --layers 32 --shards 4 gives 16 GB of bf16 source and a 9 GB view.
 """
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -66,6 +70,8 @@ ROWS = [
     ("first_cold", "mount, disk cache, first load, source cold", "", "CACHE_COLD"),
     ("first_tmpfs", "mount, first load, cache dir on a tmpfs", "src", "CACHE_TMPFS"),
     ("first_nowriter", "mount, first load, empty read-only cache dir", "src", "CACHE_RO"),
+    ("off_write", "mount, cache=off, the view's bytes written beside it", "src",
+     "cache=off+WRITE"),
 ]
 DEFAULT_ROWS = "exp_warm,exp_cold,off,first,hits,pt,chan,pt_cold,chan_cold"
 # Each row's baselines, in the table's order.
@@ -73,7 +79,8 @@ AGAINST = {"off": ["exp_warm"], "first": ["exp_warm", "off"], "hits": ["exp_warm
            "pt": ["exp_warm"], "chan": ["exp_warm"], "pt_cold": ["exp_cold"],
            "chan_cold": ["exp_cold"],
            "off_cold": ["src_cold"], "first_cold": ["off_cold", "src_cold"],
-           "first_tmpfs": ["off", "first"], "first_nowriter": ["off", "first"]}
+           "first_tmpfs": ["off", "first"], "first_nowriter": ["off", "first"],
+           "off_write": ["off"]}
 
 
 def status(a, mnt):
@@ -166,6 +173,10 @@ def main():
                        k for k, *_ in ROWS if k not in DEFAULT_ROWS.split(","))))
     p.add_argument("--readers", default="hf,cat")
     p.add_argument("--run-timeout", type=int, default=300)
+    p.add_argument("--after-first", choices=("warm", "writer"), default="warm",
+                   help="after the first load (untimed): `quarkfs warm` and wait for the view "
+                   "files (warm, what later rows need), or only wait for the writer's queue "
+                   "(writer: a first-load A/B, tests/gpu/first_load_ab.sh)")
     p.add_argument("--src", help="an existing bf16 model directory instead of the 8B-shaped one")
     p.add_argument("--device", default="cuda", help="device_map of from_pretrained (cpu: a dry "
                    "run of the script without a GPU)")
@@ -268,17 +279,31 @@ def main():
                     elif opts == "SOURCE":
                         r.update(load(reader, src))
                     else:
+                        writer = None
+                        if opts.endswith("+WRITE"):
+                            opts = opts[:-len("+WRITE")]
+                            sink = os.path.join(a.work, "limit-write")
+                            undo.append(("rm", sink))
+                            writer = [
+                                "dd", "if=/dev/zero", "of=" + sink, "bs=1M", "status=none",
+                                "count=%d" % (view_bytes >> 20)]
                         o = opts.replace("CACHE_COLD", "CACHE").replace("CACHE_TMPFS", "CACHE")
                         o = o.replace("CACHE_RO", "CACHE")
                         o = o.replace("CACHE", "cache=on,cache_dir=" + cdir)
                         with qfs.mount(src, spec, fmt, opts=o) as mnt:
+                            if writer:
+                                t = time.perf_counter()
+                                wproc = subprocess.Popen(writer)
                             r.update(load(reader, mnt))
-                            if key == "first":   # not timed: warm writes the view files
+                            if writer:
+                                wproc.wait()
+                                r["write_s"] = round(time.perf_counter() - t, 2)
+                            if key == "first" and a.after_first == "warm":
+                                # not timed: warm writes the view files
                                 subprocess.run([a.quarkfs, "warm", mnt], capture_output=True,
                                                env=qfs.env())
-                            if key == "first":
                                 r["status"] = wait_view_files(a, mnt, n_files)
-                            elif key in ("first_cold", "first_tmpfs"):
+                            elif key in ("first", "first_cold", "first_tmpfs"):
                                 r["status"] = wait_writer(a, mnt)
                             else:
                                 r["status"] = status(a, mnt)
@@ -288,8 +313,11 @@ def main():
                     for what, path in undo:
                         if what == "umount":
                             subprocess.run(["umount", path], capture_output=True)
-                        else:
+                        elif os.path.isdir(path):
                             shutil.rmtree(path, ignore_errors=True)
+                        else:
+                            with contextlib.suppress(OSError):
+                                os.unlink(path)
                 runs["%s %s" % (reader, key)].append(r)
                 log("rep %d %-4s %-48s %s" % (rep, reader, label,
                                               r.get("seconds", r.get("error"))))

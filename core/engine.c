@@ -374,8 +374,8 @@ static const char *shrunk_hint(int rc)
  * time): three pages, probed with mincore, tell which. */
 static void ask_whole_range(qfs_engine *e, const source_view *v)
 {
-    size_t pages = (v->map_len + e->guard->page - 1) / e->guard->page;
     if (v->map_len < WILLNEED_MIN) return;
+    size_t pages = (v->map_len + e->guard->page - 1) / e->guard->page;
     size_t probe[3] = {0, pages / 2, pages - 1};
     for (int i = 0; i < 3; i++) {
         unsigned char in = 1;
@@ -553,11 +553,8 @@ typedef struct job_result {
     int lock_fd;         /* ... holding this cross-process lock until it is written */
     int id_lock_fd;      /* ... and the one named after the file and range, if any */
     qfs_cache_key key;
-    bool hash_after;     /* the key is the hash of the bytes quantized, taken after them: */
+    bool hash_after;     /* the key is the hash of the bytes quantized, taken after them */
     bool dropped;        /* ... which failed: the file changed, no entry is written */
-    struct stat at;      /* the source when they were read, */
-    uint64_t off, len;   /* their range, */
-    memo_slot *memo;     /* the file's memo */
     char recipe[256];
 } job_result;
 
@@ -634,22 +631,25 @@ static void memo_remember(qfs_engine *e, memo_slot *ms, const qfs_tensor_source 
     pthread_mutex_unlock(&e->lock);
 }
 
-/* The key of a weight quantized before its content hash was known (hash_after): the team
+/* The key of tensor t, quantized before its content hash was known (hash_after): the team
  * hashes the source bytes once the weight is out to its readers, from the view still open,
- * so nothing is read twice. False, and no entry, when the file is no longer exactly the one
- * read (the bytes hashed might not be the bytes quantized). Unlocked. */
+ * so nothing is read twice, and ms (the file's memo) remembers the hash. False, and no entry,
+ * when the file is no longer exactly `at`, the one read (the bytes hashed might not be the
+ * bytes quantized). Unlocked. */
 static bool key_after(qfs_engine *e, const qfs_tensor_source *src, const source_view *v,
-                      const qfs_st_tensor *t, job_result *res)
+                      const qfs_st_tensor *t, memo_slot *ms, const struct stat *at,
+                      job_result *res)
 {
+    uint64_t len = t->end - t->begin;
     uint8_t got[16];
-    qfs_srcmemo_hash(v->bytes, (size_t)res->len, e->threads, got);
+    qfs_srcmemo_hash(v->bytes, (size_t)len, e->threads, got);
     qfs_error quiet = {{0}};   /* the weight served is intact; only the entry is given up */
     struct stat now;
     if (source_intact(e, src, v, t, &quiet) != 0 || fstat(src->fd, &now) != 0 ||
-        !qfs_stat_same_file(&now, &res->at))
+        !qfs_stat_same_file(&now, at))
         return false;
     qfs_srcmemo_key(res->recipe, got, &res->key);
-    memo_remember(e, res->memo, src, res->off, res->len, got);
+    memo_remember(e, ms, src, src->st->data_start + t->begin, len, got);
     return true;
 }
 
@@ -709,6 +709,7 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *res, qf
         res->disk_hit = qfs_diskcache_get(disk, &res->key, sc, sc_bytes, want_w, w_bytes) == 0;
     }
     source_view v = {0};
+    struct stat at;   /* the source when read, for hash_after */
     bool sc_published = false, banded = false;
     /* Two locks keep two processes from computing one tensor: one named after the file and
      * range (every mount of this file takes it first, before the content hash is known), then
@@ -725,8 +726,8 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *res, qf
      * the weight is out to its readers). Only for a file that has not changed in the last
      * second: key_after checks the file is still exactly the one read. */
     if (!res->disk_hit && !res->memo_hit && id_lock && mode == MODE_FULL &&
-        !qfs_diskcache_may_hold(disk, recipe) && fstat(src->fd, &res->at) == 0) {
-        qfs_srcid when = {.mtime = res->at.st_mtim, .ctime = res->at.st_ctim};
+        !qfs_diskcache_may_hold(disk, recipe) && fstat(src->fd, &at) == 0) {
+        qfs_srcid when = {.mtime = at.st_mtim, .ctime = at.st_ctim};
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
         if (qfs_srcid_settled(&when, &now)) {
@@ -734,9 +735,6 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *res, qf
             if (!qfs_diskcache_may_hold(disk, recipe)) {
                 res->hash_after = true;
                 res->hashed = true;
-                res->off = file_off;
-                res->len = in_bytes;
-                res->memo = ms;
             }   /* else written while we waited: looked up below, the lock kept */
         }
     }
@@ -797,7 +795,7 @@ static int compute_job(qfs_engine *e, const job_request *rq, job_result *res, qf
             }
             else if (!rc && disk && w) {
                 /* the caller queues it; the locks go with it */
-                res->write = !res->hash_after || key_after(e, src, &v, t, res);
+                res->write = !res->hash_after || key_after(e, src, &v, t, ms, &at, res);
                 res->dropped = !res->write;
             }
         }

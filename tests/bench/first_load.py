@@ -6,15 +6,15 @@ page cache (re-read before every run), then a timed `cat` of every file of the v
 /dev/null. "on" mounts with `-o cache_dir=` a fresh, empty directory (this read fills it);
 "off" with `-o cache=off`. The two alternate (on, off, off, on, ...) so that a slow spell of the
 shared machine hits both; the ratio printed is median(on) / median(off). With --before, an
-older binary runs in the same rotation, so both ratios come from the same spell. With --limit, a third
-kind, "write": `cache=off` with the view's size in bytes written beside the read (`dd` of
-/dev/zero into a file in the temporary directory, through the page cache, started with the
-`cat`): the least that filling a cache during a load costs, whatever writes it. Between runs: unmount
-(the daemon finishes its disk writes), `sync`, so no dirty page of one run is written back
-during the next.
+older binary runs in the same rotation, so both ratios come from the same spell. With
+--limit, a third kind, "write": `cache=off` with the view's size in bytes written beside the
+read (`dd` of /dev/zero into a file in the temporary directory, through the page cache or with
+--limit direct `oflag=direct`, started with the `cat`): the least that filling a cache during
+a load costs, whatever writes it. Between runs: unmount (the daemon finishes its disk writes),
+`sync`, so no dirty page of one run is written back during the next.
 
     sudo /usr/bin/python3 tests/bench/first_load.py [--quarkfs BIN] [--before BIN] [--reps N]
-        [--model DIR] [--limit]
+        [--model DIR] [--limit [buffered|direct]]
 
 Needs root (mounts) and about 0.4 GB in the temporary directory.
 """
@@ -33,7 +33,6 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import qfstest as q  # noqa: E402
 
 # ~330 MB of bf16: 3 layers of hidden 2048 / intermediate 5632 (21 quantized weights, 270 MB).
-DD_FLAGS = os.environ.get("QFS_LIMIT_DD", "").split()
 MODEL = ("llama", "bf16", "--layers", "3", "--hidden", "2048", "--intermediate", "5632",
          "--vocab", "8000", "--heads", "16", "--kv-heads", "4")
 
@@ -52,10 +51,10 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_run(src, opts, write_beside=False):
+def one_run(src, opts, write_beside=None):
     """(seconds of the cat, status JSON text, daemon CPU seconds at the end of the cat, daemon
-    CPU seconds once its disk writer is idle). write_beside: the view's size in bytes written
-    to a file while the cat runs (the limit row)."""
+    CPU seconds once its disk writer is idle). write_beside ("buffered" or "direct"): the
+    view's size in bytes written to a file that way while the cat runs (the limit row)."""
     m = q.start_mount(src, opts=opts, extra=[])
     sink = os.path.join(q.TMP, "first-load-write")
     try:
@@ -65,7 +64,8 @@ def one_run(src, opts, write_beside=False):
         if write_beside:
             size = sum(os.path.getsize(f) for f in files)
             writer = subprocess.Popen(["dd", "if=/dev/zero", "of=" + sink, "bs=1M",
-                                       "count=%d" % (size >> 20), "status=none"] + DD_FLAGS)
+                                       "count=%d" % (size >> 20), "status=none"] +
+                                      (["oflag=direct"] if write_beside == "direct" else []))
         subprocess.run(["cat"] + files, stdout=subprocess.DEVNULL, check=True)
         dt = time.monotonic() - t0
         if writer:
@@ -89,8 +89,9 @@ def main():
                     help="also measure this (older) binary, interleaved with --quarkfs")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--model", help="use this model directory instead of generating one")
-    ap.add_argument("--limit", action="store_true",
-                    help="also the limit row: cache=off with the view's bytes written beside it")
+    ap.add_argument("--limit", nargs="?", const="buffered", choices=("buffered", "direct"),
+                    help="also the limit row: cache=off with the view's bytes written beside it "
+                    "by dd, through the page cache (default) or with oflag=direct")
     a = ap.parse_args()
     bins = {"": os.path.abspath(a.quarkfs)}
     if a.before:
@@ -111,7 +112,8 @@ def main():
             opts = ["cache_dir=" + cache] if kind == "on" else ["cache=off"]
             subprocess.run(["sync"], check=True)
             warm(src_files)
-            dt, st, cpu_read, cpu_all = one_run(src, opts, write_beside=kind == "write")
+            dt, st, cpu_read, cpu_all = one_run(src, opts,
+                                                write_beside=a.limit if kind == "write" else None)
             times[(who, kind)].append(dt)
             cpu[(who, kind)].append((cpu_read, cpu_all))
             s = json.loads(st)

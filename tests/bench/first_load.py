@@ -13,13 +13,24 @@ read (`dd` of /dev/zero into a file in the temporary directory, through the page
 a load costs, whatever writes it. Between runs: unmount (the daemon finishes its disk writes),
 `sync`, so no dirty page of one run is written back during the next.
 
-    sudo /usr/bin/python3 tests/bench/first_load.py [--quarkfs BIN] [--before BIN] [--reps N]
-        [--model DIR] [--limit [buffered|direct]]
+With --cold-disk MBPS the source is cold instead, on a disk of a known speed: the model is
+copied onto an ext4 on a loop device whose backing file lives in /dev/shm (memory, so the only
+limit is the one set), reads of that device are throttled to MBPS megabytes per second by the
+block I/O cgroup controller (cgroup v1 `blkio.throttle.read_bps_device`, or v2 `io.max`) for
+this process and its children, and the page cache is dropped before every run. A fourth kind,
+"src", is `cat` of the source files themselves, and the ratios against it are the first-load-
+cold target's (<= 1.1x). A shared machine's real disk varies severalfold between runs of the
+same read; this one does not. The cache directory stays on the temporary directory's disk.
 
-Needs root (mounts) and about 0.4 GB in the temporary directory.
+    sudo /usr/bin/python3 tests/bench/first_load.py [--quarkfs BIN] [--before BIN] [--reps N]
+        [--model DIR] [--limit [buffered|direct]] [--cold-disk MBPS]
+
+Needs root (mounts) and about 0.4 GB in the temporary directory (--cold-disk: the model's
+size again in /dev/shm).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -42,6 +53,82 @@ def warm(paths):
         with open(p, "rb") as f:
             while f.read(8 << 20):
                 pass
+
+
+def drop_page_cache():
+    subprocess.run(["sync"], check=True)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def throttle_group(dev, bps):
+    """A block I/O cgroup limiting reads of device dev (st_rdev) to bps bytes/s: (procs file to
+    join it, procs file to leave it, directory to remove)."""
+    rule = "%d:%d" % (os.major(dev), os.minor(dev))
+    name = "quarkfs-bench-%d" % os.getpid()
+    v1 = "/sys/fs/cgroup/blkio"
+    if os.path.exists(os.path.join(v1, "blkio.throttle.read_bps_device")):
+        d = os.path.join(v1, name)
+        os.mkdir(d)
+        with open(os.path.join(d, "blkio.throttle.read_bps_device"), "w") as f:
+            f.write("%s %d\n" % (rule, bps))
+        return os.path.join(d, "cgroup.procs"), os.path.join(v1, "cgroup.procs"), d
+    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        ctl = os.path.join(root, "cgroup.controllers")
+        if os.path.exists(ctl) and "io" in open(ctl).read().split():
+            with open(os.path.join(root, "cgroup.subtree_control"), "w") as f:
+                f.write("+io\n")
+            d = os.path.join(root, name)
+            os.mkdir(d)
+            with open(os.path.join(d, "io.max"), "w") as f:
+                f.write("%s rbps=%d\n" % (rule, bps))
+            return os.path.join(d, "cgroup.procs"), os.path.join(root, "cgroup.procs"), d
+    sys.exit("--cold-disk: no block I/O cgroup controller here (neither cgroup v1 blkio nor "
+             "v2 io is mounted)")
+
+
+@contextlib.contextmanager
+def throttled_copy(src, mbps):
+    """src's files copied onto a loop-mounted ext4 backed by /dev/shm, whose reads this process
+    and its children get at mbps MB/s; yields the copy's directory. Undone on the way out."""
+    size = sum(os.path.getsize(os.path.join(src, f)) for f in q.tree_files(src))
+    img = "/dev/shm/quarkfs-cold-%d.img" % os.getpid()
+    mnt = os.path.join(q.TMP, "cold-disk")
+    loop = group = None
+    try:
+        with open(img, "wb") as f:
+            f.truncate(size + size // 8 + (128 << 20))
+        loop = subprocess.run(["losetup", "-f", "--show", img], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        subprocess.run(["mkfs.ext4", "-q", "-F", loop], check=True)
+        os.makedirs(mnt, exist_ok=True)
+        subprocess.run(["mount", loop, mnt], check=True)
+        dst = os.path.join(mnt, os.path.basename(os.path.normpath(src)))
+        shutil.copytree(src, dst)
+        group = throttle_group(os.stat(loop).st_rdev, int(mbps * 1e6))
+        with open(group[0], "w") as f:
+            f.write("%d\n" % os.getpid())
+        ra = open("/sys/block/%s/queue/read_ahead_kb" % os.path.basename(loop)).read().strip()
+        print("cold disk: %s on %s (backed by %s), reads throttled to %.0f MB/s, read_ahead_kb "
+              "%s" % (mnt, loop, img, mbps, ra), flush=True)
+        yield dst
+    finally:
+        if group:
+            with open(group[1], "w") as f:
+                f.write("%d\n" % os.getpid())
+            os.rmdir(group[2])
+        if os.path.ismount(mnt):
+            subprocess.run(["umount", mnt], check=False)
+        if loop:
+            subprocess.run(["losetup", "-d", loop], check=False)
+        if os.path.exists(img):
+            os.unlink(img)
+
+
+def cat_seconds(files):
+    t0 = time.monotonic()
+    subprocess.run(["cat"] + files, stdout=subprocess.DEVNULL, check=True)
+    return time.monotonic() - t0
 
 
 def cpu_seconds(pid):
@@ -92,15 +179,29 @@ def main():
     ap.add_argument("--limit", nargs="?", const="buffered", choices=("buffered", "direct"),
                     help="also the limit row: cache=off with the view's bytes written beside it "
                     "by dd, through the page cache (default) or with oflag=direct")
+    ap.add_argument("--cold-disk", type=float, metavar="MBPS",
+                    help="source cold, on a loop disk in memory throttled to MBPS MB/s; adds "
+                    "the row 'src' (cat of the source files)")
     a = ap.parse_args()
+    src = a.model or q.gen_model(*MODEL)
+    if a.cold_disk is None:
+        measure(a, src)
+    else:
+        with throttled_copy(src, a.cold_disk) as cold_src:
+            measure(a, cold_src)
+
+
+def measure(a, src):
     bins = {"": os.path.abspath(a.quarkfs)}
     if a.before:
         bins["before "] = os.path.abspath(a.before)
-    src = a.model or q.gen_model(*MODEL)
+    cold = a.cold_disk is not None
     src_files = [os.path.join(src, f) for f in q.tree_files(src)]
     size = sum(os.path.getsize(f) for f in src_files)
-    print("model %s: %.0f MB; %s" % (src, size / 1e6, bins), flush=True)
-    runs = [(b, k) for b in bins for k in ("on", "off")] + ([("", "write")] if a.limit else [])
+    print("model %s: %.0f MB; source %s; %s" % (src, size / 1e6, "cold" if cold else "warm",
+                                               bins), flush=True)
+    runs = ([(b, k) for b in bins for k in ("on", "off")] + ([("", "write")] if a.limit else [])
+            + ([("", "src")] if cold else []))
     times = {r: [] for r in runs}
     cpu = {r: [] for r in runs}
     for rep in range(a.reps):
@@ -109,9 +210,17 @@ def main():
             q.QUARKFS = bins[who]
             cache = os.path.join(q.TMP, "first-load-cache")
             shutil.rmtree(cache, ignore_errors=True)
+            if cold:
+                drop_page_cache()
+            else:
+                subprocess.run(["sync"], check=True)
+                warm(src_files)
+            if kind == "src":
+                dt = cat_seconds(src_files)
+                times[(who, kind)].append(dt)
+                print("  rep %d src %.3f s  (cat of the source files)" % (rep, dt), flush=True)
+                continue
             opts = ["cache_dir=" + cache] if kind == "on" else ["cache=off"]
-            subprocess.run(["sync"], check=True)
-            warm(src_files)
             dt, st, cpu_read, cpu_all = one_run(src, opts,
                                                 write_beside=a.limit if kind == "write" else None)
             times[(who, kind)].append(dt)
@@ -122,18 +231,21 @@ def main():
                       rep, who, kind, dt, cpu_read, cpu_all, s.get("tensors_quantized"),
                       s.get("seconds_quantizing"), s.get("disk_writes"), s.get("cache_queue")),
                   flush=True)
+    med = {r: statistics.median(v) for r, v in times.items()}
     for who in bins:
-        on = statistics.median(times[(who, "on")])
-        off = statistics.median(times[(who, "off")])
+        on, off = med[(who, "on")], med[(who, "off")]
         print("%smedian cache on %.3f s, cache=off %.3f s: ratio %.3f (%d runs each)" % (
             who, on, off, on / off, a.reps))
         print("%s  daemon CPU, median: on %.2f s during the read, %.2f s once written; off "
               "%.2f s" % (who, statistics.median(c[0] for c in cpu[(who, "on")]),
                           statistics.median(c[1] for c in cpu[(who, "on")]),
                           statistics.median(c[0] for c in cpu[(who, "off")])))
+        if cold:
+            print("%s  against cat of the cold source (%.3f s; target <= 1.1): cache=off %.3f, "
+                  "cache on %.3f" % (who, med[("", "src")], off / med[("", "src")],
+                                     on / med[("", "src")]))
     if a.limit:
-        w = statistics.median(times[("", "write")])
-        off = statistics.median(times[("", "off")])
+        w, off = med[("", "write")], med[("", "off")]
         print("limit: cache=off with the view's bytes written beside it %.3f s, cache=off %.3f s:"
               " ratio %.3f (%d runs each)" % (w, off, w / off, a.reps))
 

@@ -61,6 +61,15 @@ def drop_page_cache():
         f.write("3\n")
 
 
+def io_controller(root):
+    """Whether root is a cgroup v2 hierarchy that offers the io controller."""
+    try:
+        with open(os.path.join(root, "cgroup.controllers")) as f:
+            return "io" in f.read().split()
+    except OSError:
+        return False
+
+
 def throttle_group(dev, bps):
     """A block I/O cgroup limiting reads of device dev (st_rdev) to bps bytes/s: (procs file to
     join it, procs file to leave it, directory to remove)."""
@@ -74,8 +83,7 @@ def throttle_group(dev, bps):
             f.write("%s %d\n" % (rule, bps))
         return os.path.join(d, "cgroup.procs"), os.path.join(v1, "cgroup.procs"), d
     for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
-        ctl = os.path.join(root, "cgroup.controllers")
-        if os.path.exists(ctl) and "io" in open(ctl).read().split():
+        if io_controller(root):
             with open(os.path.join(root, "cgroup.subtree_control"), "w") as f:
                 f.write("+io\n")
             d = os.path.join(root, name)
@@ -108,7 +116,8 @@ def throttled_copy(src, mbps):
         group = throttle_group(os.stat(loop).st_rdev, int(mbps * 1e6))
         with open(group[0], "w") as f:
             f.write("%d\n" % os.getpid())
-        ra = open("/sys/block/%s/queue/read_ahead_kb" % os.path.basename(loop)).read().strip()
+        with open("/sys/block/%s/queue/read_ahead_kb" % os.path.basename(loop)) as f:
+            ra = f.read().strip()
         print("cold disk: %s on %s (backed by %s), reads throttled to %.0f MB/s, read_ahead_kb "
               "%s" % (mnt, loop, img, mbps, ra), flush=True)
         yield dst

@@ -6,6 +6,12 @@
 #                                    bin/quarkfs, bin/fusermount3, lib/<the shared libraries
 #                                    the GPU image lacks, named by soname>,
 #                                    models/stories260K-{bf16,f16,f32}
+#   tests/gpu/gpu-check.sh rev REV NAME
+#                                    here, after bundle: build git revision REV (a commit or a
+#                                    branch) in a temporary worktree, release, on the same
+#                                    static libfuse, into .gpu/bin/NAME: the other side of an
+#                                    A/B (tests/gpu/first_load_ab.sh); the libraries in .gpu/lib
+#                                    serve it too
 #   tests/gpu/gpu-check.sh command   print the commands that run the check on the GPU machine
 #   tests/gpu/gpu-check.sh stage DIR copy this script, gpu_check.py, genmodel.py, stfile.py (at
 #                                    their paths under tests/) and .gpu/ into DIR, a git-ignored
@@ -66,6 +72,20 @@ bundle() {
     echo "gpu-check: bundle $GPU ready (${size} MiB):"
     (cd "$GPU" && find . -type f | sort | sed 's/^/  /')
     [ "$size" -lt 60 ] || { echo "gpu-check: bundle too large to ship (64 MiB limit)" >&2; exit 1; }
+}
+
+# Another revision's binary beside the bundle's, for A/B runs.
+rev() {
+    local rev=$1 name=$2 wt
+    [ -x "$GPU/bin/quarkfs" ] || { echo "gpu-check: run bundle first" >&2; exit 1; }
+    wt=$(mktemp -d /tmp/quarkfs-rev-XXXXXX)
+    git -C "$ROOT" worktree add --detach "$wt" "$rev" >/dev/null
+    trap 'git -C "$ROOT" worktree remove --force "$wt"' RETURN
+    [ -d "$ROOT/build-deps" ] && ln -s "$ROOT/build-deps" "$wt/build-deps"
+    meson setup "$wt/build" "$wt" -Dtests=false --buildtype=release >/dev/null
+    ninja -C "$wt/build" quarkfs >/dev/null
+    cp "$wt/build/quarkfs" "$GPU/bin/$name"
+    echo "gpu-check: $rev ($(git -C "$ROOT" rev-parse --short "$rev")) built into $GPU/bin/$name"
 }
 
 command_line() {
@@ -173,7 +193,8 @@ case "${1:-}" in
     bundle) bundle; command_line ;;
     command) command_line ;;
     stage) stage "${2:-}" ;;
+    rev) [ $# -eq 3 ] || { echo "usage: $0 rev REV NAME" >&2; exit 2; }; rev "$2" "$3" ;;
     remote) remote ;;
     bench) bench ;;
-    *) echo "usage: $0 bundle|command|stage DIR|remote|bench" >&2; exit 2 ;;
+    *) echo "usage: $0 bundle|rev REV NAME|command|stage DIR|remote|bench" >&2; exit 2 ;;
 esac

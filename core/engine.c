@@ -870,7 +870,9 @@ static void write_queue(qfs_engine *e, job_slot *slot, const job_result *res)
     e->stats.disk_dropped++;
 }
 
-/* Writes the memos that gained hashes (lock held on entry and exit; dropped while writing). */
+/* Writes the memos that gained hashes (lock held on entry and exit; dropped while writing).
+ * A memo whose write fails stays dirty: the writer tries it again once the cache's pause is
+ * over (with its next entry, or at unmount), else the next mount would hash the whole file. */
 static void write_memos(qfs_engine *e, qfs_diskcache *disk)
 {
     e->memo_written = now_seconds();
@@ -885,6 +887,7 @@ static void write_memos(qfs_engine *e, qfs_diskcache *disk)
         int rc = qfs_diskcache_memo_put(disk, &name, buf, len);
         free(buf);
         pthread_mutex_lock(&e->lock);
+        if (rc) ms->memo.dirty = true;   /* hashes added meanwhile are in it too */
         if (rc && rc != -EROFS) disk_failed(e, rc);
     }
 }
@@ -953,6 +956,7 @@ static void *writer_main(void *arg)
         double wait = MEMO_WRITE_SECONDS - (now_seconds() - e->memo_written);
         if (dirty && (e->writer_stop || wait <= 0)) {
             write_memos(e, disk);
+            if (e->writer_stop) break;   /* one try at unmount: a failing memo is given up */
             continue;
         }
         if (e->writer_stop) break;

@@ -488,16 +488,20 @@ def mounted(src, spec="int8", excludes=(), includes=(), opts=(), foreground=True
 
 
 @contextlib.contextmanager
-def slow_dir(write_delay_ms):
+def slow_dir(write_delay_ms, fail_match=None, fail_flag=None):
     """with slow_dir(ms) as (d, backing): d a fresh, empty, writable directory each of whose
     write requests takes at least ms milliseconds (tests/integration/slowfs.c, a FUSE mirror of
-    the directory backing): a disk too slow or too busy for what is written to it. Unmounted
-    in every path; backing stays."""
+    the directory backing): a disk too slow or too busy for what is written to it. With
+    fail_match and fail_flag: writes to files whose path contains fail_match fail with EIO
+    while the file fail_flag exists. Unmounted in every path; backing stays."""
     backing, mnt = tmpdir("slow-backing"), tmpdir("slow")
     log_path = tmppath("slowfs-log")
+    opts = "write_delay_ms=%d" % write_delay_ms
+    if fail_match:
+        opts += ",fail_match=%s,fail_flag=%s" % (fail_match, fail_flag)
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([SLOWFS, "-f", "-o", "write_delay_ms=%d" % write_delay_ms,
-                                 backing, mnt], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([SLOWFS, "-f", "-o", opts, backing, mnt], stdout=log,
+                                stderr=subprocess.STDOUT)
     m = Mount(mnt, proc, log_path, [])
     _active_mounts.append(m)
     try:

@@ -2,11 +2,13 @@
  * they should. The tests put a disk cache on it to make quarkfs's background writer fall
  * behind on purpose (a slow or busy disk), which no ordinary filesystem does on demand.
  *
- *   slowfs [-f] [-o write_delay_ms=N] DIR MNT
+ *   slowfs [-f] [-o write_delay_ms=N] [-o fail_match=S,fail_flag=PATH] DIR MNT
  *
  * Every operation is done on DIR (paths relative to an fd of DIR opened at start); each write
  * request first sleeps N milliseconds (default 200). Reads, metadata and directory operations
- * are not delayed. Unmount with `fusermount3 -u MNT`. Written in the idiom of libfuse's
+ * are not delayed. With fail_match and fail_flag, a write request to a file whose path contains
+ * S fails with EIO while the file PATH exists (outside the mirror: the test creates and removes
+ * it to start and end a failure of those files only). Unmount with `fusermount3 -u MNT`. Written in the idiom of libfuse's
  * example/passthrough.c, with only what a quarkfs cache directory uses. */
 #define FUSE_USE_VERSION 312
 #include <fuse.h>
@@ -26,6 +28,7 @@
 
 typedef struct slowfs_options {
     unsigned write_delay_ms;
+    char *fail_match, *fail_flag;   /* both or neither */
 } slowfs_options;
 
 typedef struct slowfs {
@@ -35,6 +38,8 @@ typedef struct slowfs {
 
 static const struct fuse_opt slowfs_opts[] = {
     {"write_delay_ms=%u", offsetof(slowfs_options, write_delay_ms), 0},
+    {"fail_match=%s", offsetof(slowfs_options, fail_match), 0},
+    {"fail_flag=%s", offsetof(slowfs_options, fail_flag), 0},
     FUSE_OPT_END,
 };
 
@@ -175,8 +180,11 @@ static int sfs_read(const char *path, char *buf, size_t size, off_t off,
 static int sfs_write(const char *path, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
-    (void)path;
-    unsigned ms = fs_of_context()->opts.write_delay_ms;
+    const slowfs_options *o = &fs_of_context()->opts;
+    if (o->fail_match && o->fail_flag && path && strstr(path, o->fail_match) &&
+        access(o->fail_flag, F_OK) == 0)
+        return -EIO;
+    unsigned ms = o->write_delay_ms;
     struct timespec delay = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
     while (nanosleep(&delay, &delay) != 0 && errno == EINTR) {}
     ssize_t n = pwrite((int)fi->fh, buf, size, off);
@@ -251,7 +259,8 @@ int main(int argc, char *argv[])
     for (int i = 1; i < args.argc && !dir_at; i++)
         if (args.argv[i][0] != '-' && strcmp(args.argv[i - 1], "-o") != 0) dir_at = i;
     if (!dir_at) {
-        fprintf(stderr, "usage: slowfs [-f] [-o write_delay_ms=N] DIR MNT\n");
+        fprintf(stderr, "usage: slowfs [-f] [-o write_delay_ms=N] [-o fail_match=S,fail_flag=PATH] "
+                "DIR MNT\n");
         return 1;
     }
     fs.root = open(args.argv[dir_at], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -264,5 +273,7 @@ int main(int argc, char *argv[])
     int rc = fuse_main(args.argc, args.argv, &slowfs_ops, &fs);
     fuse_opt_free_args(&args);
     close(fs.root);
+    free(fs.opts.fail_match);
+    free(fs.opts.fail_flag);
     return rc;
 }

@@ -425,6 +425,39 @@ def writer_drops_rather_than_waits():
 
 
 @q.test
+def failed_memo_write_is_tried_again():
+    """The cache's disk fails the memo writes only (EIO for files whose name has ".m.", the
+    memos' temporary names: slowfs fail_match), then recovers. The failure pauses the cache's
+    writes (10 s, WRITE_RETRY_SECONDS); the memo's hashes stay to be written, and are written
+    once the disk takes writes again, here at unmount after the pause: a remount takes every
+    key from the memos and hashes nothing. (A memo given up after one failed write would cost
+    the next mount a read and hash of the whole source.)"""
+    src = settled_copy(q.gen_model("demo", "bf16"))
+    files = view_of(src)
+    n = len(n_quantized(src))
+    flag = q.tmppath("memo-writes-fail")
+    open(flag, "w").close()
+    with q.slow_dir(0, fail_match=".m.", fail_flag=flag) as (slow, cache):
+        with q.mounted(src, opts=cache_opts(slow)) as m:
+            read_all(m, files)
+            deadline = time.monotonic() + 20
+            while "Input/output error" not in m.log():
+                assert time.monotonic() < deadline, "no failed memo write: " + m.log()
+                time.sleep(0.1)
+            assert not memos(cache), memos(cache)
+            os.unlink(flag)
+            time.sleep(10.5)   # the cache's write pause after a failure
+    written = memos(cache)
+    assert written, "no memo written after the disk recovered"
+    for p in written:
+        check_memo(p)
+    with q.mounted(src, opts=cache_opts(cache)) as m:
+        read_all(m, files)
+        st = status(m)
+    assert st["memo_rehashes"] == 0 and st["memo_hits"] >= n, st
+
+
+@q.test
 def demo_export_matches_reference():
     """The expected bytes of the tests above: the demo int8 export equals
     tests/oracle/quarkref.py."""

@@ -8,8 +8,9 @@
  * request first sleeps N milliseconds (default 200). Reads, metadata and directory operations
  * are not delayed. With fail_match and fail_flag, a write request to a file whose path contains
  * S fails with EIO while the file PATH exists (outside the mirror: the test creates and removes
- * it to start and end a failure of those files only). Unmount with `fusermount3 -u MNT`. Written in the idiom of libfuse's
- * example/passthrough.c, with only what a quarkfs cache directory uses. */
+ * it to start and end a failure of those files only). Unmount with `fusermount3 -u MNT`.
+ * Written in the idiom of libfuse's example/passthrough.c, with only what a quarkfs cache
+ * directory uses. */
 #define FUSE_USE_VERSION 312
 #include <fuse.h>
 
@@ -259,8 +260,8 @@ int main(int argc, char *argv[])
     for (int i = 1; i < args.argc && !dir_at; i++)
         if (args.argv[i][0] != '-' && strcmp(args.argv[i - 1], "-o") != 0) dir_at = i;
     if (!dir_at) {
-        fprintf(stderr, "usage: slowfs [-f] [-o write_delay_ms=N] [-o fail_match=S,fail_flag=PATH] "
-                "DIR MNT\n");
+        fprintf(stderr, "usage: slowfs [-f] [-o write_delay_ms=N] "
+                "[-o fail_match=S,fail_flag=PATH] DIR MNT\n");
         return 1;
     }
     fs.root = open(args.argv[dir_at], O_RDONLY | O_DIRECTORY | O_CLOEXEC);

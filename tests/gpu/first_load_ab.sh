@@ -10,7 +10,8 @@
 #   [ROWS=off,first] [ROWS_LAST=...] [ROUNDS=2] bash tests/gpu/first_load_ab.sh BIN_A BIN_B [BIN_C ...]
 #                                                          (on the GPU machine, OUT set)
 #
-# Bundle the binaries with tests/gpu/gpu-check.sh bundle (others: copy builds into .gpu/bin).
+# Bundle the current build with tests/gpu/gpu-check.sh bundle, others with
+# tests/gpu/gpu-check.sh rev REV NAME (into .gpu/bin/NAME).
 set -uo pipefail
 : "${OUT:?OUT must name the output folder}"
 [ $# -ge 2 ] || { echo "usage: first_load_ab.sh BIN_A BIN_B [BIN_C ...]" >&2; exit 2; }

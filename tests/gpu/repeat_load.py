@@ -23,7 +23,8 @@ limits the first load; each against its baseline):
   and drops every entry: no writer at all; against cache=off and the disk first load)
   mount, cache=off, with the view's size in bytes written beside it (`dd` of /dev/zero into a
   file in --work, through the page cache, started with the load): the least that filling a
-  cache during the load must cost, whatever writes it (against cache=off)
+  cache during the load must cost, whatever writes it (against cache=off); and the same with
+  `dd oflag=direct`, as the cache's writer writes while it keeps up
 Results: OUT/repeat_load.json (every run,
 quarkfs status of every mount) and OUT/repeat_load.md (medians and time ratios).
 
@@ -72,6 +73,8 @@ ROWS = [
     ("first_nowriter", "mount, first load, empty read-only cache dir", "src", "CACHE_RO"),
     ("off_write", "mount, cache=off, the view's bytes written beside it", "src",
      "cache=off+WRITE"),
+    ("off_write_direct", "mount, cache=off, the view's bytes written beside it, direct",
+     "src", "cache=off+WRITE_DIRECT"),
 ]
 DEFAULT_ROWS = "exp_warm,exp_cold,off,first,hits,pt,chan,pt_cold,chan_cold"
 # Each row's baselines, in the table's order.
@@ -80,7 +83,7 @@ AGAINST = {"off": ["exp_warm"], "first": ["exp_warm", "off"], "hits": ["exp_warm
            "chan_cold": ["exp_cold"],
            "off_cold": ["src_cold"], "first_cold": ["off_cold", "src_cold"],
            "first_tmpfs": ["off", "first"], "first_nowriter": ["off", "first"],
-           "off_write": ["off"]}
+           "off_write": ["off"], "off_write_direct": ["off"]}
 
 
 def status(a, mnt):
@@ -280,13 +283,15 @@ def main():
                         r.update(load(reader, src))
                     else:
                         writer = None
-                        if opts.endswith("+WRITE"):
-                            opts = opts[:-len("+WRITE")]
+                        if "+WRITE" in opts:
+                            opts, how = opts.split("+")
                             sink = os.path.join(a.work, "limit-write")
                             undo.append(("rm", sink))
                             writer = [
                                 "dd", "if=/dev/zero", "of=" + sink, "bs=1M", "status=none",
                                 "count=%d" % (view_bytes >> 20)]
+                            if how == "WRITE_DIRECT":
+                                writer.append("oflag=direct")
                         o = opts.replace("CACHE_COLD", "CACHE").replace("CACHE_TMPFS", "CACHE")
                         o = o.replace("CACHE_RO", "CACHE")
                         o = o.replace("CACHE", "cache=on,cache_dir=" + cdir)
